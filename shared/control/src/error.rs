@@ -1,0 +1,6 @@
+/// Invalid configuration of a control component.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum ControlError {
+    #[error("burst detector: {0}")]
+    Detector(String),
+}

@@ -1,0 +1,614 @@
+//! The realistic arena: EMR Serverless under a load trace, one step per second.
+//!
+//! Each second the trace delivers events into a FIFO backlog; the running executors drain it at
+//! `min(CPU throughput, shuffle-tier bandwidth)` events per second, so on an I/O-bound load more
+//! executors on a slow tier do not help (thesis 6.1). Every `decision_interval_s` the policy sees an
+//! [`Observation`] and returns a [`ScalingAction`]; requested workers start after a cold start and
+//! are billed per second with a one-minute minimum. Per-event latency = time waiting in the backlog +
+//! the micro-batch's processing latency.
+
+use crate::config::ArenaConfig;
+use crate::edge::{EdgeReport, EdgeSignal};
+use crate::metrics::{LatencyHistogram, RunningStd, Scores};
+use crate::workers::WorkerPool;
+use crate::SimError;
+use control::{Observation, ScalingAction};
+use cost_model::{PriceBook, WorkerSpec};
+use latency_model::{Compression, LatencyModel, Tier, TierContext};
+use rand::SeedableRng;
+use rand_distr::{Distribution, Normal};
+use rand_xoshiro::Xoshiro256PlusPlus;
+use std::collections::VecDeque;
+use traces::{Trace, TracePoint};
+
+/// Latency recorded for a step whose backlog cannot drain at all (no capacity), ms.
+pub const STALLED_MS: f64 = 3_600_000.0;
+
+/// A scaling policy in the realistic arena.
+pub trait Policy {
+    fn name(&self) -> &str;
+    /// Called before each episode.
+    fn reset(&mut self, info: &EpisodeInfo);
+    /// Called every decision interval.
+    fn decide(&mut self, obs: &Observation) -> ScalingAction;
+}
+
+/// What a policy may know about an episode before it starts.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct EpisodeInfo {
+    pub seed: u64,
+    pub sla_ms: f64,
+    pub decision_interval_s: usize,
+    pub max_executors: u32,
+    pub vcpu_per_executor: f64,
+    /// Mean arrival rate over the trace: what a static deployment is sized for.
+    pub mean_load: f64,
+    pub mean_bytes_per_event: f64,
+    /// Events/s one executor handles at the mean event size with Spark's defaults (CPU bound).
+    pub nominal_executor_rate: f64,
+    pub cold_start_mean_s: f64,
+}
+
+/// Capacity of the cluster in one second.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Capacity {
+    /// Events/s the CPUs can process (after spilling).
+    pub cpu_events_per_s: f64,
+    /// Events/s the shuffle tier can carry.
+    pub io_events_per_s: f64,
+    /// CPU ms one event costs on one vCPU, compression included.
+    pub cpu_ms_per_event: f64,
+    /// Processing latency of an event's micro-batch when nothing waits, ms.
+    pub service_ms: f64,
+    /// Working set over usable memory per executor.
+    pub memory_utilisation: f64,
+}
+
+impl Capacity {
+    pub fn events_per_s(&self) -> f64 {
+        self.cpu_events_per_s.min(self.io_events_per_s)
+    }
+}
+
+/// The realistic arena: configuration, prices and the latency model.
+#[derive(Debug, Clone)]
+pub struct Arena {
+    pub config: ArenaConfig,
+    pub prices: PriceBook,
+    pub model: LatencyModel,
+    redis_rate_per_s: f64,
+}
+
+impl Arena {
+    pub fn new(config: ArenaConfig, prices: PriceBook, model: LatencyModel) -> Result<Self, SimError> {
+        config.validate()?;
+        let redis_rate_per_s = config.redis_nodes * prices.elasticache_node_rate_per_second(&config.redis_node_type)?;
+        Ok(Self { config, prices, model, redis_rate_per_s })
+    }
+
+    /// Default configuration, embedded prices (us-east-1) and latency model.
+    pub fn embedded() -> Self {
+        Self::new(
+            ArenaConfig::default(),
+            PriceBook::embedded(cost_model::DEFAULT_REGION).expect("embedded prices parse"),
+            LatencyModel::embedded(),
+        )
+        .expect("default arena is valid")
+    }
+
+    /// Dollars per second of the Redis hot tier while it is held.
+    pub fn redis_rate_per_second(&self) -> f64 {
+        self.redis_rate_per_s
+    }
+
+    /// Reads of each shuffle byte for data of temperature `t`: hot data is re-read by windowed queries.
+    pub fn reads_per_byte(temperature: f64) -> f64 {
+        1.0 + 2.0 * temperature.clamp(0.0, 1.0)
+    }
+
+    /// Capacity of `running` executors holding `memory_gb_total` under `action` for load `point`.
+    pub fn capacity(&self, action: &ScalingAction, running: f64, memory_gb_total: f64, point: TracePoint, temperature: f64) -> Capacity {
+        let proc = &self.model.processing;
+        let reads = Self::reads_per_byte(temperature);
+        let codec = self.model.compression(action.compression);
+        let shuffle_mb_per_event = point.bytes_per_event * proc.shuffle_ratio / 1e6;
+        let cpu_ms_per_event = proc.cpu_ms_per_event(point.bytes_per_event) + codec.cpu_ms_per_mb(reads) * shuffle_mb_per_event;
+        let tier = self.model.tier(action.tier);
+        let service_ms = proc.batch_overhead_ms + cpu_ms_per_event + proc.round_trips * tier.access_ms;
+        if running <= 0.0 {
+            return Capacity { cpu_events_per_s: 0.0, io_events_per_s: 0.0, cpu_ms_per_event, service_ms, memory_utilisation: 0.0 };
+        }
+        let usable = proc.usable_memory_gb(memory_gb_total / running);
+        let per_executor = point.events_per_s / running;
+        let working_set = proc.executor_base_memory_gb + per_executor * point.bytes_per_event * proc.state_window_s / 1e9;
+        let memory_utilisation = if usable > 0.0 { working_set / usable } else { f64::INFINITY };
+        let spill = if memory_utilisation > 1.0 { (1.0 / memory_utilisation).max(proc.spill_floor) } else { 1.0 };
+        let cpu = running * self.config.vcpu_per_executor * 1_000.0 / cpu_ms_per_event * spill;
+        let io_mb_per_event = shuffle_mb_per_event * codec.ratio * (1.0 + reads);
+        let ctx = TierContext {
+            workers: running,
+            redis_nodes: self.config.redis_nodes,
+            block_kb: self.config.block_kb,
+            s3_prefixes: self.config.s3_prefixes,
+        };
+        let io = if io_mb_per_event > 0.0 { tier.bandwidth_mb_s(&ctx) / io_mb_per_event } else { f64::INFINITY };
+        Capacity { cpu_events_per_s: cpu, io_events_per_s: io, cpu_ms_per_event, service_ms, memory_utilisation }
+    }
+
+    /// Events/s one executor handles at `bytes` per event with Spark's defaults, ignoring I/O.
+    pub fn nominal_executor_rate(&self, bytes_per_event: f64) -> f64 {
+        let action = ScalingAction::spark_default(1);
+        let point = TracePoint { events_per_s: 0.0, bytes_per_event };
+        self.capacity(&action, 1.0, action.memory_gb as f64, point, self.config.temperature_mean).cpu_events_per_s
+    }
+
+    pub fn episode_info(&self, trace: &Trace, seed: u64) -> EpisodeInfo {
+        let mean_bytes = trace.mean_bytes_per_event();
+        EpisodeInfo {
+            seed,
+            sla_ms: self.config.sla_ms,
+            decision_interval_s: self.config.decision_interval_s,
+            max_executors: self.config.max_executors,
+            vcpu_per_executor: self.config.vcpu_per_executor,
+            mean_load: trace.mean_events_per_s(),
+            mean_bytes_per_event: mean_bytes,
+            nominal_executor_rate: self.nominal_executor_rate(mean_bytes),
+            cold_start_mean_s: self.config.cold_start.mean(),
+        }
+    }
+
+    /// Dollars per second of the shuffle tier for `processed` events of `bytes` at `temperature`
+    /// (request and storage charges; Redis nodes and worker disks are billed separately).
+    pub fn tier_cost_per_second(&self, action: &ScalingAction, processed: f64, bytes: f64, temperature: f64) -> f64 {
+        let proc = &self.model.processing;
+        let stored_mb = processed * bytes * proc.shuffle_ratio / 1e6 * self.model.compression(action.compression).ratio;
+        let reads = Self::reads_per_byte(temperature);
+        let blocks = stored_mb * 1_024.0 / self.config.block_kb;
+        match action.tier {
+            Tier::S3 => self.prices.s3_cost(blocks, blocks * reads, stored_mb / 1_024.0 * self.config.s3_retention_s),
+            Tier::Glacier => self.prices.glacier_flexible_cost(blocks, stored_mb / 1_024.0, blocks * reads, stored_mb / 1_024.0 * reads),
+            Tier::Redis | Tier::Nvme | Tier::Hdd => 0.0,
+        }
+    }
+
+    /// Run one whole episode of `policy` on `trace`.
+    pub fn run(&self, trace: &Trace, seed: u64, policy: &mut dyn Policy, mut timeline: Option<&mut Timeline>) -> Result<Scores, SimError> {
+        let mut episode = Episode::new(self, trace, seed)?;
+        policy.reset(&self.episode_info(trace, seed));
+        while !episode.done() {
+            let obs = episode.observe();
+            let action = policy.decide(&obs);
+            episode.advance(action, timeline.as_deref_mut());
+        }
+        Ok(episode.scores())
+    }
+
+    /// Snap an action to what the arena accepts.
+    pub fn sanitise(&self, action: ScalingAction) -> ScalingAction {
+        ScalingAction {
+            executors: action.executors.clamp(1, self.config.max_executors),
+            memory_gb: action.memory_gb.clamp(8, 30),
+            prewarm: action.prewarm.min(self.config.max_executors),
+            ..action
+        }
+    }
+}
+
+/// Per-second series of one episode, for plots.
+#[derive(Debug, Clone, Default)]
+pub struct Timeline {
+    pub load: Vec<f32>,
+    pub processed: Vec<f32>,
+    pub executors: Vec<f32>,
+    pub latency_ms: Vec<f32>,
+    pub tier: Vec<Tier>,
+}
+
+/// What happened over one decision interval.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct IntervalOutcome {
+    pub seconds: usize,
+    pub cost_usd: f64,
+    pub events_arrived: f64,
+    pub events_processed: f64,
+    /// Events completed in the interval whose latency exceeded the SLA.
+    pub events_violating: f64,
+    /// Event-weighted mean latency of the events completed, ms.
+    pub mean_latency_ms: f64,
+    /// Latency at the end of the interval (backlog wait + processing), ms.
+    pub latency_ms: f64,
+    pub backlog_events: f64,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Cohort {
+    arrival: f64,
+    total: f64,
+    left: f64,
+}
+
+/// One episode, stepped a decision interval at a time (the trainer drives it directly).
+pub struct Episode<'a> {
+    arena: &'a Arena,
+    trace: &'a Trace,
+    rng: Xoshiro256PlusPlus,
+    t: usize,
+    end: usize,
+    workers: WorkerPool,
+    action: ScalingAction,
+    queue: VecDeque<Cohort>,
+    backlog: f64,
+    edge: EdgeSignal,
+    last_edge: EdgeReport,
+    temperature: TemperatureSeries,
+    redis_until: f64,
+    last_capacity: Capacity,
+    last_latency_ms: f64,
+    // Interval accumulators (reset at each decision).
+    iv_arrived: f64,
+    iv_processed: f64,
+    iv_cpu_busy: f64,
+    iv_cpu_avail: f64,
+    iv_steps: usize,
+    // Episode accumulators.
+    cost: f64,
+    hist: LatencyHistogram,
+    events_violating: f64,
+    events_total: f64,
+    steps_violating: usize,
+    executors: RunningStd,
+    cpu_util: RunningStd,
+    bytes_processed: f64,
+}
+
+/// Correlation of the per-second data temperature (AR(1)): it drifts over minutes.
+const TEMPERATURE_RHO: f64 = 0.995;
+
+/// The data temperature of an episode, from its own random stream so that the clairvoyant bound can
+/// replay exactly the temperatures the policies met.
+#[derive(Debug, Clone)]
+pub struct TemperatureSeries {
+    rng: Xoshiro256PlusPlus,
+    noise: Normal<f64>,
+    mean: f64,
+    value: f64,
+}
+
+impl TemperatureSeries {
+    pub fn new(config: &ArenaConfig, seed: u64) -> Result<Self, SimError> {
+        let sd = config.temperature_sd * (1.0 - TEMPERATURE_RHO * TEMPERATURE_RHO).sqrt();
+        let noise = Normal::new(0.0, sd.max(0.0)).map_err(|e| SimError::Config(format!("temperature: {e}")))?;
+        let rng = Xoshiro256PlusPlus::seed_from_u64(seed ^ 0x7E3A_5EED_0000_0001);
+        Ok(Self { rng, noise, mean: config.temperature_mean, value: config.temperature_mean })
+    }
+
+    pub fn current(&self) -> f64 {
+        self.value
+    }
+
+    /// Advance one second.
+    pub fn next(&mut self) -> f64 {
+        let drift = (1.0 - TEMPERATURE_RHO) * (self.mean - self.value);
+        self.value = (self.value + drift + self.noise.sample(&mut self.rng)).clamp(0.0, 1.0);
+        self.value
+    }
+}
+
+impl<'a> Episode<'a> {
+    pub fn new(arena: &'a Arena, trace: &'a Trace, seed: u64) -> Result<Self, SimError> {
+        if trace.is_empty() {
+            return Err(SimError::Config(format!("trace `{}` is empty", trace.name())));
+        }
+        let config = &arena.config;
+        let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed);
+        let mut edge = EdgeSignal::new(&config.edge)?;
+        edge.warm_up(trace);
+        let temperature = TemperatureSeries::new(config, seed)?;
+        let first = trace.at(0);
+        // Every policy starts from the same warm cluster, sized for the opening load with Spark's
+        // defaults, so that no policy is judged on a cold start the trace did not cause.
+        let per_exec = arena.nominal_executor_rate(first.bytes_per_event).max(1e-9);
+        let start = ((first.events_per_s / per_exec).ceil() as u32).clamp(1, config.max_executors);
+        let action = ScalingAction::spark_default(start);
+        let mut workers = WorkerPool::default();
+        workers.start_ready(start, action.memory_gb, 0.0);
+        let last_edge = edge.step(0, trace, &mut rng);
+        let last_capacity = arena.capacity(&action, start as f64, (start * action.memory_gb) as f64, first, temperature.current());
+        Ok(Self {
+            arena,
+            trace,
+            rng,
+            t: 0,
+            end: trace.len(),
+            workers,
+            action,
+            queue: VecDeque::with_capacity(1_024),
+            backlog: 0.0,
+            edge,
+            last_edge,
+            temperature,
+            redis_until: f64::NEG_INFINITY,
+            last_latency_ms: last_capacity.service_ms,
+            last_capacity,
+            iv_arrived: 0.0,
+            iv_processed: 0.0,
+            iv_cpu_busy: 0.0,
+            iv_cpu_avail: 0.0,
+            iv_steps: 0,
+            cost: 0.0,
+            hist: LatencyHistogram::default(),
+            events_violating: 0.0,
+            events_total: 0.0,
+            steps_violating: 0,
+            executors: RunningStd::default(),
+            cpu_util: RunningStd::default(),
+            bytes_processed: 0.0,
+        })
+    }
+
+    pub fn done(&self) -> bool {
+        self.t >= self.end
+    }
+
+    pub fn time(&self) -> usize {
+        self.t
+    }
+
+    pub fn action(&self) -> ScalingAction {
+        self.action
+    }
+
+    /// What a live system would observe now.
+    pub fn observe(&self) -> Observation {
+        let t = self.t as f64;
+        let point = self.trace.at(self.t);
+        let (input, processed, cpu) = if self.iv_steps > 0 {
+            let n = self.iv_steps as f64;
+            let cpu = if self.iv_cpu_avail > 0.0 { self.iv_cpu_busy / self.iv_cpu_avail } else { 0.0 };
+            (self.iv_arrived / n, self.iv_processed / n, cpu)
+        } else {
+            let cap = self.last_capacity;
+            let done = point.events_per_s.min(cap.events_per_s());
+            let avail = self.workers.running(t) as f64 * self.arena.config.vcpu_per_executor * 1_000.0;
+            let cpu = if avail > 0.0 { done * cap.cpu_ms_per_event / avail } else { 0.0 };
+            (point.events_per_s, done, cpu)
+        };
+        let proc = &self.arena.model.processing;
+        Observation {
+            time_s: t,
+            cpu_utilisation: cpu.clamp(0.0, 1.0),
+            memory_utilisation: self.last_capacity.memory_utilisation.min(10.0),
+            backlog_events: self.backlog,
+            input_rate: input,
+            processing_rate: processed,
+            running_executors: self.workers.running(t),
+            pending_executors: self.workers.pending(t),
+            burst_signal: self.last_edge.burst,
+            predicted_load: self.last_edge.predicted_load,
+            data_temperature: self.temperature.current(),
+            shuffle_mb_per_s: input * point.bytes_per_event * proc.shuffle_ratio / 1e6,
+            bytes_per_event: point.bytes_per_event,
+            latency_ms: self.last_latency_ms,
+            alpha: self.arena.config.alpha,
+            beta: self.arena.config.beta,
+            sla_ms: self.arena.config.sla_ms,
+            current: self.action,
+        }
+    }
+
+    /// Apply `action` and simulate one decision interval.
+    pub fn advance(&mut self, action: ScalingAction, mut timeline: Option<&mut Timeline>) -> IntervalOutcome {
+        let arena = self.arena;
+        let action = arena.sanitise(action);
+        let t = self.t as f64;
+        let cold = arena.config.cold_start.sample(&mut self.rng);
+        let target = action.executors.max(action.prewarm);
+        let vcpu = arena.config.vcpu_per_executor;
+        let disk = if action.tier == Tier::Nvme { arena.config.nvme_disk_gb } else { arena.prices.emr.free_ephemeral_storage_gb };
+        let prices = &arena.prices;
+        let released = self.workers.reconcile(target, action.memory_gb, t, cold, |mem, age| {
+            let w = WorkerSpec { vcpu, memory_gb: mem as f64, disk_gb: disk };
+            // Seconds already run were billed as they passed; only the rest of the minimum is owed.
+            (prices.emr.minimum_billed_seconds - age).max(0.0) * prices.emr_rate_per_second(&w)
+        });
+        self.action = action;
+        let mut out = IntervalOutcome { cost_usd: released.minimum_charge, ..Default::default() };
+        self.cost += released.minimum_charge;
+        self.iv_arrived = 0.0;
+        self.iv_processed = 0.0;
+        self.iv_cpu_busy = 0.0;
+        self.iv_cpu_avail = 0.0;
+        self.iv_steps = 0;
+        let mut latency_weighted = 0.0;
+        for _ in 0..arena.config.decision_interval_s {
+            if self.done() {
+                break;
+            }
+            let (cost, completed, violating, lat_sum) = self.step(disk, timeline.as_deref_mut());
+            out.cost_usd += cost;
+            out.events_processed += completed;
+            out.events_violating += violating;
+            latency_weighted += lat_sum;
+            out.seconds += 1;
+        }
+        out.events_arrived = self.iv_arrived;
+        out.mean_latency_ms = if out.events_processed > 0.0 { latency_weighted / out.events_processed } else { self.last_latency_ms };
+        out.latency_ms = self.last_latency_ms;
+        out.backlog_events = self.backlog;
+        if self.done() {
+            let leftover = self.finish();
+            out.events_violating += leftover;
+        }
+        out
+    }
+
+    /// One second. Returns (cost, events completed, of which violating, sum of their latencies).
+    fn step(&mut self, disk_gb: f64, timeline: Option<&mut Timeline>) -> (f64, f64, f64, f64) {
+        let arena = self.arena;
+        let config = &arena.config;
+        let t = self.t as f64;
+        let point = self.trace.at(self.t);
+        self.last_edge = self.edge.step(self.t, self.trace, &mut self.rng);
+        let temperature = self.temperature.next();
+
+        let running = self.workers.running(t) as f64;
+        let memory = self.workers.running_memory_gb(t);
+        let cap = arena.capacity(&self.action, running, memory, point, temperature);
+        self.last_capacity = cap;
+        let rate = cap.events_per_s();
+        let sla = config.sla_ms;
+
+        // Arrivals join the FIFO backlog; capacity drains it front first.
+        if point.events_per_s > 0.0 {
+            self.queue.push_back(Cohort { arrival: t, total: point.events_per_s, left: point.events_per_s });
+            self.backlog += point.events_per_s;
+            self.events_total += point.events_per_s;
+        }
+        let mut budget = rate.min(self.backlog);
+        let processed = budget;
+        let mut offset = 0.0;
+        let (mut violating, mut lat_sum) = (0.0, 0.0);
+        while budget > 1e-9 {
+            let Some(front) = self.queue.front_mut() else { break };
+            let k = front.left.min(budget);
+            let f0 = 1.0 - front.left / front.total;
+            let f1 = f0 + k / front.total;
+            // Events of a cohort arrive spread over its second and leave in order.
+            let w0 = (t + offset / rate - (front.arrival + f0)).max(0.0);
+            let w1 = (t + (offset + k) / rate - (front.arrival + f1)).max(0.0);
+            let (l0, l1) = (cap.service_ms + w0 * 1_000.0, cap.service_ms + w1 * 1_000.0);
+            self.hist.add(l0 + (l1 - l0) * 0.25, k * 0.5);
+            self.hist.add(l0 + (l1 - l0) * 0.75, k * 0.5);
+            violating += k * fraction_above(l0, l1, sla);
+            lat_sum += k * (l0 + l1) * 0.5;
+            front.left -= k;
+            budget -= k;
+            offset += k;
+            if front.left <= 1e-9 {
+                self.queue.pop_front();
+            }
+        }
+        self.backlog = (self.backlog - processed).max(0.0);
+        if self.backlog < 1e-6 {
+            self.backlog = 0.0;
+            self.queue.clear();
+        }
+        self.events_violating += violating;
+
+        let latency = if self.backlog <= 0.0 {
+            cap.service_ms
+        } else if rate > 0.0 {
+            (cap.service_ms + self.backlog / rate * 1_000.0).min(STALLED_MS)
+        } else {
+            STALLED_MS
+        };
+        self.last_latency_ms = latency;
+        if latency > sla {
+            self.steps_violating += 1;
+        }
+
+        // Cost of this second: workers, the Redis hot tier while it is held, request charges.
+        let mut cost = self.workers.rate_per_second(t, config.vcpu_per_executor, disk_gb, &arena.prices);
+        if self.action.tier == Tier::Redis {
+            self.redis_until = t + config.redis_hold_s;
+        }
+        if t < self.redis_until {
+            cost += arena.redis_rate_per_s;
+        }
+        cost += arena.tier_cost_per_second(&self.action, processed, point.bytes_per_event, temperature);
+        self.cost += cost;
+
+        let busy = processed * cap.cpu_ms_per_event;
+        let avail = running * config.vcpu_per_executor * 1_000.0;
+        if avail > 0.0 {
+            self.cpu_util.add((busy / avail).min(1.0));
+        }
+        self.iv_arrived += point.events_per_s;
+        self.iv_processed += processed;
+        self.iv_cpu_busy += busy;
+        self.iv_cpu_avail += avail;
+        self.iv_steps += 1;
+        self.executors.add(running);
+        self.bytes_processed += processed * point.bytes_per_event;
+        if let Some(tl) = timeline {
+            tl.load.push(point.events_per_s as f32);
+            tl.processed.push(processed as f32);
+            tl.executors.push(running as f32);
+            tl.latency_ms.push(latency as f32);
+            tl.tier.push(self.action.tier);
+        }
+        self.t += 1;
+        (cost, processed, violating, lat_sum)
+    }
+
+    /// Events still queued at the end are scored with the latency they have reached (a lower bound).
+    fn finish(&mut self) -> f64 {
+        let end = self.end as f64;
+        let sla = self.arena.config.sla_ms;
+        let service = self.last_capacity.service_ms;
+        let mut violating = 0.0;
+        for c in self.queue.drain(..) {
+            let latency = service + (end - c.arrival - 0.5).max(0.0) * 1_000.0;
+            self.hist.add(latency, c.left);
+            if latency > sla {
+                violating += c.left;
+            }
+        }
+        self.events_violating += violating;
+        self.backlog = 0.0;
+        violating
+    }
+
+    /// The scoreboard of the episode so far.
+    pub fn scores(&self) -> Scores {
+        let seconds = self.t.max(1) as f64;
+        Scores {
+            cost_usd: self.cost,
+            p95_ms: self.hist.quantile(0.95),
+            p99_ms: self.hist.quantile(0.99),
+            sla_violation_pct: if self.events_total > 0.0 { 100.0 * self.events_violating / self.events_total } else { 0.0 },
+            sla_step_violation_pct: 100.0 * self.steps_violating as f64 / seconds,
+            stability: self.executors.std(),
+            cpu_util_pct: 100.0 * self.cpu_util.mean(),
+            throughput_mb_s: self.bytes_processed / 1e6 / seconds,
+        }
+    }
+}
+
+/// Share of a linear latency ramp from `l0` to `l1` that lies above `sla`.
+fn fraction_above(l0: f64, l1: f64, sla: f64) -> f64 {
+    let (lo, hi) = if l0 <= l1 { (l0, l1) } else { (l1, l0) };
+    if lo > sla {
+        1.0
+    } else if hi <= sla {
+        0.0
+    } else {
+        (hi - sla) / (hi - lo)
+    }
+}
+
+/// A policy that always returns the same action (for tests and ablations).
+#[derive(Debug, Clone)]
+pub struct ConstantPolicy {
+    pub name: String,
+    pub action: ScalingAction,
+}
+
+impl Policy for ConstantPolicy {
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn reset(&mut self, _info: &EpisodeInfo) {}
+    fn decide(&mut self, _obs: &Observation) -> ScalingAction {
+        self.action
+    }
+}
+
+impl ConstantPolicy {
+    pub fn new(executors: u32, memory_gb: u32, tier: Tier, compression: Compression) -> Self {
+        Self {
+            name: format!("constant-{executors}x{memory_gb}-{}-{}", tier.name(), compression.name()),
+            action: ScalingAction { executors, memory_gb, tier, compression, prewarm: 0 },
+        }
+    }
+}

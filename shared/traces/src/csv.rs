@@ -1,0 +1,145 @@
+//! CSV traces: `time_s,events_per_s[,bytes_per_event]` with a header line.
+//!
+//! Rows may be spaced irregularly (every 10 s, say); the trace is resampled onto whole seconds by
+//! linear interpolation, starting at the first row's time.
+
+use crate::{Trace, TraceError, TracePoint};
+use std::path::{Path, PathBuf};
+
+/// Event size used when a CSV has no `bytes_per_event` column: the size of the real-shaped traces
+/// shipped with the project (a JSON sensor record of a few kilobytes).
+pub const DEFAULT_BYTES_PER_EVENT: f64 = 2_500.0;
+
+/// Read a CSV trace from a file; errors name the file and the line.
+pub fn load_csv(path: &Path) -> Result<Trace, TraceError> {
+    let text = std::fs::read_to_string(path).map_err(|source| TraceError::Io { path: path.to_path_buf(), source })?;
+    let name = path.file_stem().and_then(|s| s.to_str()).unwrap_or("trace").to_string();
+    parse_csv(&name, path, &text)
+}
+
+/// Parse CSV text; `path` is only used in error messages.
+pub fn parse_csv(name: &str, path: &Path, text: &str) -> Result<Trace, TraceError> {
+    let bad = |line: usize, message: String| TraceError::Malformed { path: PathBuf::from(path), line, message };
+    let mut rows: Vec<(f64, f64, f64)> = Vec::new();
+    let mut columns: Option<usize> = None;
+    for (index, raw) in text.lines().enumerate() {
+        let line_no = index + 1;
+        let line = raw.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let fields: Vec<&str> = line.split(',').map(str::trim).collect();
+        let Some(ncols) = columns else {
+            let expected3 = ["time_s", "events_per_s", "bytes_per_event"];
+            let ok = (fields.len() == 2 || fields.len() == 3) && fields.iter().zip(expected3).all(|(f, e)| *f == e);
+            if !ok {
+                return Err(bad(
+                    line_no,
+                    format!("expected the header `time_s,events_per_s[,bytes_per_event]`, found `{line}`"),
+                ));
+            }
+            columns = Some(fields.len());
+            continue;
+        };
+        if fields.len() != ncols {
+            return Err(bad(line_no, format!("expected {ncols} fields, found {}", fields.len())));
+        }
+        let number = |i: usize, what: &str| -> Result<f64, TraceError> {
+            let v: f64 = fields[i].parse().map_err(|_| bad(line_no, format!("{what} `{}` is not a number", fields[i])))?;
+            if !v.is_finite() {
+                return Err(bad(line_no, format!("{what} `{}` is not finite", fields[i])));
+            }
+            Ok(v)
+        };
+        let t = number(0, "time_s")?;
+        let rate = number(1, "events_per_s")?;
+        if rate < 0.0 {
+            return Err(bad(line_no, format!("events_per_s {rate} is negative")));
+        }
+        let bytes = if ncols == 3 { number(2, "bytes_per_event")? } else { DEFAULT_BYTES_PER_EVENT };
+        if bytes <= 0.0 {
+            return Err(bad(line_no, format!("bytes_per_event {bytes} must be positive")));
+        }
+        if let Some(&(prev, _, _)) = rows.last() {
+            if t <= prev {
+                return Err(bad(line_no, format!("time_s {t} does not increase (previous row {prev})")));
+            }
+        }
+        rows.push((t, rate, bytes));
+    }
+    if rows.is_empty() {
+        return Err(TraceError::Empty { path: PathBuf::from(path) });
+    }
+    Ok(Trace::new(name, resample(&rows)))
+}
+
+/// Linear interpolation onto whole seconds from the first row's time to the last's.
+fn resample(rows: &[(f64, f64, f64)]) -> Vec<TracePoint> {
+    let t0 = rows[0].0;
+    let span = rows[rows.len() - 1].0 - t0;
+    let n = span.floor() as usize + 1;
+    let mut out = Vec::with_capacity(n);
+    let mut j = 0;
+    for s in 0..n {
+        let t = t0 + s as f64;
+        while j + 1 < rows.len() && rows[j + 1].0 <= t {
+            j += 1;
+        }
+        let (ta, ra, ba) = rows[j];
+        let point = if j + 1 < rows.len() {
+            let (tb, rb, bb) = rows[j + 1];
+            let w = (t - ta) / (tb - ta);
+            TracePoint { events_per_s: ra + w * (rb - ra), bytes_per_event: ba + w * (bb - ba) }
+        } else {
+            TracePoint { events_per_s: ra, bytes_per_event: ba }
+        };
+        out.push(point);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Trace, TraceError> {
+        parse_csv("t", Path::new("t.csv"), text)
+    }
+
+    #[test]
+    fn reads_three_columns_and_resamples_gaps() {
+        let trace = parse("time_s,events_per_s,bytes_per_event\n0,100,1000\n10,200,3000\n").unwrap();
+        assert_eq!(trace.len(), 11);
+        assert_eq!(trace.at(5).events_per_s, 150.0);
+        assert_eq!(trace.at(5).bytes_per_event, 2000.0);
+        assert_eq!(trace.at(10).events_per_s, 200.0);
+    }
+
+    #[test]
+    fn third_column_is_optional() {
+        let trace = parse("time_s,events_per_s\n0,5\n1,6\n").unwrap();
+        assert_eq!(trace.at(1).bytes_per_event, DEFAULT_BYTES_PER_EVENT);
+    }
+
+    #[test]
+    fn errors_name_file_and_line() {
+        let err = parse("time_s,events_per_s\n0,5\n1,abc\n").unwrap_err().to_string();
+        assert!(err.starts_with("t.csv:3:"), "{err}");
+        assert!(err.contains("abc"), "{err}");
+        let err = parse("time_s,events_per_s\n0,5\n0,6\n").unwrap_err().to_string();
+        assert!(err.contains("t.csv:3") && err.contains("does not increase"), "{err}");
+        let err = parse("time,rate\n0,5\n").unwrap_err().to_string();
+        assert!(err.contains("t.csv:1") && err.contains("header"), "{err}");
+        let err = parse("time_s,events_per_s\n0,-5\n").unwrap_err().to_string();
+        assert!(err.contains("negative"), "{err}");
+        let err = parse("time_s,events_per_s,bytes_per_event\n0,5\n").unwrap_err().to_string();
+        assert!(err.contains("t.csv:2") && err.contains("expected 3 fields"), "{err}");
+        assert!(matches!(parse("time_s,events_per_s\n"), Err(TraceError::Empty { .. })));
+    }
+
+    #[test]
+    fn missing_file_is_an_error_not_a_panic() {
+        let err = load_csv(Path::new("/nonexistent/trace.csv")).unwrap_err().to_string();
+        assert!(err.contains("/nonexistent/trace.csv"), "{err}");
+    }
+}

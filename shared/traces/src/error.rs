@@ -1,0 +1,22 @@
+use std::path::PathBuf;
+
+/// Why a trace could not be built or read.
+#[derive(Debug, thiserror::Error)]
+pub enum TraceError {
+    #[error("cannot read trace file {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}:{line}: {message}")]
+    Malformed {
+        path: PathBuf,
+        line: usize,
+        message: String,
+    },
+    #[error("{path}: the trace has no data rows")]
+    Empty { path: PathBuf },
+    #[error("unknown trace `{0}`: not a built-in (see `sparkpilot traces`) and no such file")]
+    Unknown(String),
+}
