@@ -44,7 +44,7 @@ enum Command {
         #[arg(long, default_value = "results")]
         out: PathBuf,
         #[command(flatten)]
-        arena_opts: ArenaOpts,
+        arena_opts: Box<ArenaOpts>,
     },
     /// List the built-in traces, or print one as CSV.
     Traces {
@@ -128,7 +128,7 @@ fn tournament_cmd(
     seeds: u64,
     first_seed: u64,
     policies: &[String],
-    out: &PathBuf,
+    out: &std::path::Path,
     opts: &ArenaOpts,
 ) -> Result<()> {
     if seeds == 0 {
@@ -189,8 +189,18 @@ fn tournament_cmd(
     Ok(())
 }
 
-fn main() -> Result<()> {
-    let cli = Cli::parse();
+fn main() -> std::process::ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(err) => {
+            // The whole chain on one line, without a backtrace: the message names what was wrong.
+            eprintln!("error: {err:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Tournament { arena, trace, seeds, first_seed, policies, out, arena_opts } => {
             tournament_cmd(arena, &trace, seeds, first_seed, &policies, &out, &arena_opts)

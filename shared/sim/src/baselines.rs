@@ -6,6 +6,10 @@ use crate::realistic::{EpisodeInfo, Policy};
 use control::{Observation, ScalingAction};
 use std::collections::VecDeque;
 
+/// Utilisation the sizing baselines aim for: the 80 % CPU target of the HPA default, so that static
+/// and predictive sizing keep the same headroom as the reactive scalers.
+pub const TARGET_UTILISATION: f64 = 0.8;
+
 fn executors_for(rate: f64, per_executor: f64, max: u32) -> u32 {
     if per_executor <= 0.0 {
         return max;
@@ -13,7 +17,7 @@ fn executors_for(rate: f64, per_executor: f64, max: u32) -> u32 {
     ((rate / per_executor).ceil() as u32).clamp(1, max)
 }
 
-/// Static deployment provisioned for the trace's mean rate (the usual static sizing).
+/// Static deployment provisioned for the trace's mean rate at the target utilisation.
 #[derive(Debug, Default)]
 pub struct Fixed {
     executors: u32,
@@ -24,7 +28,7 @@ impl Policy for Fixed {
         "fixed"
     }
     fn reset(&mut self, info: &EpisodeInfo) {
-        self.executors = executors_for(info.mean_load, info.nominal_executor_rate, info.max_executors);
+        self.executors = executors_for(info.mean_load, info.nominal_executor_rate * TARGET_UTILISATION, info.max_executors);
     }
     fn decide(&mut self, _obs: &Observation) -> ScalingAction {
         ScalingAction::spark_default(self.executors)
@@ -137,7 +141,7 @@ impl Policy for HpaScaler {
 }
 
 /// Seer-like linear predictive scaler: least-squares trend over the last 60 s of input rate,
-/// extrapolated one cold start ahead, divided by one executor's rate.
+/// extrapolated one cold start ahead, divided by one executor's rate at the target utilisation.
 #[derive(Debug, Default)]
 pub struct Seer {
     history: VecDeque<(f64, f64)>,
@@ -156,7 +160,7 @@ impl Policy for Seer {
     }
     fn reset(&mut self, info: &EpisodeInfo) {
         self.history.clear();
-        self.per_executor = info.nominal_executor_rate;
+        self.per_executor = info.nominal_executor_rate * TARGET_UTILISATION;
         self.horizon = info.cold_start_mean_s;
         self.max = info.max_executors;
     }

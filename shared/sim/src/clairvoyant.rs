@@ -60,7 +60,7 @@ pub fn clairvoyant_bound(arena: &Arena, trace: &Trace, seed: u64, mut timeline: 
     let (mut executors, mut cpu) = (RunningStd::default(), RunningStd::default());
     let sla = arena.config.sla_ms;
     for point in trace.points() {
-        let temp = temperature.next();
+        let temp = temperature.advance();
         let (action, c, latency) = match cheapest_action(arena, *point, temp) {
             Some((a, c)) => {
                 let cap = arena.capacity(&a, a.executors as f64, (a.executors * a.memory_gb) as f64, *point, temp);

@@ -21,7 +21,8 @@ impl Default for LatencyHistogram {
 
 impl LatencyHistogram {
     fn bucket(ms: f64) -> usize {
-        if !(ms > MIN_MS) {
+        // NaN and anything at or below the floor land in the first bucket.
+        if ms.is_nan() || ms <= MIN_MS {
             return 0;
         }
         (((ms / MIN_MS).ln() / GROWTH.ln()) as usize).min(BUCKETS - 1)

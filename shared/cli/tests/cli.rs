@@ -1,0 +1,125 @@
+//! The `sparkpilot` binary end to end: tables, files, and clear errors on bad input.
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+fn sparkpilot(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_sparkpilot")).args(args).output().expect("run sparkpilot")
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("sparkpilot-cli-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[test]
+fn realistic_tournament_prints_the_table_and_writes_csv_and_svg() {
+    let dir = scratch("realistic");
+    let out = dir.join("out");
+    let o = sparkpilot(&["tournament", "--trace", "flash-crowd", "--seeds", "2", "--out", out.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let stdout = text(&o.stdout);
+    for policy in ["fixed", "dexter", "seer", "keda", "spark-dra", "clairvoyant"] {
+        assert!(stdout.lines().any(|l| l.starts_with(policy)), "{policy} missing from\n{stdout}");
+    }
+    let csv = std::fs::read_to_string(out.join("results.csv")).unwrap();
+    let mut lines = csv.lines();
+    assert_eq!(
+        lines.next().unwrap(),
+        "policy,cost_usd,p95_ms,p99_ms,sla_violation_pct,sla_step_violation_pct,stability,cpu_util_pct,throughput_mb_s"
+    );
+    let rows: Vec<&str> = lines.collect();
+    assert_eq!(rows.len(), 6);
+    for row in rows {
+        let fields: Vec<&str> = row.split(',').collect();
+        assert_eq!(fields.len(), 9);
+        let cost: f64 = fields[1].parse().unwrap();
+        assert!(cost > 0.0, "{row}");
+    }
+    let svg = std::fs::read_to_string(out.join("timeline.svg")).unwrap();
+    assert!(svg.starts_with("<svg") && svg.contains("clairvoyant"));
+}
+
+#[test]
+fn seed_compat_tournament_runs_the_seed_baselines() {
+    let dir = scratch("seed");
+    let o = sparkpilot(&["tournament", "--arena", "seed-compat", "--seeds", "3", "--out", dir.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let csv = std::fs::read_to_string(dir.join("results.csv")).unwrap();
+    let policies: Vec<&str> = csv.lines().skip(1).map(|l| l.split(',').next().unwrap()).collect();
+    assert_eq!(policies, ["fixed", "dexter", "seer", "clairvoyant"]);
+}
+
+#[test]
+fn a_user_trace_file_is_accepted() {
+    let dir = scratch("user-trace");
+    let trace = dir.join("mine.csv");
+    std::fs::write(&trace, "time_s,events_per_s\n0,800\n120,3000\n240,800\n").unwrap();
+    let o = sparkpilot(&[
+        "tournament",
+        "--trace",
+        trace.to_str().unwrap(),
+        "--seeds",
+        "1",
+        "--policies",
+        "fixed,spark-dra",
+        "--out",
+        dir.join("out").to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert!(text(&o.stdout).contains("trace ") && text(&o.stdout).contains("mine.csv"));
+}
+
+#[test]
+fn a_malformed_trace_names_the_file_and_line() {
+    let dir = scratch("bad-trace");
+    let trace = dir.join("broken.csv");
+    std::fs::write(&trace, "time_s,events_per_s,bytes_per_event\n0,100,2500\n1,lots,2500\n").unwrap();
+    let o = sparkpilot(&["tournament", "--trace", trace.to_str().unwrap(), "--seeds", "1", "--out", dir.to_str().unwrap()]);
+    assert!(!o.status.success());
+    let err = text(&o.stderr);
+    assert!(err.contains(&format!("{}:3:", trace.display())) && err.contains("lots"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+#[test]
+fn a_malformed_price_file_names_the_file_and_line() {
+    let dir = scratch("bad-prices");
+    let prices = dir.join("prices.toml");
+    std::fs::write(&prices, "[regions.us-east-1.emr_serverless]\nvcpu_hour = 0.05\ngb_hour = oops\n").unwrap();
+    let o = sparkpilot(&["tournament", "--prices", prices.to_str().unwrap(), "--seeds", "1", "--out", dir.to_str().unwrap()]);
+    assert!(!o.status.success());
+    let err = text(&o.stderr);
+    assert!(err.contains(&format!("{}:3:", prices.display())), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+#[test]
+fn unknown_policy_and_trace_are_refused_clearly() {
+    let dir = scratch("unknown");
+    let o = sparkpilot(&["tournament", "--policies", "fixed,magic", "--seeds", "1", "--out", dir.to_str().unwrap()]);
+    assert!(!o.status.success());
+    let err = text(&o.stderr);
+    assert!(err.contains("`magic`") && err.contains("spark-dra"), "{err}");
+    let o = sparkpilot(&["tournament", "--trace", "no-such-trace", "--seeds", "1", "--out", dir.to_str().unwrap()]);
+    assert!(!o.status.success());
+    assert!(text(&o.stderr).contains("no-such-trace"));
+}
+
+#[test]
+fn traces_lists_every_builtin() {
+    let o = sparkpilot(&["traces"]);
+    assert!(o.status.success());
+    let stdout = text(&o.stdout);
+    for name in ["step-burst", "burst-4x", "rush-hour", "slow-ramp", "flash-crowd"] {
+        assert!(stdout.contains(name), "{name}");
+    }
+    let o = sparkpilot(&["traces", "--show", "step-burst"]);
+    assert_eq!(text(&o.stdout).lines().count(), 901);
+}
