@@ -1,5 +1,7 @@
 //! `sparkpilot`: a thin command line over the sparkpilot libraries.
 
+mod card;
+
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -14,6 +16,16 @@ use std::time::Duration;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum TrainWhat {
+    /// The scaling policy (PPO) for the realistic arena: scaling-ppo.onnx.
+    Scaling,
+    /// The meta-controller (TD3): meta-td3.onnx.
+    Meta,
+    /// The seed-compat policy (PPO): seed-compat-ppo.onnx.
+    SeedCompat,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -43,8 +55,31 @@ enum Command {
         /// Output directory for results.csv and timeline.svg.
         #[arg(long, default_value = "results")]
         out: PathBuf,
+        /// Where the learned policies' models are (`rl`, `rl-meta`).
+        #[arg(long, default_value = "models")]
+        models: PathBuf,
+        /// Business scenario the meta-controller (`rl-meta`) serves: healthcare_critical,
+        /// industrial_high_throughput, smart_city_budget or balanced.
+        #[arg(long, default_value = "balanced")]
+        scenario: String,
         #[command(flatten)]
         arena_opts: Box<ArenaOpts>,
+    },
+    /// Train a policy on the simulator and export it as ONNX (with a model card).
+    Train {
+        #[arg(value_enum)]
+        what: TrainWhat,
+        /// Environment steps.
+        #[arg(long, default_value_t = 1_000_000)]
+        steps: usize,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Directory for the model and its card.
+        #[arg(long, default_value = "models")]
+        out: PathBuf,
+        /// Seeds of the evaluation tournament written into the card.
+        #[arg(long, default_value_t = 20)]
+        eval_seeds: u64,
     },
     /// List the built-in traces, or print one as CSV.
     Traces {
@@ -113,6 +148,135 @@ impl ArenaOpts {
     }
 }
 
+const SEED_MODEL: &str = "seed-compat-ppo.onnx";
+const SCALING_MODEL: &str = "scaling-ppo.onnx";
+
+fn seed_contender(name: &str, models: &std::path::Path) -> Result<SeedContender> {
+    if name == "rl" {
+        let model = policy::SeedCompatPolicy::load(&models.join(SEED_MODEL))?;
+        return Ok(SeedContender::Policy(Box::new(sim::learned::RlSeed::new(model))));
+    }
+    tournament::seed_baseline(name).ok_or_else(|| {
+        SimError::UnknownPolicy { name: name.into(), arena: ArenaKind::SeedCompat.name(), known: format!("{}, rl", tournament::SEED_BASELINES.join(", ")) }
+            .into()
+    })
+}
+
+fn realistic_contender(name: &str, models: &std::path::Path, arena: &Arena, scenario: control::Scenario) -> Result<Contender> {
+    if name == "rl-meta" {
+        return meta_contender(models, arena, scenario);
+    }
+    if name == "rl" {
+        let model = policy::ScalingPolicy::load(&models.join(SCALING_MODEL), arena.state_builder())?;
+        return Ok(Contender::Policy(Box::new(sim::learned::RlScaling::new("rl", model))));
+    }
+    tournament::realistic_baseline(name).ok_or_else(|| {
+        SimError::UnknownPolicy { name: name.into(), arena: ArenaKind::Realistic.name(), known: format!("{}, rl, rl-meta", tournament::REALISTIC_BASELINES.join(", ")) }
+            .into()
+    })
+}
+
+const META_MODEL: &str = "meta-td3.onnx";
+
+fn meta_contender(models: &std::path::Path, arena: &Arena, scenario: control::Scenario) -> Result<Contender> {
+    let meta = policy::MetaPolicy::load(&models.join(META_MODEL))?;
+    let scaling = policy::ScalingPolicy::load(&models.join(SCALING_MODEL), arena.state_builder())?;
+    Ok(Contender::Policy(Box::new(sim::learned::RlMeta::new(meta, scaling, arena.clone(), scenario))))
+}
+
+fn train_cmd(what: TrainWhat, steps: usize, seed: u64, out: &std::path::Path, eval_seeds: u64) -> Result<()> {
+    let bar = ProgressBar::new(steps as u64);
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:40} {pos}/{len} steps, return {msg} (eta {eta})")
+            .expect("valid template"),
+    );
+    let mut on_progress = |p: trainer::ppo::PpoProgress| {
+        bar.set_length(p.total_steps as u64);
+        bar.set_position(p.steps as u64);
+        if p.mean_return.is_finite() {
+            bar.set_message(format!("{:.2}", p.mean_return));
+        }
+    };
+    let command = format!("sparkpilot train {} --steps {steps} --seed {seed} --out {}", train_name(what), out.display());
+    match what {
+        TrainWhat::SeedCompat => {
+            let report = trainer::train_seed_compat(steps, seed, out, &mut on_progress)?;
+            bar.finish_and_clear();
+            let seeds: Vec<u64> = (0..eval_seeds.max(1)).collect();
+            let mut contenders: Vec<SeedContender> =
+                ["fixed", "dexter", "seer", "clairvoyant", "rl"].iter().map(|n| seed_contender(n, out)).collect::<Result<_>>()?;
+            let result = tournament::run_seed_compat(&seeds, &mut contenders, &|| {});
+            print!("{}", result.table());
+            card::write_seed_compat(out, &command, &report, &result)?;
+        }
+        TrainWhat::Scaling => {
+            let report = trainer::train_scaling(steps, seed, out, &mut on_progress)?;
+            bar.finish_and_clear();
+            let arena = Arena::embedded();
+            let seeds: Vec<u64> = (0..eval_seeds.max(1)).collect();
+            let mut results = Vec::new();
+            for trace in evaluation_traces() {
+                let mut contenders: Vec<Contender> = tournament::REALISTIC_BASELINES
+                    .iter()
+                    .chain(std::iter::once(&"rl"))
+                    .map(|n| realistic_contender(n, out, &arena, control::Scenario::Balanced))
+                    .collect::<Result<_>>()?;
+                let make = |seed: u64| traces::resolve(&trace, seed).map_err(SimError::from);
+                let result = tournament::run_realistic(&arena, &trace, &make, &seeds, &mut contenders, &|| {})?;
+                print!("{}", result.table());
+                results.push(result);
+            }
+            card::write_scaling(out, &command, &report, &results)?;
+        }
+        TrainWhat::Meta => {
+            let mut on_td3 = |p: trainer::td3::Td3Progress| {
+                bar.set_length(p.total_steps as u64);
+                bar.set_position(p.steps as u64);
+                if p.mean_return.is_finite() {
+                    bar.set_message(format!("{:.2}", p.mean_return));
+                }
+            };
+            let report = trainer::train_meta(steps, seed, out, &mut on_td3)?;
+            bar.finish_and_clear();
+            let arena = Arena::embedded();
+            let seeds: Vec<u64> = (0..eval_seeds.max(1)).collect();
+            let mut rows = Vec::new();
+            for trace in evaluation_traces() {
+                for scenario in control::Scenario::ALL {
+                    let mut contenders = vec![meta_contender(out, &arena, scenario)?];
+                    let make = |seed: u64| traces::resolve(&trace, seed).map_err(SimError::from);
+                    let result = tournament::run_realistic(&arena, &trace, &make, &seeds, &mut contenders, &|| {})?;
+                    rows.push((trace.clone(), scenario, result.rows[0].clone()));
+                }
+            }
+            card::write_meta(out, &command, &report, &rows)?;
+            print!("{}", std::fs::read_to_string(out.join("meta-td3.md")).unwrap_or_default());
+        }
+    }
+    println!("wrote {}", out.display());
+    Ok(())
+}
+
+/// The traces a scaling model is evaluated on: every built-in, and the real-shaped traces beside the
+/// repository when they are there (they are never used for training).
+fn evaluation_traces() -> Vec<String> {
+    let mut all: Vec<String> = traces::BUILTINS.iter().map(|(n, _)| n.to_string()).collect();
+    for real in ["../shared/traces/real/aws-elb-requests.csv", "../shared/traces/real/nyc-taxi-week.csv"] {
+        if std::path::Path::new(real).exists() {
+            all.push(real.to_string());
+        }
+    }
+    all
+}
+
+fn train_name(what: TrainWhat) -> &'static str {
+    match what {
+        TrainWhat::Scaling => "scaling",
+        TrainWhat::Meta => "meta",
+        TrainWhat::SeedCompat => "seed-compat",
+    }
+}
+
 fn progress(total: u64) -> ProgressBar {
     let bar = ProgressBar::new(total);
     bar.set_style(
@@ -129,6 +293,8 @@ fn tournament_cmd(
     first_seed: u64,
     policies: &[String],
     out: &std::path::Path,
+    models: &std::path::Path,
+    scenario: control::Scenario,
     opts: &ArenaOpts,
 ) -> Result<()> {
     if seeds == 0 {
@@ -138,20 +304,15 @@ fn tournament_cmd(
     let result = match arena_kind {
         ArenaArg::SeedCompat => {
             let names: Vec<String> = if policies.is_empty() {
-                tournament::SEED_BASELINES.iter().map(|s| s.to_string()).collect()
+                let mut all: Vec<String> = tournament::SEED_BASELINES.iter().map(|s| s.to_string()).collect();
+                if models.join(SEED_MODEL).exists() {
+                    all.push("rl".into());
+                }
+                all
             } else {
                 policies.to_vec()
             };
-            let mut contenders: Vec<SeedContender> = names
-                .iter()
-                .map(|n| {
-                    tournament::seed_baseline(n).ok_or_else(|| SimError::UnknownPolicy {
-                        name: n.clone(),
-                        arena: ArenaKind::SeedCompat.name(),
-                        known: tournament::SEED_BASELINES.join(", "),
-                    })
-                })
-                .collect::<Result<_, _>>()?;
+            let mut contenders: Vec<SeedContender> = names.iter().map(|n| seed_contender(n, models)).collect::<Result<_>>()?;
             let bar = progress(seeds * contenders.len() as u64);
             let result = tournament::run_seed_compat(&seed_list, &mut contenders, &|| bar.inc(1));
             bar.finish_and_clear();
@@ -160,20 +321,18 @@ fn tournament_cmd(
         ArenaArg::Realistic => {
             let arena = opts.arena()?;
             let names: Vec<String> = if policies.is_empty() {
-                tournament::REALISTIC_BASELINES.iter().map(|s| s.to_string()).collect()
+                let mut all: Vec<String> = tournament::REALISTIC_BASELINES.iter().map(|s| s.to_string()).collect();
+                if models.join(SCALING_MODEL).exists() {
+                    all.push("rl".into());
+                    if models.join(META_MODEL).exists() {
+                        all.push("rl-meta".into());
+                    }
+                }
+                all
             } else {
                 policies.to_vec()
             };
-            let mut contenders: Vec<Contender> = names
-                .iter()
-                .map(|n| {
-                    tournament::realistic_baseline(n).ok_or_else(|| SimError::UnknownPolicy {
-                        name: n.clone(),
-                        arena: ArenaKind::Realistic.name(),
-                        known: tournament::REALISTIC_BASELINES.join(", "),
-                    })
-                })
-                .collect::<Result<_, _>>()?;
+            let mut contenders: Vec<Contender> = names.iter().map(|n| realistic_contender(n, models, &arena, scenario)).collect::<Result<_>>()?;
             // Fail on a bad trace before the progress bar starts.
             traces::resolve(trace, first_seed)?;
             let make = |seed: u64| traces::resolve(trace, seed).map_err(SimError::from);
@@ -202,9 +361,16 @@ fn main() -> std::process::ExitCode {
 
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Tournament { arena, trace, seeds, first_seed, policies, out, arena_opts } => {
-            tournament_cmd(arena, &trace, seeds, first_seed, &policies, &out, &arena_opts)
+        Command::Tournament { arena, trace, seeds, first_seed, policies, out, models, scenario, arena_opts } => {
+            let scenario = control::Scenario::from_name(&scenario).ok_or_else(|| {
+                anyhow::anyhow!(
+                    "unknown scenario `{scenario}` (known: {})",
+                    control::Scenario::ALL.iter().map(|s| s.name()).collect::<Vec<_>>().join(", ")
+                )
+            })?;
+            tournament_cmd(arena, &trace, seeds, first_seed, &policies, &out, &models, scenario, &arena_opts)
         }
+        Command::Train { what, steps, seed, out, eval_seeds } => train_cmd(what, steps, seed, &out, eval_seeds),
         Command::Traces { show: None, .. } => {
             println!("built-in traces (any CSV file `time_s,events_per_s[,bytes_per_event]` works too):");
             for (name, description) in traces::BUILTINS {

@@ -123,3 +123,44 @@ fn traces_lists_every_builtin() {
     let o = sparkpilot(&["traces", "--show", "step-burst"]);
     assert_eq!(text(&o.stdout).lines().count(), 901);
 }
+
+#[test]
+fn train_to_onnx_to_tract_to_tournament_smoke() {
+    // Seconds, not minutes: a few thousand steps of each trainer, then the tournament runs the
+    // exported models through tract beside the baselines.
+    let dir = scratch("train-smoke");
+    let models = dir.join("models");
+    let m = models.to_str().unwrap();
+    for (what, steps) in [("seed-compat", "4096"), ("scaling", "4096"), ("meta", "300")] {
+        let o = sparkpilot(&["train", what, "--steps", steps, "--seed", "5", "--out", m, "--eval-seeds", "1"]);
+        assert!(o.status.success(), "train {what}: {}", text(&o.stderr));
+    }
+    for file in ["seed-compat-ppo.onnx", "seed-compat-ppo.md", "scaling-ppo.onnx", "scaling-ppo.md", "meta-td3.onnx", "meta-td3.md"] {
+        assert!(models.join(file).exists(), "{file} missing");
+    }
+    let card = std::fs::read_to_string(models.join("scaling-ppo.md")).unwrap();
+    assert!(card.contains("sparkpilot train scaling --steps 4096 --seed 5"), "{card}");
+
+    let out = dir.join("out");
+    let o = sparkpilot(&["tournament", "--arena", "seed-compat", "--seeds", "2", "--models", m, "--out", out.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert!(text(&o.stdout).lines().any(|l| l.starts_with("rl ")), "{}", text(&o.stdout));
+    let o = sparkpilot(&[
+        "tournament", "--trace", "flash-crowd", "--seeds", "1", "--models", m, "--scenario", "healthcare_critical",
+        "--out", out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let csv = std::fs::read_to_string(out.join("results.csv")).unwrap();
+    assert!(csv.lines().any(|l| l.starts_with("rl,")) && csv.lines().any(|l| l.starts_with("rl-meta,")), "{csv}");
+}
+
+#[test]
+fn a_model_of_the_wrong_shape_is_refused_by_the_tournament() {
+    let dir = scratch("wrong-model");
+    // A seed-compat model where the scaling model should be: [1,13] -> [1,4] fits, so use garbage.
+    std::fs::write(dir.join("scaling-ppo.onnx"), b"not onnx").unwrap();
+    let o = sparkpilot(&["tournament", "--policies", "rl", "--seeds", "1", "--models", dir.to_str().unwrap(), "--out", dir.to_str().unwrap()]);
+    assert!(!o.status.success());
+    let err = text(&o.stderr);
+    assert!(err.contains("scaling-ppo.onnx") && err.contains("not a valid ONNX model"), "{err}");
+}

@@ -3,4 +3,6 @@
 pub enum ControlError {
     #[error("burst detector: {0}")]
     Detector(String),
+    #[error("policy action: {0}")]
+    Action(String),
 }

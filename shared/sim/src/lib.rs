@@ -19,6 +19,7 @@ pub mod clairvoyant;
 pub mod config;
 pub mod edge;
 mod error;
+pub mod learned;
 pub mod metrics;
 pub mod realistic;
 pub mod seed_compat;

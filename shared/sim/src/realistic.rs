@@ -18,6 +18,7 @@ use latency_model::{Compression, LatencyModel, Tier, TierContext};
 use rand::SeedableRng;
 use rand_distr::{Distribution, Normal};
 use rand_xoshiro::Xoshiro256PlusPlus;
+use std::borrow::Cow;
 use std::collections::VecDeque;
 use traces::{Trace, TracePoint};
 
@@ -47,6 +48,8 @@ pub struct EpisodeInfo {
     /// Events/s one executor handles at the mean event size with Spark's defaults (CPU bound).
     pub nominal_executor_rate: f64,
     pub cold_start_mean_s: f64,
+    /// Length of the trace, seconds.
+    pub duration_s: f64,
 }
 
 /// Capacity of the cluster in one second.
@@ -94,6 +97,17 @@ impl Arena {
             LatencyModel::embedded(),
         )
         .expect("default arena is valid")
+    }
+
+    /// The state builder a learned policy reads this arena through. Rates are normalised by the
+    /// policy's executor head (64), not by this arena's maximum, so a model means the same thing in
+    /// every configuration.
+    pub fn state_builder(&self) -> control::StateBuilder {
+        control::StateBuilder {
+            vcpu_per_executor: self.config.vcpu_per_executor,
+            max_executors: control::ACTION_DIMS[0] as u32,
+            processing: self.model.processing.clone(),
+        }
     }
 
     /// Dollars per second of the Redis hot tier while it is held.
@@ -173,6 +187,7 @@ impl Arena {
             mean_bytes_per_event: mean_bytes,
             nominal_executor_rate: self.nominal_executor_rate(mean_bytes),
             cold_start_mean_s: self.config.cold_start.mean(),
+            duration_s: trace.len() as f64,
         }
     }
 
@@ -248,8 +263,9 @@ struct Cohort {
 
 /// One episode, stepped a decision interval at a time (the trainer drives it directly).
 pub struct Episode<'a> {
-    arena: &'a Arena,
-    trace: &'a Trace,
+    // Borrowed in tournaments; owned by the trainer, whose episodes outlive any one trace.
+    arena: Cow<'a, Arena>,
+    trace: Cow<'a, Trace>,
     rng: Xoshiro256PlusPlus,
     t: usize,
     end: usize,
@@ -314,15 +330,27 @@ impl TemperatureSeries {
     }
 }
 
+impl Episode<'static> {
+    /// An episode that owns its arena and trace (training, where episodes come and go).
+    pub fn owned(arena: Arena, trace: Trace, seed: u64) -> Result<Self, SimError> {
+        Self::from_parts(Cow::Owned(arena), Cow::Owned(trace), seed)
+    }
+}
+
 impl<'a> Episode<'a> {
+    /// An episode over borrowed arena and trace (tournaments, tests).
     pub fn new(arena: &'a Arena, trace: &'a Trace, seed: u64) -> Result<Self, SimError> {
+        Self::from_parts(Cow::Borrowed(arena), Cow::Borrowed(trace), seed)
+    }
+
+    fn from_parts(arena: Cow<'a, Arena>, trace: Cow<'a, Trace>, seed: u64) -> Result<Self, SimError> {
         if trace.is_empty() {
             return Err(SimError::Config(format!("trace `{}` is empty", trace.name())));
         }
         let config = &arena.config;
         let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed);
         let mut edge = EdgeSignal::new(&config.edge)?;
-        edge.warm_up(trace);
+        edge.warm_up(&trace);
         let temperature = TemperatureSeries::new(config, seed)?;
         let first = trace.at(0);
         // Every policy starts from the same warm cluster, sized for the opening load with Spark's
@@ -332,14 +360,14 @@ impl<'a> Episode<'a> {
         let action = ScalingAction::spark_default(start);
         let mut workers = WorkerPool::default();
         workers.start_ready(start, action.memory_gb, 0.0);
-        let last_edge = edge.step(0, trace, &mut rng);
+        let last_edge = edge.step(0, &trace, &mut rng);
         let last_capacity = arena.capacity(&action, start as f64, (start * action.memory_gb) as f64, first, temperature.current());
         Ok(Self {
             arena,
+            end: trace.len(),
             trace,
             rng,
             t: 0,
-            end: trace.len(),
             workers,
             action,
             queue: VecDeque::with_capacity(1_024),
@@ -369,6 +397,11 @@ impl<'a> Episode<'a> {
 
     pub fn done(&self) -> bool {
         self.t >= self.end
+    }
+
+    /// The trace this episode runs on.
+    pub fn trace(&self) -> &Trace {
+        &self.trace
     }
 
     pub fn time(&self) -> usize {
@@ -419,7 +452,7 @@ impl<'a> Episode<'a> {
 
     /// Apply `action` and simulate one decision interval.
     pub fn advance(&mut self, action: ScalingAction, mut timeline: Option<&mut Timeline>) -> IntervalOutcome {
-        let arena = self.arena;
+        let arena: &Arena = &self.arena;
         let action = arena.sanitise(action);
         let t = self.t as f64;
         let cold = arena.config.cold_start.sample(&mut self.rng);
@@ -441,7 +474,7 @@ impl<'a> Episode<'a> {
         self.iv_cpu_avail = 0.0;
         self.iv_steps = 0;
         let mut latency_weighted = 0.0;
-        for _ in 0..arena.config.decision_interval_s {
+        for _ in 0..self.arena.config.decision_interval_s {
             if self.done() {
                 break;
             }
@@ -465,11 +498,11 @@ impl<'a> Episode<'a> {
 
     /// One second. Returns (cost, events completed, of which violating, sum of their latencies).
     fn step(&mut self, disk_gb: f64, timeline: Option<&mut Timeline>) -> (f64, f64, f64, f64) {
-        let arena = self.arena;
+        let arena: &Arena = &self.arena;
         let config = &arena.config;
         let t = self.t as f64;
         let point = self.trace.at(self.t);
-        self.last_edge = self.edge.step(self.t, self.trace, &mut self.rng);
+        self.last_edge = self.edge.step(self.t, &self.trace, &mut self.rng);
         let temperature = self.temperature.advance();
 
         let running = self.workers.running(t) as f64;

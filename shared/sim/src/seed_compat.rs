@@ -21,41 +21,7 @@ const COMPRESSED: [f64; 3] = [1.0, 0.6, 0.3];
 const DECOMPRESS: [f64; 3] = [0.0, 10.0, 50.0];
 const STORAGE_PRICE: [f64; 4] = [0.10, 0.05, 0.02, 0.005];
 
-/// The seed's four business scenarios and their (alpha cost, beta latency, gamma throughput) weights.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Scenario {
-    HealthcareCritical,
-    IndustrialHighThroughput,
-    SmartCityBudget,
-    Balanced,
-}
-
-impl Scenario {
-    pub const ALL: [Scenario; 4] =
-        [Scenario::HealthcareCritical, Scenario::IndustrialHighThroughput, Scenario::SmartCityBudget, Scenario::Balanced];
-
-    pub fn weights(self) -> [f64; 3] {
-        match self {
-            Scenario::HealthcareCritical => [0.1, 0.8, 0.1],
-            Scenario::IndustrialHighThroughput => [0.2, 0.3, 0.5],
-            Scenario::SmartCityBudget => [0.9, 0.05, 0.05],
-            Scenario::Balanced => [0.33, 0.33, 0.33],
-        }
-    }
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Scenario::HealthcareCritical => "healthcare_critical",
-            Scenario::IndustrialHighThroughput => "industrial_high_throughput",
-            Scenario::SmartCityBudget => "smart_city_budget",
-            Scenario::Balanced => "balanced",
-        }
-    }
-
-    pub fn from_name(name: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|s| s.name() == name)
-    }
-}
+pub use control::Scenario;
 
 /// Result of one step.
 #[derive(Debug, Clone, Copy, PartialEq)]

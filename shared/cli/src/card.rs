@@ -1,0 +1,152 @@
+//! Model cards: what a model takes and returns, how it was trained, and how it scored.
+
+use anyhow::{Context, Result};
+use sim::tournament::Tournament;
+use std::fmt::Write as _;
+use std::path::Path;
+use trainer::TrainReport;
+
+fn table(t: &Tournament) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "| policy | cost $ | P95 ms | P99 ms | SLA viol. % | % steps | stability | CPU % |");
+    let _ = writeln!(out, "|---|---|---|---|---|---|---|---|");
+    for r in &t.rows {
+        let m = &r.mean;
+        let _ = writeln!(
+            out,
+            "| {} | {:.2} ± {:.2} | {:.1} | {:.1} | {:.2} ± {:.2} | {:.2} | {:.2} | {:.1} |",
+            r.policy, m.cost_usd, r.cost_std, m.p95_ms, m.p99_ms, m.sla_violation_pct, r.sla_std, m.sla_step_violation_pct, m.stability, m.cpu_util_pct
+        );
+    }
+    out
+}
+
+fn ratio_line(t: &Tournament, policy: &str) -> String {
+    match (t.row(policy), t.row("clairvoyant")) {
+        (Some(p), Some(c)) if c.mean.cost_usd > 0.0 => format!(
+            "`{policy}`: {:.2} % SLA violations at {:.3} x the clairvoyant bound's cost.",
+            p.mean.sla_violation_pct,
+            p.mean.cost_usd / c.mean.cost_usd
+        ),
+        _ => String::new(),
+    }
+}
+
+const PPO_REFERENCE: &str = "PPO as in CleanRL's `ppo.py` (vwxyzjn/cleanrl; Huang et al., \"The 37 Implementation \
+Details of Proximal Policy Optimization\", ICLR blog track 2022): separate 64-64 tanh actor and critic, orthogonal \
+init (sqrt 2; actor head 0.01; critic head 1), Adam (eps 1e-5) at 2.5e-4 annealed linearly to 0, 8 environments x \
+256 steps per update, GAE (gamma 0.99, lambda 0.95), 4 minibatches x 4 epochs, clip 0.2 (policy and value), \
+entropy 0.01, value 0.5, gradient norm 0.5. One categorical head per action dimension; log-probabilities and \
+entropies summed over heads (CleanRL `ppo_multidiscrete.py`). Implemented in Rust on candle.";
+
+/// Card of the seed-compat PPO model.
+pub fn write_seed_compat(dir: &Path, command: &str, report: &TrainReport, eval: &Tournament) -> Result<()> {
+    let path = dir.join("seed-compat-ppo.md");
+    let high = sim::seed_compat::OBS_HIGH.iter().map(|v| format!("{v}")).collect::<Vec<_>>().join(", ");
+    let text = format!(
+        "# seed-compat-ppo.onnx\n\n\
+         PPO policy for the seed-compat arena (the thesis's published simulator, `seed-env.md`).\n\n\
+         ## Input\n\n`input`: float32 [1, 13], the seed environment's raw observation exactly as it returns it, in its order: \
+         load processed, data volume, CPU %, memory %, latency ms, cost, alpha, beta, gamma, shuffle MB, temperature, \
+         edge-predicted load (the next step's load), edge burst flag. The graph divides it by the declared upper bounds \
+         [{high}] before the first layer; no normalisation is needed outside.\n\n\
+         ## Output\n\n`actions`: int64 [1, 4], indices into the seed's MultiDiscrete [20, 8, 4, 3]: executors - 1, GB - 1, \
+         tier (0 Redis, 1 NVMe, 2 S3, 3 Glacier), compression (0 none, 1 light, 2 heavy). Greedy (argmax per head).\n\n\
+         ## Training\n\n- command: `{command}`\n- seed: {seed}\n- environment steps: {steps}\n- wall time: {wall:.0} s\n\
+         - final mean episode return (training reward): {ret:.2}\n\
+         - reward: -(step cost / 10), and for a step over the 1,000 ms SLA a further -({pen} + min(latency / SLA - 1, 3)); training episodes use seeds with the top \
+         bit set, evaluation seeds are small, so no evaluation workload was seen in training.\n\
+         - algorithm: {PPO_REFERENCE}\n\n\
+         ## Evaluation\n\n`sparkpilot tournament --arena seed-compat --seeds {n}` (seeds 0..{n}), through tract:\n\n{table}\n{ratio}\n",
+        seed = report.seed,
+        steps = report.steps,
+        wall = report.wall_time_s,
+        ret = report.final_return,
+        pen = trainer::seed_env::VIOLATION_PENALTY,
+        n = eval.seeds.len(),
+        table = table(eval),
+        ratio = ratio_line(eval, "rl"),
+    );
+    std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))
+}
+
+/// Card of the scaling PPO model, with one evaluation table per trace.
+pub fn write_scaling(dir: &Path, command: &str, report: &TrainReport, evals: &[Tournament]) -> Result<()> {
+    let path = dir.join("scaling-ppo.md");
+    let trained: Vec<&str> = trainer::scaling_env::TRAINING_TRACES.iter().map(|t| t.name()).collect();
+    let mut features = String::new();
+    for (i, name) in control::FEATURE_NAMES.iter().enumerate() {
+        let _ = writeln!(features, "{i}. `{name}`");
+    }
+    let mut tables = String::new();
+    for t in evals {
+        let seen = if trained.iter().any(|n| *n == t.trace) { "trained on this shape" } else { "never seen in training" };
+        let _ = writeln!(tables, "### {} ({seen}), {} seeds\n\n{}\n{}\n", t.trace, t.seeds.len(), table(t), ratio_line(t, "rl"));
+    }
+    let text = format!(
+        "# scaling-ppo.onnx\n\n\
+         The scaling policy: executors, memory per executor, shuffle tier and compression for the next micro-batch.\n\n\
+         ## Input\n\n`input`: float32 [1, 13], built by `control::StateBuilder::features` from what a live system observes \
+         (the simulator and the scaling-decision function call the same code). In order:\n\n{features}\n\
+         Normalisation: utilisation in 0..1; memory utilisation / 2; backlog as ln(1 + backlog in executor-seconds) / 10; \
+         rates (input, processing, predicted) in executors' worth (events/s over one executor's events/s at the observed event \
+         size) / 64; executors / 64; burst 0/1; temperature 0..1; shuffle MB/s / 1,000; alpha and beta as given.\n\n\
+         ## Output\n\n`actions`: int64 [1, 4]: executors - 1 (0..63), memory level (8, 12, 16, 20, 24, 30 GB), tier \
+         (0 Redis, 1 NVMe, 2 S3, 3 Glacier), codec (0 none, 1 LZ4, 2 ZSTD). Greedy (argmax per head).\n\n\
+         ## Training\n\n- command: `{command}`\n- seed: {seed}\n- environment steps (decisions): {steps}\n- wall time: {wall:.0} s\n\
+         - final mean episode return: {ret:.2}\n\
+         - environment: the realistic arena (embedded defaults), one decision per 5 s; each episode draws a trace from {trained:?}, \
+         a training seed (top bit set) and a scenario's weights (alpha, beta).\n\
+         - reward per decision: -(alpha x cost / cost of 16 executors + beta x (min(latency / SLA, 5) / 5 + {vw} x share of events over the SLA)).\n\
+         - algorithm: {PPO_REFERENCE}\n\n\
+         ## Evaluation\n\nThrough tract, with the balanced weights (alpha = beta = 0.33):\n\n{tables}",
+        seed = report.seed,
+        steps = report.steps,
+        wall = report.wall_time_s,
+        ret = report.final_return,
+        vw = trainer::scaling_env::VIOLATION_WEIGHT,
+    );
+    std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))
+}
+
+/// Card of the TD3 meta-controller, with its per-scenario table.
+pub fn write_meta(dir: &Path, command: &str, report: &TrainReport, rows: &[(String, control::Scenario, sim::tournament::Row)]) -> Result<()> {
+    let path = dir.join("meta-td3.md");
+    let mut table = String::from("| trace | scenario | cost $ | SLA viol. % events | P99 ms |\n|---|---|---|---|---|\n");
+    for (trace, scenario, row) in rows {
+        let _ = writeln!(
+            table,
+            "| {trace} | {} | {:.3} | {:.2} | {:.0} |",
+            scenario.name(),
+            row.mean.cost_usd,
+            row.mean.sla_violation_pct,
+            row.mean.p99_ms
+        );
+    }
+    let text = format!(
+        "# meta-td3.onnx\n\n\
+         The meta-controller: picks the weights (alpha: cost, beta: latency) the scaling policy sees, once a minute.\n\n\
+         ## Input\n\n`input`: float32 [1, 7], built by `control::MetaContext::features`: scenario one-hot (healthcare_critical, \
+         industrial_high_throughput, smart_city_budget, balanced); budget remaining as a share of the run's budget (-1..1); \
+         share of the last minute's decisions whose latency exceeded the SLA; last minute's spend rate (running executors at \
+         their price) over the budget's even rate, / 3, capped at 1. The run's budget is what 16 GB executors sized for the \
+         trace's mean load at 70 % utilisation would cost.\n\n\
+         ## Output\n\n`weights`: float32 [1, 2], (alpha, beta) in 0..1 (sigmoid).\n\n\
+         ## Training\n\n- command: `{command}`\n- seed: {seed}\n- meta steps (one minute each): {steps}\n- wall time: {wall:.0} s\n\
+         - final mean episode return: {ret:.2}\n\
+         - environment: the realistic arena on the scaling policy's training traces, with `scaling-ppo.onnx` in the loop \
+         through tract; each episode draws a scenario.\n\
+         - reward per meta step: the scenario's own objective, -(alpha_s x cost / cost of 16 executors + beta_s x 5 x share \
+         of events over the SLA) - overspend beyond the budget as a share of it, with (alpha_s, beta_s) the scenario's weights.\n\
+         - algorithm: TD3 as in CleanRL's `td3_continuous_action.py` (Fujimoto et al. 2018): twin critics, target policy \
+         smoothing (0.2, clip 0.5, in action half-ranges), actor and targets updated every 2 steps, tau 0.005, gamma 0.99, \
+         Adam 3e-4, batch 256, exploration noise 0.1, random actions for the first tenth of the steps (at most 2,000); \
+         64-64 ReLU networks, sigmoid actions. Implemented in Rust on candle.\n\n\
+         ## Evaluation (rl-meta per scenario, through tract)\n\n{table}",
+        seed = report.seed,
+        steps = report.steps,
+        wall = report.wall_time_s,
+        ret = report.final_return,
+    );
+    std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))
+}

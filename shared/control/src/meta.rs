@@ -1,0 +1,92 @@
+//! The meta-controller's view: business scenario, budget and recent history, turned into the seven
+//! features the meta policy reads. Shared by the simulator and the meta-weights function.
+
+use serde::{Deserialize, Serialize};
+
+/// The thesis's business scenarios and their (cost, latency) weights (seed-env.md, section 5).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Scenario {
+    HealthcareCritical,
+    IndustrialHighThroughput,
+    SmartCityBudget,
+    Balanced,
+}
+
+impl Scenario {
+    pub const ALL: [Scenario; 4] =
+        [Scenario::HealthcareCritical, Scenario::IndustrialHighThroughput, Scenario::SmartCityBudget, Scenario::Balanced];
+
+    /// (alpha cost, beta latency, gamma throughput).
+    pub fn weights(self) -> [f64; 3] {
+        match self {
+            Scenario::HealthcareCritical => [0.1, 0.8, 0.1],
+            Scenario::IndustrialHighThroughput => [0.2, 0.3, 0.5],
+            Scenario::SmartCityBudget => [0.9, 0.05, 0.05],
+            Scenario::Balanced => [0.33, 0.33, 0.33],
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Scenario::HealthcareCritical => "healthcare_critical",
+            Scenario::IndustrialHighThroughput => "industrial_high_throughput",
+            Scenario::SmartCityBudget => "smart_city_budget",
+            Scenario::Balanced => "balanced",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|s| s.name() == name)
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// Number of meta-controller features.
+pub const META_FEATURES: usize = 7;
+
+/// What the meta-controller knows of the run it steers.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct MetaContext {
+    pub scenario: Scenario,
+    /// Dollars available for the whole horizon.
+    pub budget_usd: f64,
+    /// Seconds the budget must last.
+    pub horizon_s: f64,
+}
+
+impl MetaContext {
+    /// Features in order: scenario one-hot (4); budget remaining as a share of the budget; share of
+    /// recent decisions whose latency exceeded the SLA; recent spend rate over the budget's even rate,
+    /// divided by 3 and capped at 1.
+    pub fn features(&self, spent_usd: f64, recent_violation_share: f64, recent_cost_per_s: f64) -> [f32; META_FEATURES] {
+        let mut f = [0.0f32; META_FEATURES];
+        f[self.scenario.index()] = 1.0;
+        let budget = self.budget_usd.max(1e-9);
+        f[4] = ((budget - spent_usd.max(0.0)) / budget).clamp(-1.0, 1.0) as f32;
+        f[5] = recent_violation_share.clamp(0.0, 1.0) as f32;
+        let even_rate = budget / self.horizon_s.max(1.0);
+        f[6] = (recent_cost_per_s.max(0.0) / even_rate / 3.0).min(1.0) as f32;
+        f
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scenario_names_round_trip_and_features_are_bounded() {
+        for s in Scenario::ALL {
+            assert_eq!(Scenario::from_name(s.name()), Some(s));
+        }
+        let ctx = MetaContext { scenario: Scenario::SmartCityBudget, budget_usd: 10.0, horizon_s: 3_600.0 };
+        let f = ctx.features(2.5, 0.1, 0.01);
+        assert_eq!(&f[..4], &[0.0, 0.0, 1.0, 0.0]);
+        assert!((f[4] - 0.75).abs() < 1e-6);
+        assert!(ctx.features(50.0, 2.0, 1e9).iter().all(|v| (-1.0..=1.0).contains(v)));
+    }
+}

@@ -1,0 +1,24 @@
+use std::path::PathBuf;
+
+/// Why a policy model could not be loaded or run.
+#[derive(Debug, thiserror::Error)]
+pub enum PolicyError {
+    #[error("cannot read model {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("model {path} is not a valid {format} model: {message}")]
+    Corrupt { path: PathBuf, format: &'static str, message: String },
+    #[error("model {path}: {what} is {found}, expected {expected}")]
+    Shape { path: PathBuf, what: &'static str, found: String, expected: String },
+    #[error("model {path}: unknown format (expected .onnx or .nnef.tgz)")]
+    UnknownFormat { path: PathBuf },
+    #[error("running model {path}: {message}")]
+    Run { path: PathBuf, message: String },
+    #[error("input has {found} values, the model takes {expected}")]
+    InputLength { found: usize, expected: usize },
+    #[error(transparent)]
+    Action(#[from] control::ControlError),
+}

@@ -1,0 +1,332 @@
+//! Runs sparkpilot's exported policies with tract.
+//!
+//! A [`PolicyModel`] is loaded once (at function init), its input and output shapes are checked
+//! against what the caller expects (a mismatch or a corrupt file is a clear error), the plan is
+//! optimised and run once to warm it, and every decision after that is one call to
+//! [`PolicyModel::run`]. Three typed wrappers sit on top: [`ScalingPolicy`] (scaling-ppo),
+//! [`MetaPolicy`] (meta-td3) and [`SeedCompatPolicy`] (seed-compat-ppo).
+
+mod error;
+
+pub use error::PolicyError;
+
+use control::{action_from_indices, Observation, ScalingAction, StateBuilder, FEATURES};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use tract_onnx::prelude::*;
+use tract_onnx::tract_hir::infer::Factoid;
+
+/// Element type of a model input or output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Elem {
+    F32,
+    I64,
+}
+
+impl Elem {
+    fn datum(self) -> DatumType {
+        match self {
+            Elem::F32 => DatumType::F32,
+            Elem::I64 => DatumType::I64,
+        }
+    }
+}
+
+/// Shape and element type a caller expects.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TensorSpec {
+    pub shape: Vec<usize>,
+    pub elem: Elem,
+}
+
+impl TensorSpec {
+    pub fn new(shape: &[usize], elem: Elem) -> Self {
+        Self { shape: shape.to_vec(), elem }
+    }
+
+    fn describe(&self) -> String {
+        format!("{:?} {:?}", self.elem.datum(), self.shape)
+    }
+}
+
+/// On-disk format of a model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ModelFormat {
+    Onnx,
+    /// tract's NNEF tarball (`.nnef.tar`, or gzipped `.nnef.tgz`), with the ONNX extensions.
+    Nnef,
+}
+
+impl ModelFormat {
+    pub fn of(path: &Path) -> Option<Self> {
+        let name = path.file_name()?.to_str()?;
+        if name.ends_with(".onnx") {
+            Some(ModelFormat::Onnx)
+        } else if name.ends_with(".nnef.tgz") || name.ends_with(".nnef.tar") {
+            Some(ModelFormat::Nnef)
+        } else {
+            None
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            ModelFormat::Onnx => "ONNX",
+            ModelFormat::Nnef => "NNEF",
+        }
+    }
+}
+
+/// A loaded, shape-checked, optimised model ready to run.
+#[derive(Clone)]
+pub struct PolicyModel {
+    plan: Arc<TypedRunnableModel>,
+    path: PathBuf,
+    input: TensorSpec,
+    output: TensorSpec,
+}
+
+impl std::fmt::Debug for PolicyModel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PolicyModel").field("path", &self.path).field("input", &self.input).field("output", &self.output).finish()
+    }
+}
+
+fn corrupt(path: &Path, format: ModelFormat, e: impl std::fmt::Display) -> PolicyError {
+    PolicyError::Corrupt { path: path.to_path_buf(), format: format.name(), message: format!("{e:#}") }
+}
+
+impl PolicyModel {
+    /// Load `path` (format from its extension) and check it takes `input` and returns `output`.
+    pub fn load(path: &Path, input: TensorSpec, output: TensorSpec) -> Result<Self, PolicyError> {
+        let format = ModelFormat::of(path).ok_or_else(|| PolicyError::UnknownFormat { path: path.to_path_buf() })?;
+        if !path.exists() {
+            return Err(PolicyError::Io { path: path.to_path_buf(), source: std::io::ErrorKind::NotFound.into() });
+        }
+        let typed = match format {
+            ModelFormat::Onnx => {
+                let model = tract_onnx::onnx().model_for_path(path).map_err(|e| corrupt(path, format, e))?;
+                Self::check_declared(path, &model, &input)?;
+                let fact = InferenceFact::dt_shape(input.elem.datum(), input.shape.clone());
+                model
+                    .with_input_fact(0, fact)
+                    .and_then(|m| m.into_typed())
+                    .map_err(|e| corrupt(path, format, e))?
+            }
+            ModelFormat::Nnef => {
+                let nnef = tract_nnef::nnef().with_onnx();
+                nnef.model_for_path(path).map_err(|e| corrupt(path, format, e))?
+            }
+        };
+        Self::check_typed(path, &typed, &input, &output)?;
+        let plan = typed.into_optimized().and_then(|m| m.into_runnable()).map_err(|e| corrupt(path, format, e))?;
+        let model = Self { plan, path: path.to_path_buf(), input, output };
+        // The first run allocates and is slower: pay it here, at load, not on the first decision.
+        let zeros = vec![0.0f32; model.input_len()];
+        model.run(&zeros)?;
+        Ok(model)
+    }
+
+    /// The ONNX file's own declared input, before we impose ours.
+    fn check_declared(path: &Path, model: &InferenceModel, want: &TensorSpec) -> Result<(), PolicyError> {
+        let inputs = model.input_outlets().map_err(|e| corrupt(path, ModelFormat::Onnx, e))?;
+        if inputs.len() != 1 {
+            return Err(PolicyError::Shape {
+                path: path.to_path_buf(),
+                what: "the number of inputs",
+                found: inputs.len().to_string(),
+                expected: "1".into(),
+            });
+        }
+        let fact = model.input_fact(0).map_err(|e| corrupt(path, ModelFormat::Onnx, e))?;
+        if let Some(dt) = fact.datum_type.concretize() {
+            if dt != want.elem.datum() {
+                return Err(PolicyError::Shape {
+                    path: path.to_path_buf(),
+                    what: "the input type",
+                    found: format!("{dt:?}"),
+                    expected: format!("{:?}", want.elem.datum()),
+                });
+            }
+        }
+        if let Some(shape) = fact.shape.concretize() {
+            let dims: Vec<Option<i64>> = shape.iter().map(|d| d.to_i64().ok()).collect();
+            let matches = dims.len() == want.shape.len()
+                && dims.iter().zip(&want.shape).all(|(d, w)| d.is_none_or(|d| d == *w as i64));
+            if !matches {
+                return Err(PolicyError::Shape {
+                    path: path.to_path_buf(),
+                    what: "the input shape",
+                    found: format!("{shape:?}"),
+                    expected: format!("{:?}", want.shape),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    fn check_typed(path: &Path, model: &TypedModel, input: &TensorSpec, output: &TensorSpec) -> Result<(), PolicyError> {
+        let shape_of = |fact: &TypedFact| -> Option<Vec<usize>> { fact.shape.as_concrete().map(|s| s.to_vec()) };
+        let check = |what: &'static str, fact: TractResult<&TypedFact>, want: &TensorSpec| -> Result<(), PolicyError> {
+            let fact = fact.map_err(|e| PolicyError::Corrupt { path: path.to_path_buf(), format: "typed", message: format!("{e:#}") })?;
+            if fact.datum_type != want.elem.datum() || shape_of(fact).as_deref() != Some(&want.shape[..]) {
+                return Err(PolicyError::Shape {
+                    path: path.to_path_buf(),
+                    what,
+                    found: format!("{:?} {:?}", fact.datum_type, fact.shape),
+                    expected: want.describe(),
+                });
+            }
+            Ok(())
+        };
+        if model.outputs.len() != 1 {
+            return Err(PolicyError::Shape {
+                path: path.to_path_buf(),
+                what: "the number of outputs",
+                found: model.outputs.len().to_string(),
+                expected: "1".into(),
+            });
+        }
+        check("the input", model.input_fact(0), input)?;
+        check("the output", model.output_fact(0), output)
+    }
+
+    fn input_len(&self) -> usize {
+        self.input.shape.iter().product()
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Run on a flat f32 input; returns the output tensor.
+    pub fn run(&self, input: &[f32]) -> Result<Tensor, PolicyError> {
+        if input.len() != self.input_len() {
+            return Err(PolicyError::InputLength { found: input.len(), expected: self.input_len() });
+        }
+        let run_err = |e: TractError| PolicyError::Run { path: self.path.clone(), message: format!("{e:#}") };
+        let tensor = Tensor::from_shape(&self.input.shape, input).map_err(run_err)?;
+        let mut out = self.plan.run(tvec!(tensor.into())).map_err(run_err)?;
+        Ok(out.remove(0).into_tensor())
+    }
+
+    fn run_i64x4(&self, input: &[f32]) -> Result<[i64; 4], PolicyError> {
+        let out = self.run(input)?;
+        let view = out.to_plain_array_view::<i64>().map_err(|e| PolicyError::Run { path: self.path.clone(), message: format!("{e:#}") })?;
+        let v: Vec<i64> = view.iter().copied().collect();
+        if v.len() != 4 {
+            return Err(PolicyError::Run { path: self.path.clone(), message: format!("{} outputs, expected 4", v.len()) });
+        }
+        Ok([v[0], v[1], v[2], v[3]])
+    }
+
+    fn run_f32x2(&self, input: &[f32]) -> Result<[f32; 2], PolicyError> {
+        let out = self.run(input)?;
+        let view = out.to_plain_array_view::<f32>().map_err(|e| PolicyError::Run { path: self.path.clone(), message: format!("{e:#}") })?;
+        let v: Vec<f32> = view.iter().copied().collect();
+        if v.len() != 2 {
+            return Err(PolicyError::Run { path: self.path.clone(), message: format!("{} outputs, expected 2", v.len()) });
+        }
+        Ok([v[0], v[1]])
+    }
+
+    /// Convert an ONNX model to a tract NNEF tarball (`.nnef.tar`), decluttered but not optimised,
+    /// so that it loads without the ONNX front end.
+    pub fn convert_onnx_to_nnef(onnx: &Path, nnef_out: &Path, input: &TensorSpec) -> Result<(), PolicyError> {
+        let model = tract_onnx::onnx()
+            .model_for_path(onnx)
+            .and_then(|m| m.with_input_fact(0, InferenceFact::dt_shape(input.elem.datum(), input.shape.clone())))
+            .and_then(|m| m.into_typed())
+            .and_then(|m| m.into_decluttered())
+            .map_err(|e| corrupt(onnx, ModelFormat::Onnx, e))?;
+        let file = std::fs::File::create(nnef_out).map_err(|source| PolicyError::Io { path: nnef_out.to_path_buf(), source })?;
+        tract_nnef::nnef()
+            .with_onnx()
+            .write_to_tar(&model, file)
+            .map(|_| ())
+            .map_err(|e| PolicyError::Run { path: nnef_out.to_path_buf(), message: format!("{e:#}") })
+    }
+}
+
+/// The scaling policy (scaling-ppo): 13 features in, action indices out.
+#[derive(Debug, Clone)]
+pub struct ScalingPolicy {
+    model: PolicyModel,
+    pub state: StateBuilder,
+}
+
+impl ScalingPolicy {
+    pub const INPUT: [usize; 2] = [1, FEATURES];
+    pub const OUTPUT: [usize; 2] = [1, 4];
+
+    pub fn load(path: &Path, state: StateBuilder) -> Result<Self, PolicyError> {
+        let model = PolicyModel::load(path, TensorSpec::new(&Self::INPUT, Elem::F32), TensorSpec::new(&Self::OUTPUT, Elem::I64))?;
+        Ok(Self { model, state })
+    }
+
+    /// Action indices for features already built.
+    pub fn indices(&self, features: &[f32; FEATURES]) -> Result<[i64; 4], PolicyError> {
+        self.model.run_i64x4(features)
+    }
+
+    /// The policy's action for an observation (pre-initialised capacity is left as observed).
+    pub fn decide(&self, obs: &Observation) -> Result<ScalingAction, PolicyError> {
+        let indices = self.indices(&self.state.features(obs))?;
+        Ok(action_from_indices(indices, obs.current.prewarm)?)
+    }
+}
+
+/// Inputs of the meta-controller, in order: scenario one-hot (4), budget remaining (0..1), recent
+/// violation rate (0..1), recent cost rate relative to the budget rate.
+pub const META_INPUTS: usize = 7;
+
+/// The meta-controller (meta-td3): scenario and recent history in, weights (alpha, beta) out.
+#[derive(Debug, Clone)]
+pub struct MetaPolicy {
+    model: PolicyModel,
+}
+
+impl MetaPolicy {
+    pub const INPUT: [usize; 2] = [1, META_INPUTS];
+    pub const OUTPUT: [usize; 2] = [1, 2];
+
+    pub fn load(path: &Path) -> Result<Self, PolicyError> {
+        let model = PolicyModel::load(path, TensorSpec::new(&Self::INPUT, Elem::F32), TensorSpec::new(&Self::OUTPUT, Elem::F32))?;
+        Ok(Self { model })
+    }
+
+    /// (alpha, beta), each in 0..1.
+    pub fn weights(&self, input: &[f32; META_INPUTS]) -> Result<(f64, f64), PolicyError> {
+        let [a, b] = self.model.run_f32x2(input)?;
+        Ok((a.clamp(0.0, 1.0) as f64, b.clamp(0.0, 1.0) as f64))
+    }
+}
+
+/// The seed-compat policy: the seed environment's raw 13 observations in, its action indices out.
+#[derive(Debug, Clone)]
+pub struct SeedCompatPolicy {
+    model: PolicyModel,
+}
+
+impl SeedCompatPolicy {
+    pub const INPUT: [usize; 2] = [1, 13];
+    pub const OUTPUT: [usize; 2] = [1, 4];
+
+    pub fn load(path: &Path) -> Result<Self, PolicyError> {
+        let model = PolicyModel::load(path, TensorSpec::new(&Self::INPUT, Elem::F32), TensorSpec::new(&Self::OUTPUT, Elem::I64))?;
+        Ok(Self { model })
+    }
+
+    pub fn act(&self, obs: &[f64; 13]) -> Result<[usize; 4], PolicyError> {
+        let input = obs.map(|v| v as f32);
+        let [a, b, c, d] = self.model.run_i64x4(&input)?;
+        let dims = [20i64, 8, 4, 3];
+        let idx = [a, b, c, d];
+        for (i, (&v, &dim)) in idx.iter().zip(dims.iter()).enumerate() {
+            if v < 0 || v >= dim {
+                return Err(PolicyError::Run { path: self.model.path.clone(), message: format!("action {i} index {v} outside 0..{dim}") });
+            }
+        }
+        Ok(idx.map(|v| v as usize))
+    }
+}

@@ -1,0 +1,105 @@
+//! Training for sparkpilot's learned policies, on the simulator, in Rust (candle for autodiff and
+//! Adam), with ONNX export.
+//!
+//! * [`ppo`]: PPO with a multi-discrete head (CleanRL's implementation details).
+//! * [`onnx`]: ONNX writers for the trained networks.
+//! * [`seed_env`]: the seed-compat arena as a training environment.
+
+mod error;
+pub mod net;
+pub mod onnx;
+pub mod meta_env;
+pub mod ppo;
+pub mod scaling_env;
+pub mod seed_env;
+pub mod td3;
+
+pub use error::TrainError;
+
+use ppo::{DiscreteEnv, PpoConfig, PpoProgress};
+use std::path::Path;
+use std::time::Instant;
+
+/// What a training run produced.
+#[derive(Debug, Clone)]
+pub struct TrainReport {
+    pub model: String,
+    pub steps: usize,
+    pub seed: u64,
+    pub wall_time_s: f64,
+    /// Mean episode return over the last updates.
+    pub final_return: f64,
+}
+
+/// Train the seed-compat PPO policy and export `seed-compat-ppo.onnx` into `out_dir`.
+pub fn train_seed_compat(steps: usize, seed: u64, out_dir: &Path, progress: &mut dyn FnMut(PpoProgress)) -> Result<TrainReport, TrainError> {
+    let start = Instant::now();
+    let config = PpoConfig { total_steps: steps, ..PpoConfig::default() };
+    let mut envs: Vec<Box<dyn DiscreteEnv>> = (0..config.num_envs).map(|_| Box::new(seed_env::SeedTrainEnv::new()) as Box<dyn DiscreteEnv>).collect();
+    let scale: Vec<f32> = sim::seed_compat::OBS_HIGH.iter().map(|&v| v as f32).collect();
+    let mut last = f64::NAN;
+    let agent = ppo::train(&mut envs, 13, &sim::seed_compat::ACTION_DIMS, Some(scale.clone()), &config, seed, &mut |p| {
+        if p.mean_return.is_finite() {
+            last = p.mean_return;
+        }
+        progress(p)
+    })?;
+    std::fs::create_dir_all(out_dir).map_err(|source| TrainError::Write { path: out_dir.to_path_buf(), source })?;
+    let path = out_dir.join("seed-compat-ppo.onnx");
+    onnx::export_multidiscrete(
+        &path,
+        &agent.actor,
+        &sim::seed_compat::ACTION_DIMS,
+        Some(&scale),
+        "sparkpilot seed-compat PPO: raw seed observation float32[1,13] -> action indices int64[1,4]",
+    )?;
+    Ok(TrainReport { model: path.display().to_string(), steps, seed, wall_time_s: start.elapsed().as_secs_f64(), final_return: last })
+}
+
+/// Train the scaling PPO policy on the realistic arena's training traces and export
+/// `scaling-ppo.onnx` into `out_dir`.
+pub fn train_scaling(steps: usize, seed: u64, out_dir: &Path, progress: &mut dyn FnMut(PpoProgress)) -> Result<TrainReport, TrainError> {
+    let start = Instant::now();
+    let config = PpoConfig { total_steps: steps, ..PpoConfig::default() };
+    let arena = sim::Arena::embedded();
+    let mut envs: Vec<Box<dyn DiscreteEnv>> = (0..config.num_envs)
+        .map(|_| Box::new(scaling_env::ScalingTrainEnv::new(arena.clone(), scaling_env::TRAINING_TRACES.to_vec())) as Box<dyn DiscreteEnv>)
+        .collect();
+    let mut last = f64::NAN;
+    let agent = ppo::train(&mut envs, control::FEATURES, &control::ACTION_DIMS, None, &config, seed, &mut |p| {
+        if p.mean_return.is_finite() {
+            last = p.mean_return;
+        }
+        progress(p)
+    })?;
+    std::fs::create_dir_all(out_dir).map_err(|source| TrainError::Write { path: out_dir.to_path_buf(), source })?;
+    let path = out_dir.join("scaling-ppo.onnx");
+    onnx::export_multidiscrete(
+        &path,
+        &agent.actor,
+        &control::ACTION_DIMS,
+        None,
+        "sparkpilot scaling PPO: 13 normalised features float32[1,13] -> action indices int64[1,4]",
+    )?;
+    Ok(TrainReport { model: path.display().to_string(), steps, seed, wall_time_s: start.elapsed().as_secs_f64(), final_return: last })
+}
+
+/// Train the TD3 meta-controller with the scaling policy `out_dir/scaling-ppo.onnx` in the loop and
+/// export `meta-td3.onnx` into `out_dir`.
+pub fn train_meta(steps: usize, seed: u64, out_dir: &Path, progress: &mut dyn FnMut(td3::Td3Progress)) -> Result<TrainReport, TrainError> {
+    let start = Instant::now();
+    let arena = sim::Arena::embedded();
+    let scaling = policy::ScalingPolicy::load(&out_dir.join("scaling-ppo.onnx"), arena.state_builder())?;
+    let mut env = meta_env::MetaTrainEnv::new(arena, scaling);
+    let config = td3::Td3Config { total_steps: steps, learning_starts: (steps / 10).min(2_000), ..td3::Td3Config::default() };
+    let mut last = f64::NAN;
+    let agent = td3::train(&mut env, meta_env::INPUTS, 2, &config, seed, &mut |p| {
+        if p.mean_return.is_finite() {
+            last = p.mean_return;
+        }
+        progress(p)
+    })?;
+    let path = out_dir.join("meta-td3.onnx");
+    onnx::export_sigmoid_actor(&path, &agent.actor, "sparkpilot meta-controller TD3: 7 features float32[1,7] -> weights (alpha, beta) float32[1,2]")?;
+    Ok(TrainReport { model: path.display().to_string(), steps, seed, wall_time_s: start.elapsed().as_secs_f64(), final_return: last })
+}

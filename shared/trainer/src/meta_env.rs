@@ -1,0 +1,113 @@
+//! The meta-controller's training environment: the realistic arena with the trained scaling policy
+//! (through tract, as deployed) in the loop. Every meta step lasts `META_INTERVAL_DECISIONS`
+//! decisions; the meta action is the (alpha, beta) the scaling policy sees meanwhile.
+
+use crate::scaling_env::{cost_reference_per_s, TRAINING_TRACES};
+use crate::seed_env::TRAINING_SEED_BIT;
+use crate::td3::ContinuousEnv;
+use control::{MetaContext, Scenario, META_FEATURES};
+use policy::ScalingPolicy;
+use rand::Rng;
+use rand_xoshiro::Xoshiro256PlusPlus;
+use sim::learned::{episode_budget, observed_cost_rate};
+use sim::{Arena, Episode};
+
+/// Scaling decisions per meta step (12 x 5 s = one minute).
+pub const META_INTERVAL_DECISIONS: usize = 12;
+/// The scenario's own objective for one meta step: its weights on cost and on SLA violations.
+pub fn meta_reward(scenario: Scenario, cost_n: f64, violation_share: f64, overspend_share: f64) -> f64 {
+    let [alpha, beta, _] = scenario.weights();
+    -(alpha * cost_n + beta * 5.0 * violation_share) - overspend_share
+}
+
+pub struct MetaTrainEnv {
+    arena: Arena,
+    scaling: ScalingPolicy,
+    episode: Option<Episode<'static>>,
+    ctx: MetaContext,
+    spent: f64,
+    /// Spend as the live system estimates it (what the features show).
+    spent_observed: f64,
+    recent_violations: f64,
+    recent_cost_rate: f64,
+    cost_ref_per_s: f64,
+}
+
+impl MetaTrainEnv {
+    pub fn new(arena: Arena, scaling: ScalingPolicy) -> Self {
+        let cost_ref_per_s = cost_reference_per_s(&arena);
+        Self {
+            arena,
+            scaling,
+            episode: None,
+            ctx: MetaContext { scenario: Scenario::Balanced, budget_usd: 1.0, horizon_s: 1.0 },
+            spent: 0.0,
+            spent_observed: 0.0,
+            recent_violations: 0.0,
+            recent_cost_rate: 0.0,
+            cost_ref_per_s,
+        }
+    }
+
+    fn features(&self) -> Vec<f32> {
+        self.ctx.features(self.spent_observed, self.recent_violations, self.recent_cost_rate).to_vec()
+    }
+}
+
+impl ContinuousEnv for MetaTrainEnv {
+    fn reset(&mut self, rng: &mut Xoshiro256PlusPlus) -> Vec<f32> {
+        let seed = rng.random::<u64>() | TRAINING_SEED_BIT;
+        let kind = TRAINING_TRACES[rng.random_range(0..TRAINING_TRACES.len())];
+        let trace = traces::builtin(kind, seed);
+        let info = self.arena.episode_info(&trace, seed);
+        let seconds = info.duration_s;
+        let scenario = Scenario::ALL[rng.random_range(0..4)];
+        self.ctx = MetaContext { scenario, budget_usd: episode_budget(&self.arena, &info, seconds), horizon_s: seconds };
+        self.spent = 0.0;
+        self.spent_observed = 0.0;
+        self.recent_violations = 0.0;
+        self.recent_cost_rate = 0.0;
+        self.episode = Episode::owned(self.arena.clone(), trace, seed).ok();
+        self.features()
+    }
+
+    fn step(&mut self, action: &[f32], rng: &mut Xoshiro256PlusPlus) -> (Vec<f32>, f32, bool) {
+        let Some(episode) = self.episode.as_mut() else {
+            return (self.reset(rng), 0.0, true);
+        };
+        let (alpha, beta) = (action[0].clamp(0.0, 1.0) as f64, action[1].clamp(0.0, 1.0) as f64);
+        let (mut cost, mut seconds, mut violating, mut events, mut slow, mut decisions, mut observed_cost) = (0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0);
+        for _ in 0..META_INTERVAL_DECISIONS {
+            if episode.done() {
+                break;
+            }
+            let mut obs = episode.observe();
+            obs.alpha = alpha;
+            obs.beta = beta;
+            let rate = observed_cost_rate(&self.arena, &obs);
+            observed_cost += rate;
+            let act = self.scaling.decide(&obs).unwrap_or(obs.current);
+            let out = episode.advance(act, None);
+            cost += out.cost_usd;
+            seconds += out.seconds as f64;
+            self.spent_observed += rate * out.seconds as f64;
+            violating += out.events_violating;
+            events += out.events_processed.max(out.events_arrived);
+            slow += if out.latency_ms > self.arena.config.sla_ms { 1.0 } else { 0.0 };
+            decisions += 1.0;
+        }
+        let before = self.spent;
+        self.spent += cost;
+        self.recent_violations = if decisions > 0.0 { slow / decisions } else { 0.0 };
+        self.recent_cost_rate = if decisions > 0.0 { observed_cost / decisions } else { 0.0 };
+        let overspend = ((self.spent - self.ctx.budget_usd.max(before)).max(0.0)) / self.ctx.budget_usd.max(1e-9);
+        let cost_n = cost / (self.cost_ref_per_s * seconds.max(1.0));
+        let share = if events > 0.0 { violating / events } else { 0.0 };
+        let reward = meta_reward(self.ctx.scenario, cost_n, share, overspend);
+        let done = episode.done();
+        (self.features(), reward as f32, done)
+    }
+}
+
+/// Number of meta features (for the exported model's input).
+pub const INPUTS: usize = META_FEATURES;

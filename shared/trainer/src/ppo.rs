@@ -1,0 +1,320 @@
+//! PPO with a multi-discrete action head, following CleanRL's `ppo.py` / `ppo_multidiscrete.py`
+//! (Huang et al., "The 37 Implementation Details of PPO", ICLR blog track 2022): separate 64-64 tanh
+//! actor and critic, orthogonal init (gain sqrt 2, actor head 0.01, critic head 1), Adam eps 1e-5 with
+//! linear learning-rate annealing, GAE, advantage normalisation per minibatch, clipped surrogate and
+//! clipped value loss, entropy bonus, global gradient-norm clipping.
+
+use crate::net::{Activation, Mlp};
+use crate::TrainError;
+use candle_core::{Device, Tensor, Var, D};
+use candle_nn::{AdamW, Optimizer, ParamsAdamW};
+use rand::{Rng, SeedableRng};
+use rand_xoshiro::Xoshiro256PlusPlus;
+
+/// An environment PPO can train on: observations are flat f32 vectors, actions one index per head.
+pub trait DiscreteEnv {
+    fn reset(&mut self, rng: &mut Xoshiro256PlusPlus) -> Vec<f32>;
+    /// Apply an action; returns (next observation, reward, episode over).
+    fn step(&mut self, action: &[usize], rng: &mut Xoshiro256PlusPlus) -> (Vec<f32>, f32, bool);
+}
+
+/// Hyper-parameters (defaults: CleanRL's `ppo.py`, with 8 environments and 256-step rollouts).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PpoConfig {
+    pub total_steps: usize,
+    pub num_envs: usize,
+    pub num_steps: usize,
+    pub learning_rate: f64,
+    pub anneal_lr: bool,
+    pub gamma: f64,
+    pub gae_lambda: f64,
+    pub num_minibatches: usize,
+    pub update_epochs: usize,
+    pub clip_coef: f64,
+    pub ent_coef: f64,
+    pub vf_coef: f64,
+    pub max_grad_norm: f64,
+    pub hidden: Vec<usize>,
+}
+
+impl Default for PpoConfig {
+    fn default() -> Self {
+        Self {
+            total_steps: 1_000_000,
+            num_envs: 8,
+            num_steps: 256,
+            learning_rate: 2.5e-4,
+            anneal_lr: true,
+            gamma: 0.99,
+            gae_lambda: 0.95,
+            num_minibatches: 4,
+            update_epochs: 4,
+            clip_coef: 0.2,
+            ent_coef: 0.01,
+            vf_coef: 0.5,
+            max_grad_norm: 0.5,
+            hidden: vec![64, 64],
+        }
+    }
+}
+
+/// The trained networks.
+pub struct PpoAgent {
+    pub actor: Mlp,
+    pub critic: Mlp,
+    pub head_dims: Vec<usize>,
+    /// Observations are divided by this before the networks (and in the exported graph).
+    pub input_scale: Option<Vec<f32>>,
+    obs_dim: usize,
+}
+
+/// Progress report after each update.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PpoProgress {
+    pub steps: usize,
+    pub total_steps: usize,
+    /// Mean return of the episodes finished in the last update (NaN if none finished).
+    pub mean_return: f64,
+}
+
+impl PpoAgent {
+    pub fn new(obs_dim: usize, head_dims: &[usize], input_scale: Option<Vec<f32>>, hidden: &[usize], rng: &mut impl Rng) -> Result<Self, TrainError> {
+        let mut sizes = vec![obs_dim];
+        sizes.extend_from_slice(hidden);
+        let mut actor_sizes = sizes.clone();
+        actor_sizes.push(head_dims.iter().sum());
+        let mut critic_sizes = sizes;
+        critic_sizes.push(1);
+        Ok(Self {
+            actor: Mlp::new(&actor_sizes, Activation::Tanh, 0.01, rng)?,
+            critic: Mlp::new(&critic_sizes, Activation::Tanh, 1.0, rng)?,
+            head_dims: head_dims.to_vec(),
+            input_scale,
+            obs_dim,
+        })
+    }
+
+    fn input(&self, obs: &[f32], rows: usize) -> Result<Tensor, TrainError> {
+        let scaled: Vec<f32> = match &self.input_scale {
+            Some(s) => obs.iter().enumerate().map(|(i, v)| v / s[i % self.obs_dim]).collect(),
+            None => obs.to_vec(),
+        };
+        Ok(Tensor::from_vec(scaled, (rows, self.obs_dim), &Device::Cpu)?)
+    }
+
+    /// Greedy action (argmax per head) for one observation: what the exported model computes.
+    pub fn act_greedy(&self, obs: &[f32]) -> Result<Vec<usize>, TrainError> {
+        let logits: Vec<f32> = self.actor.forward(&self.input(obs, 1)?)?.flatten_all()?.to_vec1()?;
+        let mut offset = 0;
+        Ok(self
+            .head_dims
+            .iter()
+            .map(|&d| {
+                let head = &logits[offset..offset + d];
+                offset += d;
+                // First maximum, as ONNX ArgMax (select_last_index = 0) picks.
+                head.iter().enumerate().fold(0, |best, (i, v)| if *v > head[best] { i } else { best })
+            })
+            .collect())
+    }
+
+    /// Sum over heads of log pi(a|s) and of the entropies, for a batch.
+    fn evaluate(&self, x: &Tensor, actions: &Tensor) -> Result<(Tensor, Tensor), TrainError> {
+        let logits = self.actor.forward(x)?;
+        let mut offset = 0;
+        let mut logp_sum: Option<Tensor> = None;
+        let mut ent_sum: Option<Tensor> = None;
+        for (h, &d) in self.head_dims.iter().enumerate() {
+            let lp = candle_nn::ops::log_softmax(&logits.narrow(1, offset, d)?.contiguous()?, D::Minus1)?;
+            let a = actions.narrow(1, h, 1)?.contiguous()?;
+            let chosen = lp.gather(&a, 1)?.squeeze(1)?;
+            let ent = (lp.exp()? * &lp)?.sum(1)?.neg()?;
+            logp_sum = Some(match logp_sum {
+                Some(s) => (s + chosen)?,
+                None => chosen,
+            });
+            ent_sum = Some(match ent_sum {
+                Some(s) => (s + ent)?,
+                None => ent,
+            });
+            offset += d;
+        }
+        Ok((logp_sum.expect("at least one head"), ent_sum.expect("at least one head")))
+    }
+
+    fn vars(&self) -> Vec<Var> {
+        let mut v = self.actor.vars();
+        v.extend(self.critic.vars());
+        v
+    }
+}
+
+/// Clip the gradients' global norm to `max_norm`, in place.
+fn clip_grad_norm(grads: &mut candle_core::backprop::GradStore, vars: &[Var], max_norm: f64) -> Result<(), TrainError> {
+    let mut total = 0.0f64;
+    for v in vars {
+        if let Some(g) = grads.get(v) {
+            total += g.sqr()?.sum_all()?.to_scalar::<f32>()? as f64;
+        }
+    }
+    let norm = total.sqrt();
+    if norm > max_norm {
+        let scale = max_norm / (norm + 1e-6);
+        for v in vars {
+            if let Some(g) = grads.get(v) {
+                let scaled = (g * scale)?;
+                grads.insert(v, scaled);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Train with PPO on `envs` (one per parallel environment). `progress` is called after every update.
+pub fn train(
+    envs: &mut [Box<dyn DiscreteEnv>],
+    obs_dim: usize,
+    head_dims: &[usize],
+    input_scale: Option<Vec<f32>>,
+    config: &PpoConfig,
+    seed: u64,
+    progress: &mut dyn FnMut(PpoProgress),
+) -> Result<PpoAgent, TrainError> {
+    if envs.len() != config.num_envs {
+        return Err(TrainError::Invalid(format!("{} environments for num_envs = {}", envs.len(), config.num_envs)));
+    }
+    let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed);
+    let agent = PpoAgent::new(obs_dim, head_dims, input_scale, &config.hidden, &mut rng)?;
+    let vars = agent.vars();
+    let params = ParamsAdamW { lr: config.learning_rate, beta1: 0.9, beta2: 0.999, eps: 1e-5, weight_decay: 0.0 };
+    let mut opt = AdamW::new(vars.clone(), params)?;
+    let (n_envs, n_steps) = (config.num_envs, config.num_steps);
+    let batch = n_envs * n_steps;
+    let minibatch = (batch / config.num_minibatches.max(1)).max(1);
+    let updates = (config.total_steps / batch).max(1);
+    let heads = head_dims.len();
+
+    let mut obs: Vec<Vec<f32>> = envs.iter_mut().map(|e| e.reset(&mut rng)).collect();
+    let mut episode_returns = vec![0.0f64; n_envs];
+    let mut steps_done = 0usize;
+
+    for update in 0..updates {
+        if config.anneal_lr {
+            opt.set_learning_rate(config.learning_rate * (1.0 - update as f64 / updates as f64));
+        }
+        let mut b_obs = Vec::with_capacity(batch * obs_dim);
+        let mut b_actions: Vec<u32> = Vec::with_capacity(batch * heads);
+        let mut b_logp = Vec::with_capacity(batch);
+        let mut b_values = Vec::with_capacity(batch);
+        let mut b_rewards = Vec::with_capacity(batch);
+        let mut b_dones = Vec::with_capacity(batch);
+        let mut finished = Vec::new();
+        for _ in 0..n_steps {
+            let flat: Vec<f32> = obs.iter().flatten().copied().collect();
+            let x = agent.input(&flat, n_envs)?;
+            let logits: Vec<Vec<f32>> = agent.actor.forward(&x)?.to_vec2()?;
+            let values: Vec<f32> = agent.critic.forward(&x)?.squeeze(1)?.to_vec1()?;
+            for e in 0..n_envs {
+                let mut action = Vec::with_capacity(heads);
+                let mut logp = 0.0f64;
+                let mut offset = 0;
+                for &d in head_dims {
+                    let head = &logits[e][offset..offset + d];
+                    let max = head.iter().fold(f32::MIN, |a, &b| a.max(b));
+                    let exps: Vec<f64> = head.iter().map(|&v| ((v - max) as f64).exp()).collect();
+                    let z: f64 = exps.iter().sum();
+                    let mut u = rng.random::<f64>() * z;
+                    let mut pick = d - 1;
+                    for (i, p) in exps.iter().enumerate() {
+                        if u < *p {
+                            pick = i;
+                            break;
+                        }
+                        u -= p;
+                    }
+                    logp += (exps[pick] / z).ln();
+                    action.push(pick);
+                    offset += d;
+                }
+                let (next, reward, done) = envs[e].step(&action, &mut rng);
+                b_obs.extend_from_slice(&obs[e]);
+                b_actions.extend(action.iter().map(|&a| a as u32));
+                b_logp.push(logp as f32);
+                b_values.push(values[e]);
+                b_rewards.push(reward);
+                b_dones.push(done);
+                episode_returns[e] += reward as f64;
+                obs[e] = if done {
+                    finished.push(episode_returns[e]);
+                    episode_returns[e] = 0.0;
+                    envs[e].reset(&mut rng)
+                } else {
+                    next
+                };
+            }
+            steps_done += n_envs;
+        }
+        // Bootstrap from the value of the observations after the rollout; GAE backwards in time.
+        let flat: Vec<f32> = obs.iter().flatten().copied().collect();
+        let next_values: Vec<f32> = agent.critic.forward(&agent.input(&flat, n_envs)?)?.squeeze(1)?.to_vec1()?;
+        let mut advantages = vec![0.0f32; batch];
+        for e in 0..n_envs {
+            let mut last = 0.0f64;
+            for t in (0..n_steps).rev() {
+                let i = t * n_envs + e;
+                let (next_value, next_nonterminal) = if t == n_steps - 1 {
+                    (next_values[e] as f64, if b_dones[i] { 0.0 } else { 1.0 })
+                } else {
+                    (b_values[i + n_envs] as f64, if b_dones[i] { 0.0 } else { 1.0 })
+                };
+                let delta = b_rewards[i] as f64 + config.gamma * next_value * next_nonterminal - b_values[i] as f64;
+                last = delta + config.gamma * config.gae_lambda * next_nonterminal * last;
+                advantages[i] = last as f32;
+            }
+        }
+        let returns: Vec<f32> = advantages.iter().zip(&b_values).map(|(a, v)| a + v).collect();
+
+        let t_obs = agent.input(&b_obs, batch)?;
+        let t_actions = Tensor::from_vec(b_actions, (batch, heads), &Device::Cpu)?;
+        let t_logp = Tensor::from_vec(b_logp, batch, &Device::Cpu)?;
+        let t_adv = Tensor::from_vec(advantages, batch, &Device::Cpu)?;
+        let t_ret = Tensor::from_vec(returns, batch, &Device::Cpu)?;
+        let t_val = Tensor::from_vec(b_values, batch, &Device::Cpu)?;
+        let mut order: Vec<u32> = (0..batch as u32).collect();
+        for _ in 0..config.update_epochs {
+            // Fisher-Yates with our own generator keeps training reproducible.
+            for i in (1..order.len()).rev() {
+                let j = rng.random_range(0..=i);
+                order.swap(i, j);
+            }
+            for chunk in order.chunks(minibatch) {
+                let idx = Tensor::from_slice(chunk, chunk.len(), &Device::Cpu)?;
+                let x = t_obs.index_select(&idx, 0)?;
+                let a = t_actions.index_select(&idx, 0)?;
+                let old_logp = t_logp.index_select(&idx, 0)?;
+                let adv = t_adv.index_select(&idx, 0)?;
+                let ret = t_ret.index_select(&idx, 0)?;
+                let old_v = t_val.index_select(&idx, 0)?;
+                let (logp, entropy) = agent.evaluate(&x, &a)?;
+                let ratio = (&logp - &old_logp)?.exp()?;
+                let mean = adv.mean_all()?;
+                let std = adv.broadcast_sub(&mean)?.sqr()?.mean_all()?.sqrt()?;
+                let adv = adv.broadcast_sub(&mean)?.broadcast_div(&(std + 1e-8)?)?;
+                let pg1 = (adv.neg()? * &ratio)?;
+                let pg2 = (adv.neg()? * ratio.clamp(1.0 - config.clip_coef, 1.0 + config.clip_coef)?)?;
+                let pg_loss = pg1.maximum(&pg2)?.mean_all()?;
+                let v = agent.critic.forward(&x)?.squeeze(1)?;
+                let v_unclipped = (&v - &ret)?.sqr()?;
+                let v_clipped = (&old_v + (&v - &old_v)?.clamp(-config.clip_coef, config.clip_coef)?)?;
+                let v_loss = (v_unclipped.maximum(&(v_clipped - &ret)?.sqr()?)?.mean_all()? * 0.5)?;
+                let loss = ((pg_loss - (entropy.mean_all()? * config.ent_coef)?)? + (v_loss * config.vf_coef)?)?;
+                let mut grads = loss.backward()?;
+                clip_grad_norm(&mut grads, &vars, config.max_grad_norm)?;
+                opt.step(&grads)?;
+            }
+        }
+        let mean_return = if finished.is_empty() { f64::NAN } else { finished.iter().sum::<f64>() / finished.len() as f64 };
+        progress(PpoProgress { steps: steps_done, total_steps: updates * batch, mean_return });
+    }
+    Ok(agent)
+}
