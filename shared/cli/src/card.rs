@@ -36,7 +36,8 @@ const PPO_REFERENCE: &str = "PPO as in CleanRL's `ppo.py` (vwxyzjn/cleanrl; Huan
 Details of Proximal Policy Optimization\", ICLR blog track 2022): separate 64-64 tanh actor and critic, orthogonal \
 init (sqrt 2; actor head 0.01; critic head 1), Adam (eps 1e-5) at 2.5e-4 annealed linearly to 0, 8 environments x \
 256 steps per update, GAE (gamma 0.99, lambda 0.95), 4 minibatches x 4 epochs, clip 0.2 (policy and value), \
-entropy 0.01, value 0.5, gradient norm 0.5. One categorical head per action dimension; log-probabilities and \
+entropy 0.01, value 0.5, gradient norm 0.5, rewards scaled by the running std-dev of the discounted return and \
+clipped to +-10 (gym's NormalizeReward, as in CleanRL's continuous-action PPO). One categorical head per action dimension; log-probabilities and \
 entropies summed over heads (CleanRL `ppo_multidiscrete.py`). Implemented in Rust on candle.";
 
 /// Card of the seed-compat PPO model.
@@ -56,6 +57,8 @@ pub fn write_seed_compat(dir: &Path, command: &str, report: &TrainReport, eval: 
          - final mean episode return (training reward): {ret:.2}\n\
          - reward: -(step cost / 10), and for a step over the 1,000 ms SLA a further -({pen} + min(latency / SLA - 1, 3)); training episodes use seeds with the top \
          bit set, evaluation seeds are small, so no evaluation workload was seen in training.\n\
+         - deviations from the reference below: gamma = {g} (the seed's steps are independent of the actions, so this is a \
+         contextual bandit), entropy coefficient 0.001, learning rate 1e-3 (annealed).\n\
          - algorithm: {PPO_REFERENCE}\n\n\
          ## Evaluation\n\n`sparkpilot tournament --arena seed-compat --seeds {n}` (seeds 0..{n}), through tract:\n\n{table}\n{ratio}\n",
         seed = report.seed,
@@ -63,6 +66,7 @@ pub fn write_seed_compat(dir: &Path, command: &str, report: &TrainReport, eval: 
         wall = report.wall_time_s,
         ret = report.final_return,
         pen = trainer::seed_env::VIOLATION_PENALTY,
+        g = trainer::SEED_COMPAT_GAMMA,
         n = eval.seeds.len(),
         table = table(eval),
         ratio = ratio_line(eval, "rl"),
@@ -90,7 +94,7 @@ pub fn write_scaling(dir: &Path, command: &str, report: &TrainReport, evals: &[T
          (the simulator and the scaling-decision function call the same code). In order:\n\n{features}\n\
          Normalisation: utilisation in 0..1; memory utilisation / 2; backlog as ln(1 + backlog in executor-seconds) / 10; \
          rates (input, processing, predicted) in executors' worth (events/s over one executor's events/s at the observed event \
-         size) / 64; executors / 64; burst 0/1; temperature 0..1; shuffle MB/s / 1,000; alpha and beta as given.\n\n\
+         size) and executor counts, both as ln(1 + x) / ln(65); burst 0/1; temperature 0..1; shuffle MB/s / 1,000; alpha and beta as given.\n\n\
          ## Output\n\n`actions`: int64 [1, 4]: executors - 1 (0..63), memory level (8, 12, 16, 20, 24, 30 GB), tier \
          (0 Redis, 1 NVMe, 2 S3, 3 Glacier), codec (0 none, 1 LZ4, 2 ZSTD). Greedy (argmax per head).\n\n\
          ## Training\n\n- command: `{command}`\n- seed: {seed}\n- environment steps (decisions): {steps}\n- wall time: {wall:.0} s\n\
@@ -98,6 +102,7 @@ pub fn write_scaling(dir: &Path, command: &str, report: &TrainReport, evals: &[T
          - environment: the realistic arena (embedded defaults), one decision per 5 s; each episode draws a trace from {trained:?}, \
          a training seed (top bit set) and a scenario's weights (alpha, beta).\n\
          - reward per decision: -(alpha x cost / cost of 16 executors + beta x (min(latency / SLA, 5) / 5 + {vw} x share of events over the SLA)).\n\
+         - discount: gamma = {g}.\n\
          - algorithm: {PPO_REFERENCE}\n\n\
          ## Evaluation\n\nThrough tract, with the balanced weights (alpha = beta = 0.33):\n\n{tables}",
         seed = report.seed,
@@ -105,6 +110,7 @@ pub fn write_scaling(dir: &Path, command: &str, report: &TrainReport, evals: &[T
         wall = report.wall_time_s,
         ret = report.final_return,
         vw = trainer::scaling_env::VIOLATION_WEIGHT,
+        g = trainer::SCALING_GAMMA,
     );
     std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))
 }

@@ -43,13 +43,15 @@ impl StateBuilder {
 
     /// The 13 features, each roughly in 0..1:
     /// 0 CPU utilisation; 1 memory utilisation / 2 (capped at 1); 2 ln(1 + backlog in executor-seconds) / 10;
-    /// 3, 4, 8 input, processing and predicted rate in executors' worth over the maximum executors;
-    /// 5, 6 running and pending executors over the maximum; 7 burst signal 0/1; 9 data temperature;
-    /// 10 shuffle MB/s / 1,000; 11, 12 the weights alpha and beta.
+    /// 3, 4, 8 input, processing and predicted rate in executors' worth, on the log scale
+    /// ln(1 + x) / ln(1 + max); 5, 6 running and pending executors on the same scale; 7 burst signal 0/1;
+    /// 9 data temperature; 10 shuffle MB/s / 1,000; 11, 12 the weights alpha and beta.
+    /// The log scale keeps one executor's difference visible at small counts, where most decisions are.
     pub fn features(&self, obs: &Observation) -> [f32; FEATURES] {
         let per_exec = self.executor_rate(obs.bytes_per_event);
-        let max = self.max_executors.max(1) as f64;
-        let rate = |r: f64| (r.max(0.0) / per_exec / max).min(4.0);
+        let log_max = (1.0 + self.max_executors.max(1) as f64).ln();
+        let count = |n: f64| ((1.0 + n.max(0.0)).ln() / log_max).min(2.0);
+        let rate = |r: f64| count(r / per_exec);
         let finite = |v: f64| if v.is_finite() { v } else { 0.0 };
         [
             obs.cpu_utilisation.clamp(0.0, 1.0),
@@ -57,8 +59,8 @@ impl StateBuilder {
             ((1.0 + finite(obs.backlog_events).max(0.0) / per_exec).ln() / 10.0).min(2.0),
             rate(finite(obs.input_rate)),
             rate(finite(obs.processing_rate)),
-            (obs.running_executors as f64 / max).min(2.0),
-            (obs.pending_executors as f64 / max).min(2.0),
+            count(obs.running_executors as f64),
+            count(obs.pending_executors as f64),
             if obs.burst_signal { 1.0 } else { 0.0 },
             rate(finite(obs.predicted_load)),
             obs.data_temperature.clamp(0.0, 1.0),
@@ -124,7 +126,11 @@ mod tests {
         let f = b.features(&obs());
         assert!(f.iter().all(|v| v.is_finite() && (0.0..=4.0).contains(v)));
         let per_exec = b.executor_rate(2_500.0);
-        assert!((f[3] as f64 - 1_000.0 / per_exec / 64.0).abs() < 1e-6);
+        assert!((f[3] as f64 - (1.0 + 1_000.0 / per_exec).ln() / 65f64.ln()).abs() < 1e-6);
+        // One executor more is visible at small counts.
+        let mut more = obs();
+        more.running_executors = 5;
+        assert!(b.features(&more)[5] - f[5] > 0.03);
         assert_eq!(f[7], 1.0);
         let mut wild = obs();
         wild.backlog_events = f64::INFINITY;

@@ -210,24 +210,14 @@ impl PolicyModel {
         Ok(out.remove(0).into_tensor())
     }
 
-    fn run_i64x4(&self, input: &[f32]) -> Result<[i64; 4], PolicyError> {
+    /// Run and read the output as exactly `N` values of `T`.
+    fn run_array<T: Datum + Copy, const N: usize>(&self, input: &[f32]) -> Result<[T; N], PolicyError> {
         let out = self.run(input)?;
-        let view = out.to_plain_array_view::<i64>().map_err(|e| PolicyError::Run { path: self.path.clone(), message: format!("{e:#}") })?;
-        let v: Vec<i64> = view.iter().copied().collect();
-        if v.len() != 4 {
-            return Err(PolicyError::Run { path: self.path.clone(), message: format!("{} outputs, expected 4", v.len()) });
-        }
-        Ok([v[0], v[1], v[2], v[3]])
-    }
-
-    fn run_f32x2(&self, input: &[f32]) -> Result<[f32; 2], PolicyError> {
-        let out = self.run(input)?;
-        let view = out.to_plain_array_view::<f32>().map_err(|e| PolicyError::Run { path: self.path.clone(), message: format!("{e:#}") })?;
-        let v: Vec<f32> = view.iter().copied().collect();
-        if v.len() != 2 {
-            return Err(PolicyError::Run { path: self.path.clone(), message: format!("{} outputs, expected 2", v.len()) });
-        }
-        Ok([v[0], v[1]])
+        let run_err = |message: String| PolicyError::Run { path: self.path.clone(), message };
+        let view = out.to_plain_array_view::<T>().map_err(|e| run_err(format!("{e:#}")))?;
+        let values: Vec<T> = view.iter().copied().collect();
+        let found = values.len();
+        values.try_into().map_err(|_| run_err(format!("{found} outputs, expected {N}")))
     }
 
     /// Convert an ONNX model to a tract NNEF tarball (`.nnef.tar`), decluttered but not optimised,
@@ -266,7 +256,7 @@ impl ScalingPolicy {
 
     /// Action indices for features already built.
     pub fn indices(&self, features: &[f32; FEATURES]) -> Result<[i64; 4], PolicyError> {
-        self.model.run_i64x4(features)
+        self.model.run_array::<i64, 4>(features)
     }
 
     /// The policy's action for an observation (pre-initialised capacity is left as observed).
@@ -297,7 +287,7 @@ impl MetaPolicy {
 
     /// (alpha, beta), each in 0..1.
     pub fn weights(&self, input: &[f32; META_INPUTS]) -> Result<(f64, f64), PolicyError> {
-        let [a, b] = self.model.run_f32x2(input)?;
+        let [a, b] = self.model.run_array::<f32, 2>(input)?;
         Ok((a.clamp(0.0, 1.0) as f64, b.clamp(0.0, 1.0) as f64))
     }
 }
@@ -319,7 +309,7 @@ impl SeedCompatPolicy {
 
     pub fn act(&self, obs: &[f64; 13]) -> Result<[usize; 4], PolicyError> {
         let input = obs.map(|v| v as f32);
-        let [a, b, c, d] = self.model.run_i64x4(&input)?;
+        let [a, b, c, d] = self.model.run_array::<i64, 4>(&input)?;
         let dims = [20i64, 8, 4, 3];
         let idx = [a, b, c, d];
         for (i, (&v, &dim)) in idx.iter().zip(dims.iter()).enumerate() {

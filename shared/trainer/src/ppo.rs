@@ -35,6 +35,10 @@ pub struct PpoConfig {
     pub vf_coef: f64,
     pub max_grad_norm: f64,
     pub hidden: Vec<usize>,
+    /// Scale rewards by the running std-dev of the discounted return and clip to +-10, as gym's
+    /// `NormalizeReward` + `TransformReward` wrappers in CleanRL's continuous-action PPO: without it
+    /// the value loss of long episodes dominates the shared gradient-norm clip and the actor barely moves.
+    pub normalize_reward: bool,
 }
 
 impl Default for PpoConfig {
@@ -54,6 +58,7 @@ impl Default for PpoConfig {
             vf_coef: 0.5,
             max_grad_norm: 0.5,
             hidden: vec![64, 64],
+            normalize_reward: true,
         }
     }
 }
@@ -149,6 +154,31 @@ impl PpoAgent {
     }
 }
 
+/// Running variance (Welford), for reward normalisation.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RunningVar {
+    n: f64,
+    mean: f64,
+    m2: f64,
+}
+
+impl RunningVar {
+    pub fn add(&mut self, x: f64) {
+        self.n += 1.0;
+        let d = x - self.mean;
+        self.mean += d / self.n;
+        self.m2 += d * (x - self.mean);
+    }
+
+    pub fn var(&self) -> f64 {
+        if self.n > 1.0 {
+            self.m2 / self.n
+        } else {
+            1.0
+        }
+    }
+}
+
 /// Clip the gradients' global norm to `max_norm`, in place.
 fn clip_grad_norm(grads: &mut candle_core::backprop::GradStore, vars: &[Var], max_norm: f64) -> Result<(), TrainError> {
     let mut total = 0.0f64;
@@ -195,6 +225,8 @@ pub fn train(
     let heads = head_dims.len();
 
     let mut obs: Vec<Vec<f32>> = envs.iter_mut().map(|e| e.reset(&mut rng)).collect();
+    let mut discounted = vec![0.0f64; n_envs];
+    let mut return_stats = crate::ppo::RunningVar::default();
     let mut episode_returns = vec![0.0f64; n_envs];
     let mut steps_done = 0usize;
 
@@ -241,7 +273,17 @@ pub fn train(
                 b_actions.extend(action.iter().map(|&a| a as u32));
                 b_logp.push(logp as f32);
                 b_values.push(values[e]);
-                b_rewards.push(reward);
+                let scaled = if config.normalize_reward {
+                    discounted[e] = discounted[e] * config.gamma + reward as f64;
+                    return_stats.add(discounted[e]);
+                    if done {
+                        discounted[e] = 0.0;
+                    }
+                    (reward as f64 / (return_stats.var() + 1e-8).sqrt()).clamp(-10.0, 10.0) as f32
+                } else {
+                    reward
+                };
+                b_rewards.push(scaled);
                 b_dones.push(done);
                 episode_returns[e] += reward as f64;
                 obs[e] = if done {
@@ -317,4 +359,42 @@ pub fn train(
         progress(PpoProgress { steps: steps_done, total_steps: updates * batch, mean_return });
     }
     Ok(agent)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A contextual bandit: the observation x ~ U(0, 1) decides which of two actions pays.
+    struct Threshold {
+        x: f32,
+    }
+
+    impl DiscreteEnv for Threshold {
+        fn reset(&mut self, rng: &mut Xoshiro256PlusPlus) -> Vec<f32> {
+            self.x = rng.random();
+            vec![self.x]
+        }
+        fn step(&mut self, action: &[usize], rng: &mut Xoshiro256PlusPlus) -> (Vec<f32>, f32, bool) {
+            let right = (self.x > 0.5) == (action[0] == 1);
+            let r = if right { 1.0 } else { 0.0 };
+            self.x = rng.random();
+            (vec![self.x], r, false)
+        }
+    }
+
+    #[test]
+    fn learns_a_state_dependent_choice() {
+        let config = PpoConfig { total_steps: std::env::var("PPO_STEPS").ok().and_then(|v| v.parse().ok()).unwrap_or(120_000), gamma: 0.0, ..PpoConfig::default() };
+        let mut envs: Vec<Box<dyn DiscreteEnv>> = (0..config.num_envs).map(|_| Box::new(Threshold { x: 0.0 }) as Box<dyn DiscreteEnv>).collect();
+        let agent = train(&mut envs, 1, &[2], None, &config, 1, &mut |_| {}).unwrap();
+        let wrong = (0..100).filter(|i| {
+            let x = (*i as f32 + 0.5) / 100.0;
+            let a = agent.act_greedy(&[x]).unwrap()[0];
+            (x > 0.5) != (a == 1)
+        });
+        let wrong = wrong.count();
+        eprintln!("wrong {wrong}");
+        assert!(wrong <= 5);
+    }
 }
