@@ -37,34 +37,7 @@ enum ArenaArg {
 #[derive(Subcommand)]
 enum Command {
     /// Run every policy on the same trace and seeds; print the table, write results.csv and timeline.svg.
-    Tournament {
-        #[arg(long, value_enum, default_value = "realistic")]
-        arena: ArenaArg,
-        /// A built-in trace name (see `sparkpilot traces`) or a CSV file.
-        #[arg(long, default_value = "step-burst")]
-        trace: String,
-        /// Number of seeds (episodes per policy).
-        #[arg(long, default_value_t = 5)]
-        seeds: u64,
-        /// First seed; seeds are consecutive from here.
-        #[arg(long, default_value_t = 0)]
-        first_seed: u64,
-        /// Comma-separated policies; default: every baseline of the arena and the clairvoyant bound.
-        #[arg(long, value_delimiter = ',')]
-        policies: Vec<String>,
-        /// Output directory for results.csv and timeline.svg.
-        #[arg(long, default_value = "results")]
-        out: PathBuf,
-        /// Where the learned policies' models are (`rl`, `rl-meta`).
-        #[arg(long, default_value = "models")]
-        models: PathBuf,
-        /// Business scenario the meta-controller (`rl-meta`) serves: healthcare_critical,
-        /// industrial_high_throughput, smart_city_budget or balanced.
-        #[arg(long, default_value = "balanced")]
-        scenario: String,
-        #[command(flatten)]
-        arena_opts: Box<ArenaOpts>,
-    },
+    Tournament(Box<TournamentArgs>),
     /// Train a policy on the simulator and export it as ONNX (with a model card).
     Train {
         #[arg(value_enum)]
@@ -98,6 +71,36 @@ enum Command {
         #[arg(long, default_value_t = 500)]
         budget_ms: u64,
     },
+}
+
+#[derive(clap::Args)]
+struct TournamentArgs {
+    #[arg(long, value_enum, default_value = "realistic")]
+    arena: ArenaArg,
+    /// A built-in trace name (see `sparkpilot traces`) or a CSV file.
+    #[arg(long, default_value = "step-burst")]
+    trace: String,
+    /// Number of seeds (episodes per policy).
+    #[arg(long, default_value_t = 5)]
+    seeds: u64,
+    /// First seed; seeds are consecutive from here.
+    #[arg(long, default_value_t = 0)]
+    first_seed: u64,
+    /// Comma-separated policies; default: every baseline of the arena and the clairvoyant bound.
+    #[arg(long, value_delimiter = ',')]
+    policies: Vec<String>,
+    /// Output directory for results.csv and timeline.svg.
+    #[arg(long, default_value = "results")]
+    out: PathBuf,
+    /// Where the learned policies' models are (`rl`, `rl-meta`).
+    #[arg(long, default_value = "models")]
+    models: PathBuf,
+    /// Business scenario the meta-controller (`rl-meta`) serves: healthcare_critical,
+    /// industrial_high_throughput, smart_city_budget or balanced.
+    #[arg(long, default_value = "balanced")]
+    scenario: String,
+    #[command(flatten)]
+    arena_opts: ArenaOpts,
 }
 
 /// Options of the realistic arena.
@@ -286,17 +289,9 @@ fn progress(total: u64) -> ProgressBar {
     bar
 }
 
-fn tournament_cmd(
-    arena_kind: ArenaArg,
-    trace: &str,
-    seeds: u64,
-    first_seed: u64,
-    policies: &[String],
-    out: &std::path::Path,
-    models: &std::path::Path,
-    scenario: control::Scenario,
-    opts: &ArenaOpts,
-) -> Result<()> {
+fn tournament_cmd(args: &TournamentArgs, scenario: control::Scenario) -> Result<()> {
+    let TournamentArgs { arena: arena_kind, trace, seeds, first_seed, policies, out, models, arena_opts: opts, .. } = args;
+    let (trace, seeds, first_seed, models) = (trace.as_str(), *seeds, *first_seed, models.as_path());
     if seeds == 0 {
         bail!("--seeds must be at least 1");
     }
@@ -361,14 +356,15 @@ fn main() -> std::process::ExitCode {
 
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Tournament { arena, trace, seeds, first_seed, policies, out, models, scenario, arena_opts } => {
-            let scenario = control::Scenario::from_name(&scenario).ok_or_else(|| {
+        Command::Tournament(args) => {
+            let scenario = control::Scenario::from_name(&args.scenario).ok_or_else(|| {
                 anyhow::anyhow!(
-                    "unknown scenario `{scenario}` (known: {})",
+                    "unknown scenario `{}` (known: {})",
+                    args.scenario,
                     control::Scenario::ALL.iter().map(|s| s.name()).collect::<Vec<_>>().join(", ")
                 )
             })?;
-            tournament_cmd(arena, &trace, seeds, first_seed, &policies, &out, &models, scenario, &arena_opts)
+            tournament_cmd(&args, scenario)
         }
         Command::Train { what, steps, seed, out, eval_seeds } => train_cmd(what, steps, seed, &out, eval_seeds),
         Command::Traces { show: None, .. } => {

@@ -144,8 +144,8 @@ impl Policy for RlMeta {
         // Spend so far, as the live system estimates it from running executors.
         self.spent += rate * (obs.time_s - self.last_time).max(0.0);
         self.last_time = obs.time_s;
-        if self.decisions % META_INTERVAL_DECISIONS == 0 {
-            let n = self.decisions.min(META_INTERVAL_DECISIONS).max(1) as f64;
+        if self.decisions.is_multiple_of(META_INTERVAL_DECISIONS) {
+            let n = self.decisions.clamp(1, META_INTERVAL_DECISIONS) as f64;
             let features = self.ctx.features(self.spent, self.slow as f64 / n, self.observed_cost / n);
             if let Ok(w) = self.meta.weights(&features) {
                 self.weights = w;

@@ -300,12 +300,12 @@ pub fn train(
         let flat: Vec<f32> = obs.iter().flatten().copied().collect();
         let next_values: Vec<f32> = agent.critic.forward(&agent.input(&flat, n_envs)?)?.squeeze(1)?.to_vec1()?;
         let mut advantages = vec![0.0f32; batch];
-        for e in 0..n_envs {
+        for (e, &bootstrap) in next_values.iter().enumerate() {
             let mut last = 0.0f64;
             for t in (0..n_steps).rev() {
                 let i = t * n_envs + e;
                 let (next_value, next_nonterminal) = if t == n_steps - 1 {
-                    (next_values[e] as f64, if b_dones[i] { 0.0 } else { 1.0 })
+                    (bootstrap as f64, if b_dones[i] { 0.0 } else { 1.0 })
                 } else {
                     (b_values[i + n_envs] as f64, if b_dones[i] { 0.0 } else { 1.0 })
                 };
