@@ -8,7 +8,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use latency_model::{calibrate, LatencyModel};
 use sim::tournament::{self, ArenaKind, Contender, SeedContender};
 use sim::{Arena, ArenaConfig, ColdStart, SimError};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 #[derive(Parser)]
@@ -53,6 +53,17 @@ enum Command {
         /// Seeds of the evaluation tournament written into the card.
         #[arg(long, default_value_t = 20)]
         eval_seeds: u64,
+    },
+    /// Run one function's handler in-process on the in-memory backends with an event file (as in
+    /// events/), and print its result, what it published, and the EMR Serverless application after.
+    Invoke {
+        /// burst-signal, meta-weights, scaling-decision, shuffle-router or prewarmer.
+        function: String,
+        /// The event: a Lambda payload (MSK batch, EventBridge schedule) or a direct-invoke body.
+        event: PathBuf,
+        /// Decide and record, never act (SPARKPILOT_DRY_RUN).
+        #[arg(long)]
+        dry_run: bool,
     },
     /// List the built-in traces, or print one as CSV.
     Traces {
@@ -343,6 +354,32 @@ fn tournament_cmd(args: &TournamentArgs, scenario: control::Scenario) -> Result<
     Ok(())
 }
 
+fn invoke_cmd(function: &str, event: &Path, dry_run: bool) -> Result<()> {
+    let text = std::fs::read_to_string(event).with_context(|| format!("reading event {}", event.display()))?;
+    let payload: serde_json::Value = serde_json::from_str(&text).with_context(|| format!("event {} is not JSON", event.display()))?;
+    let mut settings = handlers::Settings::from_env()?;
+    settings.dry_run |= dry_run;
+    let embedded = handlers::Embedded::default();
+    let handler = handlers::build(function, &settings, &embedded.backends())?;
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let result = runtime.block_on(async { handler.handle(handlers::decode_lambda(payload)?).await })?;
+    let published: Vec<serde_json::Value> = embedded
+        .publisher
+        .records
+        .lock()
+        .map_err(|_| anyhow::anyhow!("publisher lock poisoned"))?
+        .iter()
+        .map(|(topic, key, payload)| {
+            let value = serde_json::from_slice(payload).unwrap_or_else(|_| serde_json::Value::String(String::from_utf8_lossy(payload).into()));
+            serde_json::json!({"topic": topic, "key": key, "value": value})
+        })
+        .collect();
+    let emr = runtime.block_on(async { handlers::ports::EmrControl::get_application(embedded.emr.as_ref()).await })?;
+    let out = serde_json::json!({"function": function, "result": result, "published": published, "emr_application": emr});
+    println!("{}", serde_json::to_string_pretty(&out)?);
+    Ok(())
+}
+
 fn main() -> std::process::ExitCode {
     match run(Cli::parse()) {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -367,6 +404,7 @@ fn run(cli: Cli) -> Result<()> {
             tournament_cmd(&args, scenario)
         }
         Command::Train { what, steps, seed, out, eval_seeds } => train_cmd(what, steps, seed, &out, eval_seeds),
+        Command::Invoke { function, event, dry_run } => invoke_cmd(&function, &event, dry_run),
         Command::Traces { show: None, .. } => {
             println!("built-in traces (any CSV file `time_s,events_per_s[,bytes_per_event]` works too):");
             for (name, description) in traces::BUILTINS {

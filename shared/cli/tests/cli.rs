@@ -164,3 +164,27 @@ fn a_model_of_the_wrong_shape_is_refused_by_the_tournament() {
     let err = text(&o.stderr);
     assert!(err.contains("scaling-ppo.onnx") && err.contains("not a valid ONNX model"), "{err}");
 }
+
+#[test]
+fn invoke_runs_a_function_on_a_sample_event_in_process() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let event = root.join("events/burst-signal-msk.json");
+    let out = sparkpilot(&["invoke", "burst-signal", event.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON on stdout");
+    assert_eq!(v["result"]["burst"], true, "{v}");
+    assert_eq!(v["published"][0]["topic"], "scaling-requests");
+    assert_eq!(v["published"][0]["value"]["burst"], true);
+
+    let dry = sparkpilot(&["invoke", "scaling-decision", root.join("events/scaling-decision-spark-metrics.json").to_str().unwrap(), "--dry-run"]);
+    assert!(dry.status.success(), "{}", text(&dry.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&dry.stdout).unwrap();
+    assert_eq!(v["result"]["decision"]["dry_run"], true);
+    assert_eq!(v["emr_application"]["capacity"]["max_vcpu"], 16, "dry run leaves the application as it was");
+
+    let bad = sparkpilot(&["invoke", "no-such-function", event.to_str().unwrap()]);
+    assert!(!bad.status.success());
+    assert!(text(&bad.stderr).contains("unknown function \"no-such-function\""), "{}", text(&bad.stderr));
+    let missing = sparkpilot(&["invoke", "burst-signal", "/nonexistent/event.json"]);
+    assert!(text(&missing.stderr).starts_with("error: reading event /nonexistent/event.json"), "{}", text(&missing.stderr));
+}

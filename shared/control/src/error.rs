@@ -5,4 +5,10 @@ pub enum ControlError {
     Detector(String),
     #[error("policy action: {0}")]
     Action(String),
+    #[error("guardrails: {0}")]
+    Guardrail(String),
+    #[error("tier router: {0}")]
+    Router(String),
+    #[error("forecaster: {0}")]
+    Forecast(String),
 }

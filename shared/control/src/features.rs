@@ -35,6 +35,13 @@ pub struct StateBuilder {
 }
 
 impl StateBuilder {
+    /// The builder every scaling policy is trained and run with: rates are normalised by the
+    /// policy's executor head (64), not by a deployment's maximum, so a model means the same thing
+    /// wherever it runs.
+    pub fn for_policy(vcpu_per_executor: f64, processing: Processing) -> Self {
+        Self { vcpu_per_executor, max_executors: ACTION_DIMS[0] as u32, processing }
+    }
+
     /// Events/s one executor processes at `bytes` per event, by the latency model (CPU only): the
     /// unit in which every rate is expressed, so that a policy reads "executors' worth of load".
     pub fn executor_rate(&self, bytes_per_event: f64) -> f64 {

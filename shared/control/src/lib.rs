@@ -1,16 +1,23 @@
 //! The decision core shared by the simulator and the deployed functions.
 //!
 //! Whatever the arena evaluates is what the functions run: the edge [`BurstDetector`], the observed
-//! [`Observation`] a scaling policy sees, and the [`ScalingAction`] it returns.
+//! [`Observation`] a scaling policy sees, the [`ScalingAction`] it returns, the [`Guardrails`] that
+//! bound it, the shuffle [`TierRouter`] and the prewarmer's [`LoadForecaster`].
 
 mod burst;
 mod error;
 mod features;
+mod forecast;
+mod guardrails;
 mod meta;
 mod state;
+mod tier_router;
 
 pub use burst::{BurstDetector, BurstDetectorConfig};
 pub use error::ControlError;
 pub use features::{action_from_indices, StateBuilder, ACTION_DIMS, FEATURES, FEATURE_NAMES};
 pub use meta::{MetaContext, Scenario, META_FEATURES};
 pub use state::{Observation, ScalingAction, MEMORY_CHOICES_GB};
+pub use forecast::{prewarm_workers, Forecast, ForecastConfig, LoadForecaster, LoadSample, PatternFeatures};
+pub use guardrails::{GuardrailChange, GuardrailConfig, GuardrailContext, GuardrailRule, Guardrails};
+pub use tier_router::{BlockStats, Placement, TierRouter, TierRouterConfig};

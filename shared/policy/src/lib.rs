@@ -12,7 +12,16 @@ pub use error::PolicyError;
 
 use control::{action_from_indices, Observation, ScalingAction, StateBuilder, FEATURES};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+
+fn fingerprint(bytes: &[u8]) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in bytes {
+        h ^= b as u64;
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("{h:016x}")
+}
 use tract_onnx::prelude::*;
 use tract_onnx::tract_hir::infer::Factoid;
 
@@ -80,8 +89,10 @@ impl ModelFormat {
 /// A loaded, shape-checked, optimised model ready to run.
 #[derive(Clone)]
 pub struct PolicyModel {
-    plan: Arc<TypedRunnableModel>,
+    /// Run state kept between calls: building it allocates, and a decision should not.
+    state: Arc<Mutex<TypedSimpleState>>,
     path: PathBuf,
+    version: String,
     input: TensorSpec,
     output: TensorSpec,
 }
@@ -100,12 +111,16 @@ impl PolicyModel {
     /// Load `path` (format from its extension) and check it takes `input` and returns `output`.
     pub fn load(path: &Path, input: TensorSpec, output: TensorSpec) -> Result<Self, PolicyError> {
         let format = ModelFormat::of(path).ok_or_else(|| PolicyError::UnknownFormat { path: path.to_path_buf() })?;
-        if !path.exists() {
-            return Err(PolicyError::Io { path: path.to_path_buf(), source: std::io::ErrorKind::NotFound.into() });
-        }
+        let bytes = std::fs::read(path).map_err(|source| PolicyError::Io { path: path.to_path_buf(), source })?;
+        Self::from_bytes(path, format, &bytes, input, output)
+    }
+
+    /// Load a model held in memory (a model built into a binary); `label` names it in errors.
+    pub fn from_bytes(label: &Path, format: ModelFormat, bytes: &[u8], input: TensorSpec, output: TensorSpec) -> Result<Self, PolicyError> {
+        let path = label;
         let typed = match format {
             ModelFormat::Onnx => {
-                let model = tract_onnx::onnx().model_for_path(path).map_err(|e| corrupt(path, format, e))?;
+                let model = tract_onnx::onnx().model_for_read(&mut &bytes[..]).map_err(|e| corrupt(path, format, e))?;
                 Self::check_declared(path, &model, &input)?;
                 let fact = InferenceFact::dt_shape(input.elem.datum(), input.shape.clone());
                 model
@@ -115,16 +130,23 @@ impl PolicyModel {
             }
             ModelFormat::Nnef => {
                 let nnef = tract_nnef::nnef().with_onnx();
-                nnef.model_for_path(path).map_err(|e| corrupt(path, format, e))?
+                nnef.model_for_read(&mut &bytes[..]).map_err(|e| corrupt(path, format, e))?
             }
         };
         Self::check_typed(path, &typed, &input, &output)?;
         let plan = typed.into_optimized().and_then(|m| m.into_runnable()).map_err(|e| corrupt(path, format, e))?;
-        let model = Self { plan, path: path.to_path_buf(), input, output };
+        let state = plan.spawn().map_err(|e| corrupt(path, format, e))?;
+        let model = Self { state: Arc::new(Mutex::new(state)), path: path.to_path_buf(), version: fingerprint(bytes), input, output };
         // The first run allocates and is slower: pay it here, at load, not on the first decision.
         let zeros = vec![0.0f32; model.input_len()];
         model.run(&zeros)?;
         Ok(model)
+    }
+
+    /// A fingerprint of the model file (FNV-1a, 64 bits, hex): recorded with every decision so a
+    /// decision can be traced to the exact model that made it.
+    pub fn version(&self) -> &str {
+        &self.version
     }
 
     /// The ONNX file's own declared input, before we impose ours.
@@ -206,7 +228,9 @@ impl PolicyModel {
         }
         let run_err = |e: TractError| PolicyError::Run { path: self.path.clone(), message: format!("{e:#}") };
         let tensor = Tensor::from_shape(&self.input.shape, input).map_err(run_err)?;
-        let mut out = self.plan.run(tvec!(tensor.into())).map_err(run_err)?;
+        // Clones share the state; the lock is uncontended in a function (one decision at a time).
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let mut out = state.run(tvec!(tensor.into())).map_err(run_err)?;
         Ok(out.remove(0).into_tensor())
     }
 
@@ -254,6 +278,16 @@ impl ScalingPolicy {
         Ok(Self { model, state })
     }
 
+    /// Load from bytes (an embedded model); `label` names it in errors.
+    pub fn from_bytes(label: &str, bytes: &[u8], state: StateBuilder) -> Result<Self, PolicyError> {
+        let model = PolicyModel::from_bytes(Path::new(label), ModelFormat::Onnx, bytes, TensorSpec::new(&Self::INPUT, Elem::F32), TensorSpec::new(&Self::OUTPUT, Elem::I64))?;
+        Ok(Self { model, state })
+    }
+
+    pub fn version(&self) -> &str {
+        self.model.version()
+    }
+
     /// Action indices for features already built.
     pub fn indices(&self, features: &[f32; FEATURES]) -> Result<[i64; 4], PolicyError> {
         self.model.run_array::<i64, 4>(features)
@@ -283,6 +317,16 @@ impl MetaPolicy {
     pub fn load(path: &Path) -> Result<Self, PolicyError> {
         let model = PolicyModel::load(path, TensorSpec::new(&Self::INPUT, Elem::F32), TensorSpec::new(&Self::OUTPUT, Elem::F32))?;
         Ok(Self { model })
+    }
+
+    /// Load from bytes (an embedded model); `label` names it in errors.
+    pub fn from_bytes(label: &str, bytes: &[u8]) -> Result<Self, PolicyError> {
+        let model = PolicyModel::from_bytes(Path::new(label), ModelFormat::Onnx, bytes, TensorSpec::new(&Self::INPUT, Elem::F32), TensorSpec::new(&Self::OUTPUT, Elem::F32))?;
+        Ok(Self { model })
+    }
+
+    pub fn version(&self) -> &str {
+        self.model.version()
     }
 
     /// (alpha, beta), each in 0..1.

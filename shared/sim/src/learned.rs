@@ -2,7 +2,7 @@
 
 use crate::realistic::{Arena, EpisodeInfo, Policy};
 use crate::seed_compat::SeedPolicy;
-use control::{MetaContext, Observation, ScalingAction, Scenario};
+use control::{GuardrailConfig, GuardrailContext, Guardrails, MetaContext, Observation, ScalingAction, Scenario};
 use cost_model::WorkerSpec;
 use policy::{MetaPolicy, ScalingPolicy, SeedCompatPolicy};
 
@@ -53,17 +53,21 @@ impl SeedPolicy for RlSeed {
     }
 }
 
-/// The scaling PPO model with fixed reward weights (the arena's alpha and beta).
+/// The scaling PPO model with fixed reward weights (the arena's alpha and beta), bounded by the same
+/// [`Guardrails`] the scaling-decision function applies (default limits, the arena's maximum).
 pub struct RlScaling {
     name: String,
     model: ScalingPolicy,
     max_executors: u32,
+    guardrails: Guardrails,
+    last_change_s: Option<f64>,
     pub error: Option<String>,
 }
 
 impl RlScaling {
     pub fn new(name: &str, model: ScalingPolicy) -> Self {
-        Self { name: name.to_string(), model, max_executors: 64, error: None }
+        let guardrails = Guardrails::new(GuardrailConfig::default()).expect("default guardrails are valid");
+        Self { name: name.to_string(), model, max_executors: 64, guardrails, last_change_s: None, error: None }
     }
 }
 
@@ -73,15 +77,25 @@ impl Policy for RlScaling {
     }
     fn reset(&mut self, info: &EpisodeInfo) {
         self.max_executors = info.max_executors;
+        let config = GuardrailConfig { max_executors: info.max_executors.max(1), ..GuardrailConfig::default() };
+        self.guardrails = Guardrails::new(config).expect("arena maximum is at least one executor");
+        self.last_change_s = None;
     }
     fn decide(&mut self, obs: &Observation) -> ScalingAction {
-        match self.model.decide(obs) {
+        let proposed = match self.model.decide(obs) {
             Ok(a) => a,
             Err(e) => {
                 self.error.get_or_insert(e.to_string());
                 ScalingAction { executors: self.max_executors, ..obs.current }
             }
+        };
+        // No spend cap in the arena, so the executor price does not matter here.
+        let ctx = GuardrailContext { now_s: obs.time_s, last_change_s: self.last_change_s, burst: obs.burst_signal, usd_per_executor_hour: 0.0 };
+        let (action, _) = self.guardrails.apply(proposed, &obs.current, &ctx);
+        if action.executors != obs.current.executors {
+            self.last_change_s = Some(obs.time_s);
         }
+        action
     }
 }
 

@@ -103,11 +103,7 @@ impl Arena {
     /// policy's executor head (64), not by this arena's maximum, so a model means the same thing in
     /// every configuration.
     pub fn state_builder(&self) -> control::StateBuilder {
-        control::StateBuilder {
-            vcpu_per_executor: self.config.vcpu_per_executor,
-            max_executors: control::ACTION_DIMS[0] as u32,
-            processing: self.model.processing.clone(),
-        }
+        control::StateBuilder::for_policy(self.config.vcpu_per_executor, self.model.processing.clone())
     }
 
     /// Dollars per second of the Redis hot tier while it is held.

@@ -1,0 +1,199 @@
+//! Guardrails: hard limits that override whatever the policy proposes. A learned policy is trusted
+//! for the shape of a decision, never for its bounds: the operator's minimum and maximum workers, a
+//! spend cap, a cooldown against flapping and a largest step per decision are always enforced here,
+//! in the simulator and in the scaling-decision function alike.
+
+use crate::{ControlError, ScalingAction};
+use serde::{Deserialize, Serialize};
+
+/// Limits applied to every scaling decision.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GuardrailConfig {
+    /// Fewest executors ever asked for.
+    pub min_executors: u32,
+    /// Most executors ever asked for.
+    pub max_executors: u32,
+    /// Largest change in executors from one decision to the next, up or down.
+    pub max_step: u32,
+    /// Seconds after a change during which a scale-down is refused. A scale-up under a burst signal
+    /// is never held back: late capacity is what the edge signal exists to avoid.
+    pub cooldown_s: f64,
+    /// Most dollars per hour the executors may cost; `None` for no cap.
+    pub max_usd_per_hour: Option<f64>,
+    /// Most pre-initialised workers.
+    pub max_prewarm: u32,
+}
+
+impl Default for GuardrailConfig {
+    fn default() -> Self {
+        Self { min_executors: 1, max_executors: 64, max_step: 16, cooldown_s: 60.0, max_usd_per_hour: None, max_prewarm: 16 }
+    }
+}
+
+impl GuardrailConfig {
+    pub fn validate(&self) -> Result<(), ControlError> {
+        let bad = |m: String| Err(ControlError::Guardrail(m));
+        if self.min_executors == 0 {
+            return bad("min_executors must be at least 1".into());
+        }
+        if self.min_executors > self.max_executors {
+            return bad(format!("min_executors {} above max_executors {}", self.min_executors, self.max_executors));
+        }
+        if self.max_step == 0 {
+            return bad("max_step must be at least 1".into());
+        }
+        if !(self.cooldown_s.is_finite() && self.cooldown_s >= 0.0) {
+            return bad(format!("cooldown_s {} must be a non-negative number", self.cooldown_s));
+        }
+        if let Some(cap) = self.max_usd_per_hour {
+            if !(cap.is_finite() && cap > 0.0) {
+                return bad(format!("max_usd_per_hour {cap} must be positive"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Which guardrail changed a decision, and from what to what.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GuardrailChange {
+    pub rule: GuardrailRule,
+    pub field: String,
+    pub proposed: u32,
+    pub applied: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GuardrailRule {
+    MinExecutors,
+    MaxExecutors,
+    MaxStep,
+    Cooldown,
+    BudgetCap,
+    MaxPrewarm,
+}
+
+/// What the guardrails need to know beyond the proposal.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct GuardrailContext {
+    /// Now, in seconds (any fixed origin).
+    pub now_s: f64,
+    /// When the executor count last changed, if ever.
+    pub last_change_s: Option<f64>,
+    /// The burst signal in force.
+    pub burst: bool,
+    /// Dollars per hour one executor of the proposed memory costs.
+    pub usd_per_executor_hour: f64,
+}
+
+/// The guardrails of one deployment.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Guardrails {
+    config: GuardrailConfig,
+}
+
+impl Guardrails {
+    pub fn new(config: GuardrailConfig) -> Result<Self, ControlError> {
+        config.validate()?;
+        Ok(Self { config })
+    }
+
+    pub fn config(&self) -> &GuardrailConfig {
+        &self.config
+    }
+
+    /// Bring `proposed` within the limits, given the action in force. Returns the action to apply and
+    /// every change made, in the order the rules ran (bounds, step, cooldown, budget).
+    pub fn apply(&self, proposed: ScalingAction, current: &ScalingAction, ctx: &GuardrailContext) -> (ScalingAction, Vec<GuardrailChange>) {
+        let c = &self.config;
+        let mut changes = Vec::new();
+        let mut out = proposed;
+        let mut set = |out: &mut u32, value: u32, rule: GuardrailRule, field: &'static str| {
+            if *out != value {
+                changes.push(GuardrailChange { rule, field: field.to_string(), proposed: *out, applied: value });
+                *out = value;
+            }
+        };
+        if out.executors < c.min_executors {
+            set(&mut out.executors, c.min_executors, GuardrailRule::MinExecutors, "executors");
+        }
+        if out.executors > c.max_executors {
+            set(&mut out.executors, c.max_executors, GuardrailRule::MaxExecutors, "executors");
+        }
+        let from = current.executors.clamp(c.min_executors, c.max_executors);
+        if out.executors > from.saturating_add(c.max_step) {
+            set(&mut out.executors, from + c.max_step, GuardrailRule::MaxStep, "executors");
+        } else if out.executors + c.max_step < from {
+            set(&mut out.executors, from - c.max_step, GuardrailRule::MaxStep, "executors");
+        }
+        let cooling = ctx.last_change_s.is_some_and(|t| ctx.now_s - t < c.cooldown_s);
+        if cooling && out.executors < current.executors {
+            set(&mut out.executors, current.executors.min(c.max_executors), GuardrailRule::Cooldown, "executors");
+        }
+        if let Some(cap) = c.max_usd_per_hour {
+            if ctx.usd_per_executor_hour > 0.0 {
+                let affordable = ((cap / ctx.usd_per_executor_hour).floor() as u32).max(c.min_executors);
+                if out.executors > affordable {
+                    set(&mut out.executors, affordable, GuardrailRule::BudgetCap, "executors");
+                }
+            }
+        }
+        let prewarm_cap = c.max_prewarm.min(out.executors);
+        if out.prewarm > prewarm_cap {
+            set(&mut out.prewarm, prewarm_cap, GuardrailRule::MaxPrewarm, "prewarm");
+        }
+        (out, changes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ctx(now: f64, last: Option<f64>, burst: bool) -> GuardrailContext {
+        GuardrailContext { now_s: now, last_change_s: last, burst, usd_per_executor_hour: 0.3 }
+    }
+
+    #[test]
+    fn bounds_and_step_are_enforced_and_reported() {
+        let g = Guardrails::new(GuardrailConfig { min_executors: 2, max_executors: 40, max_step: 8, ..Default::default() }).unwrap();
+        let current = ScalingAction::spark_default(10);
+        let (a, ch) = g.apply(ScalingAction::spark_default(64), &current, &ctx(0.0, None, true));
+        assert_eq!(a.executors, 18);
+        assert_eq!(ch.iter().map(|c| c.rule).collect::<Vec<_>>(), vec![GuardrailRule::MaxExecutors, GuardrailRule::MaxStep]);
+        assert_eq!((ch[0].proposed, ch[0].applied, ch[1].applied), (64, 40, 18));
+        let (a, ch) = g.apply(ScalingAction::spark_default(0), &current, &ctx(0.0, None, false));
+        assert_eq!(a.executors, 2);
+        assert_eq!(ch[0].rule, GuardrailRule::MinExecutors);
+    }
+
+    #[test]
+    fn cooldown_holds_scale_down_but_not_scale_up() {
+        let g = Guardrails::new(GuardrailConfig { cooldown_s: 60.0, ..Default::default() }).unwrap();
+        let current = ScalingAction::spark_default(20);
+        let (a, ch) = g.apply(ScalingAction::spark_default(12), &current, &ctx(100.0, Some(70.0), false));
+        assert_eq!((a.executors, ch[0].rule), (20, GuardrailRule::Cooldown));
+        let (a, ch) = g.apply(ScalingAction::spark_default(30), &current, &ctx(100.0, Some(70.0), true));
+        assert_eq!((a.executors, ch.len()), (30, 0));
+        let (a, _) = g.apply(ScalingAction::spark_default(12), &current, &ctx(200.0, Some(70.0), false));
+        assert_eq!(a.executors, 12);
+    }
+
+    #[test]
+    fn budget_cap_limits_executors() {
+        let g = Guardrails::new(GuardrailConfig { max_usd_per_hour: Some(3.0), max_step: 64, ..Default::default() }).unwrap();
+        let (a, ch) = g.apply(ScalingAction::spark_default(30), &ScalingAction::spark_default(5), &ctx(0.0, None, true));
+        assert_eq!(a.executors, 10);
+        assert_eq!(ch.last().unwrap().rule, GuardrailRule::BudgetCap);
+    }
+
+    #[test]
+    fn invalid_configs_name_the_field() {
+        let e = Guardrails::new(GuardrailConfig { min_executors: 9, max_executors: 4, ..Default::default() }).unwrap_err();
+        assert!(e.to_string().contains("min_executors 9 above max_executors 4"), "{e}");
+        let e = Guardrails::new(GuardrailConfig { max_usd_per_hour: Some(-1.0), ..Default::default() }).unwrap_err();
+        assert!(e.to_string().contains("max_usd_per_hour"), "{e}");
+    }
+}

@@ -1,0 +1,253 @@
+//! burst-signal: the cluster's view of the edge gateways.
+//!
+//! Triggered by batches from `iot-metadata`. Each edge's moving-average windows live in the store
+//! (the function is stateless); the batch's edges are read in one round trip, every record is applied
+//! in time order, the summed edge load drives a cluster-level [`BurstDetector`] (one sample per
+//! second), and the cluster burst is raised when that detector fires or a quorum of edges signal, and
+//! cleared only when both have settled (hysteresis). A change is published to `scaling-requests`.
+//! Everything is written back in one pipelined round trip.
+
+use crate::state::{ClusterBurst, EdgeRecord, EdgeState, EdgeSummary, Keys};
+use crate::{from_json, record_json, to_json, Backends, BurstEvent, Handler, HandlerError, RecordError, Settings, Trigger};
+use async_trait::async_trait;
+use control::{BurstDetector, BurstDetectorConfig};
+use serde_json::json;
+use std::collections::HashMap;
+use std::time::Duration;
+
+/// Edges silent this long are forgotten by the store (their windows expire).
+const EDGE_TTL: Duration = Duration::from_secs(3_600);
+
+pub struct BurstSignal {
+    settings: Settings,
+    keys: Keys,
+    backends: Backends,
+}
+
+impl BurstSignal {
+    pub fn new(settings: &Settings, backends: &Backends) -> Result<Self, HandlerError> {
+        settings.edge_detector.validate()?;
+        settings.cluster_detector.validate()?;
+        Ok(Self { settings: settings.clone(), keys: Keys::new(&settings.key_prefix), backends: backends.clone() })
+    }
+
+    fn new_cluster(&self) -> Result<ClusterBurst, HandlerError> {
+        Ok(ClusterBurst {
+            burst: false,
+            since_s: 0.0,
+            detector: BurstDetector::new(self.settings.cluster_detector)?,
+            last_second: i64::MIN,
+            edges: Default::default(),
+            total_rate: 0.0,
+            predicted_load: 0.0,
+            edges_bursting: 0,
+        })
+    }
+}
+
+/// Decode a batch's records: good ones with their position, and an error for each bad one.
+pub fn decode_records(records: &[crate::KafkaMessage]) -> (Vec<EdgeRecord>, usize, Vec<RecordError>) {
+    let mut good = Vec::with_capacity(records.len());
+    let mut errors = Vec::new();
+    let mut tombstones = 0;
+    for m in records {
+        match record_json::<EdgeRecord>(m) {
+            Ok(None) => tombstones += 1,
+            Ok(Some(r)) => match validate(&r) {
+                Ok(()) => good.push(r),
+                Err(e) => errors.push(RecordError { record: m.locator(), error: e }),
+            },
+            Err(e) => errors.push(RecordError { record: m.locator(), error: e }),
+        }
+    }
+    (good, tombstones, errors)
+}
+
+fn validate(r: &EdgeRecord) -> Result<(), String> {
+    if r.edge_id.is_empty() || r.edge_id.len() > 256 || r.edge_id.chars().any(|c| c.is_control() || c == ' ') {
+        return Err(format!("edge_id {:?} must be 1-256 printable characters without spaces", r.edge_id));
+    }
+    if !r.timestamp.is_finite() || r.timestamp < 0.0 {
+        return Err(format!("timestamp {} is not a time", r.timestamp));
+    }
+    for (name, v) in [("rate", r.rate), ("predicted_load", r.predicted_load)] {
+        if let Some(v) = v {
+            if !(v.is_finite() && v >= 0.0) {
+                return Err(format!("{name} {v} must be a non-negative number"));
+            }
+        }
+    }
+    if r.rate.is_none() && r.predicted_load.is_none() && r.burst_signal.is_none() {
+        return Err("record carries none of rate, predicted_load, burst_signal".into());
+    }
+    Ok(())
+}
+
+/// Apply decoded records to the edges and the cluster, in time order. Pure: no I/O.
+pub fn apply_batch(
+    records: &mut [EdgeRecord],
+    edges: &mut HashMap<String, EdgeState>,
+    cluster: &mut ClusterBurst,
+    edge_detector: BurstDetectorConfig,
+    settings: &Settings,
+) -> Result<(usize, usize, bool), HandlerError> {
+    records.sort_by(|a, b| a.timestamp.total_cmp(&b.timestamp));
+    let was = cluster.burst;
+    let mut accepted = 0;
+    let mut stale = 0;
+    let mut i = 0;
+    while i < records.len() {
+        let second = records[i].timestamp.floor() as i64;
+        // All records of this second, then one cluster sample for it.
+        while i < records.len() && records[i].timestamp.floor() as i64 == second {
+            let r = &records[i];
+            i += 1;
+            let edge = match edges.get_mut(&r.edge_id) {
+                Some(e) => e,
+                None => edges.entry(r.edge_id.clone()).or_insert(EdgeState {
+                    detector: BurstDetector::new(edge_detector)?,
+                    last_ts: f64::MIN,
+                    rate: 0.0,
+                    predicted_load: 0.0,
+                    reported_burst: false,
+                }),
+            };
+            if r.timestamp <= edge.last_ts {
+                stale += 1;
+                continue;
+            }
+            edge.last_ts = r.timestamp;
+            if let Some(rate) = r.rate {
+                edge.rate = rate;
+                edge.detector.observe(rate);
+            }
+            if let Some(p) = r.predicted_load {
+                edge.predicted_load = p;
+            }
+            if let Some(b) = r.burst_signal {
+                edge.reported_burst = b;
+            }
+            let summary = EdgeSummary { rate: edge.rate, predicted_load: edge.predicted_load.max(edge.rate), burst: edge.burst(), last_ts: edge.last_ts };
+            cluster.edges.insert(r.edge_id.clone(), summary);
+            accepted += 1;
+        }
+        advance_cluster(cluster, second, settings);
+    }
+    Ok((accepted, stale, cluster.burst != was))
+}
+
+fn advance_cluster(cluster: &mut ClusterBurst, second: i64, settings: &Settings) {
+    let now = second as f64 + 1.0;
+    cluster.edges.retain(|_, e| now - e.last_ts <= settings.edge_stale_s);
+    cluster.total_rate = cluster.edges.values().map(|e| e.rate).sum();
+    cluster.predicted_load = cluster.edges.values().map(|e| e.predicted_load).sum();
+    cluster.edges_bursting = cluster.edges.values().filter(|e| e.burst).count();
+    if second > cluster.last_second {
+        // Seconds without records repeat the last total, up to one long window.
+        let gap = if cluster.last_second == i64::MIN { 1 } else { (second - cluster.last_second).min(cluster.detector.config().long_window as i64) };
+        for _ in 0..gap {
+            cluster.detector.observe(cluster.total_rate);
+        }
+        cluster.last_second = second;
+    }
+    let share = if cluster.edges.is_empty() { 0.0 } else { cluster.edges_bursting as f64 / cluster.edges.len() as f64 };
+    let next = if cluster.burst {
+        cluster.detector.is_burst() || share >= settings.quorum_clear
+    } else {
+        cluster.detector.is_burst() || share >= settings.quorum_raise
+    };
+    if next != cluster.burst {
+        cluster.burst = next;
+        cluster.since_s = now;
+    }
+}
+
+#[async_trait]
+impl Handler for BurstSignal {
+    fn name(&self) -> &'static str {
+        "burst-signal"
+    }
+
+    async fn handle(&self, trigger: Trigger) -> Result<serde_json::Value, HandlerError> {
+        let records = match trigger {
+            Trigger::Kafka(records) => records,
+            Trigger::Schedule { .. } => return Err(HandlerError::BadEvent("burst-signal is triggered by iot-metadata records, not a schedule".into())),
+            Trigger::Direct(v) => {
+                // A direct call may carry records as {"records": [EdgeRecord...]} (tests, replays).
+                let list = v.get("records").and_then(|r| r.as_array()).ok_or_else(|| HandlerError::BadEvent("expected a Kafka event or {\"records\": [...]}".into()))?;
+                list.iter()
+                    .enumerate()
+                    .map(|(i, r)| crate::KafkaMessage {
+                        topic: "direct".into(),
+                        partition: 0,
+                        offset: i as i64,
+                        timestamp_ms: 0,
+                        key: None,
+                        value: Some(Ok(to_json(r))),
+                    })
+                    .collect()
+            }
+        };
+        let (mut good, tombstones, errors) = decode_records(&records);
+        let mut ids: Vec<String> = good.iter().map(|r| r.edge_id.clone()).collect();
+        ids.sort();
+        ids.dedup();
+        let mut keys: Vec<String> = ids.iter().map(|id| self.keys.edge(id)).collect();
+        keys.push(self.keys.cluster());
+        let mut values = self.backends.store.get_many(&keys).await?;
+        let cluster_raw = values.pop().flatten();
+        let mut cluster = match from_json::<ClusterBurst>(&self.keys.cluster(), cluster_raw.as_ref())? {
+            Some(c) => c,
+            None => self.new_cluster()?,
+        };
+        let mut edges = HashMap::with_capacity(ids.len());
+        for ((id, key), raw) in ids.iter().zip(&keys).zip(&values) {
+            if let Some(state) = from_json::<EdgeState>(key, raw.as_ref())? {
+                edges.insert(id.clone(), state);
+            }
+        }
+        let (accepted, stale, changed) = apply_batch(&mut good, &mut edges, &mut cluster, self.settings.edge_detector, &self.settings)?;
+        let mut writes: Vec<(String, Vec<u8>)> = edges.iter().map(|(id, s)| (self.keys.edge(id), to_json(s))).collect();
+        writes.push((self.keys.cluster(), to_json(&cluster)));
+        if !good.is_empty() {
+            self.backends.store.set_many(&writes, Some(EDGE_TTL)).await?;
+        }
+        let event = BurstEvent {
+            kind: "burst".into(),
+            burst: cluster.burst,
+            time_s: cluster.since_s,
+            total_rate: cluster.total_rate,
+            predicted_load: cluster.predicted_load,
+            edges: cluster.edges.len(),
+            edges_bursting: cluster.edges_bursting,
+        };
+        if changed {
+            self.backends.publisher.publish(&self.settings.topics.scaling_requests, "cluster", &to_json(&event)).await?;
+            tracing::info!(burst = event.burst, total_rate = event.total_rate, predicted_load = event.predicted_load, "cluster burst state changed");
+        }
+        for e in &errors {
+            tracing::warn!(topic = %e.record.topic, partition = e.record.partition, offset = e.record.offset, error = %e.error, "record skipped");
+        }
+        Ok(json!({
+            "records": records.len(),
+            "accepted": accepted,
+            "stale": stale,
+            "tombstones": tombstones,
+            "errors": errors,
+            "burst": cluster.burst,
+            "changed": changed,
+            "total_rate": cluster.total_rate,
+            "predicted_load": cluster.predicted_load,
+            "edges": cluster.edges.len(),
+            "edges_bursting": cluster.edges_bursting,
+        }))
+    }
+}
+
+impl BurstSignal {
+    /// The shared backends (for tests and the local bridge).
+    pub fn backends(&self) -> &Backends {
+        &self.backends
+    }
+}
+

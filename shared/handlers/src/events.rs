@@ -1,0 +1,170 @@
+//! What invokes a function, decoded from either platform into one [`Trigger`]:
+//! Lambda (MSK or self-managed Kafka event source, EventBridge schedule, direct invoke) and OpenFaaS
+//! (kafka-connector and cron-connector POSTs to the of-watchdog, or a JSON body).
+
+use crate::HandlerError;
+use aws_lambda_events::event::eventbridge::EventBridgeEvent;
+use aws_lambda_events::event::kafka::KafkaEvent;
+use base64::Engine;
+use serde::Serialize;
+
+/// One Kafka record. `value` is `None` for a tombstone (null value), `Err` when it was not base64.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KafkaMessage {
+    pub topic: String,
+    pub partition: i64,
+    pub offset: i64,
+    pub timestamp_ms: i64,
+    pub key: Option<Vec<u8>>,
+    pub value: Option<Result<Vec<u8>, String>>,
+}
+
+impl KafkaMessage {
+    /// Where the record came from, for error reports.
+    pub fn locator(&self) -> RecordRef {
+        RecordRef { topic: self.topic.clone(), partition: self.partition, offset: self.offset }
+    }
+}
+
+/// Identifies a record in an error report.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+pub struct RecordRef {
+    pub topic: String,
+    pub partition: i64,
+    pub offset: i64,
+}
+
+/// A record the handler could not use, and why. The rest of the batch goes on.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RecordError {
+    #[serde(flatten)]
+    pub record: RecordRef,
+    pub error: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Trigger {
+    /// A batch of Kafka records, in the order the event listed them (partition by partition).
+    Kafka(Vec<KafkaMessage>),
+    /// A scheduled run at `time_s` (Unix seconds).
+    Schedule { time_s: f64 },
+    /// A direct invocation with a JSON payload.
+    Direct(serde_json::Value),
+}
+
+fn b64(s: &str) -> Result<Vec<u8>, String> {
+    base64::engine::general_purpose::STANDARD.decode(s.trim()).map_err(|e| format!("value is not valid base64: {e}"))
+}
+
+/// Decode a Lambda invocation payload.
+pub fn decode_lambda(payload: serde_json::Value) -> Result<Trigger, HandlerError> {
+    let source = payload.get("eventSource").and_then(|v| v.as_str()).unwrap_or_default();
+    if source == "aws:kafka" || source == "SelfManagedKafka" {
+        let event: KafkaEvent = serde_json::from_value(payload).map_err(|e| HandlerError::BadEvent(format!("Kafka event: {e}")))?;
+        let mut keys: Vec<&String> = event.records.keys().collect();
+        // "topic-partition" keys: a stable order, partitions in numeric order.
+        keys.sort_by_key(|k| {
+            let (t, p) = k.rsplit_once('-').unwrap_or((k, "0"));
+            (t.to_string(), p.parse::<i64>().unwrap_or(0))
+        });
+        let mut out = Vec::new();
+        for k in keys {
+            for r in &event.records[k] {
+                out.push(KafkaMessage {
+                    topic: r.topic.clone().unwrap_or_default(),
+                    partition: r.partition,
+                    offset: r.offset,
+                    timestamp_ms: r.timestamp.0.timestamp_millis(),
+                    key: r.key.as_deref().and_then(|k| b64(k).ok()),
+                    value: r.value.as_deref().map(b64),
+                });
+            }
+        }
+        return Ok(Trigger::Kafka(out));
+    }
+    let scheduled = payload.get("source").and_then(|v| v.as_str()) == Some("aws.events")
+        || payload.get("detail-type").and_then(|v| v.as_str()) == Some("Scheduled Event");
+    if scheduled {
+        let event: EventBridgeEvent<serde_json::Value> = serde_json::from_value(payload).map_err(|e| HandlerError::BadEvent(format!("EventBridge event: {e}")))?;
+        return Ok(Trigger::Schedule { time_s: event.time.map(|t| t.timestamp_millis() as f64 / 1_000.0).unwrap_or_else(now_s) });
+    }
+    Ok(Trigger::Direct(payload))
+}
+
+/// Decode an OpenFaaS request: a kafka-connector message (raw record body, `X-Topic` header), a
+/// cron-connector call, or a JSON body decoded as a Lambda payload would be.
+pub fn decode_http(header: impl Fn(&str) -> Option<String>, body: &[u8], now_s: f64) -> Result<Trigger, HandlerError> {
+    if let Some(topic) = header("x-topic") {
+        let num = |name: &str| header(name).and_then(|v| v.trim().parse::<i64>().ok()).unwrap_or(-1);
+        return Ok(Trigger::Kafka(vec![KafkaMessage {
+            topic,
+            partition: num("x-kafka-partition"),
+            offset: num("x-kafka-offset"),
+            timestamp_ms: (now_s * 1_000.0) as i64,
+            // The connector sends binary keys base64-encoded and says so in X-Kafka-Key-Enc.
+            key: header("x-kafka-key").map(|k| if header("x-kafka-key-enc").as_deref() == Some("b64") { b64(&k).unwrap_or_else(|_| k.into_bytes()) } else { k.into_bytes() }),
+            value: if body.is_empty() { None } else { Some(Ok(body.to_vec())) },
+        }]));
+    }
+    if header("x-connector").is_some_and(|c| c.contains("cron-connector")) {
+        return Ok(Trigger::Schedule { time_s: now_s });
+    }
+    if body.iter().all(|b| b.is_ascii_whitespace()) {
+        return Ok(Trigger::Schedule { time_s: now_s });
+    }
+    let value: serde_json::Value = serde_json::from_slice(body).map_err(|e| HandlerError::BadEvent(format!("request body is not JSON: {e}")))?;
+    decode_lambda(value)
+}
+
+/// Seconds since the Unix epoch, now.
+pub fn now_s() -> f64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn msk_batches_decode_with_tombstones_and_bad_base64_kept_per_record() {
+        let event = json!({
+            "eventSource": "aws:kafka",
+            "eventSourceArn": "arn:aws:kafka:us-east-1:123456789012:cluster/c/abc",
+            "bootstrapServers": "b-1:9092",
+            "records": {
+                "iot-metadata-1": [
+                    {"topic": "iot-metadata", "partition": 1, "offset": 7, "timestamp": 1700000000000i64, "timestampType": "CREATE_TIME", "value": "e30=", "headers": []}
+                ],
+                "iot-metadata-0": [
+                    {"topic": "iot-metadata", "partition": 0, "offset": 3, "timestamp": 1700000000000i64, "timestampType": "CREATE_TIME", "value": null, "headers": []},
+                    {"topic": "iot-metadata", "partition": 0, "offset": 4, "timestamp": 1700000000000i64, "timestampType": "CREATE_TIME", "value": "%%%", "headers": []}
+                ]
+            }
+        });
+        let Trigger::Kafka(records) = decode_lambda(event).unwrap() else { panic!("not kafka") };
+        assert_eq!(records.iter().map(|r| (r.partition, r.offset)).collect::<Vec<_>>(), vec![(0, 3), (0, 4), (1, 7)]);
+        assert_eq!(records[0].value, None);
+        assert!(records[1].value.as_ref().unwrap().as_ref().unwrap_err().contains("base64"));
+        assert_eq!(records[2].value, Some(Ok(b"{}".to_vec())));
+    }
+
+    #[test]
+    fn schedules_direct_calls_and_openfaas_requests_decode() {
+        let sched = json!({"version": "0", "id": "x", "detail-type": "Scheduled Event", "source": "aws.events", "account": "1",
+            "time": "2026-11-22T10:00:00Z", "region": "us-east-1", "resources": [], "detail": {}});
+        assert_eq!(decode_lambda(sched).unwrap(), Trigger::Schedule { time_s: 1_795_341_600.0 });
+        assert!(matches!(decode_lambda(json!({"scenario": "balanced"})).unwrap(), Trigger::Direct(_)));
+        let headers = |h: &str| match h {
+            "x-topic" => Some("spark-metrics".to_string()),
+            "x-kafka-offset" => Some("12".to_string()),
+            _ => None,
+        };
+        let Trigger::Kafka(r) = decode_http(headers, b"{\"a\":1}", 5.0).unwrap() else { panic!() };
+        assert_eq!((r[0].topic.as_str(), r[0].offset, r[0].partition), ("spark-metrics", 12, -1));
+        let cron = |h: &str| (h == "x-connector").then(|| "openfaas/cron-connector".to_string());
+        assert_eq!(decode_http(cron, b"", 9.0).unwrap(), Trigger::Schedule { time_s: 9.0 });
+        let err = decode_http(|_| None, b"{not json", 1.0).unwrap_err();
+        assert!(err.to_string().contains("not JSON"), "{err}");
+    }
+}

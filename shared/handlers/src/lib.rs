@@ -1,0 +1,127 @@
+//! The five sparkpilot functions as plain async handlers.
+//!
+//! Each handler takes a decoded [`Trigger`] and returns a JSON summary. It reaches the outside world
+//! only through the port traits in [`ports`] — a [`StateStore`](ports::StateStore) (Redis), a
+//! [`Publisher`](ports::Publisher) (Kafka), [`EmrControl`](ports::EmrControl) (EMR Serverless),
+//! [`HotTier`](ports::HotTier) (ElastiCache) and [`ObjectStore`](ports::ObjectStore)s (S3, NVMe) —
+//! so the same handler runs in a Lambda, behind the OpenFaaS watchdog, in `sparkpilot invoke` on
+//! the in-memory backends of [`memory`], and in tests. The decisions themselves come from the
+//! `control` and `policy` crates, the code the simulator evaluates.
+//!
+//! ```
+//! use handlers::{Backends, Handler, Settings, Trigger};
+//! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+//! let backends = Backends::embedded();
+//! let meta = handlers::meta_weights::MetaWeights::new(&Settings::default(), &backends).unwrap();
+//! let out = meta.handle(Trigger::Direct(serde_json::json!({"scenario": "healthcare_critical", "budget_remaining": 40.0}))).await.unwrap();
+//! assert!(out["weights"]["alpha"].as_f64().unwrap() <= 1.0);
+//! # });
+//! ```
+
+pub mod burst_signal;
+mod error;
+pub mod events;
+pub mod memory;
+pub mod meta_weights;
+pub mod ports;
+pub mod prewarmer;
+mod settings;
+pub mod scaling_decision;
+pub mod shuffle_router;
+mod state;
+
+pub use error::HandlerError;
+pub use events::{decode_http, decode_lambda, KafkaMessage, RecordError, RecordRef, Trigger};
+pub use settings::{Settings, Topics};
+pub use state::{BurstEvent, ClusterBurst, DecisionRecord, Keys, SparkMetrics, Weights};
+
+use async_trait::async_trait;
+use ports::{EmrControl, HotTier, ObjectStore, Publisher, StateStore};
+use std::sync::Arc;
+
+/// A function's handler: one invocation in, a JSON summary out.
+#[async_trait]
+pub trait Handler: Send + Sync {
+    /// The function's name (folder, binary and deployment name).
+    fn name(&self) -> &'static str;
+    async fn handle(&self, trigger: Trigger) -> Result<serde_json::Value, HandlerError>;
+}
+
+/// The outside world, as ports. Built once at init and shared by every invocation.
+#[derive(Clone)]
+pub struct Backends {
+    pub store: Arc<dyn StateStore>,
+    pub publisher: Arc<dyn Publisher>,
+    pub emr: Arc<dyn EmrControl>,
+    pub hot_tier: Arc<dyn HotTier>,
+    /// S3 (standard and Glacier classes).
+    pub objects: Arc<dyn ObjectStore>,
+    /// The NVMe tier: a local directory (or an EFS mount).
+    pub nvme: Arc<dyn ObjectStore>,
+}
+
+/// The in-memory backends, kept typed so tests and `sparkpilot invoke` can look inside.
+#[derive(Clone, Default)]
+pub struct Embedded {
+    pub store: Arc<memory::MemoryStore>,
+    pub publisher: Arc<memory::MemoryPublisher>,
+    pub emr: Arc<memory::MemoryEmr>,
+    pub hot_tier: Arc<memory::MemoryHotTier>,
+    pub objects: Arc<memory::MemoryObjectStore>,
+    pub nvme: Arc<memory::MemoryObjectStore>,
+}
+
+impl Embedded {
+    pub fn backends(&self) -> Backends {
+        Backends {
+            store: self.store.clone(),
+            publisher: self.publisher.clone(),
+            emr: self.emr.clone(),
+            hot_tier: self.hot_tier.clone(),
+            objects: self.objects.clone(),
+            nvme: self.nvme.clone(),
+        }
+    }
+}
+
+impl Backends {
+    /// Everything in memory: the embedded default.
+    pub fn embedded() -> Self {
+        Embedded::default().backends()
+    }
+}
+
+/// Build the handler of a function by name.
+pub fn build(name: &str, settings: &Settings, backends: &Backends) -> Result<Arc<dyn Handler>, HandlerError> {
+    Ok(match name {
+        "burst-signal" => Arc::new(burst_signal::BurstSignal::new(settings, backends)?),
+        "meta-weights" => Arc::new(meta_weights::MetaWeights::new(settings, backends)?),
+        "scaling-decision" => Arc::new(scaling_decision::ScalingDecision::new(settings, backends)?),
+        "shuffle-router" => Arc::new(shuffle_router::ShuffleRouter::new(settings, backends)?),
+        "prewarmer" => Arc::new(prewarmer::Prewarmer::new(settings, backends)?),
+        other => return Err(HandlerError::Config(format!("unknown function {other:?}; expected one of {}", FUNCTIONS.join(", ")))),
+    })
+}
+
+/// The five functions.
+pub const FUNCTIONS: [&str; 5] = ["burst-signal", "meta-weights", "scaling-decision", "shuffle-router", "prewarmer"];
+
+/// Decode a record's value as JSON of type `T`, with a message naming what was wrong.
+pub(crate) fn record_json<T: serde::de::DeserializeOwned>(m: &KafkaMessage) -> Result<Option<T>, String> {
+    match &m.value {
+        None => Ok(None),
+        Some(Err(e)) => Err(e.clone()),
+        Some(Ok(bytes)) => serde_json::from_slice(bytes).map(Some).map_err(|e| format!("value is not a valid record: {e}")),
+    }
+}
+
+pub(crate) fn to_json<T: serde::Serialize>(v: &T) -> Vec<u8> {
+    serde_json::to_vec(v).expect("plain data serialises")
+}
+
+pub(crate) fn from_json<T: serde::de::DeserializeOwned>(key: &str, bytes: Option<&Vec<u8>>) -> Result<Option<T>, HandlerError> {
+    match bytes {
+        None => Ok(None),
+        Some(b) => serde_json::from_slice(b).map(Some).map_err(|e| HandlerError::State(format!("{key} is unreadable: {e}"))),
+    }
+}

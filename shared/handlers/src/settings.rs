@@ -1,0 +1,184 @@
+//! Function settings, from the environment (Lambda and OpenFaaS both configure functions that way).
+
+use crate::HandlerError;
+use control::{BurstDetectorConfig, GuardrailConfig, Scenario, TierRouterConfig};
+use std::path::PathBuf;
+
+/// Kafka topics the functions publish to.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Topics {
+    pub scaling_requests: String,
+    pub scaling_decisions: String,
+    pub spark_metrics: String,
+    pub iot_metadata: String,
+}
+
+impl Default for Topics {
+    fn default() -> Self {
+        Self {
+            scaling_requests: "scaling-requests".into(),
+            scaling_decisions: "scaling-decisions".into(),
+            spark_metrics: "spark-metrics".into(),
+            iot_metadata: "iot-metadata".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Settings {
+    /// Prefix of every Redis key, so several deployments can share one Redis.
+    pub key_prefix: String,
+    pub topics: Topics,
+    /// Decide and record, never change EMR Serverless or ElastiCache.
+    pub dry_run: bool,
+    /// Model files overriding the ones built into the binaries.
+    pub scaling_model: Option<PathBuf>,
+    pub meta_model: Option<PathBuf>,
+    pub guardrails: GuardrailConfig,
+    /// The cluster-level burst detector (one sample per second of summed edge load).
+    pub cluster_detector: BurstDetectorConfig,
+    /// The per-edge detector over raw rate samples.
+    pub edge_detector: BurstDetectorConfig,
+    /// Share of reporting edges whose own burst signal raises the cluster burst, and below which
+    /// it may clear.
+    pub quorum_raise: f64,
+    pub quorum_clear: f64,
+    /// An edge silent for longer than this no longer counts towards the cluster load.
+    pub edge_stale_s: f64,
+    pub router: TierRouterConfig,
+    /// vCPUs and default memory of an executor (EMR Serverless worker).
+    pub vcpu_per_executor: u32,
+    pub sla_ms: f64,
+    pub region: String,
+    /// Scenario and budget until a context change says otherwise.
+    pub scenario: Scenario,
+    pub budget_usd: f64,
+    pub budget_horizon_s: f64,
+    /// Most ElastiCache shards the hot tier may grow to.
+    pub max_cache_shards: u32,
+    /// TTL of shuffle blocks kept in Redis, seconds.
+    pub block_ttl_s: u64,
+    /// Redis writes of shuffle blocks are sent in pipelines of at most this many bytes.
+    pub pipeline_bytes: usize,
+    /// Target utilisation the prewarmer sizes warm capacity for.
+    pub prewarm_utilisation: f64,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            key_prefix: "sparkpilot".into(),
+            topics: Topics::default(),
+            dry_run: false,
+            scaling_model: None,
+            meta_model: None,
+            guardrails: GuardrailConfig::default(),
+            cluster_detector: BurstDetectorConfig { clear_ratio: 1.2, ..BurstDetectorConfig::default() },
+            edge_detector: BurstDetectorConfig::default(),
+            quorum_raise: 0.3,
+            quorum_clear: 0.1,
+            edge_stale_s: 30.0,
+            router: TierRouterConfig::default(),
+            vcpu_per_executor: 4,
+            sla_ms: 1_000.0,
+            region: "us-east-1".into(),
+            scenario: Scenario::Balanced,
+            budget_usd: 100.0,
+            budget_horizon_s: 86_400.0,
+            max_cache_shards: 4,
+            block_ttl_s: 3_600,
+            pipeline_bytes: 10 * 1024 * 1024,
+            prewarm_utilisation: 0.8,
+        }
+    }
+}
+
+impl Settings {
+    /// Read `SPARKPILOT_*` variables over the defaults; a value that does not parse is an error
+    /// naming the variable.
+    pub fn from_env() -> Result<Self, HandlerError> {
+        Self::from_lookup(|k| std::env::var(k).ok())
+    }
+
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, HandlerError> {
+        fn parse<T: std::str::FromStr>(get: &impl Fn(&str) -> Option<String>, key: &str, into: &mut T) -> Result<(), HandlerError>
+        where
+            T::Err: std::fmt::Display,
+        {
+            if let Some(v) = get(key) {
+                *into = v.trim().parse().map_err(|e| HandlerError::Config(format!("{key}={v:?}: {e}")))?;
+            }
+            Ok(())
+        }
+        let mut s = Self::default();
+        let g = &get;
+        parse(g, "SPARKPILOT_KEY_PREFIX", &mut s.key_prefix)?;
+        parse(g, "SPARKPILOT_TOPIC_SCALING_REQUESTS", &mut s.topics.scaling_requests)?;
+        parse(g, "SPARKPILOT_TOPIC_SCALING_DECISIONS", &mut s.topics.scaling_decisions)?;
+        parse(g, "SPARKPILOT_TOPIC_SPARK_METRICS", &mut s.topics.spark_metrics)?;
+        parse(g, "SPARKPILOT_TOPIC_IOT_METADATA", &mut s.topics.iot_metadata)?;
+        if let Some(v) = get("SPARKPILOT_DRY_RUN") {
+            s.dry_run = match v.trim() {
+                "1" | "true" | "yes" => true,
+                "0" | "false" | "no" | "" => false,
+                other => return Err(HandlerError::Config(format!("SPARKPILOT_DRY_RUN={other:?}: expected 1 or 0"))),
+            };
+        }
+        s.scaling_model = get("SPARKPILOT_SCALING_MODEL").map(PathBuf::from);
+        s.meta_model = get("SPARKPILOT_META_MODEL").map(PathBuf::from);
+        parse(g, "SPARKPILOT_MIN_EXECUTORS", &mut s.guardrails.min_executors)?;
+        parse(g, "SPARKPILOT_MAX_EXECUTORS", &mut s.guardrails.max_executors)?;
+        parse(g, "SPARKPILOT_MAX_STEP", &mut s.guardrails.max_step)?;
+        parse(g, "SPARKPILOT_COOLDOWN_S", &mut s.guardrails.cooldown_s)?;
+        parse(g, "SPARKPILOT_MAX_PREWARM", &mut s.guardrails.max_prewarm)?;
+        if let Some(v) = get("SPARKPILOT_MAX_USD_PER_HOUR") {
+            let cap: f64 = v.trim().parse().map_err(|e| HandlerError::Config(format!("SPARKPILOT_MAX_USD_PER_HOUR={v:?}: {e}")))?;
+            s.guardrails.max_usd_per_hour = Some(cap);
+        }
+        parse(g, "SPARKPILOT_SLA_MS", &mut s.sla_ms)?;
+        parse(g, "SPARKPILOT_REGION", &mut s.region)?;
+        if let Some(v) = get("SPARKPILOT_SCENARIO") {
+            s.scenario = Scenario::from_name(v.trim()).ok_or_else(|| HandlerError::Config(format!("SPARKPILOT_SCENARIO={v:?}: unknown scenario")))?;
+        }
+        parse(g, "SPARKPILOT_BUDGET_USD", &mut s.budget_usd)?;
+        parse(g, "SPARKPILOT_BUDGET_HORIZON_S", &mut s.budget_horizon_s)?;
+        parse(g, "SPARKPILOT_MAX_CACHE_SHARDS", &mut s.max_cache_shards)?;
+        parse(g, "SPARKPILOT_BLOCK_TTL_S", &mut s.block_ttl_s)?;
+        parse(g, "SPARKPILOT_PIPELINE_BYTES", &mut s.pipeline_bytes)?;
+        parse(g, "SPARKPILOT_QUORUM_RAISE", &mut s.quorum_raise)?;
+        parse(g, "SPARKPILOT_QUORUM_CLEAR", &mut s.quorum_clear)?;
+        parse(g, "SPARKPILOT_EDGE_STALE_S", &mut s.edge_stale_s)?;
+        s.guardrails.validate()?;
+        s.cluster_detector.validate()?;
+        if !(0.0..=1.0).contains(&s.quorum_clear) || !(s.quorum_clear..=1.0).contains(&s.quorum_raise) {
+            return Err(HandlerError::Config(format!("quorum: need 0 <= clear ({}) <= raise ({}) <= 1", s.quorum_clear, s.quorum_raise)));
+        }
+        if !(s.budget_usd.is_finite() && s.budget_usd > 0.0) {
+            return Err(HandlerError::Config(format!("SPARKPILOT_BUDGET_USD must be positive, got {}", s.budget_usd)));
+        }
+        Ok(s)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn variables_override_defaults_and_bad_values_name_the_variable() {
+        let env = |k: &str| match k {
+            "SPARKPILOT_DRY_RUN" => Some("1".to_string()),
+            "SPARKPILOT_MAX_EXECUTORS" => Some("32".to_string()),
+            "SPARKPILOT_SCENARIO" => Some("smart_city_budget".to_string()),
+            _ => None,
+        };
+        let s = Settings::from_lookup(env).unwrap();
+        assert!(s.dry_run);
+        assert_eq!(s.guardrails.max_executors, 32);
+        assert_eq!(s.scenario, Scenario::SmartCityBudget);
+        let e = Settings::from_lookup(|k| (k == "SPARKPILOT_COOLDOWN_S").then(|| "soon".to_string())).unwrap_err();
+        assert!(e.to_string().contains("SPARKPILOT_COOLDOWN_S=\"soon\""), "{e}");
+        let e = Settings::from_lookup(|k| (k == "SPARKPILOT_SCENARIO").then(|| "mars".to_string())).unwrap_err();
+        assert!(e.to_string().contains("unknown scenario"), "{e}");
+    }
+}

@@ -1,0 +1,224 @@
+//! Records on the wire and state kept in the store between invocations. All JSON, so that an
+//! operator can read them with `redis-cli` and `kafka-console-consumer`.
+
+use control::{BurstDetector, GuardrailChange, Observation, ScalingAction, Scenario};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// Redis keys of one deployment.
+#[derive(Debug, Clone)]
+pub struct Keys {
+    prefix: String,
+}
+
+impl Keys {
+    pub fn new(prefix: &str) -> Self {
+        Self { prefix: prefix.to_string() }
+    }
+    pub fn edge(&self, edge_id: &str) -> String {
+        format!("{}:edge:{edge_id}", self.prefix)
+    }
+    pub fn cluster(&self) -> String {
+        format!("{}:cluster", self.prefix)
+    }
+    pub fn metrics(&self) -> String {
+        format!("{}:metrics:latest", self.prefix)
+    }
+    pub fn load_history(&self) -> String {
+        format!("{}:load-history", self.prefix)
+    }
+    pub fn weights(&self) -> String {
+        format!("{}:weights", self.prefix)
+    }
+    pub fn weights_version(&self) -> String {
+        format!("{}:weights:version", self.prefix)
+    }
+    pub fn context(&self) -> String {
+        format!("{}:context", self.prefix)
+    }
+    pub fn decisions(&self) -> String {
+        format!("{}:decisions", self.prefix)
+    }
+    pub fn last_decision(&self) -> String {
+        format!("{}:decision:last", self.prefix)
+    }
+    pub fn pending_capacity(&self) -> String {
+        format!("{}:emr:pending", self.prefix)
+    }
+    pub fn prewarm(&self) -> String {
+        format!("{}:prewarm:last", self.prefix)
+    }
+    pub fn seen(&self, digest: &str) -> String {
+        format!("{}:seen:{digest}", self.prefix)
+    }
+    pub fn block_index(&self, block_id: &str) -> String {
+        format!("{}:block:{block_id}", self.prefix)
+    }
+    pub fn block_data(&self, block_id: &str) -> String {
+        format!("{}:blockdata:{block_id}", self.prefix)
+    }
+}
+
+/// A record on `iot-metadata`, sent by an edge gateway. Control messages carry `predicted_load` and
+/// `burst_signal` (the gateway's own detector); raw samples carry `rate`, the events/s the gateway
+/// forwarded in the second ending at `timestamp`. One record may carry both.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EdgeRecord {
+    pub edge_id: String,
+    /// Unix seconds.
+    pub timestamp: f64,
+    #[serde(default)]
+    pub rate: Option<f64>,
+    #[serde(default)]
+    pub predicted_load: Option<f64>,
+    #[serde(default)]
+    pub burst_signal: Option<bool>,
+}
+
+/// What the store keeps per edge.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EdgeState {
+    pub detector: BurstDetector,
+    /// Newest sample time applied; older or equal ones (redeliveries) are skipped.
+    pub last_ts: f64,
+    pub rate: f64,
+    pub predicted_load: f64,
+    /// The gateway's own signal, as last reported.
+    pub reported_burst: bool,
+}
+
+impl EdgeState {
+    pub fn burst(&self) -> bool {
+        self.reported_burst || self.detector.is_burst()
+    }
+}
+
+/// One edge as the cluster aggregate sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct EdgeSummary {
+    pub rate: f64,
+    pub predicted_load: f64,
+    pub burst: bool,
+    pub last_ts: f64,
+}
+
+/// The cluster burst state.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClusterBurst {
+    pub burst: bool,
+    /// When `burst` last changed.
+    pub since_s: f64,
+    /// The detector over the summed edge load, one sample per second.
+    pub detector: BurstDetector,
+    /// Last whole second fed to the detector.
+    pub last_second: i64,
+    pub edges: BTreeMap<String, EdgeSummary>,
+    pub total_rate: f64,
+    pub predicted_load: f64,
+    pub edges_bursting: usize,
+}
+
+/// Published to `scaling-requests` when the cluster burst state changes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BurstEvent {
+    pub kind: String,
+    pub burst: bool,
+    pub time_s: f64,
+    pub total_rate: f64,
+    pub predicted_load: f64,
+    pub edges: usize,
+    pub edges_bursting: usize,
+}
+
+/// Micro-batch progress the Spark job publishes to `spark-metrics` (StreamingQueryProgress, reduced).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SparkMetrics {
+    /// Unix seconds.
+    pub timestamp: f64,
+    /// Events/s arriving.
+    pub input_rate: f64,
+    /// Events/s processed.
+    pub processing_rate: f64,
+    pub batch_duration_ms: f64,
+    /// Events waiting (consumer lag).
+    pub backlog: f64,
+    #[serde(default)]
+    pub cpu_utilisation: Option<f64>,
+    #[serde(default)]
+    pub memory_utilisation: Option<f64>,
+    #[serde(default)]
+    pub running_executors: Option<u32>,
+    #[serde(default)]
+    pub pending_executors: Option<u32>,
+    #[serde(default)]
+    pub shuffle_mb_per_s: Option<f64>,
+    #[serde(default)]
+    pub bytes_per_event: Option<f64>,
+}
+
+impl SparkMetrics {
+    /// The first field that is negative or not a number, if any.
+    pub fn invalid_field(&self) -> Option<&'static str> {
+        let bad = |v: f64| !(v.is_finite() && v >= 0.0);
+        let opt = |v: Option<f64>| v.is_some_and(bad);
+        [
+            ("timestamp", bad(self.timestamp)),
+            ("input_rate", bad(self.input_rate)),
+            ("processing_rate", bad(self.processing_rate)),
+            ("batch_duration_ms", bad(self.batch_duration_ms)),
+            ("backlog", bad(self.backlog)),
+            ("cpu_utilisation", opt(self.cpu_utilisation)),
+            ("memory_utilisation", opt(self.memory_utilisation)),
+            ("shuffle_mb_per_s", opt(self.shuffle_mb_per_s)),
+            ("bytes_per_event", opt(self.bytes_per_event)),
+        ]
+        .into_iter()
+        .find(|(_, b)| *b)
+        .map(|(n, _)| n)
+    }
+}
+
+/// Reward weights chosen by the meta-controller.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Weights {
+    pub alpha: f64,
+    pub beta: f64,
+    pub version: u64,
+    pub scenario: Scenario,
+    pub time_s: f64,
+    pub model_version: String,
+}
+
+/// The business context the meta-controller steers for.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Context {
+    pub scenario: Scenario,
+    pub budget_usd: f64,
+    pub budget_remaining: f64,
+    pub horizon_s: f64,
+    pub time_s: f64,
+}
+
+/// Everything about one scaling decision.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DecisionRecord {
+    pub time_s: f64,
+    /// What triggered it ("scaling-requests", "spark-metrics", "schedule", ...).
+    pub trigger: String,
+    pub reason: String,
+    pub inputs: Observation,
+    pub proposed: ScalingAction,
+    pub applied: ScalingAction,
+    pub guardrail_changes: Vec<GuardrailChange>,
+    pub model_version: String,
+    pub weights_version: u64,
+    pub dry_run: bool,
+    /// What happened at EMR Serverless: "updated", "unchanged", "deferred: ...", "dry run".
+    pub emr: String,
+    /// What happened at ElastiCache.
+    pub hot_tier: String,
+    /// When the executor count last changed (for the cooldown).
+    pub last_change_s: Option<f64>,
+}

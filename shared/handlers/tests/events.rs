@@ -1,0 +1,245 @@
+//! Every sample event in events/ through its handler, on the in-memory backends.
+
+use base64::Engine;
+use handlers::ports::{AppState, EmrControl, HotTier, ObjectStore, StorageClass};
+use handlers::{build, decode_lambda, Embedded, HandlerError, Settings, Trigger};
+use serde_json::{json, Value};
+use std::path::PathBuf;
+
+fn event(name: &str) -> Value {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../events").join(name);
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap()
+}
+
+fn trigger(name: &str) -> Trigger {
+    decode_lambda(event(name)).unwrap()
+}
+
+async fn invoke(env: &Embedded, settings: &Settings, function: &str, t: Trigger) -> Result<Value, HandlerError> {
+    build(function, settings, &env.backends()).unwrap().handle(t).await
+}
+
+/// Published payloads on a topic, as Kafka records the next function would receive.
+fn as_kafka(env: &Embedded, topic: &str) -> Trigger {
+    let records = env
+        .publisher
+        .on(topic)
+        .into_iter()
+        .enumerate()
+        .map(|(i, p)| handlers::KafkaMessage { topic: topic.into(), partition: 0, offset: i as i64, timestamp_ms: 0, key: None, value: Some(Ok(p)) })
+        .collect();
+    Trigger::Kafka(records)
+}
+
+#[tokio::test]
+async fn msk_burst_batch_raises_the_cluster_burst_in_two_round_trips() {
+    let env = Embedded::default();
+    let out = invoke(&env, &Settings::default(), "burst-signal", trigger("burst-signal-msk.json")).await.unwrap();
+    assert_eq!(out["records"], 280);
+    assert_eq!(out["accepted"], 280);
+    assert_eq!(out["errors"].as_array().unwrap().len(), 0);
+    assert_eq!(out["burst"], true, "{out}");
+    assert_eq!(out["changed"], true);
+    assert_eq!(out["edges"], 4);
+    // One read of every edge and the cluster, one pipelined write back.
+    assert_eq!(env.store.trips(), 2);
+    let published = env.publisher.on("scaling-requests");
+    assert_eq!(published.len(), 1);
+    let event: Value = serde_json::from_slice(&published[0]).unwrap();
+    assert_eq!(event["burst"], true);
+    assert!(event["total_rate"].as_f64().unwrap() > 3_000.0, "{event}");
+
+    // The same batch again (a redelivery) changes nothing: every sample is older than the state.
+    let again = invoke(&env, &Settings::default(), "burst-signal", trigger("burst-signal-msk.json")).await.unwrap();
+    assert_eq!((again["accepted"].as_u64(), again["stale"].as_u64(), again["changed"].as_bool()), (Some(0), Some(280), Some(false)));
+}
+
+#[tokio::test]
+async fn malformed_records_are_reported_one_by_one_and_the_rest_processed() {
+    let env = Embedded::default();
+    let out = invoke(&env, &Settings::default(), "burst-signal", trigger("burst-signal-msk-malformed.json")).await.unwrap();
+    assert_eq!(out["accepted"], 2, "{out}");
+    assert_eq!(out["tombstones"], 1);
+    let errors = out["errors"].as_array().unwrap();
+    let by_offset = |o: i64| errors.iter().find(|e| e["offset"] == o).map(|e| e["error"].as_str().unwrap().to_string());
+    assert!(by_offset(1).unwrap().contains("base64"), "{errors:?}");
+    assert!(by_offset(2).unwrap().contains("not a valid record"), "{errors:?}");
+    assert!(by_offset(4).unwrap().contains("rate -5"), "{errors:?}");
+    assert_eq!(errors.len(), 3);
+}
+
+#[tokio::test]
+async fn self_managed_kafka_batches_decode_too() {
+    let env = Embedded::default();
+    let out = invoke(&env, &Settings::default(), "burst-signal", trigger("burst-signal-self-managed.json")).await.unwrap();
+    assert_eq!((out["accepted"].as_u64(), out["burst"].as_bool()), (Some(10), Some(false)));
+}
+
+#[tokio::test]
+async fn a_burst_flows_from_burst_signal_to_a_larger_emr_capacity() {
+    let env = Embedded::default();
+    let settings = Settings::default();
+    let before = env.emr.get_application().await.unwrap().capacity;
+    invoke(&env, &settings, "burst-signal", trigger("burst-signal-msk.json")).await.unwrap();
+    let out = invoke(&env, &settings, "scaling-decision", as_kafka(&env, "scaling-requests")).await.unwrap();
+    let d = &out["decision"];
+    assert_eq!(d["inputs"]["burst_signal"], true, "{out}");
+    assert_eq!(d["reason"], "burst raised");
+    assert_eq!(d["emr"], "updated", "{out}");
+    let after = env.emr.get_application().await.unwrap().capacity;
+    assert!(after.max_vcpu > before.max_vcpu, "{before:?} -> {after:?}");
+    assert_eq!(env.publisher.on("scaling-decisions").len(), 1);
+    assert_eq!(d["model_version"].as_str().unwrap().len(), 16);
+}
+
+#[tokio::test]
+async fn scaling_decision_handles_each_trigger_and_skips_a_redelivered_batch() {
+    let env = Embedded::default();
+    let settings = Settings::default();
+    let out = invoke(&env, &settings, "scaling-decision", trigger("scaling-decision-spark-metrics.json")).await.unwrap();
+    assert_eq!(out["decision"]["inputs"]["input_rate"], 4_000.0, "{out}");
+    assert_eq!(out["decision"]["reason"], "new spark metrics");
+    let dup = invoke(&env, &settings, "scaling-decision", trigger("scaling-decision-spark-metrics.json")).await.unwrap();
+    assert_eq!(dup["duplicate"], true);
+    assert_eq!(env.publisher.on("scaling-decisions").len(), 1, "a redelivered batch decides nothing");
+    let out = invoke(&env, &settings, "scaling-decision", trigger("scaling-decision-burst.json")).await.unwrap();
+    assert_eq!(out["decision"]["inputs"]["burst_signal"], false, "no cluster state yet: the event alone does not invent one");
+    let out = invoke(&env, &settings, "scaling-decision", trigger("schedule.json")).await.unwrap();
+    assert_eq!(out["decision"]["trigger"], "schedule");
+    assert_eq!(out["decision"]["time_s"], 1_795_341_900.0);
+}
+
+#[tokio::test]
+async fn dry_run_decides_and_records_but_changes_nothing() {
+    let env = Embedded::default();
+    let settings = Settings { dry_run: true, ..Settings::default() };
+    let before = env.emr.get_application().await.unwrap();
+    invoke(&env, &settings, "burst-signal", trigger("burst-signal-msk.json")).await.unwrap();
+    let out = invoke(&env, &settings, "scaling-decision", as_kafka(&env, "scaling-requests")).await.unwrap();
+    assert_eq!(out["decision"]["dry_run"], true);
+    assert_eq!(out["decision"]["emr"], "dry run", "{out}");
+    assert_eq!(env.emr.get_application().await.unwrap(), before);
+    assert!(env.emr.updates.lock().unwrap().is_empty());
+    assert_eq!(env.hot_tier.shards().await.unwrap(), 1);
+    let pre = invoke(&env, &settings, "prewarmer", trigger("schedule.json")).await.unwrap();
+    assert!(pre["emr"] == "dry run" || pre["emr"] == "unchanged", "{pre}");
+    assert!(env.emr.updates.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_started_application_is_not_updated_and_the_capacity_waits() {
+    let env = Embedded::default();
+    env.emr.status.lock().unwrap().state = AppState::Started;
+    invoke(&env, &Settings::default(), "burst-signal", trigger("burst-signal-msk.json")).await.unwrap();
+    let out = invoke(&env, &Settings::default(), "scaling-decision", as_kafka(&env, "scaling-requests")).await.unwrap();
+    assert!(out["decision"]["emr"].as_str().unwrap().starts_with("deferred"), "{out}");
+    assert!(env.emr.updates.lock().unwrap().is_empty());
+    assert!(env.store.keys().contains(&"sparkpilot:emr:pending".to_string()));
+}
+
+#[tokio::test]
+async fn meta_weights_follow_context_changes_and_refuse_unknown_scenarios() {
+    let env = Embedded::default();
+    let settings = Settings::default();
+    let out = invoke(&env, &settings, "meta-weights", trigger("meta-weights-context.json")).await.unwrap();
+    assert_eq!(out["weights"]["version"], 1);
+    assert_eq!(out["weights"]["scenario"], "healthcare_critical");
+    for w in ["alpha", "beta"] {
+        assert!((0.0..=1.0).contains(&out["weights"][w].as_f64().unwrap()));
+    }
+    let out = invoke(&env, &settings, "meta-weights", trigger("schedule.json")).await.unwrap();
+    assert_eq!((out["weights"]["version"].as_u64(), out["context"]["scenario"].as_str()), (Some(2), Some("healthcare_critical")));
+    let err = invoke(&env, &settings, "meta-weights", Trigger::Direct(json!({"scenario": "mars_colony", "budget_remaining": 1.0}))).await.unwrap_err();
+    assert!(err.to_string().contains("unknown scenario \"mars_colony\""), "{err}");
+    let err = invoke(&env, &settings, "meta-weights", Trigger::Direct(json!({"scenario": "balanced", "budget_remaining": -3.0}))).await.unwrap_err();
+    assert!(err.to_string().contains("budget_remaining -3"), "{err}");
+}
+
+#[tokio::test]
+async fn shuffle_blocks_land_by_temperature_and_read_back_byte_identical() {
+    let env = Embedded::default();
+    let settings = Settings::default();
+    let manifest = event("shuffle-router-manifest.json");
+    let out = invoke(&env, &settings, "shuffle-router", trigger("shuffle-router-manifest.json")).await.unwrap();
+    assert_eq!(out["stored"], 5, "{out}");
+    assert_eq!(out["tiers"], json!({"redis": 2, "nvme": 1, "s3": 1, "glacier": 1}));
+    assert_eq!(env.objects.class_of("sparkpilot/shuffle/shuffle_5_0_0"), Some(StorageClass::Glacier));
+    for block in manifest["blocks"].as_array().unwrap() {
+        let id = block["block_id"].as_str().unwrap();
+        let read = |id: &str| Trigger::Direct(json!({"op": "read", "block_id": id}));
+        let mut got = invoke(&env, &settings, "shuffle-router", read(id)).await.unwrap();
+        if got["status"] == "restoring" {
+            // Glacier: the first read starts the restore; the next one returns the bytes.
+            got = invoke(&env, &settings, "shuffle-router", read(id)).await.unwrap();
+        }
+        assert_eq!(got["status"], "ok", "{id}: {got}");
+        assert_eq!(got["payload_b64"], block["payload_b64"], "{id} changed on the way");
+    }
+    let moved = invoke(&env, &settings, "shuffle-router", trigger("shuffle-router-move.json")).await.unwrap();
+    assert_eq!(moved["tier"], "s3");
+    assert!(matches!(env.nvme.get("sparkpilot/shuffle/shuffle_7_2_0").await.unwrap(), handlers::ports::ObjectRead::Missing), "old copy deleted after the move");
+    let back = invoke(&env, &settings, "shuffle-router", Trigger::Direct(json!({"op": "read", "block_id": "shuffle_7_2_0"}))).await.unwrap();
+    assert_eq!(back["payload_b64"], manifest["blocks"][2]["payload_b64"]);
+    let read = invoke(&env, &settings, "shuffle-router", trigger("shuffle-router-read.json")).await.unwrap();
+    assert_eq!(read["status"], "ok");
+    let msk = invoke(&env, &settings, "shuffle-router", trigger("shuffle-router-msk.json")).await.unwrap();
+    assert_eq!(msk["stored"], 2, "{msk}");
+}
+
+#[tokio::test]
+async fn bad_manifests_get_an_error_each_and_the_good_ones_are_stored() {
+    let env = Embedded::default();
+    let ok = base64::engine::general_purpose::STANDARD.encode(b"abcd");
+    let blocks = json!({"blocks": [
+        {"block_id": "good", "size_bytes": 4, "payload_b64": ok},
+        {"block_id": "negative", "size_bytes": -4, "payload_b64": ok},
+        {"block_id": "liar", "size_bytes": 9, "payload_b64": ok},
+        {"block_id": "garbled", "size_bytes": 4, "payload_b64": "@@@"},
+        {"block_id": "../etc/passwd", "size_bytes": 4, "payload_b64": ok},
+        {"block_id": "nothing", "size_bytes": 4},
+        {"size_bytes": 4}
+    ]});
+    let out = invoke(&env, &Settings::default(), "shuffle-router", Trigger::Direct(blocks)).await.unwrap();
+    assert_eq!(out["stored"], 1, "{out}");
+    let errors: Vec<String> = out["errors"].as_array().unwrap().iter().map(|e| e["error"].as_str().unwrap().to_string()).collect();
+    assert_eq!(errors.len(), 6, "{errors:?}");
+    for needle in ["size_bytes -4 is negative", "payload has 4 bytes", "not valid base64", "block_id \"../etc/passwd\"", "neither payload_b64", "missing field `block_id`"] {
+        assert!(errors.iter().any(|e| e.contains(needle)), "no error mentions {needle:?}: {errors:?}");
+    }
+}
+
+#[tokio::test]
+async fn prewarmer_sets_initial_capacity_ahead_of_a_rising_load_and_releases_it_when_quiet() {
+    let env = Embedded::default();
+    let settings = Settings::default();
+    // A load history climbing steeply over the last half hour.
+    let store = env.store.clone();
+    let samples: Vec<Vec<u8>> = (0..1_800)
+        .map(|s| serde_json::to_vec(&control::LoadSample { time_s: 1_795_340_000.0 + s as f64, rate: 500.0 + 3.0 * s as f64 }).unwrap())
+        .collect();
+    handlers::ports::StateStore::push_capped(store.as_ref(), "sparkpilot:load-history", &samples, 7_200).await.unwrap();
+    let out = invoke(&env, &settings, "prewarmer", trigger("schedule.json")).await.unwrap();
+    let target = out["prewarm_workers"].as_u64().unwrap();
+    assert!(target > 0, "{out}");
+    assert_eq!(env.emr.get_application().await.unwrap().capacity.initial_executors as u64, target.min(4));
+    // Then flat: nothing to prepare for.
+    let flat: Vec<Vec<u8>> = (0..1_800)
+        .map(|s| serde_json::to_vec(&control::LoadSample { time_s: 1_795_342_000.0 + s as f64, rate: 1_000.0 }).unwrap())
+        .collect();
+    handlers::ports::StateStore::push_capped(store.as_ref(), "sparkpilot:load-history", &flat, 1_800).await.unwrap();
+    let out = invoke(&env, &settings, "prewarmer", trigger("schedule.json")).await.unwrap();
+    assert_eq!(out["prewarm_workers"], 0, "{out}");
+    assert_eq!(env.emr.get_application().await.unwrap().capacity.initial_executors, 0);
+}
+
+#[tokio::test]
+async fn each_function_rejects_triggers_it_does_not_take_with_a_clear_error() {
+    let env = Embedded::default();
+    let e = invoke(&env, &Settings::default(), "burst-signal", trigger("schedule.json")).await.unwrap_err();
+    assert!(e.to_string().contains("not a schedule"), "{e}");
+    let e = invoke(&env, &Settings::default(), "prewarmer", trigger("burst-signal-msk.json")).await.unwrap_err();
+    assert!(e.to_string().contains("schedule"), "{e}");
+    assert!(build("nope", &Settings::default(), &env.backends()).is_err());
+    let _ = env.objects.put("x", vec![1], StorageClass::Standard).await;
+}

@@ -1,0 +1,81 @@
+//! Shared set-up for the tests that talk to real servers. The servers are started by
+//! `infra/services start` (which `infra/test` runs); the tests find them through the environment it
+//! prints: `REDIS_URL`, `AWS_ENDPOINT_URL` and test credentials.
+
+use std::path::PathBuf;
+
+/// The environment variable, or a panic that says how to get the services.
+pub fn service_env(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| {
+        panic!("{name} is not set: start the local services first (eval \"$(infra/services start)\"), or run ./infra/test")
+    })
+}
+
+/// A name no other test run uses, for keys, buckets and applications.
+pub fn unique(prefix: &str) -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
+    format!("{prefix}-{}-{nanos}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
+}
+
+/// The repository root.
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ sits in the repository").to_path_buf()
+}
+
+/// A sample event from events/.
+pub fn event(name: &str) -> serde_json::Value {
+    let path = repo_root().join("events").join(name);
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// A built binary of the workspace (cargo test builds every member's binaries into the same
+/// profile directory as this test).
+pub fn workspace_binary(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test binary path");
+    let dir = exe.parent().and_then(|d| d.parent()).expect("target/<profile>/deps");
+    let path = dir.join(name);
+    assert!(path.exists(), "{} not built; run cargo test --workspace", path.display());
+    path
+}
+
+/// SDK configuration pointing at the emulator.
+pub async fn aws_config() -> aws_config::SdkConfig {
+    service_env("AWS_ENDPOINT_URL");
+    aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await
+}
+
+/// An S3 client addressing buckets by path, as emulators need.
+pub fn s3_client(conf: &aws_config::SdkConfig) -> aws_sdk_s3::Client {
+    aws_sdk_s3::Client::from_conf(aws_sdk_s3::config::Builder::from(conf).force_path_style(true).build())
+}
+
+/// A new EMR Serverless application with `max_vcpu` / `max_gb` capacity and one pre-initialised
+/// driver, in the STOPPED state (the emulator, like AWS, starts new applications; capacity changes
+/// need CREATED or STOPPED).
+pub async fn emr_application(conf: &aws_config::SdkConfig, max_vcpu: u32, max_gb: u32, stopped: bool) -> String {
+    use aws_sdk_emrserverless::types::{InitialCapacityConfig, MaximumAllowedResources, WorkerResourceConfig};
+    let client = aws_sdk_emrserverless::Client::new(conf);
+    let driver = InitialCapacityConfig::builder()
+        .worker_count(1)
+        .worker_configuration(WorkerResourceConfig::builder().cpu("4 vCPU").memory("16 GB").build().unwrap())
+        .build()
+        .unwrap();
+    let out = client
+        .create_application()
+        .name(unique("sparkpilot"))
+        .release_label("emr-7.5.0")
+        .r#type("SPARK")
+        .maximum_capacity(MaximumAllowedResources::builder().cpu(format!("{max_vcpu} vCPU")).memory(format!("{max_gb} GB")).build().unwrap())
+        .initial_capacity("Driver", driver)
+        .send()
+        .await
+        .expect("CreateApplication on the emulator");
+    let id = out.application_id().to_string();
+    if stopped {
+        client.stop_application().application_id(&id).send().await.expect("StopApplication");
+    }
+    id
+}

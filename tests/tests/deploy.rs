@@ -1,0 +1,189 @@
+//! The deployment side: template.yaml and stack.yml validate offline, and the function binaries
+//! serve both platforms — a Lambda Runtime API (played here by a minimal local server, as
+//! `cargo lambda watch` plays it) and the of-watchdog's HTTP upstream.
+
+use integration::{event, repo_root, workspace_binary};
+use serde_json::Value;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{TcpListener, TcpStream};
+
+#[test]
+fn template_yaml_passes_cfn_lint() {
+    // W1030: the Kafka variant not chosen has empty parameter defaults, which the linter resolves.
+    let out = Command::new("cfn-lint").args(["--ignore-checks", "W1030", "--", "template.yaml"]).current_dir(repo_root()).output().expect("cfn-lint is installed by infra/setup");
+    assert!(out.status.success(), "cfn-lint:\n{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let template = std::fs::read_to_string(repo_root().join("template.yaml")).unwrap();
+    for f in handlers::FUNCTIONS {
+        assert!(template.contains(&format!("CodeUri: functions/{f}")), "{f} missing from template.yaml");
+    }
+    assert_eq!(template.matches("BuildMethod: rust-cargolambda").count(), 5);
+}
+
+#[test]
+fn stack_yml_matches_the_openfaas_schema_and_the_repository() {
+    let out = Command::new("python3").args(["infra/check-stack.py", "stack.yml"]).current_dir(repo_root()).output().unwrap();
+    assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let stack = std::fs::read_to_string(repo_root().join("stack.yml")).unwrap();
+    for f in handlers::FUNCTIONS {
+        assert!(stack.contains(&format!("handler: ./functions/{f}")), "{f} missing from stack.yml");
+    }
+    // The checker itself catches a broken file.
+    let bad = std::env::temp_dir().join(integration::unique("stack")).with_extension("yml");
+    std::fs::write(&bad, stack.replace("lang: sparkpilot-rust", "language: rust").replace("*/5 * * * *", "every five minutes")).unwrap();
+    let out = Command::new("python3").arg(repo_root().join("infra/check-stack.py")).arg(&bad).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success() && text.contains("unknown key 'language'") && text.contains("not a 5-field cron"), "{text}");
+}
+
+struct Killed(Child);
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn function(name: &str, envs: &[(&str, String)]) -> Killed {
+    let mut cmd = Command::new(workspace_binary(name));
+    cmd.env("SPARKPILOT_BACKEND", "embedded").env("RUST_LOG", "warn").stdout(Stdio::null()).stderr(Stdio::null());
+    for (k, v) in envs {
+        cmd.env(k, v);
+    }
+    Killed(cmd.spawn().expect("spawn function"))
+}
+
+async fn read_request(stream: &mut BufReader<TcpStream>) -> Option<(String, String, Vec<u8>)> {
+    let mut line = String::new();
+    if stream.read_line(&mut line).await.ok()? == 0 {
+        return None;
+    }
+    let mut parts = line.split_whitespace();
+    let (method, path) = (parts.next()?.to_string(), parts.next()?.to_string());
+    let mut length = 0;
+    loop {
+        let mut h = String::new();
+        stream.read_line(&mut h).await.ok()?;
+        if h.trim().is_empty() {
+            break;
+        }
+        if let Some((k, v)) = h.split_once(':') {
+            if k.eq_ignore_ascii_case("content-length") {
+                length = v.trim().parse().unwrap_or(0);
+            }
+        }
+    }
+    let mut body = vec![0; length];
+    stream.read_exact(&mut body).await.ok()?;
+    Some((method, path, body))
+}
+
+/// Play the Lambda Runtime API for one invocation of `payload`; return the function's response.
+async fn lambda_invoke(function_name: &str, payload: &Value) -> (String, Value) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let _child = function(
+        function_name,
+        &[
+            ("AWS_LAMBDA_RUNTIME_API", addr.to_string()),
+            ("AWS_LAMBDA_FUNCTION_NAME", function_name.to_string()),
+            ("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "256".into()),
+            ("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST".into()),
+            ("AWS_LAMBDA_LOG_STREAM_NAME", "test".into()),
+            ("AWS_LAMBDA_LOG_GROUP_NAME", "test".into()),
+        ],
+    );
+    let body = payload.to_string();
+    let mut served = false;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (stream, _) = tokio::time::timeout_at(deadline.into(), listener.accept()).await.expect("function reached the runtime API").unwrap();
+        let mut stream = BufReader::new(stream);
+        while let Some((method, path, req_body)) = read_request(&mut stream).await {
+            if method == "GET" && path.ends_with("/runtime/invocation/next") {
+                if served {
+                    // Hold the next poll open: one invocation is all this test wants.
+                    tokio::time::sleep(Duration::from_secs(60)).await;
+                    return ("timeout".into(), Value::Null);
+                }
+                served = true;
+                let deadline_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() + 60_000;
+                let head = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\nlambda-runtime-aws-request-id: req-1\r\nlambda-runtime-deadline-ms: {deadline_ms}\r\nlambda-runtime-invoked-function-arn: arn:aws:lambda:us-east-1:123456789012:function:{function_name}\r\nlambda-runtime-trace-id: Root=1-00000000-000000000000000000000000\r\ncontent-length: {}\r\n\r\n",
+                    body.len()
+                );
+                stream.get_mut().write_all(head.as_bytes()).await.unwrap();
+                stream.get_mut().write_all(body.as_bytes()).await.unwrap();
+            } else if method == "POST" && (path.ends_with("/response") || path.ends_with("/error")) {
+                stream.get_mut().write_all(b"HTTP/1.1 202 Accepted\r\ncontent-length: 0\r\n\r\n").await.unwrap();
+                let kind = if path.ends_with("/response") { "response" } else { "error" };
+                return (kind.into(), serde_json::from_slice(&req_body).unwrap_or(Value::Null));
+            } else {
+                stream.get_mut().write_all(b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n").await.unwrap();
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn function_binaries_answer_the_lambda_runtime_api() {
+    let (kind, out) = lambda_invoke("burst-signal", &event("burst-signal-msk.json")).await;
+    assert_eq!(kind, "response", "{out}");
+    assert_eq!((out["accepted"].as_u64(), out["burst"].as_bool()), (Some(280), Some(true)), "{out}");
+    let (kind, out) = lambda_invoke("meta-weights", &event("schedule.json")).await;
+    assert_eq!(kind, "response", "{out}");
+    assert_eq!(out["weights"]["version"], 1);
+    let (kind, out) = lambda_invoke("meta-weights", &serde_json::json!({"scenario": "atlantis", "budget_remaining": 1})).await;
+    assert_eq!(kind, "error", "a bad request is an invocation error: {out}");
+    assert!(out["errorMessage"].as_str().unwrap_or_default().contains("unknown scenario"), "{out}");
+}
+
+async fn http(addr: &str, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> (u16, Value) {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let mut req = format!("{method} {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\ncontent-length: {}\r\n", body.len());
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    stream.write_all(req.as_bytes()).await.unwrap();
+    stream.write_all(body).await.unwrap();
+    let mut resp = Vec::new();
+    stream.read_to_end(&mut resp).await.unwrap();
+    let text = String::from_utf8_lossy(&resp);
+    let status = text.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
+    (status, serde_json::from_str(body).unwrap_or(Value::Null))
+}
+
+async fn serve(name: &str) -> (Killed, String) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let addr = format!("127.0.0.1:{port}");
+    let child = function(name, &[("SPARKPILOT_HTTP_ADDR", addr.clone())]);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while TcpStream::connect(&addr).await.is_err() {
+        assert!(Instant::now() < deadline, "{name} never listened on {addr}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    (child, addr)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn function_binaries_serve_openfaas_connector_requests() {
+    let (_c, addr) = serve("burst-signal").await;
+    let (status, health) = http(&addr, "GET", "/_/health", &[], b"").await;
+    assert_eq!((status, health["status"].as_str()), (200, Some("ready")));
+    // The kafka-connector posts the raw record value with the topic in a header.
+    let record = br#"{"edge_id":"gw-9","timestamp":1795341600,"rate":120.5}"#;
+    let (status, out) = http(&addr, "POST", "/", &[("X-Topic", "iot-metadata"), ("X-Kafka-Partition", "0"), ("X-Kafka-Offset", "17")], record).await;
+    assert_eq!((status, out["accepted"].as_u64()), (200, Some(1)), "{out}");
+    let (status, out) = http(&addr, "POST", "/", &[("X-Topic", "iot-metadata"), ("X-Kafka-Offset", "18")], b"{broken").await;
+    assert_eq!(status, 200, "a bad record is reported, not a failed call");
+    assert_eq!(out["errors"][0]["offset"], 18, "{out}");
+    let (_p, addr) = serve("prewarmer").await;
+    let (status, out) = http(&addr, "POST", "/", &[("X-Connector", "cron-connector")], b"").await;
+    assert_eq!(status, 200, "{out}");
+    assert!(out.get("prewarm_workers").is_some(), "{out}");
+    let (status, out) = http(&addr, "POST", "/", &[("X-Topic", "iot-metadata")], b"{}").await;
+    assert_eq!(status, 400, "prewarmer refuses Kafka records: {out}");
+}
