@@ -77,14 +77,14 @@ async fn a_burst_in_the_sample_msk_batch_ends_in_a_larger_emr_capacity() {
     let out = l.invoke("burst-signal", decode_lambda(event("burst-signal-msk.json")).unwrap()).await;
     assert_eq!(out["burst"], true, "{out}");
     // The edge windows really are in Redis.
-    let edge: Option<Vec<u8>> = l.redis.get(&format!("{}:edge:gw-000", l.settings.key_prefix)).await.unwrap();
+    let edge: Option<Vec<u8>> = l.redis.get(&format!("{{{}}}:edge:gw-000", l.settings.key_prefix)).await.unwrap();
     assert!(edge.is_some_and(|e| e.len() > 100));
     let decision = l.invoke("scaling-decision", l.published_as_kafka("scaling-requests")).await;
     assert_eq!(decision["decision"]["emr"], "updated", "{decision}");
     let (cpu_after, _, _) = l.capacity().await;
     let vcpu = |s: &str| adapters::parse_quantity(s).unwrap();
     assert!(vcpu(&cpu_after) > vcpu(&cpu_before), "GetApplication shows {cpu_before} -> {cpu_after}");
-    let logged = l.redis.recent(&format!("{}:decisions", l.settings.key_prefix), 10).await.unwrap();
+    let logged = l.redis.recent(&format!("{{{}}}:decisions", l.settings.key_prefix), 10).await.unwrap();
     assert_eq!(logged.len(), 1, "the decision is recorded in Redis");
 }
 
@@ -96,7 +96,7 @@ async fn a_started_application_is_left_alone_and_the_capacity_is_kept_pending() 
     let decision = l.invoke("scaling-decision", l.published_as_kafka("scaling-requests")).await;
     assert!(decision["decision"]["emr"].as_str().unwrap().starts_with("deferred"), "{decision}");
     assert_eq!(l.capacity().await.0, "16 vCPU");
-    let pending = l.redis.get(&format!("{}:emr:pending", l.settings.key_prefix)).await.unwrap();
+    let pending = l.redis.get(&format!("{{{}}}:emr:pending", l.settings.key_prefix)).await.unwrap();
     assert!(pending.is_some());
 }
 
@@ -118,7 +118,7 @@ async fn the_prewarmer_sets_initial_capacity_on_the_emulator() {
     let history: Vec<Vec<u8>> = (0..1_800)
         .map(|s| serde_json::to_vec(&control::LoadSample { time_s: 1_795_340_000.0 + s as f64, rate: 500.0 + 3.0 * s as f64 }).unwrap())
         .collect();
-    l.redis.push_capped(&format!("{}:load-history", l.settings.key_prefix), &history, 7_200).await.unwrap();
+    l.redis.push_capped(&format!("{{{}}}:load-history", l.settings.key_prefix), &history, 7_200).await.unwrap();
     let out = l.invoke("prewarmer", decode_lambda(event("schedule.json")).unwrap()).await;
     let target = out["prewarm_workers"].as_i64().unwrap();
     assert!(target > 0, "{out}");
@@ -128,7 +128,7 @@ async fn the_prewarmer_sets_initial_capacity_on_the_emulator() {
     let flat: Vec<Vec<u8>> = (0..1_800)
         .map(|s| serde_json::to_vec(&control::LoadSample { time_s: 1_795_342_000.0 + s as f64, rate: 1_000.0 }).unwrap())
         .collect();
-    l.redis.push_capped(&format!("{}:load-history", l.settings.key_prefix), &flat, 1_800).await.unwrap();
+    l.redis.push_capped(&format!("{{{}}}:load-history", l.settings.key_prefix), &flat, 1_800).await.unwrap();
     let out = l.invoke("prewarmer", decode_lambda(event("schedule.json")).unwrap()).await;
     assert_eq!(out["prewarm_workers"], 0, "{out}");
     assert_eq!(l.capacity().await.1, None);
@@ -190,6 +190,11 @@ async fn redis_store_behaves_like_the_in_memory_store() {
         assert!(!store.set_if_absent(&k("once"), b"y", Duration::from_secs(60)).await.unwrap());
         store.push_capped(&k("list"), &[b"1".to_vec(), b"2".to_vec(), b"3".to_vec()], 2).await.unwrap();
         assert_eq!(store.recent(&k("list"), 10).await.unwrap(), vec![b"3".to_vec(), b"2".to_vec()]);
+        assert!(store.set_many_if_version(&k("v"), 0, &[(k("x"), b"1".to_vec())], None).await.unwrap());
+        assert!(!store.set_many_if_version(&k("v"), 0, &[(k("x"), b"2".to_vec())], None).await.unwrap(), "stale version refused");
+        assert_eq!(store.get(&k("x")).await.unwrap(), Some(b"1".to_vec()));
+        assert!(store.set_many_if_version(&k("v"), 1, &[(k("x"), b"3".to_vec()), (k("y"), b"4".to_vec())], Some(Duration::from_secs(60))).await.unwrap());
+        assert_eq!(store.get_many(&[k("x"), k("y"), k("v")]).await.unwrap(), vec![Some(b"3".to_vec()), Some(b"4".to_vec()), Some(b"2".to_vec())]);
         assert_eq!(store.incr(&k("n")).await.unwrap(), 1);
         assert_eq!(store.incr(&k("n")).await.unwrap(), 2);
         store.delete(&[k("a")]).await.unwrap();

@@ -6,6 +6,23 @@ use handlers::ports::{PortError, PortResult, StateStore};
 use redis::aio::ConnectionManager;
 use std::time::Duration;
 
+/// Compare the version counter (KEYS[1]) with ARGV[1]; if equal, SET every KEYS[i>1] to ARGV[i+1]
+/// (with PX ARGV[2] when it is not 0) and advance the counter. Atomic: Redis runs a script alone.
+static VERSIONED_SET: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
+    redis::Script::new(
+        r"
+local current = tonumber(redis.call('GET', KEYS[1]) or '0')
+if current ~= tonumber(ARGV[1]) then return 0 end
+local ttl = tonumber(ARGV[2])
+for i = 2, #KEYS do
+  if ttl > 0 then redis.call('SET', KEYS[i], ARGV[i + 1], 'PX', ttl) else redis.call('SET', KEYS[i], ARGV[i + 1]) end
+end
+redis.call('SET', KEYS[1], current + 1)
+return 1
+",
+    )
+});
+
 /// Redis through a multiplexed, self-reconnecting connection (built once, cloned per call).
 #[derive(Clone)]
 pub struct RedisStore {
@@ -63,6 +80,18 @@ impl StateStore for RedisStore {
             }
         }
         pipe.query_async::<()>(&mut con).await.map_err(err("SET pipeline"))
+    }
+
+    async fn set_many_if_version(&self, version_key: &str, expected: u64, entries: &[(String, Vec<u8>)], ttl: Option<Duration>) -> PortResult<bool> {
+        let mut con = self.con.clone();
+        let mut invocation = VERSIONED_SET.key(version_key);
+        invocation.arg(expected).arg(ttl.map_or(0, |t| t.as_millis().max(1) as u64));
+        for (k, v) in entries {
+            invocation.key(k).arg(v);
+        }
+        // EVALSHA, loading the script on the first NOSCRIPT: one round trip once it is cached.
+        let written: i64 = invocation.invoke_async(&mut con).await.map_err(err("versioned set"))?;
+        Ok(written == 1)
     }
 
     async fn set_if_absent(&self, key: &str, value: &[u8], ttl: Duration) -> PortResult<bool> {

@@ -1,11 +1,15 @@
 //! burst-signal: the cluster's view of the edge gateways.
 //!
 //! Triggered by batches from `iot-metadata`. Each edge's moving-average windows live in the store
-//! (the function is stateless); the batch's edges are read in one round trip, every record is applied
-//! in time order, the summed edge load drives a cluster-level [`BurstDetector`] (one sample per
-//! second), and the cluster burst is raised when that detector fires or a quorum of edges signal, and
-//! cleared only when both have settled (hysteresis). A change is published to `scaling-requests`.
-//! Everything is written back in one pipelined round trip.
+//! (the function is stateless); every record is applied in time order, the summed edge load drives a
+//! cluster-level [`BurstDetector`] (one sample per second), and the cluster burst is raised when that
+//! detector fires or a quorum of edges signal, and cleared only when both have settled (hysteresis).
+//! A change is published to `scaling-requests`.
+//!
+//! Round trips: the state is written with a versioned write (one atomic script). A warm container
+//! whose last write is still the newest version, and which has seen all of the batch's edges, skips
+//! the read: one round trip per batch, whatever its size. Otherwise it reads the batch's edges, the
+//! cluster and the version in one MGET first, and if another writer wins the race it reads again.
 
 use crate::state::{ClusterBurst, EdgeRecord, EdgeState, EdgeSummary, Keys};
 use crate::{from_json, record_json, to_json, Backends, BurstEvent, Handler, HandlerError, RecordError, Settings, Trigger};
@@ -22,13 +26,59 @@ pub struct BurstSignal {
     settings: Settings,
     keys: Keys,
     backends: Backends,
+    /// What this container last wrote, with the version it wrote it at.
+    cache: tokio::sync::Mutex<Option<Snapshot>>,
+}
+
+/// Edges cached per container at most.
+const MAX_CACHED_EDGES: usize = 100_000;
+
+/// The burst state as of one version of the store.
+#[derive(Debug, Clone)]
+struct Snapshot {
+    version: u64,
+    edges: HashMap<String, EdgeState>,
+    cluster: ClusterBurst,
 }
 
 impl BurstSignal {
     pub fn new(settings: &Settings, backends: &Backends) -> Result<Self, HandlerError> {
         settings.edge_detector.validate()?;
         settings.cluster_detector.validate()?;
-        Ok(Self { settings: settings.clone(), keys: Keys::new(&settings.key_prefix), backends: backends.clone() })
+        Ok(Self { settings: settings.clone(), keys: Keys::new(&settings.key_prefix), backends: backends.clone(), cache: tokio::sync::Mutex::new(None) })
+    }
+
+    /// Read the version, the cluster state and the given edges in one round trip.
+    async fn load(&self, ids: &[String]) -> Result<Snapshot, HandlerError> {
+        let mut keys: Vec<String> = ids.iter().map(|id| self.keys.edge(id)).collect();
+        keys.push(self.keys.cluster());
+        keys.push(self.keys.burst_version());
+        let mut values = self.backends.store.get_many(&keys).await?;
+        let version_raw = values.pop().flatten();
+        let version = match version_raw {
+            None => 0,
+            Some(v) => std::str::from_utf8(&v).ok().and_then(|s| s.parse().ok()).ok_or_else(|| HandlerError::State(format!("{} is not a counter", self.keys.burst_version())))?,
+        };
+        let cluster_raw = values.pop().flatten();
+        let cluster = match from_json::<ClusterBurst>(&self.keys.cluster(), cluster_raw.as_ref())? {
+            Some(c) => c,
+            None => self.new_cluster()?,
+        };
+        let mut edges = HashMap::with_capacity(ids.len());
+        for ((id, key), raw) in ids.iter().zip(&keys).zip(&values) {
+            let state = match from_json::<EdgeState>(key, raw.as_ref())? {
+                Some(state) => state,
+                None => EdgeState {
+                    detector: BurstDetector::new(self.settings.edge_detector)?,
+                    last_ts: f64::MIN,
+                    rate: 0.0,
+                    predicted_load: 0.0,
+                    reported_burst: false,
+                },
+            };
+            edges.insert(id.clone(), state);
+        }
+        Ok(Snapshot { version, edges, cluster })
     }
 
     fn new_cluster(&self) -> Result<ClusterBurst, HandlerError> {
@@ -188,30 +238,50 @@ impl Handler for BurstSignal {
                     .collect()
             }
         };
-        let (mut good, tombstones, errors) = decode_records(&records);
+        let (good, tombstones, errors) = decode_records(&records);
         let mut ids: Vec<String> = good.iter().map(|r| r.edge_id.clone()).collect();
         ids.sort();
         ids.dedup();
-        let mut keys: Vec<String> = ids.iter().map(|id| self.keys.edge(id)).collect();
-        keys.push(self.keys.cluster());
-        let mut values = self.backends.store.get_many(&keys).await?;
-        let cluster_raw = values.pop().flatten();
-        let mut cluster = match from_json::<ClusterBurst>(&self.keys.cluster(), cluster_raw.as_ref())? {
-            Some(c) => c,
-            None => self.new_cluster()?,
-        };
-        let mut edges = HashMap::with_capacity(ids.len());
-        for ((id, key), raw) in ids.iter().zip(&keys).zip(&values) {
-            if let Some(state) = from_json::<EdgeState>(key, raw.as_ref())? {
-                edges.insert(id.clone(), state);
+        // The state this container wrote last is still right if nobody has written since: the
+        // versioned write checks exactly that, so a warm container with all the batch's edges
+        // cached needs one round trip per batch. Otherwise read, then write (and retry on a race).
+        let mut cache = self.cache.lock().await;
+        let (accepted, stale, changed, cluster) = loop {
+            let mut state = match cache.take() {
+                Some(warm) if ids.iter().all(|id| warm.edges.contains_key(id)) => warm,
+                Some(mut warm) => {
+                    // New edges: read the batch's edges; if nobody wrote meanwhile, the rest of what
+                    // this container knows is still good.
+                    let fresh = self.load(&ids).await?;
+                    if fresh.version == warm.version {
+                        warm.edges.extend(fresh.edges);
+                        warm
+                    } else {
+                        fresh
+                    }
+                }
+                None => self.load(&ids).await?,
+            };
+            let (accepted, stale, changed) = apply_batch(&mut good.clone(), &mut state.edges, &mut state.cluster, self.settings.edge_detector, &self.settings)?;
+            if good.is_empty() {
+                break (accepted, stale, changed, state.cluster);
             }
-        }
-        let (accepted, stale, changed) = apply_batch(&mut good, &mut edges, &mut cluster, self.settings.edge_detector, &self.settings)?;
-        let mut writes: Vec<(String, Vec<u8>)> = edges.iter().map(|(id, s)| (self.keys.edge(id), to_json(s))).collect();
-        writes.push((self.keys.cluster(), to_json(&cluster)));
-        if !good.is_empty() {
-            self.backends.store.set_many(&writes, Some(EDGE_TTL)).await?;
-        }
+            let mut writes: Vec<(String, Vec<u8>)> = ids.iter().filter_map(|id| state.edges.get(id).map(|s| (self.keys.edge(id), to_json(s)))).collect();
+            writes.push((self.keys.cluster(), to_json(&state.cluster)));
+            if self.backends.store.set_many_if_version(&self.keys.burst_version(), state.version, &writes, Some(EDGE_TTL)).await? {
+                state.version += 1;
+                // Keep what this container knows; bound it so a fleet of edges cannot grow it forever.
+                if state.edges.len() > MAX_CACHED_EDGES {
+                    state.edges.retain(|id, _| ids.binary_search(id).is_ok());
+                }
+                let cluster = state.cluster.clone();
+                *cache = Some(state);
+                break (accepted, stale, changed, cluster);
+            }
+            // Another writer got there first: start again from the store.
+            tracing::debug!("burst state changed under us; re-reading");
+        };
+        drop(cache);
         let event = BurstEvent {
             kind: "burst".into(),
             burst: cluster.burst,

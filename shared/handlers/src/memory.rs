@@ -55,6 +55,24 @@ impl StateStore for MemoryStore {
         }
         Ok(())
     }
+    async fn set_many_if_version(&self, version_key: &str, expected: u64, entries: &[(String, Vec<u8>)], ttl: Option<Duration>) -> PortResult<bool> {
+        self.trip();
+        let now = Instant::now();
+        let mut values = lock(&self.values);
+        let current = match values.get(version_key).filter(|(_, exp)| exp.is_none_or(|e| e > now)) {
+            None => 0,
+            Some((v, _)) => std::str::from_utf8(v).ok().and_then(|s| s.parse().ok()).ok_or_else(|| PortError::new("memory", "versioned set", format!("{version_key} is not a counter")))?,
+        };
+        if current != expected {
+            return Ok(false);
+        }
+        let exp = ttl.map(|t| now + t);
+        for (k, v) in entries {
+            values.insert(k.clone(), (v.clone(), exp));
+        }
+        values.insert(version_key.to_string(), ((expected + 1).to_string().into_bytes(), None));
+        Ok(true)
+    }
     async fn set_if_absent(&self, key: &str, value: &[u8], ttl: Duration) -> PortResult<bool> {
         self.trip();
         let now = Instant::now();

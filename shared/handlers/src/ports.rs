@@ -29,6 +29,10 @@ pub trait StateStore: Send + Sync {
     async fn get_many(&self, keys: &[String]) -> PortResult<Vec<Option<Vec<u8>>>>;
     /// Write all entries, each with the TTL if given, in one pipeline.
     async fn set_many(&self, entries: &[(String, Vec<u8>)], ttl: Option<Duration>) -> PortResult<()>;
+    /// Write all entries only if the counter at `version_key` still reads `expected` (a missing
+    /// counter reads 0), and advance it to `expected + 1`, atomically and in one round trip. False,
+    /// with nothing written, if another writer got there first.
+    async fn set_many_if_version(&self, version_key: &str, expected: u64, entries: &[(String, Vec<u8>)], ttl: Option<Duration>) -> PortResult<bool>;
     /// Set `key` only if it does not exist (SET NX), with a TTL; true if this call set it.
     async fn set_if_absent(&self, key: &str, value: &[u8], ttl: Duration) -> PortResult<bool>;
     async fn delete(&self, keys: &[String]) -> PortResult<()>;

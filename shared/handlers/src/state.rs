@@ -12,14 +12,20 @@ pub struct Keys {
 }
 
 impl Keys {
+    /// Keys are `{prefix}:...`: the braces are a Redis hash tag, so all of a deployment's keys fall
+    /// in one cluster slot and multi-key commands (MGET, the versioned write) stay legal.
     pub fn new(prefix: &str) -> Self {
-        Self { prefix: prefix.to_string() }
+        Self { prefix: format!("{{{prefix}}}") }
     }
     pub fn edge(&self, edge_id: &str) -> String {
         format!("{}:edge:{edge_id}", self.prefix)
     }
     pub fn cluster(&self) -> String {
         format!("{}:cluster", self.prefix)
+    }
+    /// Counter advanced by every write of burst-signal's state.
+    pub fn burst_version(&self) -> String {
+        format!("{}:burst:version", self.prefix)
     }
     pub fn metrics(&self) -> String {
         format!("{}:metrics:latest", self.prefix)

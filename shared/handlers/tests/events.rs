@@ -42,7 +42,7 @@ async fn msk_burst_batch_raises_the_cluster_burst_in_two_round_trips() {
     assert_eq!(out["burst"], true, "{out}");
     assert_eq!(out["changed"], true);
     assert_eq!(out["edges"], 4);
-    // One read of every edge and the cluster, one pipelined write back.
+    // A cold container: one read of every edge, the cluster and the version, one versioned write.
     assert_eq!(env.store.trips(), 2);
     let published = env.publisher.on("scaling-requests");
     assert_eq!(published.len(), 1);
@@ -53,6 +53,32 @@ async fn msk_burst_batch_raises_the_cluster_burst_in_two_round_trips() {
     // The same batch again (a redelivery) changes nothing: every sample is older than the state.
     let again = invoke(&env, &Settings::default(), "burst-signal", trigger("burst-signal-msk.json")).await.unwrap();
     assert_eq!((again["accepted"].as_u64(), again["stale"].as_u64(), again["changed"].as_bool()), (Some(0), Some(280), Some(false)));
+}
+
+#[tokio::test]
+async fn a_warm_container_needs_one_round_trip_per_batch_and_a_racing_writer_is_caught() {
+    let env = Embedded::default();
+    let settings = Settings::default();
+    let handler = build("burst-signal", &settings, &env.backends()).unwrap();
+    let batch = |second: u64| {
+        let records: Vec<Value> = (0..1_000).map(|i| json!({"edge_id": format!("gw-{:03}", i % 50), "timestamp": 1_795_341_600 + second * 100 + i / 50, "rate": 100.0})).collect();
+        Trigger::Direct(json!({"records": records}))
+    };
+    handler.handle(batch(0)).await.unwrap();
+    let before = env.store.trips();
+    let out = handler.handle(batch(1)).await.unwrap();
+    assert_eq!(out["accepted"], 1_000);
+    assert_eq!(env.store.trips() - before, 1, "1,000 records, 50 edges, one round trip");
+    // Another container writes in between: the versioned write fails, the state is re-read, and
+    // the batch still lands exactly once.
+    let other = build("burst-signal", &settings, &env.backends()).unwrap();
+    other.handle(batch(2)).await.unwrap();
+    let before = env.store.trips();
+    let out = handler.handle(batch(3)).await.unwrap();
+    assert_eq!((out["accepted"].as_u64(), out["stale"].as_u64()), (Some(1_000), Some(0)), "{out}");
+    assert_eq!(env.store.trips() - before, 3, "failed write, read, write");
+    let out = handler.handle(batch(2)).await.unwrap();
+    assert_eq!(out["stale"], 1_000, "the other container's batch is in the state this one read");
 }
 
 #[tokio::test]
@@ -135,7 +161,7 @@ async fn a_started_application_is_not_updated_and_the_capacity_waits() {
     let out = invoke(&env, &Settings::default(), "scaling-decision", as_kafka(&env, "scaling-requests")).await.unwrap();
     assert!(out["decision"]["emr"].as_str().unwrap().starts_with("deferred"), "{out}");
     assert!(env.emr.updates.lock().unwrap().is_empty());
-    assert!(env.store.keys().contains(&"sparkpilot:emr:pending".to_string()));
+    assert!(env.store.keys().contains(&"{sparkpilot}:emr:pending".to_string()));
 }
 
 #[tokio::test]
@@ -218,7 +244,7 @@ async fn prewarmer_sets_initial_capacity_ahead_of_a_rising_load_and_releases_it_
     let samples: Vec<Vec<u8>> = (0..1_800)
         .map(|s| serde_json::to_vec(&control::LoadSample { time_s: 1_795_340_000.0 + s as f64, rate: 500.0 + 3.0 * s as f64 }).unwrap())
         .collect();
-    handlers::ports::StateStore::push_capped(store.as_ref(), "sparkpilot:load-history", &samples, 7_200).await.unwrap();
+    handlers::ports::StateStore::push_capped(store.as_ref(), "{sparkpilot}:load-history", &samples, 7_200).await.unwrap();
     let out = invoke(&env, &settings, "prewarmer", trigger("schedule.json")).await.unwrap();
     let target = out["prewarm_workers"].as_u64().unwrap();
     assert!(target > 0, "{out}");
@@ -227,7 +253,7 @@ async fn prewarmer_sets_initial_capacity_ahead_of_a_rising_load_and_releases_it_
     let flat: Vec<Vec<u8>> = (0..1_800)
         .map(|s| serde_json::to_vec(&control::LoadSample { time_s: 1_795_342_000.0 + s as f64, rate: 1_000.0 }).unwrap())
         .collect();
-    handlers::ports::StateStore::push_capped(store.as_ref(), "sparkpilot:load-history", &flat, 1_800).await.unwrap();
+    handlers::ports::StateStore::push_capped(store.as_ref(), "{sparkpilot}:load-history", &flat, 1_800).await.unwrap();
     let out = invoke(&env, &settings, "prewarmer", trigger("schedule.json")).await.unwrap();
     assert_eq!(out["prewarm_workers"], 0, "{out}");
     assert_eq!(env.emr.get_application().await.unwrap().capacity.initial_executors, 0);
