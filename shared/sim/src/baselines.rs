@@ -243,3 +243,64 @@ impl Policy for SparkDra {
         ScalingAction::spark_default(self.target.clamp(1, self.max))
     }
 }
+
+/// Any baseline with its shuffle placed by [`control::TierRouter`], the code shuffle-router runs.
+/// The arena tracks one temperature for all shuffle data (reuse probability T, read 1 + 2T times
+/// over the job's state window); the router sees that as a block of the window's age with that
+/// many reads, written during a burst when the edge signal is up.
+pub struct Tiered<P: Policy> {
+    inner: P,
+    name: String,
+    router: control::TierRouter,
+}
+
+impl<P: Policy> Tiered<P> {
+    /// Seconds of input a Spark stateful job keeps and re-reads (the arena's state window).
+    const WINDOW_S: f64 = 120.0;
+
+    pub fn new(inner: P) -> Self {
+        let name = format!("{}+tiers", inner.name());
+        Self { inner, name, router: control::TierRouter::default() }
+    }
+}
+
+impl<P: Policy> Policy for Tiered<P> {
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn reset(&mut self, info: &EpisodeInfo) {
+        self.inner.reset(info);
+    }
+    fn decide(&mut self, obs: &Observation) -> ScalingAction {
+        let action = self.inner.decide(obs);
+        let reads = (1.0 + 2.0 * obs.data_temperature.clamp(0.0, 1.0)).round() as u64;
+        let stats = control::BlockStats { access_count: reads, age_s: Self::WINDOW_S, burst: obs.burst_signal, archival: false };
+        let placement = self.router.place(&stats);
+        ScalingAction { tier: placement.tier, compression: placement.compression, ..action }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use latency_model::Tier;
+
+    #[test]
+    fn tiered_baselines_place_shuffle_with_the_shuffle_router_code() {
+        let arena = crate::Arena::embedded();
+        let trace = traces::builtin(traces::BuiltinTrace::StepBurst, 1);
+        let episode = crate::Episode::new(&arena, &trace, 1).unwrap();
+        let mut policy = Tiered::new(Fixed::default());
+        policy.reset(&arena.episode_info(&trace, 1));
+        let mut obs = episode.observe();
+        obs.burst_signal = true;
+        assert_eq!(policy.decide(&obs).tier, Tier::Redis, "burst: hot tier");
+        obs.burst_signal = false;
+        obs.data_temperature = 0.0;
+        let cold = policy.decide(&obs);
+        let router = control::TierRouter::default();
+        let expected = router.place(&control::BlockStats { access_count: 1, age_s: 120.0, burst: false, archival: false });
+        assert_eq!((cold.tier, cold.compression), (expected.tier, expected.compression));
+        assert_eq!(policy.name(), "fixed+tiers");
+    }
+}

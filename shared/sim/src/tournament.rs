@@ -1,6 +1,6 @@
 //! Every policy on the same trace and seeds: one table, `results.csv`, and an SVG timeline.
 
-use crate::baselines::{Fixed, HpaScaler, Seer, SparkDra};
+use crate::baselines::{Fixed, HpaScaler, Seer, SparkDra, Tiered};
 use crate::clairvoyant::clairvoyant_bound;
 use crate::metrics::{RunningStd, Scores};
 use crate::realistic::{Arena, Policy, Timeline};
@@ -70,6 +70,9 @@ pub fn realistic_baseline(name: &str) -> Option<Contender> {
         "seer" => Contender::Policy(Box::<Seer>::default()),
         "keda" => Contender::Policy(Box::new(HpaScaler::keda())),
         "spark-dra" => Contender::Policy(Box::<SparkDra>::default()),
+        // Opt-in variants: the baseline's executors, shuffle placed by the shuffle-router's TierRouter.
+        "seer+tiers" => Contender::Policy(Box::new(Tiered::new(Seer::default()))),
+        "spark-dra+tiers" => Contender::Policy(Box::new(Tiered::new(SparkDra::default()))),
         "clairvoyant" => Contender::Clairvoyant,
         _ => return None,
     })
