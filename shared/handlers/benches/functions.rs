@@ -10,7 +10,7 @@ use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughpu
 use handlers::burst_signal::{apply_batch, decode_records};
 use handlers::ports::{AppState, AppStatus, Capacity};
 use handlers::scaling_decision::{DecisionState, ScalingDecision};
-use handlers::{decode_lambda, Backends, Settings, SparkMetrics, Trigger};
+use handlers::{decode_lambda, decode_lambda_bytes, Backends, Settings, SparkMetrics, Trigger};
 use std::collections::HashMap;
 use std::hint::black_box;
 
@@ -44,12 +44,39 @@ fn burst_signal(c: &mut Criterion) {
     let mut group = c.benchmark_group("burst-signal");
     group.throughput(Throughput::Elements((EDGES * SECONDS) as u64));
     group.sample_size(20);
+    group.bench_function("stage: event bytes to records", |b| b.iter(|| black_box(decode_lambda_bytes(black_box(&bytes)).unwrap())));
+    group.bench_function("stage: bytes to Value", |b| b.iter(|| black_box(serde_json::from_slice::<serde_json::Value>(black_box(&bytes)).unwrap())));
+    group.bench_function("stage: bytes to KafkaEvent", |b| {
+        b.iter(|| black_box(serde_json::from_slice::<aws_lambda_events::event::kafka::KafkaEvent>(black_box(&bytes)).unwrap()))
+    });
+    let Trigger::Kafka(records) = decode_lambda(serde_json::from_slice(&bytes).unwrap()).unwrap() else { unreachable!() };
+    group.bench_function("stage: record JSON", |b| b.iter(|| black_box(decode_records(black_box(&records)))));
+    let (good, _, _) = decode_records(&records);
+    group.bench_function("stage: detectors", |b| {
+        b.iter_batched(
+            || good.clone(),
+            |mut good| {
+                let mut edges = HashMap::new();
+                let mut cluster = handlers::ClusterBurst {
+                    burst: false,
+                    since_s: 0.0,
+                    detector: control::BurstDetector::new(settings.cluster_detector).unwrap(),
+                    last_second: i64::MIN,
+                    edges: Default::default(),
+                    total_rate: 0.0,
+                    predicted_load: 0.0,
+                    edges_bursting: 0,
+                };
+                black_box(apply_batch(&mut good, &mut edges, &mut cluster, settings.edge_detector, &settings).unwrap())
+            },
+            BatchSize::LargeInput,
+        )
+    });
     group.bench_function("decode+detect 10k records", |b| {
         b.iter_batched(
             || bytes.clone(),
             |bytes| {
-                let payload: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
-                let Trigger::Kafka(records) = decode_lambda(payload).unwrap() else { unreachable!() };
+                let Trigger::Kafka(records) = decode_lambda_bytes(&bytes).unwrap() else { unreachable!() };
                 let (mut good, _, errors) = decode_records(&records);
                 assert!(errors.is_empty());
                 let mut edges = HashMap::new();

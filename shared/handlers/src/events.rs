@@ -4,7 +4,6 @@
 
 use crate::HandlerError;
 use aws_lambda_events::event::eventbridge::EventBridgeEvent;
-use aws_lambda_events::event::kafka::KafkaEvent;
 use base64::Engine;
 use serde::Serialize;
 
@@ -56,31 +55,86 @@ fn b64(s: &str) -> Result<Vec<u8>, String> {
     base64::engine::general_purpose::STANDARD.decode(s.trim()).map_err(|e| format!("value is not valid base64: {e}"))
 }
 
+/// The parts of a Kafka event source batch the handlers use, borrowed from the payload. Decoding
+/// into `aws_lambda_events`' `KafkaEvent` allocates every field of every record (headers included)
+/// and took 1.6 µs per record in the burst-signal benchmark; this takes a fraction of that. A test
+/// checks that both read the sample events the same way.
+#[derive(serde::Deserialize)]
+struct LeanKafkaEvent<'a> {
+    #[serde(borrow, default)]
+    records: std::collections::HashMap<std::borrow::Cow<'a, str>, Vec<LeanKafkaRecord<'a>>>,
+}
+
+#[derive(serde::Deserialize)]
+struct LeanKafkaRecord<'a> {
+    #[serde(borrow, default)]
+    topic: Option<std::borrow::Cow<'a, str>>,
+    partition: i64,
+    offset: i64,
+    #[serde(default)]
+    timestamp: i64,
+    #[serde(borrow, default)]
+    key: Option<std::borrow::Cow<'a, str>>,
+    #[serde(borrow, default)]
+    value: Option<std::borrow::Cow<'a, str>>,
+}
+
+/// Enough of a payload to tell what invoked the function.
+#[derive(serde::Deserialize)]
+struct Probe<'a> {
+    #[serde(rename = "eventSource", borrow, default)]
+    event_source: Option<std::borrow::Cow<'a, str>>,
+}
+
+fn is_kafka_source(source: &str) -> bool {
+    source == "aws:kafka" || source == "SelfManagedKafka"
+}
+
+fn kafka_messages(event: LeanKafkaEvent<'_>) -> Vec<KafkaMessage> {
+    let mut batches: Vec<(String, i64, Vec<LeanKafkaRecord<'_>>)> = event
+        .records
+        .into_iter()
+        .map(|(k, v)| {
+            // "topic-partition" keys: a stable order, partitions in numeric order.
+            let (t, p) = k.rsplit_once('-').unwrap_or((&k, "0"));
+            (t.to_string(), p.parse::<i64>().unwrap_or(0), v)
+        })
+        .collect();
+    batches.sort_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
+    let mut out = Vec::with_capacity(batches.iter().map(|b| b.2.len()).sum());
+    for (_, _, records) in batches {
+        for r in records {
+            out.push(KafkaMessage {
+                topic: r.topic.map(|t| t.into_owned()).unwrap_or_default(),
+                partition: r.partition,
+                offset: r.offset,
+                timestamp_ms: r.timestamp,
+                key: r.key.as_deref().and_then(|k| b64(k).ok()),
+                value: r.value.as_deref().map(b64),
+            });
+        }
+    }
+    out
+}
+
+/// Decode a Lambda invocation payload from its bytes (the function binaries' path).
+pub fn decode_lambda_bytes(bytes: &[u8]) -> Result<Trigger, HandlerError> {
+    let probe: Probe = serde_json::from_slice(bytes).map_err(|e| HandlerError::BadEvent(format!("payload is not a JSON object: {e}")))?;
+    if probe.event_source.as_deref().is_some_and(is_kafka_source) {
+        let event: LeanKafkaEvent = serde_json::from_slice(bytes).map_err(|e| HandlerError::BadEvent(format!("Kafka event: {e}")))?;
+        return Ok(Trigger::Kafka(kafka_messages(event)));
+    }
+    let value: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| HandlerError::BadEvent(format!("payload is not JSON: {e}")))?;
+    decode_lambda(value)
+}
+
 /// Decode a Lambda invocation payload.
 pub fn decode_lambda(payload: serde_json::Value) -> Result<Trigger, HandlerError> {
     let source = payload.get("eventSource").and_then(|v| v.as_str()).unwrap_or_default();
-    if source == "aws:kafka" || source == "SelfManagedKafka" {
-        let event: KafkaEvent = serde_json::from_value(payload).map_err(|e| HandlerError::BadEvent(format!("Kafka event: {e}")))?;
-        let mut keys: Vec<&String> = event.records.keys().collect();
-        // "topic-partition" keys: a stable order, partitions in numeric order.
-        keys.sort_by_key(|k| {
-            let (t, p) = k.rsplit_once('-').unwrap_or((k, "0"));
-            (t.to_string(), p.parse::<i64>().unwrap_or(0))
-        });
-        let mut out = Vec::new();
-        for k in keys {
-            for r in &event.records[k] {
-                out.push(KafkaMessage {
-                    topic: r.topic.clone().unwrap_or_default(),
-                    partition: r.partition,
-                    offset: r.offset,
-                    timestamp_ms: r.timestamp.0.timestamp_millis(),
-                    key: r.key.as_deref().and_then(|k| b64(k).ok()),
-                    value: r.value.as_deref().map(b64),
-                });
-            }
-        }
-        return Ok(Trigger::Kafka(out));
+    if is_kafka_source(source) {
+        let bytes = serde_json::to_vec(&payload).map_err(|e| HandlerError::BadEvent(e.to_string()))?;
+        let event: LeanKafkaEvent = serde_json::from_slice(&bytes).map_err(|e| HandlerError::BadEvent(format!("Kafka event: {e}")))?;
+        return Ok(Trigger::Kafka(kafka_messages(event)));
     }
     let scheduled = payload.get("source").and_then(|v| v.as_str()) == Some("aws.events")
         || payload.get("detail-type").and_then(|v| v.as_str()) == Some("Scheduled Event");
@@ -112,8 +166,10 @@ pub fn decode_http(header: impl Fn(&str) -> Option<String>, body: &[u8], now_s: 
     if body.iter().all(|b| b.is_ascii_whitespace()) {
         return Ok(Trigger::Schedule { time_s: now_s });
     }
-    let value: serde_json::Value = serde_json::from_slice(body).map_err(|e| HandlerError::BadEvent(format!("request body is not JSON: {e}")))?;
-    decode_lambda(value)
+    decode_lambda_bytes(body).map_err(|e| match e {
+        HandlerError::BadEvent(m) if m.starts_with("payload is not") => HandlerError::BadEvent(format!("request body is not JSON: {m}")),
+        other => other,
+    })
 }
 
 /// Seconds since the Unix epoch, now.
@@ -147,6 +203,41 @@ mod tests {
         assert_eq!(records[0].value, None);
         assert!(records[1].value.as_ref().unwrap().as_ref().unwrap_err().contains("base64"));
         assert_eq!(records[2].value, Some(Ok(b"{}".to_vec())));
+    }
+
+    #[test]
+    fn the_lean_kafka_decoder_reads_the_samples_as_aws_lambda_events_does() {
+        use aws_lambda_events::event::kafka::KafkaEvent;
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../events");
+        for name in ["burst-signal-msk.json", "burst-signal-self-managed.json", "burst-signal-msk-malformed.json", "scaling-decision-burst.json", "shuffle-router-msk.json"] {
+            let bytes = std::fs::read(dir.join(name)).unwrap();
+            let Trigger::Kafka(lean) = decode_lambda_bytes(&bytes).unwrap() else { panic!("{name}: not kafka") };
+            let reference: KafkaEvent = serde_json::from_slice(&bytes).unwrap();
+            let mut expected: Vec<(String, i64, i64, i64, Option<String>)> = reference
+                .records
+                .values()
+                .flatten()
+                .map(|r| (r.topic.clone().unwrap_or_default(), r.partition, r.offset, r.timestamp.0.timestamp_millis(), r.value.clone()))
+                .collect();
+            expected.sort_by_key(|e| (e.1, e.2));
+            let got: Vec<(String, i64, i64, i64, Option<String>)> = lean
+                .iter()
+                .map(|m| {
+                    let value = m.value.as_ref().map(|v| match v {
+                        Ok(b) => base64::engine::general_purpose::STANDARD.encode(b),
+                        Err(_) => "<bad>".to_string(),
+                    });
+                    (m.topic.clone(), m.partition, m.offset, m.timestamp_ms, value)
+                })
+                .collect();
+            assert_eq!(got.len(), expected.len(), "{name}");
+            for (g, e) in got.iter().zip(&expected) {
+                assert_eq!((&g.0, g.1, g.2, g.3), (&e.0, e.1, e.2, e.3), "{name}");
+                if g.4.as_deref() != Some("<bad>") {
+                    assert_eq!(g.4, e.4, "{name}");
+                }
+            }
+        }
     }
 
     #[test]

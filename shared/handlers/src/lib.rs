@@ -31,7 +31,7 @@ pub mod shuffle_router;
 mod state;
 
 pub use error::HandlerError;
-pub use events::{decode_http, decode_lambda, KafkaMessage, RecordError, RecordRef, Trigger};
+pub use events::{decode_http, decode_lambda, decode_lambda_bytes, KafkaMessage, RecordError, RecordRef, Trigger};
 pub use settings::{Settings, Topics};
 pub use state::{BurstEvent, ClusterBurst, DecisionRecord, Keys, SparkMetrics, Weights};
 

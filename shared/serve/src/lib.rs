@@ -52,10 +52,12 @@ pub async fn run(handler: Arc<dyn Handler>) -> Result<(), Error> {
 
 async fn run_lambda(handler: Arc<dyn Handler>) -> Result<(), Error> {
     tracing::info!(function = handler.name(), "ready (Lambda)");
-    lambda_runtime::run(service_fn(move |event: LambdaEvent<serde_json::Value>| {
+    // The payload stays raw JSON until the handler's decoder reads it: a Kafka batch is decoded
+    // once, borrowing from the bytes, instead of through a generic JSON tree.
+    lambda_runtime::run(service_fn(move |event: LambdaEvent<Box<serde_json::value::RawValue>>| {
         let handler = handler.clone();
         async move {
-            let result = match handlers::decode_lambda(event.payload) {
+            let result = match handlers::decode_lambda_bytes(event.payload.get().as_bytes()) {
                 Ok(trigger) => handler.handle(trigger).await,
                 Err(e) => Err(e),
             };
