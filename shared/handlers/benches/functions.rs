@@ -57,16 +57,7 @@ fn burst_signal(c: &mut Criterion) {
             || good.clone(),
             |mut good| {
                 let mut edges = HashMap::new();
-                let mut cluster = handlers::ClusterBurst {
-                    burst: false,
-                    since_s: 0.0,
-                    detector: control::BurstDetector::new(settings.cluster_detector).unwrap(),
-                    last_second: i64::MIN,
-                    edges: Default::default(),
-                    total_rate: 0.0,
-                    predicted_load: 0.0,
-                    edges_bursting: 0,
-                };
+                let mut cluster = handlers::ClusterBurst::new(settings.cluster_detector).unwrap();
                 black_box(apply_batch(&mut good, &mut edges, &mut cluster, settings.edge_detector, &settings).unwrap())
             },
             BatchSize::LargeInput,
@@ -80,16 +71,7 @@ fn burst_signal(c: &mut Criterion) {
                 let (mut good, _, errors) = decode_records(&records);
                 assert!(errors.is_empty());
                 let mut edges = HashMap::new();
-                let mut cluster = handlers::ClusterBurst {
-                    burst: false,
-                    since_s: 0.0,
-                    detector: control::BurstDetector::new(settings.cluster_detector).unwrap(),
-                    last_second: i64::MIN,
-                    edges: Default::default(),
-                    total_rate: 0.0,
-                    predicted_load: 0.0,
-                    edges_bursting: 0,
-                };
+                let mut cluster = handlers::ClusterBurst::new(settings.cluster_detector).unwrap();
                 let out = apply_batch(&mut good, &mut edges, &mut cluster, settings.edge_detector, &settings).unwrap();
                 black_box((out, cluster.burst))
             },

@@ -62,7 +62,7 @@ impl BurstSignal {
         let cluster_raw = values.pop().flatten();
         let cluster = match from_json::<ClusterBurst>(&self.keys.cluster(), cluster_raw.as_ref())? {
             Some(c) => c,
-            None => self.new_cluster()?,
+            None => ClusterBurst::new(self.settings.cluster_detector)?,
         };
         let mut edges = HashMap::with_capacity(ids.len());
         for ((id, key), raw) in ids.iter().zip(&keys).zip(&values) {
@@ -79,19 +79,6 @@ impl BurstSignal {
             edges.insert(id.clone(), state);
         }
         Ok(Snapshot { version, edges, cluster })
-    }
-
-    fn new_cluster(&self) -> Result<ClusterBurst, HandlerError> {
-        Ok(ClusterBurst {
-            burst: false,
-            since_s: 0.0,
-            detector: BurstDetector::new(self.settings.cluster_detector)?,
-            last_second: i64::MIN,
-            edges: Default::default(),
-            total_rate: 0.0,
-            predicted_load: 0.0,
-            edges_bursting: 0,
-        })
     }
 }
 

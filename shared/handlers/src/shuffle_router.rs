@@ -268,7 +268,7 @@ impl ShuffleRouter {
             BlockRead::Bytes(b) => b,
             BlockRead::Restoring => return Err(HandlerError::State(format!("block {id} is being restored from Glacier; move it once it is readable"))),
         };
-        let old = self.locate(&[id.to_string()]).await?.pop().flatten().expect("read found it");
+        let old = self.locate(&[id.to_string()]).await?.pop().flatten().ok_or_else(|| HandlerError::State(format!("block {id} was removed while being moved")))?;
         if old.tier == to {
             return Ok(old);
         }
@@ -280,7 +280,7 @@ impl ShuffleRouter {
             return Err(HandlerError::State(e.1));
         }
         // store_all deleted the old copy once the new one was indexed.
-        let (_, new) = written.pop().expect("one block");
+        let (_, new) = written.pop().ok_or_else(|| HandlerError::State(format!("block {id} was not stored on {}", tier_name(to))))?;
         Ok(new)
     }
 

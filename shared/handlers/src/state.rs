@@ -125,6 +125,22 @@ pub struct ClusterBurst {
     pub edges_bursting: usize,
 }
 
+impl ClusterBurst {
+    /// No edges yet, no burst.
+    pub fn new(detector: control::BurstDetectorConfig) -> Result<Self, control::ControlError> {
+        Ok(Self {
+            burst: false,
+            since_s: 0.0,
+            detector: BurstDetector::new(detector)?,
+            last_second: i64::MIN,
+            edges: BTreeMap::new(),
+            total_rate: 0.0,
+            predicted_load: 0.0,
+            edges_bursting: 0,
+        })
+    }
+}
+
 /// Published to `scaling-requests` when the cluster burst state changes.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct BurstEvent {
