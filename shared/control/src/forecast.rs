@@ -75,15 +75,9 @@ impl Forecast {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct LoadForecaster {
     config: ForecastConfig,
-}
-
-impl Default for LoadForecaster {
-    fn default() -> Self {
-        Self { config: ForecastConfig::default() }
-    }
 }
 
 impl LoadForecaster {

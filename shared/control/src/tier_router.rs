@@ -50,15 +50,9 @@ pub struct Placement {
 }
 
 /// Routes shuffle blocks to storage tiers by temperature.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct TierRouter {
     config: TierRouterConfig,
-}
-
-impl Default for TierRouter {
-    fn default() -> Self {
-        Self { config: TierRouterConfig::default() }
-    }
 }
 
 impl TierRouter {

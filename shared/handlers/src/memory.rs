@@ -13,10 +13,15 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// Values with their expiry, by key.
+type Expiring = HashMap<String, (Vec<u8>, Option<Instant>)>;
+/// Objects with their storage class and whether an archived one has been restored, by key.
+type Objects = HashMap<String, (Vec<u8>, StorageClass, bool)>;
+
 /// Redis stand-in: keys with optional expiry, lists, counters.
 #[derive(Debug, Default)]
 pub struct MemoryStore {
-    values: Mutex<HashMap<String, (Vec<u8>, Option<Instant>)>>,
+    values: Mutex<Expiring>,
     lists: Mutex<HashMap<String, VecDeque<Vec<u8>>>>,
     /// Round trips served, for tests that count them.
     pub round_trips: std::sync::atomic::AtomicU64,
@@ -197,7 +202,7 @@ impl HotTier for MemoryHotTier {
 /// S3 stand-in with Glacier semantics: an archived object reads as `Archived` until restored.
 #[derive(Debug, Default)]
 pub struct MemoryObjectStore {
-    objects: Mutex<HashMap<String, (Vec<u8>, StorageClass, bool)>>,
+    objects: Mutex<Objects>,
 }
 
 impl MemoryObjectStore {

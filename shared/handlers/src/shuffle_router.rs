@@ -158,6 +158,11 @@ struct Prepared {
     at: Option<RecordRef>,
 }
 
+/// A block stored, with the record it came from.
+type Stored = (Option<RecordRef>, BlockLocation);
+/// A block that could not be stored, and why.
+type Failed = (Option<RecordRef>, String);
+
 /// Result of a read.
 #[derive(Debug, Clone, PartialEq)]
 pub enum BlockRead {
@@ -286,7 +291,7 @@ impl ShuffleRouter {
 
     async fn delete_copy(&self, loc: &BlockLocation) -> Result<(), HandlerError> {
         if loc.tier == Tier::Redis {
-            self.backends.store.delete(&[loc.key.clone()]).await?;
+            self.backends.store.delete(std::slice::from_ref(&loc.key)).await?;
         } else {
             self.store_for(loc.tier).delete(&loc.key).await?;
         }
@@ -295,7 +300,7 @@ impl ShuffleRouter {
 
     /// Store prepared blocks, verify each copy, index them; then delete copies left on other tiers.
     /// Returns the blocks stored and the (id, error) of those that failed.
-    async fn store_all(&self, blocks: Vec<Prepared>) -> Result<(Vec<(Option<RecordRef>, BlockLocation)>, Vec<(Option<RecordRef>, String)>), HandlerError> {
+    async fn store_all(&self, blocks: Vec<Prepared>) -> Result<(Vec<Stored>, Vec<Failed>), HandlerError> {
         let ids: Vec<String> = blocks.iter().map(|b| b.id.clone()).collect();
         let previous = self.locate(&ids).await?;
         let ttl = Duration::from_secs(self.settings.block_ttl_s);
