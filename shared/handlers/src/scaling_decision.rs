@@ -56,6 +56,8 @@ pub struct DecisionState {
     pub cluster: Option<ClusterBurst>,
     pub weights: Option<Weights>,
     pub last: Option<DecisionRecord>,
+    /// Mean temperature of the newest shuffle blocks, as shuffle-router's TierRouter computed it.
+    pub shuffle_temperature: Option<f64>,
 }
 
 /// A decision before it is applied.
@@ -117,8 +119,8 @@ impl ScalingDecision {
             pending_executors: m.and_then(|m| m.pending_executors).unwrap_or(0),
             burst_signal: burst,
             predicted_load: predicted,
-            // No live source for shuffle reuse yet: the neutral middle.
-            data_temperature: 0.5,
+            // From shuffle-router; the neutral middle until it has written a block.
+            data_temperature: state.shuffle_temperature.filter(|t| t.is_finite()).unwrap_or(0.5),
             shuffle_mb_per_s: m.and_then(|m| m.shuffle_mb_per_s).unwrap_or(input_rate * bytes / 1e6),
             bytes_per_event: bytes,
             latency_ms,
@@ -256,13 +258,14 @@ impl Handler for ScalingDecision {
                 new_metrics.push(x);
             }
         }
-        let keys = [self.keys.metrics(), self.keys.cluster(), self.keys.weights(), self.keys.last_decision()];
+        let keys = [self.keys.metrics(), self.keys.cluster(), self.keys.weights(), self.keys.last_decision(), self.keys.shuffle_temperature()];
         let got = store.get_many(&keys).await?;
         let mut state = DecisionState {
             metrics: from_json(&keys[0], got[0].as_ref())?,
             cluster: from_json(&keys[1], got[1].as_ref())?,
             weights: from_json(&keys[2], got[2].as_ref())?,
             last: from_json(&keys[3], got[3].as_ref())?,
+            shuffle_temperature: from_json(&keys[4], got[4].as_ref())?,
         };
         if let Some(newest) = new_metrics.iter().copied().max_by(|a, b| a.timestamp.total_cmp(&b.timestamp)) {
             if state.metrics.is_none_or(|m| newest.timestamp >= m.timestamp) {

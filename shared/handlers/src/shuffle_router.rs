@@ -156,6 +156,8 @@ struct Prepared {
     size: u64,
     crc: u32,
     at: Option<RecordRef>,
+    /// The router's temperature of the block (0 for moves, which do not count).
+    temperature: Option<f64>,
 }
 
 /// A block stored, with the record it came from.
@@ -229,7 +231,7 @@ impl ShuffleRouter {
         let stats = BlockStats { access_count: m.access_count as u64, age_s: m.age_s, burst: m.burst, archival: m.archival };
         let placement = self.router.place(&stats);
         let framed = encode_block(&data, placement.compression)?;
-        Ok(Prepared { id: m.block_id.clone(), placement, framed, size: data.len() as u64, crc: crc32fast::hash(&data), at })
+        Ok(Prepared { id: m.block_id.clone(), placement, framed, size: data.len() as u64, crc: crc32fast::hash(&data), at, temperature: Some(self.router.temperature(&stats)) })
     }
 
     async fn locate(&self, ids: &[String]) -> Result<Vec<Option<BlockLocation>>, HandlerError> {
@@ -279,7 +281,7 @@ impl ShuffleRouter {
         }
         let placement = Placement { tier: to, compression: TierRouter::codec_for(to) };
         let framed = encode_block(&data, placement.compression).map_err(HandlerError::State)?;
-        let p = Prepared { id: id.to_string(), placement, framed, size: data.len() as u64, crc: crc32fast::hash(&data), at: None };
+        let p = Prepared { id: id.to_string(), placement, framed, size: data.len() as u64, crc: crc32fast::hash(&data), at: None, temperature: None };
         let (mut written, errors) = self.store_all(vec![p]).await?;
         if let Some(e) = errors.into_iter().next() {
             return Err(HandlerError::State(e.1));
@@ -363,6 +365,12 @@ impl ShuffleRouter {
             }
             index.push((self.keys.block_index(&b.id), to_json(&loc)));
             stored.push((b.at.clone(), loc));
+        }
+        // The mean temperature of what was just written: the scaling policy's data_temperature.
+        let temps: Vec<f64> = blocks.iter().filter_map(|b| b.temperature).collect();
+        if !temps.is_empty() {
+            let mean = temps.iter().sum::<f64>() / temps.len() as f64;
+            index.push((self.keys.shuffle_temperature(), to_json(&mean)));
         }
         if !index.is_empty() {
             self.backends.store.set_many(&index, None).await?;

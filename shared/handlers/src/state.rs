@@ -57,6 +57,10 @@ impl Keys {
     pub fn seen(&self, digest: &str) -> String {
         format!("{}:seen:{digest}", self.prefix)
     }
+    /// Mean router temperature of the last shuffle blocks written (shuffle-router -> scaling-decision).
+    pub fn shuffle_temperature(&self) -> String {
+        format!("{}:shuffle:temperature", self.prefix)
+    }
     pub fn block_index(&self, block_id: &str) -> String {
         format!("{}:block:{block_id}", self.prefix)
     }

@@ -211,6 +211,10 @@ async fn shuffle_blocks_land_by_temperature_and_read_back_byte_identical() {
     assert_eq!(read["status"], "ok");
     let msk = invoke(&env, &settings, "shuffle-router", trigger("shuffle-router-msk.json")).await.unwrap();
     assert_eq!(msk["stored"], 2, "{msk}");
+    // The scaling policy now sees the temperature of what shuffle-router just wrote.
+    let decision = invoke(&env, &settings, "scaling-decision", trigger("schedule.json")).await.unwrap();
+    let t = decision["decision"]["inputs"]["data_temperature"].as_f64().unwrap();
+    assert!(t > 0.5 && t <= 1.0, "two hot blocks: {t}");
 }
 
 #[tokio::test]
