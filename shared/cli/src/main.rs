@@ -38,6 +38,11 @@ enum ArenaArg {
 enum Command {
     /// Run every policy on the same trace and seeds; print the table, write results.csv and timeline.svg.
     Tournament(Box<TournamentArgs>),
+    /// Drive a trace through the five real handlers (edge gateways -> burst-signal -> scaling-decision,
+    /// with meta-weights, prewarmer and shuffle-router on their triggers), the arena standing in for
+    /// EMR Serverless; print the scoreboard next to the tournament's learned policies on the same
+    /// trace and seed, and write results.csv and timeline.svg.
+    Replay(Box<ReplayArgs>),
     /// Train a policy on the simulator and export it as ONNX (with a model card).
     Train {
         #[arg(value_enum)]
@@ -110,6 +115,30 @@ struct TournamentArgs {
     /// industrial_high_throughput, smart_city_budget or balanced.
     #[arg(long, default_value = "balanced")]
     scenario: String,
+    #[command(flatten)]
+    arena_opts: ArenaOpts,
+}
+
+#[derive(clap::Args)]
+struct ReplayArgs {
+    /// A built-in trace name (see `sparkpilot traces`) or a CSV file.
+    #[arg(long, default_value = "step-burst")]
+    trace: String,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Edge gateways the load is split over.
+    #[arg(long, default_value_t = 32)]
+    edges: usize,
+    /// Business scenario meta-weights serves: healthcare_critical, industrial_high_throughput,
+    /// smart_city_budget or balanced.
+    #[arg(long, default_value = "balanced")]
+    scenario: String,
+    /// Output directory for results.csv and timeline.svg.
+    #[arg(long, default_value = "results")]
+    out: PathBuf,
+    /// Only the replay: skip the tournament rows it is compared with.
+    #[arg(long)]
+    no_compare: bool,
     #[command(flatten)]
     arena_opts: ArenaOpts,
 }
@@ -354,6 +383,73 @@ fn tournament_cmd(args: &TournamentArgs, scenario: control::Scenario) -> Result<
     Ok(())
 }
 
+fn replay_cmd(args: &ReplayArgs) -> Result<()> {
+    let scenario = parse_scenario(&args.scenario)?;
+    let arena = args.arena_opts.arena()?;
+    let trace = traces::resolve(&args.trace, args.seed)?;
+    let options = pipeline::replay::ReplayOptions { edges: args.edges, scenario, ..Default::default() };
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let started = std::time::Instant::now();
+    let report = runtime.block_on(pipeline::replay::replay_embedded(&arena, &trace, args.seed, &options))?;
+    let elapsed = started.elapsed();
+    println!(
+        "replay of {} (seed {}, {} s) through the five handlers on the embedded backends, in {:.1} s:",
+        trace.name(),
+        args.seed,
+        trace.len(),
+        elapsed.as_secs_f64()
+    );
+    println!(
+        "  {} control messages from {} edges, {} raw-data summaries, {} shuffle blocks, {} decisions ({} capacity changes), {} record errors",
+        report.control_messages, args.edges, report.raw_summaries, report.shuffle_blocks, report.decisions, report.capacity_changes, report.record_errors
+    );
+    let calls: Vec<String> = report.invocations.iter().map(|(f, n)| format!("{f} {n}")).collect();
+    println!("  invocations: {}", calls.join(", "));
+    println!(
+        "  what scaling-decision saw against the arena: observation drift {:.1e}, burst signal agreed on {:.1} % of decisions, temperature within {:.3}",
+        report.observation_drift,
+        report.burst_agreement * 100.0,
+        report.temperature_drift
+    );
+    let row = |policy: &str, scores: sim::Scores| tournament::Row { policy: policy.into(), mean: scores, cost_std: 0.0, sla_std: 0.0, per_seed: vec![scores] };
+    let mut rows = vec![row("replay", report.scores)];
+    let mut timelines = vec![("replay".to_string(), report.timeline)];
+    if !args.no_compare {
+        // The tournament's learned policies on the same trace and seed, from the very model bytes
+        // the handlers embed.
+        let scaling = || policy::ScalingPolicy::from_bytes("embedded:scaling-ppo.onnx", handlers::scaling_decision::EMBEDDED_MODEL, arena.state_builder());
+        let meta = policy::MetaPolicy::from_bytes("embedded:meta-td3.onnx", handlers::meta_weights::EMBEDDED_MODEL)?;
+        let mut contenders = vec![
+            Contender::Policy(Box::new(sim::learned::RlScaling::new("rl", scaling()?))),
+            Contender::Policy(Box::new(sim::learned::RlMeta::new(meta, scaling()?, arena.clone(), scenario))),
+            Contender::Clairvoyant,
+        ];
+        let t = trace.clone();
+        let make = move |_seed: u64| Ok::<_, SimError>(t.clone());
+        let result = tournament::run_realistic(&arena, trace.name(), &make, &[args.seed], &mut contenders, &|| {})?;
+        rows.extend(result.rows);
+        timelines.extend(result.timelines);
+    }
+    let board = tournament::Tournament {
+        arena: ArenaKind::Realistic,
+        trace: trace.name().to_string(),
+        seeds: vec![args.seed],
+        sla_ms: arena.config.sla_ms,
+        rows,
+        timelines,
+    };
+    print!("{}", board.table());
+    board.write(&args.out)?;
+    println!("wrote {} and {}", args.out.join("results.csv").display(), args.out.join("timeline.svg").display());
+    Ok(())
+}
+
+fn parse_scenario(name: &str) -> Result<control::Scenario> {
+    control::Scenario::from_name(name).ok_or_else(|| {
+        anyhow::anyhow!("unknown scenario `{}` (known: {})", name, control::Scenario::ALL.iter().map(|s| s.name()).collect::<Vec<_>>().join(", "))
+    })
+}
+
 fn invoke_cmd(function: &str, event: &Path, dry_run: bool) -> Result<()> {
     let text = std::fs::read_to_string(event).with_context(|| format!("reading event {}", event.display()))?;
     let payload: serde_json::Value = serde_json::from_str(&text).with_context(|| format!("event {} is not JSON", event.display()))?;
@@ -393,16 +489,8 @@ fn main() -> std::process::ExitCode {
 
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Tournament(args) => {
-            let scenario = control::Scenario::from_name(&args.scenario).ok_or_else(|| {
-                anyhow::anyhow!(
-                    "unknown scenario `{}` (known: {})",
-                    args.scenario,
-                    control::Scenario::ALL.iter().map(|s| s.name()).collect::<Vec<_>>().join(", ")
-                )
-            })?;
-            tournament_cmd(&args, scenario)
-        }
+        Command::Tournament(args) => tournament_cmd(&args, parse_scenario(&args.scenario)?),
+        Command::Replay(args) => replay_cmd(&args),
         Command::Train { what, steps, seed, out, eval_seeds } => train_cmd(what, steps, seed, &out, eval_seeds),
         Command::Invoke { function, event, dry_run } => invoke_cmd(&function, &event, dry_run),
         Command::Traces { show: None, .. } => {

@@ -51,6 +51,22 @@ pub enum Trigger {
     Direct(serde_json::Value),
 }
 
+impl Trigger {
+    /// When the triggering event happened, Unix seconds: a schedule's time, the newest record's
+    /// Kafka timestamp (event time, so that a replay or a delayed batch is judged at the time its
+    /// records describe), or the clock when neither says.
+    pub fn time_s(&self) -> f64 {
+        match self {
+            Trigger::Schedule { time_s } => *time_s,
+            Trigger::Kafka(records) => match records.iter().map(|r| r.timestamp_ms).max() {
+                Some(ms) if ms > 0 => ms as f64 / 1_000.0,
+                _ => now_s(),
+            },
+            Trigger::Direct(_) => now_s(),
+        }
+    }
+}
+
 fn b64(s: &str) -> Result<Vec<u8>, String> {
     base64::engine::general_purpose::STANDARD.decode(s.trim()).map_err(|e| format!("value is not valid base64: {e}"))
 }

@@ -211,14 +211,15 @@ impl Handler for ScalingDecision {
         let mut errors = Vec::new();
         let mut new_metrics: Vec<SparkMetrics> = Vec::new();
         let mut burst_events: Vec<BurstEvent> = Vec::new();
-        let (trigger_name, now) = match &trigger {
-            Trigger::Schedule { time_s } => ("schedule".to_string(), *time_s),
-            Trigger::Direct(_) => ("direct".to_string(), crate::events::now_s()),
+        let now = trigger.time_s();
+        let trigger_name = match &trigger {
+            Trigger::Schedule { .. } => "schedule".to_string(),
+            Trigger::Direct(_) => "direct".to_string(),
             Trigger::Kafka(records) => {
                 let mut topics: Vec<&str> = records.iter().map(|r| r.topic.as_str()).collect();
                 topics.sort();
                 topics.dedup();
-                (topics.join(","), crate::events::now_s())
+                topics.join(",")
             }
         };
         if let Trigger::Kafka(records) = &trigger {

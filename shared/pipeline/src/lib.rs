@@ -1,0 +1,24 @@
+//! sparkpilot as a system.
+//!
+//! * [`gateways`]: the edge gateway simulator, a trace as many gateways report it;
+//! * [`replay`]: a trace driven through the five handlers with the arena standing in for EMR
+//!   Serverless and the Spark job, on the embedded default ([`replay::InProcess`]) or live;
+//! * [`bridge`]: the Kafka event-source bridge, which plays Lambda's MSK event-source mapping (and
+//!   OpenFaaS's kafka-connector) for local stacks: batches, at-least-once commits, a dead-letter
+//!   topic, and the schedules.
+//!
+//! ```
+//! use pipeline::replay::{replay_embedded, ReplayOptions};
+//! let arena = sim::Arena::embedded();
+//! let trace = traces::resolve("step-burst", 1).unwrap().window(0, 120);
+//! let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+//! let report = rt.block_on(replay_embedded(&arena, &trace, 1, &ReplayOptions { edges: 4, ..Default::default() })).unwrap();
+//! assert_eq!(report.decisions, 120 / arena.config.decision_interval_s);
+//! ```
+
+pub mod bridge;
+mod error;
+pub mod gateways;
+pub mod replay;
+
+pub use error::PipelineError;

@@ -1,0 +1,271 @@
+//! The bundle as a system on the live local stack: a Kafka-compatible broker (tansu), redis-server and
+//! moto, started by `infra/services start`. The edge gateway simulator produces a step burst to
+//! Kafka; the event-source bridge batches it into the handlers (burst-signal, then scaling-decision
+//! through `scaling-requests`), which keep their state in Redis and scale the EMR Serverless
+//! application in moto.
+
+use adapters::{EmrServerless, KafkaPublisher, RedisStore};
+use async_trait::async_trait;
+use handlers::memory::{MemoryHotTier, MemoryObjectStore};
+use handlers::ports::StateStore;
+use handlers::{Backends, Handler, HandlerError, Settings, Topics, Trigger};
+use integration::*;
+use pipeline::bridge::{dead_letter_headers, Bridge, BridgeConfig, BridgeStats, Route};
+use pipeline::gateways::EdgeGateways;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::Message;
+use serde_json::Value;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// A handler that keeps what every invocation returned.
+struct Recording {
+    inner: Arc<dyn Handler>,
+    outputs: Mutex<Vec<Value>>,
+}
+
+impl Recording {
+    fn new(inner: Arc<dyn Handler>) -> Arc<Self> {
+        Arc::new(Self { inner, outputs: Mutex::new(Vec::new()) })
+    }
+    fn outputs(&self) -> Vec<Value> {
+        self.outputs.lock().unwrap().clone()
+    }
+}
+
+#[async_trait]
+impl Handler for Recording {
+    fn name(&self) -> &'static str {
+        self.inner.name()
+    }
+    async fn handle(&self, trigger: Trigger) -> Result<Value, HandlerError> {
+        let out = self.inner.handle(trigger).await?;
+        self.outputs.lock().unwrap().push(out.clone());
+        Ok(out)
+    }
+}
+
+fn topics(tag: &str) -> Topics {
+    Topics {
+        scaling_requests: format!("scaling-requests-{tag}"),
+        scaling_decisions: format!("scaling-decisions-{tag}"),
+        spark_metrics: format!("spark-metrics-{tag}"),
+        iot_metadata: format!("iot-metadata-{tag}"),
+    }
+}
+
+async fn wait_until<F: std::future::Future<Output = bool>>(deadline: Duration, what: &str, mut check: impl FnMut() -> F) -> Duration {
+    let start = Instant::now();
+    while start.elapsed() < deadline {
+        if check().await {
+            return start.elapsed();
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("{what} did not happen within {deadline:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_step_burst_through_kafka_scales_emr_once_per_batch_and_dead_letters_a_poison_record() {
+    let brokers = service_env("KAFKA_BROKERS");
+    let tag = unique("e2e");
+    let topics = topics(&tag);
+    let dlq = format!("sparkpilot-dlq-{tag}");
+    pipeline::bridge::create_topics(&brokers, &[&topics.iot_metadata, &topics.scaling_requests, &topics.spark_metrics, &topics.scaling_decisions, &dlq]).await.expect("CreateTopics on the broker");
+
+    let conf = aws_config().await;
+    let app = emr_application(&conf, 16, 64, true).await;
+    let emr = aws_sdk_emrserverless::Client::new(&conf);
+    let redis = Arc::new(RedisStore::connect(&service_env("REDIS_URL")).await.expect("redis-server answers"));
+    let backends = Backends {
+        store: redis.clone(),
+        publisher: Arc::new(KafkaPublisher::new(&brokers, &[]).expect("producer")),
+        emr: Arc::new(EmrServerless::new(emr.clone(), &app)),
+        hot_tier: Arc::new(MemoryHotTier::default()),
+        objects: Arc::new(MemoryObjectStore::default()),
+        nvme: Arc::new(MemoryObjectStore::default()),
+    };
+    let settings = Settings { key_prefix: unique("sp"), topics: topics.clone(), ..Settings::default() };
+    let burst = Recording::new(handlers::build("burst-signal", &settings, &backends).unwrap());
+    let decision = Recording::new(handlers::build("scaling-decision", &settings, &backends).unwrap());
+
+    // Every batch is handed over twice: the handlers must not act twice.
+    let config = BridgeConfig {
+        brokers: brokers.clone(),
+        group_id: unique("bridge"),
+        batch_size: 500,
+        batch_window: Duration::from_millis(50),
+        max_attempts: 3,
+        dead_letter_topic: dlq.clone(),
+        deliver_twice: true,
+        extra: vec![("session.timeout.ms".into(), "6000".into())],
+        ..BridgeConfig::default()
+    };
+    let routes = vec![
+        Route { topic: topics.iot_metadata.clone(), function: burst.clone() },
+        Route { topic: topics.scaling_requests.clone(), function: decision.clone() },
+        Route { topic: topics.spark_metrics.clone(), function: decision.clone() },
+    ];
+    let bridge = Arc::new(Bridge::new(config, routes, vec![]).expect("bridge"));
+    let stats: Arc<BridgeStats> = bridge.stats.clone();
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let running = {
+        let bridge = bridge.clone();
+        tokio::spawn(async move { bridge.run(stopped).await })
+    };
+
+    // The gateways: 16 edges over the step-burst trace (the step is at 300 s; they see it 60 s
+    // early), warm-up included, and a poison record in the middle.
+    let trace = traces::resolve("step-burst", 1).unwrap();
+    let edge = sim::EdgeConfig { false_alarms_per_hour: 0.0, ..sim::EdgeConfig::default() };
+    let mut gateways = EdgeGateways::new(&edge, 16, 1).unwrap();
+    let mut records: Vec<(String, Vec<u8>)> = gateways.warm_up(&trace).into_iter().map(|r| (r.edge_id.clone(), serde_json::to_vec(&r).unwrap())).collect();
+    for t in 0..=280 {
+        let (control, _) = gateways.second(t, &trace);
+        records.extend(control.into_iter().map(|r| (r.edge_id.clone(), serde_json::to_vec(&r).unwrap())));
+        if t == 100 {
+            records.push(("edge-poison".into(), b"{\"edge_id\": \"edge-0001\", \"timestamp\": ".to_vec()));
+        }
+    }
+    let good = records.len() - 1;
+    let producer: FutureProducer = rdkafka::ClientConfig::new().set("bootstrap.servers", &brokers).set("linger.ms", "5").create().unwrap();
+    let started = Instant::now();
+    let sends: Vec<_> = records.iter().map(|(k, v)| producer.send_result(FutureRecord::to(&topics.iot_metadata).key(k).payload(v)).expect("queued")).collect();
+    for s in sends {
+        s.await.expect("delivery").expect("produced");
+    }
+    // The Spark job's progress in the burst: three times the opening load, a backlog building.
+    let metrics = serde_json::json!({"timestamp": handlers::events::now_s(), "input_rate": 3.0 * trace.at(0).events_per_s, "processing_rate": trace.at(0).events_per_s, "batch_duration_ms": 4_000.0, "backlog": 500_000.0});
+    producer.send(FutureRecord::to(&topics.spark_metrics).key("job").payload(&serde_json::to_vec(&metrics).unwrap()), Duration::from_secs(5)).await.expect("produced");
+
+    // Deadline: 30 s from the first record produced to a larger maximum capacity in the emulator.
+    let cpu = || {
+        let (emr, app) = (emr.clone(), app.clone());
+        async move {
+            let out = emr.get_application().application_id(&app).send().await.unwrap();
+            out.application().unwrap().maximum_capacity().map(|m| m.cpu().trim_end_matches(" vCPU").parse::<u32>().unwrap()).unwrap_or(0)
+        }
+    };
+    wait_until(Duration::from_secs(30), "a larger EMR Serverless capacity", || async { cpu().await > 16 }).await;
+    let scaled_after = started.elapsed();
+    assert!(scaled_after < Duration::from_secs(30));
+    // Everything consumed and handed over twice.
+    let total = records.len() as u64 + 1;
+    wait_until(Duration::from_secs(30), "every record consumed", || async { BridgeStats::get(&stats.records) >= total }).await;
+    let delivered = || burst.outputs().iter().map(|o| o["records"].as_u64().unwrap()).sum::<u64>();
+    wait_until(Duration::from_secs(30), "every control message delivered twice", || async { delivered() >= 2 * records.len() as u64 }).await;
+    wait_until(Duration::from_secs(30), "the poison record dead-lettered", || async { BridgeStats::get(&stats.dead_lettered) >= 1 }).await;
+
+    // The rest of the batch was processed, each good record exactly once despite the redelivery.
+    let burst_out = burst.outputs();
+    let accepted: u64 = burst_out.iter().map(|o| o["accepted"].as_u64().unwrap()).sum();
+    assert_eq!(accepted as usize, good, "each good control message applied once");
+    assert!(burst_out.iter().any(|o| o["burst"] == true), "the cluster burst was raised");
+    // Every scaling-decision batch came twice; the second was recognised and did nothing.
+    wait_until(Duration::from_secs(10), "the decisions settle", || async { decision.outputs().len() % 2 == 0 && !decision.outputs().is_empty() }).await;
+    let outs = decision.outputs();
+    let duplicates = outs.iter().filter(|o| o["duplicate"] == true).count();
+    let decided: Vec<&Value> = outs.iter().filter(|o| o.get("decision").is_some()).collect();
+    assert_eq!(duplicates, decided.len(), "one duplicate per batch: {outs:?}");
+    let log = redis.recent(&format!("{{{}}}:decisions", settings.key_prefix), 1_000).await.unwrap();
+    assert_eq!(log.len(), decided.len(), "one recorded decision per batch");
+    let updates = decided.iter().filter(|o| o["decision"]["emr"] == "updated").count();
+    assert!(updates >= 1 && updates <= decided.len());
+    let cap_now = cpu().await;
+    let last_applied = decided.last().unwrap()["decision"]["applied"]["executors"].as_u64().unwrap() as u32;
+    assert_eq!(cap_now, last_applied * settings.vcpu_per_executor, "the emulator holds the last decision's capacity");
+
+    // The poison record is on the dead-letter topic with where it came from and why.
+    let consumer: StreamConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .set("group.id", unique("dlq-reader"))
+        .set("auto.offset.reset", "earliest")
+        .set("session.timeout.ms", "6000")
+        .create()
+        .unwrap();
+    consumer.subscribe(&[&dlq]).unwrap();
+    let m = tokio::time::timeout(Duration::from_secs(20), consumer.recv()).await.expect("a dead letter within 20 s").unwrap();
+    assert_eq!(m.payload().unwrap(), b"{\"edge_id\": \"edge-0001\", \"timestamp\": ");
+    let h = dead_letter_headers(&m);
+    assert_eq!(h["x-sparkpilot-function"], "burst-signal");
+    assert_eq!(h["x-sparkpilot-source-topic"], topics.iot_metadata);
+    assert!(h["x-sparkpilot-error"].contains("not a valid record"), "{h:?}");
+    assert_eq!(BridgeStats::get(&stats.dead_lettered), 1);
+    eprintln!("step burst produced -> larger EMR Serverless capacity in {scaled_after:?}; {} batches, {} commits", BridgeStats::get(&stats.batches), BridgeStats::get(&stats.commits));
+
+    stop.send(true).unwrap();
+    running.await.unwrap().unwrap();
+}
+
+/// A handler that fails every invocation holding a record whose value is `fail`.
+struct FailsOn(&'static [u8]);
+
+#[async_trait]
+impl Handler for FailsOn {
+    fn name(&self) -> &'static str {
+        "fails-on"
+    }
+    async fn handle(&self, trigger: Trigger) -> Result<Value, HandlerError> {
+        let Trigger::Kafka(records) = trigger else { return Ok(Value::Null) };
+        if records.iter().any(|r| matches!(&r.value, Some(Ok(v)) if v.as_slice() == self.0)) {
+            return Err(HandlerError::State("simulated downstream failure".into()));
+        }
+        Ok(serde_json::json!({ "handled": records.iter().map(|r| r.offset).collect::<Vec<_>>() }))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_that_keeps_failing_is_bisected_out_and_dead_lettered_after_n_tries() {
+    let brokers = service_env("KAFKA_BROKERS");
+    let tag = unique("bisect");
+    let (topic, dlq) = (format!("work-{tag}"), format!("dlq-{tag}"));
+    pipeline::bridge::create_topics(&brokers, &[&topic, &dlq]).await.unwrap();
+    let handler = Recording::new(Arc::new(FailsOn(b"fail")));
+    let config = BridgeConfig {
+        brokers: brokers.clone(),
+        group_id: unique("bridge"),
+        batch_size: 8,
+        batch_window: Duration::from_millis(200),
+        max_attempts: 2,
+        retry_backoff: Duration::from_millis(5),
+        dead_letter_topic: dlq.clone(),
+        extra: vec![("session.timeout.ms".into(), "6000".into())],
+        ..BridgeConfig::default()
+    };
+    let bridge = Arc::new(Bridge::new(config, vec![Route { topic: topic.clone(), function: handler.clone() }], vec![]).unwrap());
+    let stats = bridge.stats.clone();
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let running = {
+        let bridge = bridge.clone();
+        tokio::spawn(async move { bridge.run(stopped).await })
+    };
+    let producer: FutureProducer = rdkafka::ClientConfig::new().set("bootstrap.servers", &brokers).create().unwrap();
+    for i in 0..8 {
+        let v: &[u8] = if i == 5 { b"fail" } else { b"ok" };
+        producer.send(FutureRecord::<(), _>::to(&topic).payload(v), Duration::from_secs(5)).await.unwrap();
+    }
+    wait_until(Duration::from_secs(30), "the failing record dead-lettered", || async { BridgeStats::get(&stats.dead_lettered) == 1 && BridgeStats::get(&stats.commits) >= 1 }).await;
+    // Every other record was handled, in order, once (its half succeeded); the failing one never.
+    let mut handled: Vec<i64> = handler.outputs().iter().flat_map(|o| o["handled"].as_array().unwrap().iter().map(|x| x.as_i64().unwrap()).collect::<Vec<_>>()).collect();
+    handled.sort();
+    assert_eq!(handled.len(), 7, "{handled:?}");
+    assert!(!handled.contains(&5));
+    // 2 tries of the batch of 8, 2 of its half holding the record, 2 of the quarter, 2 alone; the
+    // other halves once each.
+    assert!(BridgeStats::get(&stats.failed_invocations) == 8, "failed invocations {}", BridgeStats::get(&stats.failed_invocations));
+    let consumer: StreamConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .set("group.id", unique("dlq-reader"))
+        .set("auto.offset.reset", "earliest")
+        .set("session.timeout.ms", "6000")
+        .create()
+        .unwrap();
+    consumer.subscribe(&[&dlq]).unwrap();
+    let m = tokio::time::timeout(Duration::from_secs(20), consumer.recv()).await.expect("a dead letter").unwrap();
+    let h = dead_letter_headers(&m);
+    assert_eq!((h["x-sparkpilot-attempts"].as_str(), h["x-sparkpilot-source-offset"].as_str()), ("2", "5"));
+    assert!(h["x-sparkpilot-error"].contains("simulated downstream failure"));
+    stop.send(true).unwrap();
+    running.await.unwrap().unwrap();
+}
