@@ -269,3 +269,23 @@ async fn a_record_that_keeps_failing_is_bisected_out_and_dead_lettered_after_n_t
     stop.send(true).unwrap();
     running.await.unwrap().unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_live_replay_scores_exactly_as_the_embedded_one() {
+    // Through Kafka, the bridge, Redis, moto's EMR Serverless and S3, the same trace and seed give
+    // the same decisions as the handlers in-process: one code path, whatever carries the records.
+    let endpoints = pipeline::live::Endpoints::from_env().expect("the local stack is up");
+    let arena = sim::Arena::embedded();
+    let trace = traces::resolve("step-burst", 2).unwrap().window(0, 420);
+    let options = pipeline::replay::ReplayOptions { edges: 8, ..Default::default() };
+    let live = pipeline::live::replay_live(&arena, &trace, 2, &options, &endpoints).await.expect("live replay");
+    let embedded = pipeline::replay::replay_embedded(&arena, &trace, 2, &options).await.unwrap();
+    assert_eq!(live.decisions, embedded.decisions);
+    assert_eq!(live.record_errors, 0);
+    assert_eq!(live.timeline.executors, embedded.timeline.executors, "same capacity every second");
+    assert!((live.scores.cost_usd - embedded.scores.cost_usd).abs() < 1e-9, "live ${} vs embedded ${}", live.scores.cost_usd, embedded.scores.cost_usd);
+    assert_eq!(live.scores.sla_violation_pct, embedded.scores.sla_violation_pct);
+    for f in handlers::FUNCTIONS {
+        assert!(live.invocations.get(f).copied().unwrap_or(0) > 0, "{f} never ran live: {:?}", live.invocations);
+    }
+}

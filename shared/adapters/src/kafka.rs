@@ -30,14 +30,26 @@ impl KafkaPublisher {
     }
 }
 
-#[async_trait]
-impl Publisher for KafkaPublisher {
-    async fn publish(&self, topic: &str, key: &str, payload: &[u8]) -> PortResult<()> {
-        let record = FutureRecord::to(topic).key(key).payload(payload);
+impl KafkaPublisher {
+    async fn send(&self, record: FutureRecord<'_, str, [u8]>, topic: &str) -> PortResult<()> {
         self.producer
             .send(record, Duration::from_secs(5))
             .await
             .map(|_| ())
             .map_err(|(e, _)| PortError::new("kafka", "produce", format!("{topic}: {e}")))
+    }
+}
+
+#[async_trait]
+impl Publisher for KafkaPublisher {
+    async fn publish(&self, topic: &str, key: &str, payload: &[u8]) -> PortResult<()> {
+        self.send(FutureRecord::to(topic).key(key).payload(payload), topic).await
+    }
+    async fn publish_at(&self, topic: &str, key: &str, payload: &[u8], time_s: f64) -> PortResult<()> {
+        let mut record = FutureRecord::to(topic).key(key).payload(payload);
+        if time_s.is_finite() && time_s > 0.0 {
+            record = record.timestamp((time_s * 1_000.0) as i64);
+        }
+        self.send(record, topic).await
     }
 }

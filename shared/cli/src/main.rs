@@ -43,6 +43,28 @@ enum Command {
     /// EMR Serverless; print the scoreboard next to the tournament's learned policies on the same
     /// trace and seed, and write results.csv and timeline.svg.
     Replay(Box<ReplayArgs>),
+    /// Play Lambda's MSK event-source mapping for a local stack: consume iot-metadata,
+    /// scaling-requests and spark-metrics, invoke the handlers on their real backends (settings
+    /// from the environment, as the functions read them), commit after success, dead-letter what
+    /// keeps failing, and run the schedules. Stops on Ctrl-C.
+    Bridge {
+        /// Records per invocation at most (the mapping's BatchSize).
+        #[arg(long, default_value_t = 100)]
+        batch_size: usize,
+        /// Longest a record waits for its batch, ms (MaximumBatchingWindowInSeconds).
+        #[arg(long, default_value_t = 500)]
+        batch_window_ms: u64,
+        /// Tries before bisecting a failing batch and dead-lettering a lone failing record.
+        #[arg(long, default_value_t = 3)]
+        max_attempts: u32,
+        #[arg(long, default_value = "sparkpilot-dlq")]
+        dead_letter_topic: String,
+        #[arg(long, default_value = "sparkpilot-bridge")]
+        group: String,
+        /// Do not run meta-weights, prewarmer and scaling-decision on their schedules.
+        #[arg(long)]
+        no_schedules: bool,
+    },
     /// Train a policy on the simulator and export it as ONNX (with a model card).
     Train {
         #[arg(value_enum)]
@@ -139,6 +161,10 @@ struct ReplayArgs {
     /// Only the replay: skip the tournament rows it is compared with.
     #[arg(long)]
     no_compare: bool,
+    /// Run against the local stack (`eval "$(infra/services start)"`): the gateways' records go
+    /// through Kafka and the bridge to the handlers on Redis, moto (EMR Serverless, S3) and the broker.
+    #[arg(long)]
+    live: bool,
     #[command(flatten)]
     arena_opts: ArenaOpts,
 }
@@ -388,12 +414,18 @@ fn replay_cmd(args: &ReplayArgs) -> Result<()> {
     let arena = args.arena_opts.arena()?;
     let trace = traces::resolve(&args.trace, args.seed)?;
     let options = pipeline::replay::ReplayOptions { edges: args.edges, scenario, ..Default::default() };
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     let started = std::time::Instant::now();
-    let report = runtime.block_on(pipeline::replay::replay_embedded(&arena, &trace, args.seed, &options))?;
+    let (report, backends) = if args.live {
+        let endpoints = pipeline::live::Endpoints::from_env()?;
+        let report = runtime.block_on(pipeline::live::replay_live(&arena, &trace, args.seed, &options, &endpoints))?;
+        (report, format!("the live stack (Kafka {}, Redis, AWS at {})", endpoints.kafka_brokers, std::env::var("AWS_ENDPOINT_URL").unwrap_or_else(|_| "the default endpoints".into())))
+    } else {
+        (runtime.block_on(pipeline::replay::replay_embedded(&arena, &trace, args.seed, &options))?, "the embedded backends".to_string())
+    };
     let elapsed = started.elapsed();
     println!(
-        "replay of {} (seed {}, {} s) through the five handlers on the embedded backends, in {:.1} s:",
+        "replay of {} (seed {}, {} s) through the five handlers on {backends}, in {:.1} s:",
         trace.name(),
         args.seed,
         trace.len(),
@@ -444,6 +476,34 @@ fn replay_cmd(args: &ReplayArgs) -> Result<()> {
     Ok(())
 }
 
+fn bridge_cmd(config: pipeline::bridge::BridgeConfig, schedules: bool) -> Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    runtime.block_on(async {
+        let settings = handlers::Settings::from_env()?;
+        let mut functions = std::collections::HashMap::new();
+        for name in handlers::FUNCTIONS {
+            let backends = adapters::connect(name).await.with_context(|| format!("backends of {name}"))?;
+            functions.insert(name, handlers::build(name, &settings, &backends)?);
+        }
+        let routes = pipeline::live::standard_routes(&settings.topics, &functions)?;
+        let schedules = if schedules { pipeline::live::standard_schedules(&functions) } else { Vec::new() };
+        let topics: Vec<&str> = routes.iter().map(|r| r.topic.as_str()).chain([config.dead_letter_topic.as_str()]).collect();
+        pipeline::bridge::create_topics(&config.brokers, &topics).await?;
+        eprintln!("bridge: {} -> handlers, dead letters to {}, {} schedule(s); Ctrl-C stops", routes.iter().map(|r| format!("{} -> {}", r.topic, r.function.name())).collect::<Vec<_>>().join(", "), config.dead_letter_topic, schedules.len());
+        let bridge = pipeline::bridge::Bridge::new(config, routes, schedules)?;
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            let _ = tokio::signal::ctrl_c().await;
+            let _ = stop.send(true);
+        });
+        bridge.run(stopped).await?;
+        let s = &bridge.stats;
+        use pipeline::bridge::BridgeStats as B;
+        eprintln!("bridge: {} records in {} batches, {} invocations ({} failed), {} dead-lettered, {} scheduled runs", B::get(&s.records), B::get(&s.batches), B::get(&s.invocations), B::get(&s.failed_invocations), B::get(&s.dead_lettered), B::get(&s.schedule_runs));
+        Ok(())
+    })
+}
+
 fn parse_scenario(name: &str) -> Result<control::Scenario> {
     control::Scenario::from_name(name).ok_or_else(|| {
         anyhow::anyhow!("unknown scenario `{}` (known: {})", name, control::Scenario::ALL.iter().map(|s| s.name()).collect::<Vec<_>>().join(", "))
@@ -491,6 +551,23 @@ fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Tournament(args) => tournament_cmd(&args, parse_scenario(&args.scenario)?),
         Command::Replay(args) => replay_cmd(&args),
+        Command::Bridge { batch_size, batch_window_ms, max_attempts, dead_letter_topic, group, no_schedules } => {
+            let brokers = std::env::var("KAFKA_BROKERS").map_err(|_| anyhow::anyhow!("KAFKA_BROKERS is not set (eval \"$(infra/services start)\")"))?;
+            let extra: Vec<(String, String)> = std::env::vars()
+                .filter_map(|(k, v)| k.strip_prefix("SPARKPILOT_KAFKA_CONFIG_").map(|s| (s.to_ascii_lowercase().replace('_', "."), v)))
+                .collect();
+            let config = pipeline::bridge::BridgeConfig {
+                brokers,
+                group_id: group,
+                batch_size,
+                batch_window: Duration::from_millis(batch_window_ms),
+                max_attempts,
+                dead_letter_topic,
+                extra,
+                ..Default::default()
+            };
+            bridge_cmd(config, !no_schedules)
+        }
         Command::Train { what, steps, seed, out, eval_seeds } => train_cmd(what, steps, seed, &out, eval_seeds),
         Command::Invoke { function, event, dry_run } => invoke_cmd(&function, &event, dry_run),
         Command::Traces { show: None, .. } => {

@@ -279,7 +279,7 @@ impl Handler for BurstSignal {
             edges_bursting: cluster.edges_bursting,
         };
         if changed {
-            self.backends.publisher.publish(&self.settings.topics.scaling_requests, "cluster", &to_json(&event)).await?;
+            self.backends.publisher.publish_at(&self.settings.topics.scaling_requests, "cluster", &to_json(&event), event.time_s).await?;
             tracing::info!(burst = event.burst, total_rate = event.total_rate, predicted_load = event.predicted_load, "cluster burst state changed");
         }
         for e in &errors {

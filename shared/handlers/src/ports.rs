@@ -52,6 +52,11 @@ pub trait StateStore: Send + Sync {
 #[async_trait]
 pub trait Publisher: Send + Sync {
     async fn publish(&self, topic: &str, key: &str, payload: &[u8]) -> PortResult<()>;
+    /// Publish with the time the record describes (Unix seconds) as its timestamp, so that a
+    /// consumer judges it at event time. Publishers without timestamps ignore it.
+    async fn publish_at(&self, topic: &str, key: &str, payload: &[u8], _time_s: f64) -> PortResult<()> {
+        self.publish(topic, key, payload).await
+    }
 }
 
 /// State of an EMR Serverless application (the API's `ApplicationState`).

@@ -315,7 +315,7 @@ impl Handler for ScalingDecision {
         let bytes = to_json(&record);
         store.set_many(&[(self.keys.last_decision(), bytes.clone())], None).await?;
         store.push_capped(&self.keys.decisions(), std::slice::from_ref(&bytes), DECISION_LOG).await?;
-        self.backends.publisher.publish(&self.settings.topics.scaling_decisions, "decision", &bytes).await?;
+        self.backends.publisher.publish_at(&self.settings.topics.scaling_decisions, "decision", &bytes, now).await?;
         tracing::info!(decision = %String::from_utf8_lossy(&bytes), "scaling decision");
         Ok(json!({ "decision": record, "errors": errors }))
     }

@@ -5,7 +5,9 @@
 //!   Serverless and the Spark job, on the embedded default ([`replay::InProcess`]) or live;
 //! * [`bridge`]: the Kafka event-source bridge, which plays Lambda's MSK event-source mapping (and
 //!   OpenFaaS's kafka-connector) for local stacks: batches, at-least-once commits, a dead-letter
-//!   topic, and the schedules.
+//!   topic, and the schedules;
+//! * [`live`]: the handlers on their real backends behind the bridge (`sparkpilot bridge`), and the
+//!   live control plane of `sparkpilot replay --live`.
 //!
 //! ```
 //! use pipeline::replay::{replay_embedded, ReplayOptions};
@@ -19,6 +21,7 @@
 pub mod bridge;
 mod error;
 pub mod gateways;
+pub mod live;
 pub mod replay;
 
 pub use error::PipelineError;

@@ -373,8 +373,11 @@ impl InProcessBus {
 #[async_trait]
 impl Publisher for InProcessBus {
     async fn publish(&self, topic: &str, key: &str, payload: &[u8]) -> PortResult<()> {
-        // Stamped when scaling-decision reads it (the next interval), like a record waiting in Kafka.
         self.append(topic, Some(key), payload.to_vec(), 0.0);
+        Ok(())
+    }
+    async fn publish_at(&self, topic: &str, key: &str, payload: &[u8], time_s: f64) -> PortResult<()> {
+        self.append(topic, Some(key), payload.to_vec(), time_s);
         Ok(())
     }
 }
@@ -437,9 +440,6 @@ impl ControlPlane for InProcess {
         }
         let metrics = serde_json::to_vec(&inputs.metrics).map_err(|e| PipelineError::Config(format!("spark metrics: {e}")))?;
         let mut batch = self.bus.drain(&topics.scaling_requests);
-        for m in &mut batch {
-            m.timestamp_ms = (inputs.time_s * 1_000.0) as i64;
-        }
         self.bus.append(&topics.spark_metrics, Some("job"), metrics, inputs.time_s);
         batch.extend(self.bus.drain(&topics.spark_metrics));
         let out = self.invoke("scaling-decision", Trigger::Kafka(batch)).await?;

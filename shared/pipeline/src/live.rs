@@ -1,0 +1,338 @@
+//! The live stack: the handlers on their real backends (Redis, Kafka, EMR Serverless, S3), fed by the
+//! event-source bridge, as `sparkpilot bridge` runs them and as `sparkpilot replay --live` drives them.
+
+use crate::bridge::{create_topics, Bridge, BridgeConfig, Route, Schedule};
+use crate::replay::{ControlPlane, IntervalInputs, IntervalResult};
+use crate::PipelineError;
+use adapters::{EmrServerless, KafkaPublisher, RedisStore, S3Store};
+use async_trait::async_trait;
+use control::ScalingAction;
+use handlers::memory::{DirStore, MemoryHotTier};
+use handlers::ports::EmrControl;
+use handlers::{Backends, DecisionRecord, Handler, HandlerError, Settings, Topics, Trigger};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use serde_json::{json, Value};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+
+/// The deployment's triggers (template.yaml, stack.yml): topics to functions.
+pub fn standard_routes(topics: &Topics, functions: &HashMap<&'static str, Arc<dyn Handler>>) -> Result<Vec<Route>, PipelineError> {
+    let get = |name: &str| functions.get(name).cloned().ok_or_else(|| PipelineError::Config(format!("no handler for {name}")));
+    Ok(vec![
+        Route { topic: topics.iot_metadata.clone(), function: get("burst-signal")? },
+        Route { topic: topics.scaling_requests.clone(), function: get("scaling-decision")? },
+        Route { topic: topics.spark_metrics.clone(), function: get("scaling-decision")? },
+    ])
+}
+
+/// The deployment's schedules: meta-weights every 5 minutes, prewarmer and scaling-decision every
+/// minute.
+pub fn standard_schedules(functions: &HashMap<&'static str, Arc<dyn Handler>>) -> Vec<Schedule> {
+    [("meta-weights", 300), ("prewarmer", 60), ("scaling-decision", 60)]
+        .into_iter()
+        .filter_map(|(name, s)| functions.get(name).map(|f| Schedule { every: Duration::from_secs(s), function: f.clone() }))
+        .collect()
+}
+
+/// A handler wrapper that counts what it handled, per topic, and keeps its last output.
+pub struct Observed {
+    inner: Arc<dyn Handler>,
+    handled: Mutex<HashMap<String, u64>>,
+    last: Mutex<Option<Value>>,
+    calls: AtomicU64,
+}
+
+impl Observed {
+    pub fn new(inner: Arc<dyn Handler>) -> Arc<Self> {
+        Arc::new(Self { inner, handled: Mutex::new(HashMap::new()), last: Mutex::new(None), calls: AtomicU64::new(0) })
+    }
+    /// Records of `topic` handled so far.
+    pub fn handled(&self, topic: &str) -> u64 {
+        self.handled.lock().unwrap_or_else(|p| p.into_inner()).get(topic).copied().unwrap_or(0)
+    }
+    pub fn last(&self) -> Option<Value> {
+        self.last.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+    pub fn calls(&self) -> u64 {
+        self.calls.load(Ordering::Relaxed)
+    }
+}
+
+#[async_trait]
+impl Handler for Observed {
+    fn name(&self) -> &'static str {
+        self.inner.name()
+    }
+    async fn handle(&self, trigger: Trigger) -> Result<Value, HandlerError> {
+        let counts: Vec<(String, u64)> = match &trigger {
+            Trigger::Kafka(records) => {
+                let mut m: BTreeMap<&str, u64> = BTreeMap::new();
+                for r in records {
+                    *m.entry(r.topic.as_str()).or_default() += 1;
+                }
+                m.into_iter().map(|(t, n)| (t.to_string(), n)).collect()
+            }
+            _ => Vec::new(),
+        };
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        let out = self.inner.handle(trigger).await?;
+        *self.last.lock().unwrap_or_else(|p| p.into_inner()) = Some(out.clone());
+        let mut handled = self.handled.lock().unwrap_or_else(|p| p.into_inner());
+        for (t, n) in counts {
+            *handled.entry(t).or_default() += n;
+        }
+        Ok(out)
+    }
+}
+
+/// Where the live stack is (the variables `infra/services env` prints).
+#[derive(Debug, Clone)]
+pub struct Endpoints {
+    pub kafka_brokers: String,
+    pub redis_url: String,
+}
+
+impl Endpoints {
+    /// From `KAFKA_BROKERS` and `REDIS_URL`; AWS clients read `AWS_ENDPOINT_URL` themselves.
+    pub fn from_env() -> Result<Self, PipelineError> {
+        let need = |k: &str| std::env::var(k).ok().filter(|v| !v.trim().is_empty()).ok_or_else(|| PipelineError::Config(format!("{k} is not set: start the local stack (eval \"$(infra/services start)\")")));
+        Ok(Self { kafka_brokers: need("KAFKA_BROKERS")?, redis_url: need("REDIS_URL")? })
+    }
+}
+
+/// The live control plane of a replay: records go through Kafka and the bridge to handlers on Redis,
+/// Kafka, EMR Serverless and S3 (moto on a local stack). Each run gets its own topics, key prefix,
+/// consumer group, application (STOPPED, so that capacity updates apply, at the episode's opening
+/// capacity) and bucket. ElastiCache stays in memory: the emulator lacks shard configuration.
+pub struct LivePlane {
+    settings: Settings,
+    producer: FutureProducer,
+    burst: Arc<Observed>,
+    decision: Arc<Observed>,
+    direct: HashMap<&'static str, Arc<dyn Handler>>,
+    emr: Arc<EmrServerless>,
+    stop: watch::Sender<bool>,
+    bridge: tokio::task::JoinHandle<Result<(), PipelineError>>,
+    produced_control: u64,
+    expected_requests: u64,
+    invocations: BTreeMap<String, usize>,
+    record_errors: usize,
+    timeout: Duration,
+    pub application_id: String,
+}
+
+impl LivePlane {
+    pub async fn connect(endpoints: &Endpoints, settings: &Settings, start: &ScalingAction, tag: &str) -> Result<Self, PipelineError> {
+        let mut settings = settings.clone();
+        settings.topics = Topics {
+            scaling_requests: format!("scaling-requests-{tag}"),
+            scaling_decisions: format!("scaling-decisions-{tag}"),
+            spark_metrics: format!("spark-metrics-{tag}"),
+            iot_metadata: format!("iot-metadata-{tag}"),
+        };
+        settings.key_prefix = format!("replay-{tag}");
+        let dlq = format!("sparkpilot-dlq-{tag}");
+        let t = &settings.topics;
+        create_topics(&endpoints.kafka_brokers, &[&t.iot_metadata, &t.scaling_requests, &t.spark_metrics, &t.scaling_decisions, &dlq]).await?;
+        let conf = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+        let emr_client = aws_sdk_emrserverless::Client::new(&conf);
+        let application_id = create_application(&emr_client, start, settings.vcpu_per_executor, tag).await?;
+        let mut s3 = aws_sdk_s3::config::Builder::from(&conf);
+        if std::env::var_os("AWS_ENDPOINT_URL").is_some() {
+            s3 = s3.force_path_style(true);
+        }
+        let s3 = aws_sdk_s3::Client::from_conf(s3.build());
+        let bucket = format!("sparkpilot-replay-{tag}").to_lowercase();
+        s3.create_bucket().bucket(&bucket).send().await.map_err(|e| PipelineError::Protocol(format!("CreateBucket {bucket}: {}", aws_sdk_s3::error::DisplayErrorContext(e))))?;
+        let fast = [("linger.ms".to_string(), "0".to_string())];
+        let emr = Arc::new(EmrServerless::new(emr_client, &application_id));
+        let nvme = std::env::temp_dir().join(format!("sparkpilot-nvme-{tag}"));
+        let backends = Backends {
+            store: Arc::new(RedisStore::connect(&endpoints.redis_url).await.map_err(|e| PipelineError::Config(e.to_string()))?),
+            publisher: Arc::new(KafkaPublisher::new(&endpoints.kafka_brokers, &fast).map_err(|e| PipelineError::Kafka(e.to_string()))?),
+            emr: emr.clone(),
+            hot_tier: Arc::new(MemoryHotTier::default()),
+            objects: Arc::new(S3Store::new(s3, &bucket)),
+            nvme: Arc::new(DirStore::new(&nvme).map_err(|e| PipelineError::Config(e.to_string()))?),
+        };
+        let mut direct = HashMap::new();
+        for name in handlers::FUNCTIONS {
+            direct.insert(name, handlers::build(name, &settings, &backends)?);
+        }
+        let burst = Observed::new(direct["burst-signal"].clone());
+        let decision = Observed::new(direct["scaling-decision"].clone());
+        let config = BridgeConfig {
+            brokers: endpoints.kafka_brokers.clone(),
+            group_id: format!("sparkpilot-replay-{tag}"),
+            batch_size: 10_000,
+            batch_window: Duration::from_millis(5),
+            dead_letter_topic: dlq,
+            extra: vec![("session.timeout.ms".into(), "6000".into()), ("fetch.wait.max.ms".into(), "1".into())],
+            ..BridgeConfig::default()
+        };
+        let routes = vec![
+            Route { topic: t.iot_metadata.clone(), function: burst.clone() },
+            Route { topic: t.scaling_requests.clone(), function: decision.clone() },
+            Route { topic: t.spark_metrics.clone(), function: decision.clone() },
+        ];
+        // The schedules are driven in simulated time by the replay, not by the bridge's clock.
+        let bridge = Arc::new(Bridge::new(config, routes, vec![])?);
+        let (stop, stopped) = watch::channel(false);
+        let task = {
+            let b = bridge.clone();
+            tokio::spawn(async move { b.run(stopped).await })
+        };
+        let producer: FutureProducer = rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", &endpoints.kafka_brokers)
+            .set("linger.ms", "2")
+            .create()
+            .map_err(|e| PipelineError::Kafka(format!("producer for {}: {e}", endpoints.kafka_brokers)))?;
+        Ok(Self {
+            settings,
+            producer,
+            burst,
+            decision,
+            direct,
+            emr,
+            stop,
+            bridge: task,
+            produced_control: 0,
+            expected_requests: 0,
+            invocations: BTreeMap::new(),
+            record_errors: 0,
+            timeout: Duration::from_secs(60),
+            application_id,
+        })
+    }
+
+    async fn produce(&self, topic: &str, key: &str, payload: &[u8], time_s: f64) -> Result<(), PipelineError> {
+        self.producer
+            .send(FutureRecord::to(topic).key(key).payload(payload).timestamp((time_s * 1_000.0) as i64), Duration::from_secs(5))
+            .await
+            .map(|_| ())
+            .map_err(|(e, _)| PipelineError::Kafka(format!("produce to {topic}: {e}")))
+    }
+
+    async fn invoke(&mut self, name: &'static str, trigger: Trigger) -> Result<Value, PipelineError> {
+        let h = self.direct.get(name).cloned().ok_or_else(|| PipelineError::Config(format!("no handler {name}")))?;
+        *self.invocations.entry(name.to_string()).or_default() += 1;
+        let out = h.handle(trigger).await.map_err(|source| PipelineError::Handler { function: name, source })?;
+        self.record_errors += out.get("errors").and_then(|e| e.as_array()).map_or(0, |a| a.len());
+        Ok(out)
+    }
+
+    async fn wait(&self, what: &str, done: impl Fn() -> bool) -> Result<(), PipelineError> {
+        let start = Instant::now();
+        while !done() {
+            if start.elapsed() > self.timeout {
+                return Err(PipelineError::Timeout(format!("{what} after {:?}", self.timeout)));
+            }
+            tokio::time::sleep(Duration::from_micros(500)).await;
+        }
+        Ok(())
+    }
+
+    /// Stop the bridge.
+    pub async fn shutdown(self) -> Result<(), PipelineError> {
+        let _ = self.stop.send(true);
+        self.bridge.await.map_err(|e| PipelineError::Protocol(format!("bridge task: {e}")))?
+    }
+}
+
+#[async_trait]
+impl ControlPlane for LivePlane {
+    async fn step(&mut self, inputs: IntervalInputs) -> Result<IntervalResult, PipelineError> {
+        let topics = self.settings.topics.clone();
+        if let Some(ctx) = inputs.context {
+            self.invoke("meta-weights", Trigger::Direct(ctx)).await?;
+        }
+        if !inputs.control.is_empty() {
+            let payloads: Vec<(String, Vec<u8>, f64)> =
+                inputs.control.iter().map(|r| (r.edge_id.clone(), serde_json::to_vec(r).unwrap_or_default(), r.timestamp)).collect();
+            let sends: Vec<_> = payloads
+                .iter()
+                .map(|(k, v, ts)| self.producer.send_result(FutureRecord::to(&topics.iot_metadata).key(k).payload(v).timestamp((ts * 1_000.0) as i64)))
+                .collect::<Result<_, _>>()
+                .map_err(|(e, _)| PipelineError::Kafka(format!("produce to {}: {e}", topics.iot_metadata)))?;
+            for s in sends {
+                s.await.map_err(|_| PipelineError::Kafka("producer dropped".into()))?.map_err(|(e, _)| PipelineError::Kafka(format!("produce to {}: {e}", topics.iot_metadata)))?;
+            }
+            self.produced_control += payloads.len() as u64;
+            let want = self.produced_control;
+            let burst = self.burst.clone();
+            self.wait("burst-signal handling the interval's control messages", || burst.handled(&topics.iot_metadata) >= want).await?;
+            // A changed cluster state was published to scaling-requests: let scaling-decision take
+            // it before this interval's metrics, as the in-process plane does.
+            if self.burst.last().is_some_and(|o| o["changed"] == true) {
+                self.expected_requests += 1;
+                let want = self.expected_requests;
+                let decision = self.decision.clone();
+                self.wait("scaling-decision handling a scaling request", || decision.handled(&topics.scaling_requests) >= want).await?;
+            }
+        }
+        for f in &inputs.schedules {
+            self.invoke(f, Trigger::Schedule { time_s: inputs.time_s }).await?;
+        }
+        if !inputs.manifests.is_empty() {
+            self.invoke("shuffle-router", Trigger::Direct(json!({ "blocks": inputs.manifests }))).await?;
+        }
+        let metrics = serde_json::to_vec(&inputs.metrics).map_err(|e| PipelineError::Config(format!("spark metrics: {e}")))?;
+        let want = self.decision.handled(&topics.spark_metrics) + 1;
+        self.produce(&topics.spark_metrics, "job", &metrics, inputs.time_s).await?;
+        let decision = self.decision.clone();
+        self.wait("scaling-decision handling the interval's spark-metrics", || decision.handled(&topics.spark_metrics) >= want).await?;
+        let out = self.decision.last().ok_or_else(|| PipelineError::Protocol("scaling-decision returned nothing".into()))?;
+        let decision: DecisionRecord = serde_json::from_value(out["decision"].clone()).map_err(|e| PipelineError::Protocol(format!("scaling-decision's result has no decision: {e}")))?;
+        let application = self.emr.get_application().await.map_err(|e| PipelineError::Protocol(e.to_string()))?;
+        Ok(IntervalResult { decision, application })
+    }
+
+    fn invocations(&self) -> BTreeMap<String, usize> {
+        // The bridge invokes these two; the rest are invoked directly, on their schedules.
+        let mut all = self.invocations.clone();
+        all.insert("burst-signal".into(), self.burst.calls() as usize);
+        all.insert("scaling-decision".into(), self.decision.calls() as usize);
+        all
+    }
+
+    fn record_errors(&self) -> usize {
+        self.record_errors
+    }
+}
+
+/// A STOPPED application at the episode's opening capacity, so that scaling-decision can update it.
+async fn create_application(client: &aws_sdk_emrserverless::Client, start: &ScalingAction, vcpu: u32, tag: &str) -> Result<String, PipelineError> {
+    use aws_sdk_emrserverless::types::MaximumAllowedResources;
+    let err = |op: &str, e: String| PipelineError::Protocol(format!("EMR Serverless {op}: {e}"));
+    let max = MaximumAllowedResources::builder()
+        .cpu(format!("{} vCPU", start.executors * vcpu))
+        .memory(format!("{} GB", start.executors * start.memory_gb))
+        .build()
+        .map_err(|e| err("CreateApplication", e.to_string()))?;
+    let out = client
+        .create_application()
+        .name(format!("sparkpilot-replay-{tag}"))
+        .release_label("emr-7.5.0")
+        .r#type("SPARK")
+        .maximum_capacity(max)
+        .send()
+        .await
+        .map_err(|e| err("CreateApplication", aws_sdk_emrserverless::error::DisplayErrorContext(e).to_string()))?;
+    let id = out.application_id().to_string();
+    client.stop_application().application_id(&id).send().await.map_err(|e| err("StopApplication", aws_sdk_emrserverless::error::DisplayErrorContext(e).to_string()))?;
+    Ok(id)
+}
+
+/// Replay `trace` on the live stack at `endpoints`.
+pub async fn replay_live(arena: &sim::Arena, trace: &traces::Trace, seed: u64, options: &crate::replay::ReplayOptions, endpoints: &Endpoints) -> Result<crate::replay::ReplayReport, PipelineError> {
+    let settings = crate::replay::replay_settings(arena, options.scenario);
+    let start = sim::Episode::new(arena, trace, seed)?.action();
+    let tag = format!("{}-{}", std::process::id(), std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or(0));
+    let mut plane = LivePlane::connect(endpoints, &settings, &start, &tag).await?;
+    let result = crate::replay::run(arena, trace, seed, options, &settings, &mut plane).await;
+    plane.shutdown().await?;
+    result
+}
