@@ -73,6 +73,7 @@ fn topics(tag: &str) -> Topics {
 /// 5 ms). Override with FETCH_WAIT_MS.
 fn fast() -> Vec<(String, String)> {
     let wait = std::env::var("FETCH_WAIT_MS").unwrap_or_else(|_| "0".into());
+    // (socket.nagle.disable=true was tried too: no difference on loopback.)
     vec![("session.timeout.ms".into(), "6000".into()), ("fetch.wait.max.ms".into(), wait), ("linger.ms".into(), "0".into())]
 }
 
@@ -89,7 +90,7 @@ async fn latency(brokers: &str, emr: Arc<dyn EmrControl>, label: &str) {
     let redis = Arc::new(RedisStore::connect(&service_env("REDIS_URL")).await.unwrap());
     let backends = Backends {
         store: redis,
-        publisher: Arc::new(KafkaPublisher::new(brokers, &[("linger.ms".into(), "0".into())]).unwrap()),
+        publisher: Arc::new(KafkaPublisher::new(brokers, &fast().into_iter().filter(|(k, _)| k == "linger.ms" || k.starts_with("socket")).collect::<Vec<_>>()).unwrap()),
         emr,
         hot_tier: Arc::new(MemoryHotTier::default()),
         objects: Arc::new(MemoryObjectStore::default()),
@@ -115,7 +116,12 @@ async fn latency(brokers: &str, emr: Arc<dyn EmrControl>, label: &str) {
     }
     let decisions: StreamConsumer = cc.create().unwrap();
     decisions.subscribe(&[&t.scaling_decisions]).unwrap();
-    let producer: FutureProducer = rdkafka::ClientConfig::new().set("bootstrap.servers", brokers).set("linger.ms", "0").create().unwrap();
+    let mut pc = rdkafka::ClientConfig::new();
+    pc.set("bootstrap.servers", brokers);
+    for (k, v) in fast().into_iter().filter(|(k, _)| k == "linger.ms" || k.starts_with("socket")) {
+        pc.set(k, v);
+    }
+    let producer: FutureProducer = pc.create().unwrap();
     let mut samples = Vec::with_capacity(PROBES);
     let mut recorded = Vec::with_capacity(PROBES);
     let mut done = decision.done.subscribe();

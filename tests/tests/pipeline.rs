@@ -163,7 +163,7 @@ async fn a_step_burst_through_kafka_scales_emr_once_per_batch_and_dead_letters_a
     assert_eq!(accepted as usize, good, "each good control message applied once");
     assert!(burst_out.iter().any(|o| o["burst"] == true), "the cluster burst was raised");
     // Every scaling-decision batch came twice; the second was recognised and did nothing.
-    wait_until(Duration::from_secs(10), "the decisions settle", || async { decision.outputs().len() % 2 == 0 && !decision.outputs().is_empty() }).await;
+    wait_until(Duration::from_secs(10), "the decisions settle", || async { decision.outputs().len().is_multiple_of(2) && !decision.outputs().is_empty() }).await;
     let outs = decision.outputs();
     let duplicates = outs.iter().filter(|o| o["duplicate"] == true).count();
     let decided: Vec<&Value> = outs.iter().filter(|o| o.get("decision").is_some()).collect();
@@ -288,4 +288,51 @@ async fn the_live_replay_scores_exactly_as_the_embedded_one() {
     for f in handlers::FUNCTIONS {
         assert!(live.invocations.get(f).copied().unwrap_or(0) > 0, "{f} never ran live: {:?}", live.invocations);
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_bridge_resumes_after_the_last_handled_batch() {
+    let brokers = service_env("KAFKA_BROKERS");
+    let tag = unique("resume");
+    let (topic, dlq, group) = (format!("work-{tag}"), format!("dlq-{tag}"), unique("group"));
+    pipeline::bridge::create_topics(&brokers, &[&topic, &dlq]).await.unwrap();
+    let producer: FutureProducer = rdkafka::ClientConfig::new().set("bootstrap.servers", &brokers).create().unwrap();
+    let produce = |from: usize, to: usize| {
+        let (producer, topic) = (producer.clone(), topic.clone());
+        async move {
+            for i in from..to {
+                producer.send(FutureRecord::<(), _>::to(&topic).payload(format!("r{i}").as_bytes()), Duration::from_secs(5)).await.unwrap();
+            }
+        }
+    };
+    let run = |expect: u64| {
+        let (brokers, topic, dlq, group) = (brokers.clone(), topic.clone(), dlq.clone(), group.clone());
+        async move {
+            let handler = Recording::new(Arc::new(FailsOn(b"never")));
+            let config = BridgeConfig { brokers, group_id: group, batch_size: 4, batch_window: Duration::from_millis(20), dead_letter_topic: dlq, extra: vec![("session.timeout.ms".into(), "6000".into())], ..BridgeConfig::default() };
+            let bridge = Arc::new(Bridge::new(config, vec![Route { topic, function: handler.clone() }], vec![]).unwrap());
+            let (stop, stopped) = tokio::sync::watch::channel(false);
+            let task = {
+                let b = bridge.clone();
+                tokio::spawn(async move { b.run(stopped).await })
+            };
+            let h = handler.clone();
+            wait_until(Duration::from_secs(30), "the records handled", || {
+                let h = h.clone();
+                async move { h.outputs().iter().map(|o| o["handled"].as_array().unwrap().len() as u64).sum::<u64>() >= expect }
+            })
+            .await;
+            // Nothing more arrives: what was committed is not handed over again.
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            stop.send(true).unwrap();
+            task.await.unwrap().unwrap();
+            handler.outputs().iter().flat_map(|o| o["handled"].as_array().unwrap().iter().map(|x| x.as_i64().unwrap()).collect::<Vec<_>>()).collect::<Vec<i64>>()
+        }
+    };
+    produce(0, 10).await;
+    let first = run(10).await;
+    assert_eq!(first, (0..10).collect::<Vec<i64>>());
+    produce(10, 15).await;
+    let second = run(5).await;
+    assert_eq!(second, (10..15).collect::<Vec<i64>>(), "the restarted bridge starts after the committed offsets");
 }

@@ -105,6 +105,8 @@ pub struct Bridge {
     routes: HashMap<String, Arc<dyn Handler>>,
     schedules: Vec<Schedule>,
     pub stats: Arc<BridgeStats>,
+    /// Next offset per topic and partition, as last committed (asynchronously).
+    committed: std::sync::Mutex<BTreeMap<(String, i64), i64>>,
 }
 
 fn client_config(config: &BridgeConfig) -> ClientConfig {
@@ -145,7 +147,7 @@ impl Bridge {
         pc.set("message.timeout.ms", "5000").set("linger.ms", "1");
         let producer: FutureProducer = pc.create().map_err(|e| PipelineError::Kafka(format!("dead-letter producer for {}: {e}", config.brokers)))?;
         let routes = routes.into_iter().map(|r| (r.topic, r.function)).collect();
-        Ok(Self { config, consumer, producer, routes, schedules, stats: Arc::new(BridgeStats::default()) })
+        Ok(Self { config, consumer, producer, routes, schedules, stats: Arc::new(BridgeStats::default()), committed: Default::default() })
     }
 
     /// Run until `stop` turns true. Schedules run as their own tasks on the current runtime.
@@ -183,6 +185,21 @@ impl Bridge {
     }
 
     async fn consume(&self, stop: &mut watch::Receiver<bool>) -> Result<(), PipelineError> {
+        let result = self.consume_until_stopped(stop).await;
+        // The commits were sent without waiting; make sure the last ones reached the broker.
+        let mut tpl = TopicPartitionList::new();
+        for ((topic, p), o) in self.committed.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+            let _ = tpl.add_partition_offset(topic, *p as i32, Offset::Offset(*o));
+        }
+        if tpl.count() > 0 {
+            if let Err(e) = self.consumer.commit(&tpl, CommitMode::Sync) {
+                tracing::warn!(error = %e, "final commit failed; the last batches will be redelivered");
+            }
+        }
+        result
+    }
+
+    async fn consume_until_stopped(&self, stop: &mut watch::Receiver<bool>) -> Result<(), PipelineError> {
         // Per function: records waiting, and when the oldest arrived.
         let mut pending: BTreeMap<String, (Instant, Vec<KafkaMessage>)> = BTreeMap::new();
         loop {
@@ -245,8 +262,12 @@ impl Bridge {
         }
         for (p, o) in next {
             tpl.add_partition_offset(topic, p as i32, Offset::Offset(o)).map_err(|e| PipelineError::Kafka(format!("commit list: {e}")))?;
+            self.committed.lock().unwrap_or_else(|e| e.into_inner()).insert((topic.to_string(), p), o);
         }
-        self.consumer.commit(&tpl, CommitMode::Sync).map_err(|e| PipelineError::Kafka(format!("commit {topic}: {e}")))?;
+        // Sent after the batch is handled, not awaited: waiting for the broker's answer would hold
+        // the next batch back a round trip, and a commit that is lost only means a redelivery,
+        // which the handlers recognise.
+        self.consumer.commit(&tpl, CommitMode::Async).map_err(|e| PipelineError::Kafka(format!("commit {topic}: {e}")))?;
         self.stats.commits.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }

@@ -252,11 +252,11 @@ impl ControlPlane for LivePlane {
         if !inputs.control.is_empty() {
             let payloads: Vec<(String, Vec<u8>, f64)> =
                 inputs.control.iter().map(|r| (r.edge_id.clone(), serde_json::to_vec(r).unwrap_or_default(), r.timestamp)).collect();
-            let sends: Vec<_> = payloads
-                .iter()
-                .map(|(k, v, ts)| self.producer.send_result(FutureRecord::to(&topics.iot_metadata).key(k).payload(v).timestamp((ts * 1_000.0) as i64)))
-                .collect::<Result<_, _>>()
-                .map_err(|(e, _)| PipelineError::Kafka(format!("produce to {}: {e}", topics.iot_metadata)))?;
+            let mut sends = Vec::with_capacity(payloads.len());
+            for (k, v, ts) in &payloads {
+                let record = FutureRecord::to(&topics.iot_metadata).key(k).payload(v).timestamp((ts * 1_000.0) as i64);
+                sends.push(self.producer.send_result(record).map_err(|(e, _)| PipelineError::Kafka(format!("produce to {}: {e}", topics.iot_metadata)))?);
+            }
             for s in sends {
                 s.await.map_err(|_| PipelineError::Kafka("producer dropped".into()))?.map_err(|(e, _)| PipelineError::Kafka(format!("produce to {}: {e}", topics.iot_metadata)))?;
             }

@@ -57,12 +57,14 @@ impl Default for ReplayOptions {
 
 /// The handler settings a replay runs with: the arena's executor size, maximum and SLA.
 pub fn replay_settings(arena: &Arena, scenario: Scenario) -> Settings {
-    let mut s = Settings::default();
-    s.vcpu_per_executor = arena.config.vcpu_per_executor.round().max(1.0) as u32;
-    s.guardrails.max_executors = arena.config.max_executors.max(1);
-    s.sla_ms = arena.config.sla_ms;
-    s.scenario = scenario;
-    s
+    let defaults = Settings::default();
+    Settings {
+        vcpu_per_executor: arena.config.vcpu_per_executor.round().max(1.0) as u32,
+        guardrails: control::GuardrailConfig { max_executors: arena.config.max_executors.max(1), ..defaults.guardrails },
+        sla_ms: arena.config.sla_ms,
+        scenario,
+        ..defaults
+    }
 }
 
 /// One interval's traffic, as the gateways and the simulated job produce it.
