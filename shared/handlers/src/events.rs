@@ -10,7 +10,8 @@ use serde::Serialize;
 /// One Kafka record. `value` is `None` for a tombstone (null value), `Err` when it was not base64.
 #[derive(Debug, Clone, PartialEq)]
 pub struct KafkaMessage {
-    pub topic: String,
+    /// Shared by the records of a batch: one allocation per topic, not per record.
+    pub topic: std::sync::Arc<str>,
     pub partition: i64,
     pub offset: i64,
     pub timestamp_ms: i64,
@@ -21,7 +22,7 @@ pub struct KafkaMessage {
 impl KafkaMessage {
     /// Where the record came from, for error reports.
     pub fn locator(&self) -> RecordRef {
-        RecordRef { topic: self.topic.clone(), partition: self.partition, offset: self.offset }
+        RecordRef { topic: self.topic.to_string(), partition: self.partition, offset: self.offset }
     }
 }
 
@@ -95,11 +96,14 @@ struct LeanKafkaRecord<'a> {
     value: Option<std::borrow::Cow<'a, str>>,
 }
 
-/// Enough of a payload to tell what invoked the function.
+/// A payload read once: what invoked the function and, for a Kafka batch, its records. Parsing a
+/// large batch is most of a burst-signal invocation's decoding, so it must not be parsed twice.
 #[derive(serde::Deserialize)]
-struct Probe<'a> {
+struct LeanEnvelope<'a> {
     #[serde(rename = "eventSource", borrow, default)]
     event_source: Option<std::borrow::Cow<'a, str>>,
+    #[serde(borrow, default)]
+    records: Option<std::collections::HashMap<std::borrow::Cow<'a, str>, Vec<LeanKafkaRecord<'a>>>>,
 }
 
 fn is_kafka_source(source: &str) -> bool {
@@ -118,10 +122,15 @@ fn kafka_messages(event: LeanKafkaEvent<'_>) -> Vec<KafkaMessage> {
         .collect();
     batches.sort_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
     let mut out = Vec::with_capacity(batches.iter().map(|b| b.2.len()).sum());
+    let mut topic: std::sync::Arc<str> = std::sync::Arc::from("");
     for (_, _, records) in batches {
         for r in records {
+            let name = r.topic.as_deref().unwrap_or_default();
+            if *topic != *name {
+                topic = std::sync::Arc::from(name);
+            }
             out.push(KafkaMessage {
-                topic: r.topic.map(|t| t.into_owned()).unwrap_or_default(),
+                topic: topic.clone(),
                 partition: r.partition,
                 offset: r.offset,
                 timestamp_ms: r.timestamp,
@@ -135,12 +144,20 @@ fn kafka_messages(event: LeanKafkaEvent<'_>) -> Vec<KafkaMessage> {
 
 /// Decode a Lambda invocation payload from its bytes (the function binaries' path).
 pub fn decode_lambda_bytes(bytes: &[u8]) -> Result<Trigger, HandlerError> {
-    let probe: Probe = serde_json::from_slice(bytes).map_err(|e| HandlerError::BadEvent(format!("payload is not a JSON object: {e}")))?;
-    if probe.event_source.as_deref().is_some_and(is_kafka_source) {
-        let event: LeanKafkaEvent = serde_json::from_slice(bytes).map_err(|e| HandlerError::BadEvent(format!("Kafka event: {e}")))?;
-        return Ok(Trigger::Kafka(kafka_messages(event)));
-    }
+    let lean_error = match serde_json::from_slice::<LeanEnvelope>(bytes) {
+        Ok(env) if env.event_source.as_deref().is_some_and(is_kafka_source) => {
+            return Ok(Trigger::Kafka(kafka_messages(LeanKafkaEvent { records: env.records.unwrap_or_default() })));
+        }
+        Ok(_) => None,
+        // Not a Kafka batch's shape (a direct call may carry its own `records`), or not JSON.
+        Err(e) => Some(e),
+    };
     let value: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| HandlerError::BadEvent(format!("payload is not JSON: {e}")))?;
+    if let Some(e) = lean_error {
+        if value.get("eventSource").and_then(|v| v.as_str()).is_some_and(is_kafka_source) {
+            return Err(HandlerError::BadEvent(format!("Kafka event: {e}")));
+        }
+    }
     decode_lambda(value)
 }
 
@@ -167,7 +184,7 @@ pub fn decode_http(header: impl Fn(&str) -> Option<String>, body: &[u8], now_s: 
     if let Some(topic) = header("x-topic") {
         let num = |name: &str| header(name).and_then(|v| v.trim().parse::<i64>().ok()).unwrap_or(-1);
         return Ok(Trigger::Kafka(vec![KafkaMessage {
-            topic,
+            topic: topic.into(),
             partition: num("x-kafka-partition"),
             offset: num("x-kafka-offset"),
             timestamp_ms: (now_s * 1_000.0) as i64,
@@ -196,6 +213,26 @@ pub fn now_s() -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bytes_decoding_parses_once_and_still_tells_the_event_kinds_apart() {
+        // A direct call carrying its own `records` list is not a Kafka batch.
+        let direct = br#"{"records": [{"edge_id": "e1", "timestamp": 1.0, "rate": 5.0}]}"#;
+        assert!(matches!(decode_lambda_bytes(direct).unwrap(), Trigger::Direct(_)));
+        // A Kafka batch whose records have the wrong shape is a Kafka error, not a direct call.
+        let bad = br#"{"eventSource": "aws:kafka", "records": {"t-0": [{"partition": "zero"}]}}"#;
+        let err = decode_lambda_bytes(bad).unwrap_err().to_string();
+        assert!(err.contains("Kafka event"), "{err}");
+        // Not JSON at all.
+        assert!(decode_lambda_bytes(b"{not json").unwrap_err().to_string().contains("not JSON"));
+        // Records of one topic share one topic allocation.
+        let ok = br#"{"eventSource": "aws:kafka", "records": {"t-0": [{"topic": "t", "partition": 0, "offset": 1, "value": "e30="}, {"topic": "t", "partition": 0, "offset": 2, "value": null}]}}"#;
+        let Trigger::Kafka(records) = decode_lambda_bytes(ok).unwrap() else { panic!("a Kafka batch") };
+        assert_eq!(records.len(), 2);
+        assert!(std::sync::Arc::ptr_eq(&records[0].topic, &records[1].topic));
+        assert_eq!(records[0].value, Some(Ok(b"{}".to_vec())));
+        assert_eq!(records[1].value, None);
+    }
     use serde_json::json;
 
     #[test]
@@ -243,7 +280,7 @@ mod tests {
                         Ok(b) => base64::engine::general_purpose::STANDARD.encode(b),
                         Err(_) => "<bad>".to_string(),
                     });
-                    (m.topic.clone(), m.partition, m.offset, m.timestamp_ms, value)
+                    (m.topic.to_string(), m.partition, m.offset, m.timestamp_ms, value)
                 })
                 .collect();
             assert_eq!(got.len(), expected.len(), "{name}");
@@ -268,7 +305,7 @@ mod tests {
             _ => None,
         };
         let Trigger::Kafka(r) = decode_http(headers, b"{\"a\":1}", 5.0).unwrap() else { panic!() };
-        assert_eq!((r[0].topic.as_str(), r[0].offset, r[0].partition), ("spark-metrics", 12, -1));
+        assert_eq!((&*r[0].topic, r[0].offset, r[0].partition), ("spark-metrics", 12, -1));
         let cron = |h: &str| (h == "x-connector").then(|| "openfaas/cron-connector".to_string());
         assert_eq!(decode_http(cron, b"", 9.0).unwrap(), Trigger::Schedule { time_s: 9.0 });
         let err = decode_http(|_| None, b"{not json", 1.0).unwrap_err();

@@ -216,7 +216,7 @@ impl Handler for ScalingDecision {
             Trigger::Schedule { .. } => "schedule".to_string(),
             Trigger::Direct(_) => "direct".to_string(),
             Trigger::Kafka(records) => {
-                let mut topics: Vec<&str> = records.iter().map(|r| r.topic.as_str()).collect();
+                let mut topics: Vec<&str> = records.iter().map(|r| &*r.topic).collect();
                 topics.sort();
                 topics.dedup();
                 topics.join(",")
@@ -231,7 +231,7 @@ impl Handler for ScalingDecision {
             }
             for m in records {
                 let err = |e: String| RecordError { record: m.locator(), error: e };
-                if m.topic == self.settings.topics.spark_metrics {
+                if *m.topic == *self.settings.topics.spark_metrics {
                     match record_json::<SparkMetrics>(m) {
                         Ok(Some(x)) => match x.invalid_field() {
                             None => new_metrics.push(x),

@@ -212,7 +212,7 @@ impl Bridge {
                 msg = tokio::time::timeout(wait, self.consumer.recv()) => match msg {
                     Ok(Ok(m)) => {
                         let record = KafkaMessage {
-                            topic: m.topic().to_string(),
+                            topic: m.topic().into(),
                             partition: m.partition() as i64,
                             offset: m.offset(),
                             timestamp_ms: m.timestamp().to_millis().unwrap_or(0),
@@ -220,7 +220,7 @@ impl Bridge {
                             value: m.payload().map(|p| Ok(p.to_vec())),
                         };
                         self.stats.records.fetch_add(1, Ordering::Relaxed);
-                        let entry = pending.entry(record.topic.clone()).or_insert_with(|| (Instant::now(), Vec::new()));
+                        let entry = pending.entry(record.topic.to_string()).or_insert_with(|| (Instant::now(), Vec::new()));
                         entry.1.push(record);
                     }
                     Ok(Err(e)) => tracing::warn!(error = %e, "kafka consumer"),
@@ -319,7 +319,7 @@ impl Bridge {
             // RecordError: {"topic", "partition", "offset", "error"}.
             let (Some(p), Some(o)) = (e["partition"].as_i64(), e["offset"].as_i64()) else { continue };
             let topic = e["topic"].as_str().unwrap_or_default();
-            if let Some(r) = batch.iter().find(|r| r.partition == p && r.offset == o && (topic.is_empty() || r.topic == topic)) {
+            if let Some(r) = batch.iter().find(|r| r.partition == p && r.offset == o && (topic.is_empty() || *r.topic == *topic)) {
                 self.dead_letter(function, r, e["error"].as_str().unwrap_or("malformed record"), 1, dead).await?;
             }
         }
@@ -327,14 +327,14 @@ impl Bridge {
     }
 
     async fn dead_letter(&self, function: &str, r: &KafkaMessage, error: &str, attempts: u32, dead: &mut HashSet<(String, i64, i64)>) -> Result<(), PipelineError> {
-        if !dead.insert((r.topic.clone(), r.partition, r.offset)) {
+        if !dead.insert((r.topic.to_string(), r.partition, r.offset)) {
             return Ok(());
         }
         let (partition, offset, attempts) = (r.partition.to_string(), r.offset.to_string(), attempts.to_string());
         let headers = OwnedHeaders::new()
             .insert(Header { key: "x-sparkpilot-error", value: Some(error) })
             .insert(Header { key: "x-sparkpilot-function", value: Some(function) })
-            .insert(Header { key: "x-sparkpilot-source-topic", value: Some(r.topic.as_str()) })
+            .insert(Header { key: "x-sparkpilot-source-topic", value: Some(&*r.topic) })
             .insert(Header { key: "x-sparkpilot-source-partition", value: Some(partition.as_str()) })
             .insert(Header { key: "x-sparkpilot-source-offset", value: Some(offset.as_str()) })
             .insert(Header { key: "x-sparkpilot-attempts", value: Some(attempts.as_str()) });

@@ -71,7 +71,7 @@ impl Handler for Observed {
             Trigger::Kafka(records) => {
                 let mut m: BTreeMap<&str, u64> = BTreeMap::new();
                 for r in records {
-                    *m.entry(r.topic.as_str()).or_default() += 1;
+                    *m.entry(&*r.topic).or_default() += 1;
                 }
                 m.into_iter().map(|(t, n)| (t.to_string(), n)).collect()
             }

@@ -355,7 +355,7 @@ impl InProcessBus {
         let mut topics = self.topics.lock().unwrap_or_else(|p| p.into_inner());
         let (next, queue) = topics.entry(topic.to_string()).or_default();
         queue.push_back(KafkaMessage {
-            topic: topic.to_string(),
+            topic: topic.into(),
             partition: 0,
             offset: *next,
             timestamp_ms: (time_s * 1_000.0) as i64,
