@@ -489,7 +489,7 @@ fn bridge_cmd(config: pipeline::bridge::BridgeConfig, schedules: bool) -> Result
         let schedules = if schedules { pipeline::live::standard_schedules(&functions) } else { Vec::new() };
         let topics: Vec<&str> = routes.iter().map(|r| r.topic.as_str()).chain([config.dead_letter_topic.as_str()]).collect();
         pipeline::bridge::create_topics(&config.brokers, &topics).await?;
-        eprintln!("bridge: {} -> handlers, dead letters to {}, {} schedule(s); Ctrl-C stops", routes.iter().map(|r| format!("{} -> {}", r.topic, r.function.name())).collect::<Vec<_>>().join(", "), config.dead_letter_topic, schedules.len());
+        eprintln!("bridge: routes {}; dead letters to {}; {} schedule(s); Ctrl-C stops", routes.iter().map(|r| format!("{} -> {}", r.topic, r.function.name())).collect::<Vec<_>>().join(", "), config.dead_letter_topic, schedules.len());
         let bridge = pipeline::bridge::Bridge::new(config, routes, schedules)?;
         let (stop, stopped) = tokio::sync::watch::channel(false);
         tokio::spawn(async move {
