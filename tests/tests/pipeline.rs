@@ -345,7 +345,7 @@ async fn the_bridge_command_consumes_hands_over_and_stops_on_interrupt() {
     let tag = unique("cli");
     let topic = format!("iot-metadata-{tag}");
     let producer: FutureProducer = rdkafka::ClientConfig::new().set("bootstrap.servers", &brokers).create().unwrap();
-    let mut child = tokio::process::Command::new(workspace_binary("sparkpilot"))
+    let child = tokio::process::Command::new(workspace_binary("sparkpilot"))
         .args(["bridge", "--no-schedules", "--batch-window-ms", "20", "--group", &unique("cli-group"), "--dead-letter-topic", &format!("dlq-{tag}")])
         .env("KAFKA_BROKERS", &brokers)
         .env("SPARKPILOT_BACKEND", "embedded")
