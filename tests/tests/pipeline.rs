@@ -55,6 +55,19 @@ fn topics(tag: &str) -> Topics {
     }
 }
 
+/// A consumer of the dead-letter topic from its start, in a group of its own.
+fn dead_letter_reader(brokers: &str, dlq: &str) -> StreamConsumer {
+    let consumer: StreamConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", unique("dlq-reader"))
+        .set("auto.offset.reset", "earliest")
+        .set("session.timeout.ms", "6000")
+        .create()
+        .unwrap();
+    consumer.subscribe(&[dlq]).unwrap();
+    consumer
+}
+
 async fn wait_until<F: std::future::Future<Output = bool>>(deadline: Duration, what: &str, mut check: impl FnMut() -> F) -> Duration {
     let start = Instant::now();
     while start.elapsed() < deadline {
@@ -177,14 +190,7 @@ async fn a_step_burst_through_kafka_scales_emr_once_per_batch_and_dead_letters_a
     assert_eq!(cap_now, last_applied * settings.vcpu_per_executor, "the emulator holds the last decision's capacity");
 
     // The poison record is on the dead-letter topic with where it came from and why.
-    let consumer: StreamConsumer = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", &brokers)
-        .set("group.id", unique("dlq-reader"))
-        .set("auto.offset.reset", "earliest")
-        .set("session.timeout.ms", "6000")
-        .create()
-        .unwrap();
-    consumer.subscribe(&[&dlq]).unwrap();
+    let consumer = dead_letter_reader(&brokers, &dlq);
     let m = tokio::time::timeout(Duration::from_secs(20), consumer.recv()).await.expect("a dead letter within 20 s").unwrap();
     assert_eq!(m.payload().unwrap(), b"{\"edge_id\": \"edge-0001\", \"timestamp\": ");
     let h = dead_letter_headers(&m);
@@ -254,15 +260,8 @@ async fn a_record_that_keeps_failing_is_bisected_out_and_dead_lettered_after_n_t
     // 2 tries of the batch of 8, 2 of its half holding the record, 2 of the quarter, 2 alone; the
     // other halves once each.
     assert!(BridgeStats::get(&stats.failed_invocations) == 8, "failed invocations {}", BridgeStats::get(&stats.failed_invocations));
-    let consumer: StreamConsumer = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", &brokers)
-        .set("group.id", unique("dlq-reader"))
-        .set("auto.offset.reset", "earliest")
-        .set("session.timeout.ms", "6000")
-        .create()
-        .unwrap();
-    consumer.subscribe(&[&dlq]).unwrap();
-    let m = tokio::time::timeout(Duration::from_secs(20), consumer.recv()).await.expect("a dead letter").unwrap();
+    let consumer = dead_letter_reader(&brokers, &dlq);
+    let m = tokio::time::timeout(Duration::from_secs(20), consumer.recv()).await.expect("a dead letter within 20 s").unwrap();
     let h = dead_letter_headers(&m);
     assert_eq!((h["x-sparkpilot-attempts"].as_str(), h["x-sparkpilot-source-offset"].as_str()), ("2", "5"));
     assert!(h["x-sparkpilot-error"].contains("simulated downstream failure"));
