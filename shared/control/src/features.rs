@@ -23,8 +23,25 @@ pub const FEATURE_NAMES: [&str; FEATURES] = [
     "alpha",
     "beta",
 ];
-/// Sizes of the policy's four action heads: executors (1..=64), memory level, tier, codec.
-pub const ACTION_DIMS: [usize; 4] = [64, MEMORY_CHOICES_GB.len(), Tier::CHOICES.len(), Compression::CHOICES.len()];
+/// Most executors a scaling policy ever asks for, and the top of its count scale (the arena's
+/// and the deployment's own maximum are applied after, by the guardrails).
+pub const POLICY_MAX_EXECUTORS: u32 = 64;
+
+/// The executor head's levels. Level 0 keeps the executors in force; level k > 0 sizes the cluster at
+/// `EXECUTOR_HEADROOM[k]` times the demand (see [`StateBuilder::demand_executors`]).
+///
+/// Why relative and not an absolute count: an absolute head must learn a separate "right count" for
+/// every load level it meets, and a policy trained on one trace's loads holds a fixed count on the
+/// others. Sizing relative to the observed demand is scale-free: what the policy learns is how much
+/// headroom to carry (more under a burst signal, less when cost weighs more), and that transfers
+/// across trace shapes and load levels.
+pub const EXECUTOR_HEADROOM: [f64; 16] = [0.0, 0.6, 0.75, 0.85, 0.95, 1.0, 1.05, 1.1, 1.15, 1.2, 1.3, 1.4, 1.6, 1.8, 2.2, 3.0];
+
+/// Seconds over which a backlog is to be drained: the demand counts backlog / this as extra load.
+pub const BACKLOG_DRAIN_S: f64 = 10.0;
+
+/// Sizes of the policy's four action heads: executor level, memory level, tier, codec.
+pub const ACTION_DIMS: [usize; 4] = [EXECUTOR_HEADROOM.len(), MEMORY_CHOICES_GB.len(), Tier::CHOICES.len(), Compression::CHOICES.len()];
 
 /// Builds policy features from observations.
 #[derive(Debug, Clone, PartialEq)]
@@ -39,7 +56,42 @@ impl StateBuilder {
     /// policy's executor head (64), not by a deployment's maximum, so a model means the same thing
     /// wherever it runs.
     pub fn for_policy(vcpu_per_executor: f64, processing: Processing) -> Self {
-        Self { vcpu_per_executor, max_executors: ACTION_DIMS[0] as u32, processing }
+        Self { vcpu_per_executor, max_executors: POLICY_MAX_EXECUTORS, processing }
+    }
+
+    /// The load to plan for, in executors' worth (fractional): the larger of the arrival rate now and
+    /// the load the edge gateways expect, plus the backlog spread over [`BACKLOG_DRAIN_S`].
+    /// Executors requested now start after a cold start, so the gateways' forecast is what they will
+    /// meet; the current rate keeps the cluster up until the load has actually gone.
+    pub fn demand_executors(&self, obs: &Observation) -> f64 {
+        let finite = |v: f64| if v.is_finite() { v.max(0.0) } else { 0.0 };
+        let per_exec = self.executor_rate(obs.bytes_per_event);
+        let rate = finite(obs.input_rate).max(finite(obs.predicted_load)) + finite(obs.backlog_events) / BACKLOG_DRAIN_S;
+        rate / per_exec
+    }
+
+    /// Decode the policy's action indices for the observation they were chosen on. An index out of
+    /// range is an error naming the head. The executor count is the level's headroom times the
+    /// demand, rounded up, within 1..=[`POLICY_MAX_EXECUTORS`]; level 0 keeps the count in force.
+    pub fn action(&self, indices: [i64; 4], obs: &Observation) -> Result<ScalingAction, ControlError> {
+        let names = ["executors", "memory", "tier", "compression"];
+        for (i, (&v, &dim)) in indices.iter().zip(ACTION_DIMS.iter()).enumerate() {
+            if v < 0 || v as usize >= dim {
+                return Err(ControlError::Action(format!("{} index {v} outside 0..{dim}", names[i])));
+            }
+        }
+        let executors = match indices[0] as usize {
+            0 => obs.current.executors,
+            k => (EXECUTOR_HEADROOM[k] * self.demand_executors(obs)).ceil() as u32,
+        }
+        .clamp(1, self.max_executors.max(1));
+        Ok(ScalingAction {
+            executors,
+            memory_gb: MEMORY_CHOICES_GB[indices[1] as usize],
+            tier: Tier::CHOICES[indices[2] as usize],
+            compression: Compression::CHOICES[indices[3] as usize],
+            prewarm: obs.current.prewarm,
+        })
     }
 
     /// Events/s one executor processes at `bytes` per event, by the latency model (CPU only): the
@@ -77,23 +129,6 @@ impl StateBuilder {
         ]
         .map(|v| v as f32)
     }
-}
-
-/// Decode the policy's action indices; an index out of range is an error naming the head.
-pub fn action_from_indices(indices: [i64; 4], prewarm: u32) -> Result<ScalingAction, ControlError> {
-    let names = ["executors", "memory", "tier", "compression"];
-    for (i, (&v, &dim)) in indices.iter().zip(ACTION_DIMS.iter()).enumerate() {
-        if v < 0 || v as usize >= dim {
-            return Err(ControlError::Action(format!("{} index {v} outside 0..{dim}", names[i])));
-        }
-    }
-    Ok(ScalingAction {
-        executors: indices[0] as u32 + 1,
-        memory_gb: MEMORY_CHOICES_GB[indices[1] as usize],
-        tier: Tier::CHOICES[indices[2] as usize],
-        compression: Compression::CHOICES[indices[3] as usize],
-        prewarm,
-    })
 }
 
 #[cfg(test)]
@@ -147,11 +182,32 @@ mod tests {
     }
 
     #[test]
-    fn indices_decode_and_out_of_range_is_refused() {
-        let a = action_from_indices([9, 2, 0, 1], 0).unwrap();
-        assert_eq!((a.executors, a.memory_gb, a.tier, a.compression), (10, 16, Tier::Redis, Compression::Lz4));
-        let err = action_from_indices([0, 6, 0, 0], 0).unwrap_err().to_string();
+    fn indices_decode_relative_to_demand_and_out_of_range_is_refused() {
+        let b = builder();
+        let o = obs();
+        // Planning load: the gateways' 4,000 events/s (above the 1,000 arriving), no backlog.
+        let demand = 4_000.0 / b.executor_rate(2_500.0);
+        assert!((b.demand_executors(&o) - demand).abs() < 1e-9);
+        let k = EXECUTOR_HEADROOM.iter().position(|&h| h == 1.2).unwrap() as i64;
+        let a = b.action([k, 2, 0, 1], &o).unwrap();
+        assert_eq!(a.executors, (1.2 * demand).ceil() as u32);
+        assert_eq!((a.memory_gb, a.tier, a.compression), (16, Tier::Redis, Compression::Lz4));
+        // Level 0 holds the count in force.
+        assert_eq!(b.action([0, 2, 1, 1], &o).unwrap().executors, o.current.executors);
+        // A backlog adds its drain rate to the demand.
+        let mut late = o;
+        late.backlog_events = 50_000.0;
+        assert!(b.demand_executors(&late) > demand + 4_999.0 / b.executor_rate(2_500.0) - 1e-9);
+        // Never below one executor, never above the policy's maximum.
+        let mut idle = o;
+        (idle.input_rate, idle.predicted_load) = (0.0, 0.0);
+        assert_eq!(b.action([1, 0, 0, 0], &idle).unwrap().executors, 1);
+        let mut flood = o;
+        flood.predicted_load = 1e12;
+        assert_eq!(b.action([15, 0, 0, 0], &flood).unwrap().executors, POLICY_MAX_EXECUTORS);
+        let err = b.action([0, 6, 0, 0], &o).unwrap_err().to_string();
         assert!(err.contains("memory index 6"), "{err}");
-        assert!(action_from_indices([-1, 0, 0, 0], 0).is_err());
+        assert!(b.action([-1, 0, 0, 0], &o).is_err());
+        assert!(b.action([ACTION_DIMS[0] as i64, 0, 0, 0], &o).is_err());
     }
 }

@@ -15,7 +15,7 @@ mod tier_router;
 
 pub use burst::{BurstDetector, BurstDetectorConfig};
 pub use error::ControlError;
-pub use features::{action_from_indices, StateBuilder, ACTION_DIMS, FEATURES, FEATURE_NAMES};
+pub use features::{StateBuilder, ACTION_DIMS, BACKLOG_DRAIN_S, EXECUTOR_HEADROOM, FEATURES, FEATURE_NAMES, POLICY_MAX_EXECUTORS};
 pub use meta::{MetaContext, Scenario, META_FEATURES};
 pub use state::{Observation, ScalingAction, MEMORY_CHOICES_GB};
 pub use forecast::{prewarm_workers, Forecast, ForecastConfig, LoadForecaster, LoadSample, PatternFeatures};

@@ -10,7 +10,7 @@ mod error;
 
 pub use error::PolicyError;
 
-use control::{action_from_indices, Observation, ScalingAction, StateBuilder, FEATURES};
+use control::{Observation, ScalingAction, StateBuilder, FEATURES};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -296,7 +296,7 @@ impl ScalingPolicy {
     /// The policy's action for an observation (pre-initialised capacity is left as observed).
     pub fn decide(&self, obs: &Observation) -> Result<ScalingAction, PolicyError> {
         let indices = self.indices(&self.state.features(obs))?;
-        Ok(action_from_indices(indices, obs.current.prewarm)?)
+        Ok(self.state.action(indices, obs)?)
     }
 }
 

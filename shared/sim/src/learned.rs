@@ -53,21 +53,47 @@ impl SeedPolicy for RlSeed {
     }
 }
 
+/// The guardrails a learned scaling policy runs under in the arena: the scaling-decision function's
+/// defaults with the arena's maximum, and the time of the last executor change for the cooldown.
+/// The tournament and the trainer both go through here, so a policy is trained under the limits it
+/// is judged (and deployed) under.
+#[derive(Debug, Clone)]
+pub struct ArenaGuardrails {
+    guardrails: Guardrails,
+    last_change_s: Option<f64>,
+}
+
+impl ArenaGuardrails {
+    pub fn new(max_executors: u32) -> Self {
+        let config = GuardrailConfig { max_executors: max_executors.max(1), ..GuardrailConfig::default() };
+        Self { guardrails: Guardrails::new(config).expect("default guardrails with a maximum of at least one are valid"), last_change_s: None }
+    }
+
+    /// The action to apply for `proposed` at observation `obs`.
+    pub fn apply(&mut self, proposed: ScalingAction, obs: &Observation) -> ScalingAction {
+        // No spend cap in the arena, so the executor price does not matter here.
+        let ctx = GuardrailContext { now_s: obs.time_s, last_change_s: self.last_change_s, burst: obs.burst_signal, usd_per_executor_hour: 0.0 };
+        let (action, _) = self.guardrails.apply(proposed, &obs.current, &ctx);
+        if action.executors != obs.current.executors {
+            self.last_change_s = Some(obs.time_s);
+        }
+        action
+    }
+}
+
 /// The scaling PPO model with fixed reward weights (the arena's alpha and beta), bounded by the same
 /// [`Guardrails`] the scaling-decision function applies (default limits, the arena's maximum).
 pub struct RlScaling {
     name: String,
     model: ScalingPolicy,
     max_executors: u32,
-    guardrails: Guardrails,
-    last_change_s: Option<f64>,
+    guardrails: ArenaGuardrails,
     pub error: Option<String>,
 }
 
 impl RlScaling {
     pub fn new(name: &str, model: ScalingPolicy) -> Self {
-        let guardrails = Guardrails::new(GuardrailConfig::default()).expect("default guardrails are valid");
-        Self { name: name.to_string(), model, max_executors: 64, guardrails, last_change_s: None, error: None }
+        Self { name: name.to_string(), model, max_executors: 64, guardrails: ArenaGuardrails::new(64), error: None }
     }
 }
 
@@ -77,9 +103,7 @@ impl Policy for RlScaling {
     }
     fn reset(&mut self, info: &EpisodeInfo) {
         self.max_executors = info.max_executors;
-        let config = GuardrailConfig { max_executors: info.max_executors.max(1), ..GuardrailConfig::default() };
-        self.guardrails = Guardrails::new(config).expect("arena maximum is at least one executor");
-        self.last_change_s = None;
+        self.guardrails = ArenaGuardrails::new(info.max_executors);
     }
     fn decide(&mut self, obs: &Observation) -> ScalingAction {
         let proposed = match self.model.decide(obs) {
@@ -89,13 +113,7 @@ impl Policy for RlScaling {
                 ScalingAction { executors: self.max_executors, ..obs.current }
             }
         };
-        // No spend cap in the arena, so the executor price does not matter here.
-        let ctx = GuardrailContext { now_s: obs.time_s, last_change_s: self.last_change_s, burst: obs.burst_signal, usd_per_executor_hour: 0.0 };
-        let (action, _) = self.guardrails.apply(proposed, &obs.current, &ctx);
-        if action.executors != obs.current.executors {
-            self.last_change_s = Some(obs.time_s);
-        }
-        action
+        self.guardrails.apply(proposed, obs)
     }
 }
 

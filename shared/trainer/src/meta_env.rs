@@ -2,15 +2,21 @@
 //! (through tract, as deployed) in the loop. Every meta step lasts `META_INTERVAL_DECISIONS`
 //! decisions; the meta action is the (alpha, beta) the scaling policy sees meanwhile.
 
-use crate::scaling_env::{cost_reference_per_s, TRAINING_TRACES};
+use crate::scaling_env::TRAINING_TRACES;
 use crate::seed_env::TRAINING_SEED_BIT;
 use crate::td3::ContinuousEnv;
 use control::{MetaContext, Scenario, META_FEATURES};
 use policy::ScalingPolicy;
 use rand::Rng;
 use rand_xoshiro::Xoshiro256PlusPlus;
-use sim::learned::{episode_budget, observed_cost_rate};
+use sim::learned::{episode_budget, observed_cost_rate, ArenaGuardrails};
 use sim::{Arena, Episode};
+
+/// Cost of 16 executors of 16 GB for one second: the meta reward's unit of cost.
+pub fn cost_reference_per_s(arena: &Arena) -> f64 {
+    let worker = cost_model::WorkerSpec { vcpu: arena.config.vcpu_per_executor, memory_gb: 16.0, disk_gb: 20.0 };
+    16.0 * arena.prices.emr_rate_per_second(&worker)
+}
 
 /// Scaling decisions per meta step (12 x 5 s = one minute).
 pub const META_INTERVAL_DECISIONS: usize = 12;
@@ -24,6 +30,7 @@ pub struct MetaTrainEnv {
     arena: Arena,
     scaling: ScalingPolicy,
     episode: Option<Episode<'static>>,
+    guardrails: ArenaGuardrails,
     ctx: MetaContext,
     spent: f64,
     /// Spend as the live system estimates it (what the features show).
@@ -37,6 +44,7 @@ impl MetaTrainEnv {
     pub fn new(arena: Arena, scaling: ScalingPolicy) -> Self {
         let cost_ref_per_s = cost_reference_per_s(&arena);
         Self {
+            guardrails: ArenaGuardrails::new(arena.config.max_executors),
             arena,
             scaling,
             episode: None,
@@ -68,6 +76,7 @@ impl ContinuousEnv for MetaTrainEnv {
         self.recent_violations = 0.0;
         self.recent_cost_rate = 0.0;
         self.episode = Episode::owned(self.arena.clone(), trace, seed).ok();
+        self.guardrails = ArenaGuardrails::new(self.arena.config.max_executors);
         self.features()
     }
 
@@ -86,7 +95,8 @@ impl ContinuousEnv for MetaTrainEnv {
             obs.beta = beta;
             let rate = observed_cost_rate(&self.arena, &obs);
             observed_cost += rate;
-            let act = self.scaling.decide(&obs).unwrap_or(obs.current);
+            let proposed = self.scaling.decide(&obs).unwrap_or(obs.current);
+            let act = self.guardrails.apply(proposed, &obs);
             let out = episode.advance(act, None);
             cost += out.cost_usd;
             seconds += out.seconds as f64;

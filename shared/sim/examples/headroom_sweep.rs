@@ -1,0 +1,57 @@
+//! Ablation: a fixed executor level of the scaling policy's relative head (no learning), on every
+//! built-in trace, against the clairvoyant bound. Shows what headroom over the demand costs and buys.
+//!
+//! `cargo run --release -p sim --example headroom_sweep [SEEDS]`
+
+use control::{Observation, ScalingAction, StateBuilder, EXECUTOR_HEADROOM, MEMORY_CHOICES_GB};
+use latency_model::{Compression, Tier};
+use sim::learned::ArenaGuardrails;
+use sim::{Arena, EpisodeInfo, Policy};
+
+struct Level {
+    state: StateBuilder,
+    indices: [i64; 4],
+    guard: ArenaGuardrails,
+}
+
+impl Policy for Level {
+    fn name(&self) -> &str {
+        "level"
+    }
+    fn reset(&mut self, info: &EpisodeInfo) {
+        self.guard = ArenaGuardrails::new(info.max_executors);
+    }
+    fn decide(&mut self, obs: &Observation) -> ScalingAction {
+        let proposed = self.state.action(self.indices, obs).expect("indices in range");
+        self.guard.apply(proposed, obs)
+    }
+}
+
+fn main() {
+    let seeds: u64 = std::env::args().nth(1).and_then(|s| s.parse().ok()).unwrap_or(5);
+    let arena = Arena::embedded();
+    let mem16 = MEMORY_CHOICES_GB.iter().position(|&g| g == 16).unwrap() as i64;
+    for name in ["step-burst", "burst-4x", "rush-hour", "slow-ramp", "flash-crowd"] {
+        let mut bound = 0.0;
+        for seed in 0..seeds {
+            let trace = traces::resolve(name, seed).unwrap();
+            bound += sim::clairvoyant::clairvoyant_bound(&arena, &trace, seed, None).unwrap().cost_usd;
+        }
+        println!("{name}: bound ${:.3}", bound / seeds as f64);
+        for tier in [Tier::Redis, Tier::Nvme] {
+            let ti = Tier::CHOICES.iter().position(|&t| t == tier).unwrap() as i64;
+            for k in 1..EXECUTOR_HEADROOM.len() {
+                let (mut cost, mut viol) = (0.0, 0.0);
+                for seed in 0..seeds {
+                    let trace = traces::resolve(name, seed).unwrap();
+                    let mut p = Level { state: arena.state_builder(), indices: [k as i64, mem16, ti, 1], guard: ArenaGuardrails::new(64) };
+                    let s = arena.run(&trace, seed, &mut p, None).unwrap();
+                    cost += s.cost_usd;
+                    viol += s.sla_violation_pct;
+                }
+                let _ = Compression::Lz4;
+                println!("  {:>5} x{:<4} cost {:.3} ({:.2}x)  viol {:.2} %", tier.name(), EXECUTOR_HEADROOM[k], cost / seeds as f64, cost / bound, viol / seeds as f64);
+            }
+        }
+    }
+}
