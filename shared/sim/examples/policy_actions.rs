@@ -6,24 +6,36 @@ use sim::learned::ArenaGuardrails;
 use sim::{Arena, Episode};
 
 fn main() {
+    if let Err(e) = run() {
+        eprintln!("error: {e}");
+        std::process::exit(1);
+    }
+}
+
+fn run() -> Result<(), String> {
     let args: Vec<String> = std::env::args().collect();
-    let (model, trace_name) = (&args[1], &args[2]);
-    let seed: u64 = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let [_, model, trace_name, rest @ ..] = args.as_slice() else {
+        return Err("usage: policy_actions MODEL TRACE [SEED]".into());
+    };
+    let seed: u64 = match rest.first() {
+        Some(s) => s.parse().map_err(|_| format!("seed `{s}` is not a whole number"))?,
+        None => 0,
+    };
     let arena = Arena::embedded();
     let state: StateBuilder = arena.state_builder();
-    let policy = policy::ScalingPolicy::load(std::path::Path::new(model), state.clone()).unwrap();
-    let trace = traces::resolve(trace_name, seed).unwrap();
-    let mut episode = Episode::new(&arena, &trace, seed).unwrap();
+    let policy = policy::ScalingPolicy::load(std::path::Path::new(model), state.clone()).map_err(|e| e.to_string())?;
+    let trace = traces::resolve(trace_name, seed).map_err(|e| e.to_string())?;
+    let mut episode = Episode::new(&arena, &trace, seed).map_err(|e| e.to_string())?;
     let mut guard = ArenaGuardrails::new(arena.config.max_executors);
     let mut counts = [[vec![0usize; ACTION_DIMS[0]], vec![0; ACTION_DIMS[1]], vec![0; ACTION_DIMS[2]], vec![0; ACTION_DIMS[3]]], [vec![0; ACTION_DIMS[0]], vec![0; ACTION_DIMS[1]], vec![0; ACTION_DIMS[2]], vec![0; ACTION_DIMS[3]]]];
     let mut violating = 0.0;
     while !episode.done() {
         let obs = episode.observe();
-        let idx = policy.indices(&state.features(&obs)).unwrap();
+        let idx = policy.indices(&state.features(&obs)).map_err(|e| e.to_string())?;
         for h in 0..4 {
             counts[obs.burst_signal as usize][h][idx[h] as usize] += 1;
         }
-        let act = guard.apply(state.action(idx, &obs).unwrap(), &obs);
+        let act = guard.apply(state.action(idx, &obs).map_err(|e| e.to_string())?, &obs);
         let out = episode.advance(act, None);
         violating += out.events_violating;
         if out.events_violating > 0.0 {
@@ -34,4 +46,5 @@ fn main() {
     for (b, c) in counts.iter().enumerate() {
         println!("burst={b}: level {:?}\n         memory {:?} tier {:?} codec {:?}", c[0], c[1], c[2], c[3]);
     }
+    Ok(())
 }
