@@ -31,6 +31,7 @@ fn main() {
     let seeds: u64 = std::env::args().nth(1).and_then(|s| s.parse().ok()).unwrap_or(5);
     let arena = Arena::embedded();
     let mem16 = MEMORY_CHOICES_GB.iter().position(|&g| g == 16).unwrap() as i64;
+    let lz4 = Compression::CHOICES.iter().position(|&c| c == Compression::Lz4).unwrap() as i64;
     for name in ["step-burst", "burst-4x", "rush-hour", "slow-ramp", "flash-crowd"] {
         let mut bound = 0.0;
         for seed in 0..seeds {
@@ -44,12 +45,11 @@ fn main() {
                 let (mut cost, mut viol) = (0.0, 0.0);
                 for seed in 0..seeds {
                     let trace = traces::resolve(name, seed).unwrap();
-                    let mut p = Level { state: arena.state_builder(), indices: [k as i64, mem16, ti, 1], guard: ArenaGuardrails::new(64) };
+                    let mut p = Level { state: arena.state_builder(), indices: [k as i64, mem16, ti, lz4], guard: ArenaGuardrails::new(64) };
                     let s = arena.run(&trace, seed, &mut p, None).unwrap();
                     cost += s.cost_usd;
                     viol += s.sla_violation_pct;
                 }
-                let _ = Compression::Lz4;
                 println!("  {:>5} x{:<4} cost {:.3} ({:.2}x)  viol {:.2} %", tier.name(), EXECUTOR_HEADROOM[k], cost / seeds as f64, cost / bound, viol / seeds as f64);
             }
         }
