@@ -2,6 +2,8 @@
 //! `infra/services start` (which `infra/test` runs); the tests find them through the environment it
 //! prints: `REDIS_URL`, `AWS_ENDPOINT_URL` and test credentials.
 
+pub mod delay_proxy;
+
 use std::path::PathBuf;
 
 /// The environment variable, or a panic that says how to get the services.

@@ -4,7 +4,7 @@
 
 use adapters::{EmrServerless, ElastiCacheHotTier, RedisStore, S3Store};
 use handlers::memory::{DirStore, MemoryPublisher};
-use handlers::ports::{HotTier, ObjectRead, StateStore, StorageClass};
+use handlers::ports::{HotTier, ObjectRead, StateStore, StorageClass, StoreWrite};
 use handlers::{build, decode_lambda, Backends, KafkaMessage, Settings, Trigger};
 use integration::*;
 use serde_json::{json, Value};
@@ -199,9 +199,21 @@ async fn redis_store_behaves_like_the_in_memory_store() {
         assert_eq!(store.incr(&k("n")).await.unwrap(), 2);
         store.delete(&[k("a")]).await.unwrap();
         assert_eq!(store.get(&k("a")).await.unwrap(), None);
+        store
+            .write(&[
+                StoreWrite::Set { key: k("w1"), value: b"one".to_vec(), ttl: None },
+                StoreWrite::Set { key: k("w2"), value: b"two".to_vec(), ttl: Some(Duration::from_millis(50)) },
+                StoreWrite::Delete { key: k("b") },
+                StoreWrite::PushCapped { key: k("list"), values: vec![b"4".to_vec(), b"5".to_vec()], cap: 3 },
+            ])
+            .await
+            .unwrap();
+        assert_eq!(store.get_many(&[k("w1"), k("w2"), k("b")]).await.unwrap(), vec![Some(b"one".to_vec()), Some(b"two".to_vec()), None]);
+        assert_eq!(store.recent(&k("list"), 10).await.unwrap(), vec![b"5".to_vec(), b"4".to_vec(), b"3".to_vec()]);
         store.set_many(&[(k("ttl"), b"t".to_vec())], Some(Duration::from_millis(50))).await.unwrap();
         tokio::time::sleep(Duration::from_millis(120)).await;
         assert_eq!(store.get(&k("ttl")).await.unwrap(), None, "expired");
+        assert_eq!(store.get(&k("w2")).await.unwrap(), None, "a batched write's TTL expires too");
     }
 }
 

@@ -2,7 +2,7 @@
 
 use crate::AdapterError;
 use async_trait::async_trait;
-use handlers::ports::{PortError, PortResult, StateStore};
+use handlers::ports::{PortError, PortResult, StateStore, StoreWrite};
 use redis::aio::ConnectionManager;
 use std::time::Duration;
 
@@ -130,5 +130,35 @@ impl StateStore for RedisStore {
     async fn incr(&self, key: &str) -> PortResult<u64> {
         let mut con = self.con.clone();
         redis::cmd("INCR").arg(key).query_async(&mut con).await.map_err(err("INCR"))
+    }
+
+    async fn write(&self, writes: &[StoreWrite]) -> PortResult<()> {
+        if writes.is_empty() {
+            return Ok(());
+        }
+        let mut con = self.con.clone();
+        // MULTI ... EXEC, sent as one pipeline: one round trip, applied all together.
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        for w in writes {
+            match w {
+                StoreWrite::Set { key, value, ttl: Some(ttl) } => {
+                    pipe.cmd("SET").arg(key).arg(value).arg("PX").arg(ttl.as_millis().max(1) as u64).ignore();
+                }
+                StoreWrite::Set { key, value, ttl: None } => {
+                    pipe.cmd("SET").arg(key).arg(value).ignore();
+                }
+                StoreWrite::Delete { key } => {
+                    pipe.cmd("DEL").arg(key).ignore();
+                }
+                StoreWrite::PushCapped { key, values, cap } => {
+                    if !values.is_empty() {
+                        pipe.cmd("LPUSH").arg(key).arg(values).ignore();
+                        pipe.cmd("LTRIM").arg(key).arg(0).arg((*cap).max(1) as i64 - 1).ignore();
+                    }
+                }
+            }
+        }
+        pipe.query_async::<()>(&mut con).await.map_err(err("MULTI/EXEC"))
     }
 }

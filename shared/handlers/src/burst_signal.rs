@@ -165,7 +165,13 @@ pub fn apply_batch(
                 edge.reported_burst = b;
             }
             let summary = EdgeSummary { rate: edge.rate, predicted_load: edge.predicted_load.max(edge.rate), burst: edge.burst(), last_ts: edge.last_ts };
-            cluster.edges.insert(r.edge_id.clone(), summary);
+            // Known edges are updated in place: a key allocation per record is most of this loop.
+            match cluster.edges.get_mut(&r.edge_id) {
+                Some(s) => *s = summary,
+                None => {
+                    cluster.edges.insert(r.edge_id.clone(), summary);
+                }
+            }
             accepted += 1;
         }
         advance_cluster(cluster, second, settings);
@@ -225,7 +231,7 @@ impl Handler for BurstSignal {
                     .collect()
             }
         };
-        let (good, tombstones, errors) = decode_records(&records);
+        let (mut good, tombstones, errors) = decode_records(&records);
         let mut ids: Vec<String> = good.iter().map(|r| r.edge_id.clone()).collect();
         ids.sort();
         ids.dedup();
@@ -249,7 +255,7 @@ impl Handler for BurstSignal {
                 }
                 None => self.load(&ids).await?,
             };
-            let (accepted, stale, changed) = apply_batch(&mut good.clone(), &mut state.edges, &mut state.cluster, self.settings.edge_detector, &self.settings)?;
+            let (accepted, stale, changed) = apply_batch(&mut good, &mut state.edges, &mut state.cluster, self.settings.edge_detector, &self.settings)?;
             if good.is_empty() {
                 break (accepted, stale, changed, state.cluster);
             }

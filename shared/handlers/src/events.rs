@@ -79,21 +79,67 @@ fn b64(s: &str) -> Result<Vec<u8>, String> {
 #[derive(serde::Deserialize)]
 struct LeanKafkaEvent<'a> {
     #[serde(borrow, default)]
-    records: std::collections::HashMap<std::borrow::Cow<'a, str>, Vec<LeanKafkaRecord<'a>>>,
+    records: std::collections::HashMap<JsonStr<'a>, Vec<LeanKafkaRecord<'a>>>,
 }
 
 #[derive(serde::Deserialize)]
 struct LeanKafkaRecord<'a> {
     #[serde(borrow, default)]
-    topic: Option<std::borrow::Cow<'a, str>>,
+    topic: Option<JsonStr<'a>>,
     partition: i64,
     offset: i64,
     #[serde(default)]
     timestamp: i64,
     #[serde(borrow, default)]
-    key: Option<std::borrow::Cow<'a, str>>,
+    key: Option<JsonStr<'a>>,
     #[serde(borrow, default)]
-    value: Option<std::borrow::Cow<'a, str>>,
+    value: Option<JsonStr<'a>>,
+}
+
+/// A JSON string borrowed from the payload when it has no escapes (topic names and base64 never
+/// do), owned otherwise. serde borrows a `Cow<str>` only when it is a field's own type: inside an
+/// `Option` or as a map key it always allocates, which cost a string per record here.
+struct JsonStr<'a>(std::borrow::Cow<'a, str>);
+
+impl std::ops::Deref for JsonStr<'_> {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl<'de: 'a, 'a> serde::Deserialize<'de> for JsonStr<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = JsonStr<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E: serde::de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(JsonStr(std::borrow::Cow::Borrowed(v)))
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(JsonStr(std::borrow::Cow::Owned(v.to_owned())))
+            }
+            fn visit_string<E: serde::de::Error>(self, v: String) -> Result<Self::Value, E> {
+                Ok(JsonStr(std::borrow::Cow::Owned(v)))
+            }
+        }
+        d.deserialize_str(Visitor)
+    }
+}
+
+impl PartialEq for JsonStr<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        self.0 == other.0
+    }
+}
+impl Eq for JsonStr<'_> {}
+impl std::hash::Hash for JsonStr<'_> {
+    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
+        self.0.hash(h)
+    }
 }
 
 /// A payload read once: what invoked the function and, for a Kafka batch, its records. Parsing a
@@ -103,7 +149,7 @@ struct LeanEnvelope<'a> {
     #[serde(rename = "eventSource", borrow, default)]
     event_source: Option<std::borrow::Cow<'a, str>>,
     #[serde(borrow, default)]
-    records: Option<std::collections::HashMap<std::borrow::Cow<'a, str>, Vec<LeanKafkaRecord<'a>>>>,
+    records: Option<std::collections::HashMap<JsonStr<'a>, Vec<LeanKafkaRecord<'a>>>>,
 }
 
 fn is_kafka_source(source: &str) -> bool {
@@ -116,7 +162,7 @@ fn kafka_messages(event: LeanKafkaEvent<'_>) -> Vec<KafkaMessage> {
         .into_iter()
         .map(|(k, v)| {
             // "topic-partition" keys: a stable order, partitions in numeric order.
-            let (t, p) = k.rsplit_once('-').unwrap_or((&k, "0"));
+            let (t, p) = k.rsplit_once('-').unwrap_or((&*k, "0"));
             (t.to_string(), p.parse::<i64>().unwrap_or(0), v)
         })
         .collect();
@@ -232,6 +278,12 @@ mod tests {
         assert!(std::sync::Arc::ptr_eq(&records[0].topic, &records[1].topic));
         assert_eq!(records[0].value, Some(Ok(b"{}".to_vec())));
         assert_eq!(records[1].value, None);
+        // Strings with JSON escapes cannot be borrowed from the payload; they still decode.
+        let escaped = br#"{"eventSource": "aws:kafka", "records": {"t\u002d0": [{"topic": "\u0074", "partition": 0, "offset": 1, "value": "e30\u003d", "key": "a2V5"}]}}"#;
+        let Trigger::Kafka(records) = decode_lambda_bytes(escaped).unwrap() else { panic!("a Kafka batch") };
+        assert_eq!((&*records[0].topic, records[0].partition), ("t", 0));
+        assert_eq!(records[0].value, Some(Ok(b"{}".to_vec())));
+        assert_eq!(records[0].key.as_deref(), Some(&b"key"[..]));
     }
     use serde_json::json;
 

@@ -118,6 +118,32 @@ impl StateStore for MemoryStore {
         entry.0 = (n + 1).to_string().into_bytes();
         Ok(n + 1)
     }
+    async fn write(&self, writes: &[StoreWrite]) -> PortResult<()> {
+        self.trip();
+        let now = Instant::now();
+        // Both maps locked for the whole batch, values first as everywhere else: all or nothing.
+        let mut values = lock(&self.values);
+        let mut lists = lock(&self.lists);
+        for w in writes {
+            match w {
+                StoreWrite::Set { key, value, ttl } => {
+                    values.insert(key.clone(), (value.clone(), ttl.map(|t| now + t)));
+                }
+                StoreWrite::Delete { key } => {
+                    values.remove(key);
+                    lists.remove(key);
+                }
+                StoreWrite::PushCapped { key, values: new, cap } => {
+                    let list = lists.entry(key.clone()).or_default();
+                    for v in new {
+                        list.push_front(v.clone());
+                    }
+                    list.truncate(*cap);
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Kafka stand-in: keeps what was published.

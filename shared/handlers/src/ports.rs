@@ -42,10 +42,21 @@ pub trait StateStore: Send + Sync {
     async fn recent(&self, key: &str, n: usize) -> PortResult<Vec<Vec<u8>>>;
     /// Increment a counter and return its new value.
     async fn incr(&self, key: &str) -> PortResult<u64>;
+    /// Apply `writes` in order, all or none (MULTI/EXEC), in one round trip.
+    async fn write(&self, writes: &[StoreWrite]) -> PortResult<()>;
 
     async fn get(&self, key: &str) -> PortResult<Option<Vec<u8>>> {
         Ok(self.get_many(&[key.to_string()]).await?.pop().flatten())
     }
+}
+
+/// One write of a batch that [`StateStore::write`] applies in one round trip.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StoreWrite {
+    Set { key: String, value: Vec<u8>, ttl: Option<Duration> },
+    Delete { key: String },
+    /// Push to the front of a list and trim it to `cap` entries.
+    PushCapped { key: String, values: Vec<Vec<u8>>, cap: usize },
 }
 
 /// Publishes records to a topic (Kafka live).

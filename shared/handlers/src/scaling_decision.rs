@@ -18,7 +18,7 @@
 //!
 //! A redelivered batch (same topic, partition and offsets) is recognised and not decided again.
 
-use crate::ports::{AppStatus, Capacity};
+use crate::ports::{AppStatus, Capacity, StoreWrite};
 use crate::state::{ClusterBurst, DecisionRecord, Keys};
 use crate::{from_json, record_json, to_json, Backends, BurstEvent, Handler, HandlerError, RecordError, Settings, SparkMetrics, Trigger, Weights};
 use async_trait::async_trait;
@@ -151,7 +151,9 @@ impl ScalingDecision {
         }
     }
 
-    async fn apply_emr(&self, decision: &Decision, app: &AppStatus) -> Result<String, HandlerError> {
+    /// Apply the decision to EMR Serverless; the pending-capacity write it implies joins the
+    /// decision record's batch (`writes`), so that it costs no round trip of its own.
+    async fn apply_emr(&self, decision: &Decision, app: &AppStatus, writes: &mut Vec<StoreWrite>) -> Result<String, HandlerError> {
         let want = self.capacity_for(&decision.applied, app);
         if want.max_vcpu == app.capacity.max_vcpu && want.max_memory_gb == app.capacity.max_memory_gb {
             return Ok("unchanged".into());
@@ -161,10 +163,10 @@ impl ScalingDecision {
         }
         if app.state.accepts_update() {
             self.backends.emr.update_capacity(&want).await?;
-            self.backends.store.delete(&[self.keys.pending_capacity()]).await?;
+            writes.push(StoreWrite::Delete { key: self.keys.pending_capacity() });
             Ok("updated".into())
         } else {
-            self.backends.store.set_many(&[(self.keys.pending_capacity(), to_json(&want))], None).await?;
+            writes.push(StoreWrite::Set { key: self.keys.pending_capacity(), value: to_json(&want), ttl: None });
             Ok(format!("deferred: application is {:?}; pending until it stops", app.state))
         }
     }
@@ -207,6 +209,29 @@ impl Handler for ScalingDecision {
     }
 
     async fn handle(&self, trigger: Trigger) -> Result<serde_json::Value, HandlerError> {
+        let seen = match &trigger {
+            Trigger::Kafka(records) => batch_digest(records).map(|d| self.keys.seen(&d)),
+            _ => None,
+        };
+        if let Some(key) = &seen {
+            if !self.backends.store.set_if_absent(key, b"1", SEEN_TTL).await? {
+                tracing::info!(key, "batch already decided; skipped");
+                return Ok(json!({"duplicate": true, "batch": key.rsplit(':').next().unwrap_or(key)}));
+            }
+        }
+        let out = self.decide_and_apply(trigger).await;
+        if let (Err(e), Some(key)) = (&out, &seen) {
+            // The batch was not decided: forget it, so that its redelivery is not skipped.
+            if let Err(del) = self.backends.store.delete(std::slice::from_ref(key)).await {
+                tracing::warn!(key, error = %e, release_error = %del, "a failed batch stays marked as decided until its mark expires");
+            }
+        }
+        out
+    }
+}
+
+impl ScalingDecision {
+    async fn decide_and_apply(&self, trigger: Trigger) -> Result<serde_json::Value, HandlerError> {
         let store = &self.backends.store;
         let mut errors = Vec::new();
         let mut new_metrics: Vec<SparkMetrics> = Vec::new();
@@ -223,12 +248,6 @@ impl Handler for ScalingDecision {
             }
         };
         if let Trigger::Kafka(records) = &trigger {
-            if let Some(digest) = batch_digest(records) {
-                if !store.set_if_absent(&self.keys.seen(&digest), b"1", SEEN_TTL).await? {
-                    tracing::info!(digest, "batch already decided; skipped");
-                    return Ok(json!({"duplicate": true, "batch": digest}));
-                }
-            }
             for m in records {
                 let err = |e: String| RecordError { record: m.locator(), error: e };
                 if *m.topic == *self.settings.topics.spark_metrics {
@@ -268,13 +287,15 @@ impl Handler for ScalingDecision {
             last: from_json(&keys[3], got[3].as_ref())?,
             shuffle_temperature: from_json(&keys[4], got[4].as_ref())?,
         };
+        // Everything this invocation stores goes in one batch at the end, with the decision.
+        let mut writes = Vec::new();
         if let Some(newest) = new_metrics.iter().copied().max_by(|a, b| a.timestamp.total_cmp(&b.timestamp)) {
             if state.metrics.is_none_or(|m| newest.timestamp >= m.timestamp) {
                 state.metrics = Some(newest);
             }
             let history: Vec<Vec<u8>> = new_metrics.iter().map(|m| to_json(&control::LoadSample { time_s: m.timestamp, rate: m.input_rate })).collect();
-            store.push_capped(&self.keys.load_history(), &history, LOAD_HISTORY).await?;
-            store.set_many(&[(self.keys.metrics(), to_json(&state.metrics))], None).await?;
+            writes.push(StoreWrite::PushCapped { key: self.keys.load_history(), values: history, cap: LOAD_HISTORY });
+            writes.push(StoreWrite::Set { key: self.keys.metrics(), value: to_json(&state.metrics), ttl: None });
         }
         if let Some(event) = burst_events.last() {
             // The event is newer than what the store may hold if burst-signal's write raced ours.
@@ -287,7 +308,7 @@ impl Handler for ScalingDecision {
         let obs = self.observe(&state, &app, now);
         let last_change = state.last.as_ref().and_then(|d| d.last_change_s);
         let decision = self.decide(&obs, last_change)?;
-        let emr = self.apply_emr(&decision, &app).await?;
+        let emr = self.apply_emr(&decision, &app, &mut writes).await?;
         let hot_tier = self.apply_hot_tier(&decision).await?;
         let changed = decision.applied.executors != obs.current.executors && emr != "dry run";
         let reason = if !burst_events.is_empty() {
@@ -313,9 +334,13 @@ impl Handler for ScalingDecision {
             last_change_s: if changed { Some(now) } else { last_change },
         };
         let bytes = to_json(&record);
-        store.set_many(&[(self.keys.last_decision(), bytes.clone())], None).await?;
-        store.push_capped(&self.keys.decisions(), std::slice::from_ref(&bytes), DECISION_LOG).await?;
-        self.backends.publisher.publish_at(&self.settings.topics.scaling_decisions, "decision", &bytes, now).await?;
+        writes.push(StoreWrite::Set { key: self.keys.last_decision(), value: bytes.clone(), ttl: None });
+        writes.push(StoreWrite::PushCapped { key: self.keys.decisions(), values: vec![bytes.clone()], cap: DECISION_LOG });
+        // The store and the topic are independent: write both at once, one round trip each.
+        let publish = self.backends.publisher.publish_at(&self.settings.topics.scaling_decisions, "decision", &bytes, now);
+        let (stored, published) = tokio::join!(store.write(&writes), publish);
+        stored?;
+        published?;
         tracing::info!(decision = %String::from_utf8_lossy(&bytes), "scaling decision");
         Ok(json!({ "decision": record, "errors": errors }))
     }

@@ -136,6 +136,46 @@ async fn scaling_decision_handles_each_trigger_and_skips_a_redelivered_batch() {
     assert_eq!(out["decision"]["time_s"], 1_795_341_900.0);
 }
 
+/// EMR Serverless that is unreachable for the first `failures` calls.
+struct FlakyEmr {
+    inner: handlers::memory::MemoryEmr,
+    failures: std::sync::atomic::AtomicU32,
+}
+
+#[async_trait::async_trait]
+impl EmrControl for FlakyEmr {
+    async fn get_application(&self) -> handlers::ports::PortResult<handlers::ports::AppStatus> {
+        let left = self.failures.load(std::sync::atomic::Ordering::SeqCst);
+        if left > 0 {
+            self.failures.store(left - 1, std::sync::atomic::Ordering::SeqCst);
+            return Err(handlers::ports::PortError::new("emr-serverless", "GetApplication", "connection refused"));
+        }
+        self.inner.get_application().await
+    }
+    async fn update_capacity(&self, capacity: &handlers::ports::Capacity) -> handlers::ports::PortResult<()> {
+        self.inner.update_capacity(capacity).await
+    }
+}
+
+#[tokio::test]
+async fn a_batch_that_failed_is_decided_when_redelivered() {
+    let env = Embedded::default();
+    let settings = Settings::default();
+    let emr = std::sync::Arc::new(FlakyEmr { inner: handlers::memory::MemoryEmr::default(), failures: 1.into() });
+    let backends = handlers::Backends { emr: emr.clone(), ..env.backends() };
+    let handler = build("scaling-decision", &settings, &backends).unwrap();
+    let err = handler.handle(trigger("scaling-decision-spark-metrics.json")).await.unwrap_err();
+    assert!(err.to_string().contains("GetApplication"), "{err}");
+    assert!(env.publisher.on("scaling-decisions").is_empty(), "nothing recorded for a failed batch");
+    assert!(!env.store.keys().iter().any(|k| k.contains(":metrics")), "no partial state: {:?}", env.store.keys());
+    // The event-source mapping delivers it again: this time it is decided, not skipped.
+    let out = handler.handle(trigger("scaling-decision-spark-metrics.json")).await.unwrap();
+    assert_eq!(out["decision"]["reason"], "new spark metrics", "{out}");
+    assert_eq!(env.publisher.on("scaling-decisions").len(), 1);
+    let dup = handler.handle(trigger("scaling-decision-spark-metrics.json")).await.unwrap();
+    assert_eq!(dup["duplicate"], true);
+}
+
 #[tokio::test]
 async fn dry_run_decides_and_records_but_changes_nothing() {
     let env = Embedded::default();

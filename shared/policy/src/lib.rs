@@ -213,6 +213,13 @@ impl PolicyModel {
         check("the output", model.output_fact(0), output)
     }
 
+    /// The optimised plan, one node per line (operator and output fact).
+    pub fn describe_plan(&self) -> String {
+        let state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let model = state.model();
+        model.eval_order().unwrap_or_default().iter().map(|&n| format!("{}", model.node(n))).collect::<Vec<_>>().join("\n")
+    }
+
     fn input_len(&self) -> usize {
         self.input.shape.iter().product()
     }

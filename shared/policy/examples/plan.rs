@@ -1,0 +1,41 @@
+//! Print the optimised tract plan of a model and time its runs: where a decision's microseconds go.
+//!
+//! `cargo run --release -p policy --example plan -- models/scaling-ppo.onnx [RUNS]`
+
+use policy::{Elem, PolicyModel, TensorSpec};
+use std::time::Instant;
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let Some(path) = args.next() else {
+        eprintln!("usage: plan MODEL.onnx [RUNS]");
+        std::process::exit(2);
+    };
+    let runs: usize = match args.next().map(|r| r.parse()) {
+        None => 200_000,
+        Some(Ok(n)) if n > 0 => n,
+        Some(_) => {
+            eprintln!("error: RUNS must be a positive whole number");
+            std::process::exit(2);
+        }
+    };
+    let model = match PolicyModel::load(std::path::Path::new(&path), TensorSpec::new(&[1, 13], Elem::F32), TensorSpec::new(&[1, 4], Elem::I64)) {
+        Ok(m) => m,
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::exit(1);
+        }
+    };
+    println!("{}", model.describe_plan());
+    let input = [0.3f32; 13];
+    let mut times = Vec::with_capacity(runs / 1000);
+    for _ in 0..runs / 1000 {
+        let t = Instant::now();
+        for _ in 0..1000 {
+            std::hint::black_box(model.run(std::hint::black_box(&input)).unwrap());
+        }
+        times.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    times.sort_by(f64::total_cmp);
+    println!("median {:.2} us per run ({} runs)", times[times.len() / 2], runs);
+}
