@@ -16,6 +16,10 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::time::{Duration, Instant};
 
+// The function binaries' allocator (see the `serve` crate): shuffle-router's pipelines are these.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const BLOCKS: usize = 64;
 const BLOCK: usize = 64 * 1024;
 const SAMPLES: usize = 30;

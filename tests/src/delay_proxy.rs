@@ -74,35 +74,39 @@ fn splice(client: TcpStream, server: TcpStream, delay: Duration) -> io::Result<(
 
 /// Copy `from` to `to`, every chunk `delay` after it was read.
 fn pump(mut from: TcpStream, mut to: TcpStream, delay: Duration) -> io::Result<()> {
-    let (tx, rx) = mpsc::channel::<(Instant, Vec<u8>)>();
-    thread::Builder::new().name("delay-proxy-read".into()).spawn(move || {
-        let mut buf = vec![0u8; 1 << 16];
-        loop {
-            match from.read(&mut buf) {
-                Ok(0) | Err(_) => break,
-                Ok(n) => {
-                    if tx.send((Instant::now() + delay, buf[..n].to_vec())).is_err() {
-                        break;
-                    }
+    // Buffers go round between the two threads, so that a chunk is copied only by the kernel.
+    let (tx, rx) = mpsc::channel::<(Instant, Vec<u8>, usize)>();
+    let (give_back, pool) = mpsc::channel::<Vec<u8>>();
+    thread::Builder::new().name("delay-proxy-read".into()).spawn(move || loop {
+        let mut buf = pool.try_recv().unwrap_or_else(|_| vec![0u8; CHUNK]);
+        match from.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                if tx.send((Instant::now() + delay, buf, n)).is_err() {
+                    break;
                 }
             }
         }
         // Dropping `tx` ends the writer once the chunks in flight are out.
     })?;
     thread::Builder::new().name("delay-proxy-write".into()).spawn(move || {
-        for (due, chunk) in rx {
+        for (due, buf, n) in rx {
             let now = Instant::now();
             if due > now {
                 thread::sleep(due - now);
             }
-            if to.write_all(&chunk).is_err() {
-                break;
+            if to.write_all(&buf[..n]).is_err() {
+                return;
             }
+            let _ = give_back.send(buf);
         }
         let _ = to.shutdown(Shutdown::Write);
     })?;
     Ok(())
 }
+
+/// Largest read; the kernel hands over at most what has arrived.
+const CHUNK: usize = 1 << 18;
 
 #[cfg(test)]
 mod tests {

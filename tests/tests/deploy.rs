@@ -1,6 +1,7 @@
 //! The deployment side: template.yaml and stack.yml validate offline, and the function binaries
-//! serve both platforms — a Lambda Runtime API (played here by a minimal local server, as
-//! `cargo lambda watch` plays it) and the of-watchdog's HTTP upstream.
+//! serve both platforms — a Lambda Runtime API (played by a minimal local server, and by
+//! `cargo lambda watch` itself, driven with `cargo lambda invoke`) and the of-watchdog's HTTP
+//! upstream.
 
 use integration::{event, repo_root, workspace_binary};
 use serde_json::Value;
@@ -137,6 +138,58 @@ async fn function_binaries_answer_the_lambda_runtime_api() {
     let (kind, out) = lambda_invoke("meta-weights", &serde_json::json!({"scenario": "atlantis", "budget_remaining": 1})).await;
     assert_eq!(kind, "error", "a bad request is an invocation error: {out}");
     assert!(out["errorMessage"].as_str().unwrap_or_default().contains("unknown scenario"), "{out}");
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// `cargo lambda invoke` against the emulator on `port`; its stdout and whether it succeeded.
+fn cargo_lambda_invoke(port: u16, data_file: &str) -> (bool, String) {
+    let out = Command::new("cargo")
+        .args(["lambda", "invoke", "-A", "127.0.0.1", "-P", &port.to_string(), "--data-file", data_file])
+        .current_dir(repo_root())
+        .output()
+        .expect("cargo-lambda is installed by infra/setup");
+    (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+}
+
+#[test]
+fn cargo_lambda_watch_and_invoke_run_a_function_binary() {
+    // cargo lambda's own Runtime API emulator, without its build step (`--only-lambda-apis`): the
+    // function binary is the one the workspace built, so no second build with other features.
+    let port = free_port();
+    let mut watch = Command::new("cargo");
+    watch
+        .args(["lambda", "watch", "--only-lambda-apis", "-A", "127.0.0.1", "-P", &port.to_string()])
+        .current_dir(repo_root())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let _watch = Killed(watch.spawn().expect("cargo-lambda is installed by infra/setup"));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "cargo lambda watch did not listen on {port}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // The variables `cargo lambda watch --only-lambda-apis` asks the function to run with.
+    let _function = function(
+        "burst-signal",
+        &[
+            ("AWS_LAMBDA_RUNTIME_API", format!("http://127.0.0.1:{port}/.rt")),
+            ("AWS_LAMBDA_FUNCTION_NAME", "_".into()),
+            ("AWS_LAMBDA_FUNCTION_VERSION", "1".into()),
+            ("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "4096".into()),
+        ],
+    );
+    let (ok, out) = cargo_lambda_invoke(port, "events/burst-signal-msk.json");
+    assert!(ok, "cargo lambda invoke failed: {out}");
+    let v: Value = serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("not the handler's JSON ({e}): {out}"));
+    assert_eq!((v["accepted"].as_u64(), v["burst"].as_bool()), (Some(280), Some(true)), "{v}");
+    // A malformed batch: each bad record is reported, the good ones are still applied.
+    let (ok, out) = cargo_lambda_invoke(port, "events/burst-signal-msk-malformed.json");
+    assert!(ok, "{out}");
+    let v: Value = serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("not the handler's JSON ({e}): {out}"));
+    assert!(!v["errors"].as_array().unwrap().is_empty() && v["accepted"].as_u64().unwrap() > 0, "{v}");
 }
 
 async fn http(addr: &str, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> (u16, Value) {
