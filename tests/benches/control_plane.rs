@@ -148,7 +148,7 @@ async fn latency(brokers: &str, emr: Arc<dyn EmrControl>, label: &str) {
         }
         // Warm-up probes (group joins, connections) are not counted.
         for i in 0..PROBES + 20 {
-            let r = EdgeRecord { edge_id: "edge-bench".into(), timestamp: base + probe as f64, rate: Some(10_000.0), predicted_load: Some(10_000.0), burst_signal: Some(probe % 2 == 0) };
+            let r = EdgeRecord { edge_id: "edge-bench".into(), timestamp: base + probe as f64, rate: Some(10_000.0), predicted_load: Some(10_000.0), burst_signal: Some(probe.is_multiple_of(2)) };
             probe += 1;
             let payload = serde_json::to_vec(&r).unwrap();
             done.borrow_and_update();

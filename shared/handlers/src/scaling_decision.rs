@@ -16,7 +16,10 @@
 //! 5. record the decision (store, `scaling-decisions`, a JSON log line). With dry run on, steps 3
 //!    and 4 are skipped and the record says so.
 //!
-//! A redelivered batch (same topic, partition and offsets) is recognised and not decided again.
+//! A redelivered batch (same topic, partition and offsets) is recognised and not decided again: the
+//! batch is marked in the transaction that records its decision, so a batch whose invocation failed
+//! or died is decided when it comes again. Round trips to the store: one read (state and mark), one
+//! transaction (everything written), with the decision published while the transaction is in flight.
 
 use crate::ports::{AppStatus, Capacity, StoreWrite};
 use crate::state::{ClusterBurst, DecisionRecord, Keys};
@@ -209,29 +212,19 @@ impl Handler for ScalingDecision {
     }
 
     async fn handle(&self, trigger: Trigger) -> Result<serde_json::Value, HandlerError> {
+        // A batch is marked decided in the same transaction that records its decision, and the mark
+        // is read with the state: a redelivery after success is skipped, and one after a failure,
+        // a timeout or a crash is decided, since nothing was marked.
         let seen = match &trigger {
             Trigger::Kafka(records) => batch_digest(records).map(|d| self.keys.seen(&d)),
             _ => None,
         };
-        if let Some(key) = &seen {
-            if !self.backends.store.set_if_absent(key, b"1", SEEN_TTL).await? {
-                tracing::info!(key, "batch already decided; skipped");
-                return Ok(json!({"duplicate": true, "batch": key.rsplit(':').next().unwrap_or(key)}));
-            }
-        }
-        let out = self.decide_and_apply(trigger).await;
-        if let (Err(e), Some(key)) = (&out, &seen) {
-            // The batch was not decided: forget it, so that its redelivery is not skipped.
-            if let Err(del) = self.backends.store.delete(std::slice::from_ref(key)).await {
-                tracing::warn!(key, error = %e, release_error = %del, "a failed batch stays marked as decided until its mark expires");
-            }
-        }
-        out
+        self.decide_and_apply(trigger, seen).await
     }
 }
 
 impl ScalingDecision {
-    async fn decide_and_apply(&self, trigger: Trigger) -> Result<serde_json::Value, HandlerError> {
+    async fn decide_and_apply(&self, trigger: Trigger, seen: Option<String>) -> Result<serde_json::Value, HandlerError> {
         let store = &self.backends.store;
         let mut errors = Vec::new();
         let mut new_metrics: Vec<SparkMetrics> = Vec::new();
@@ -278,8 +271,13 @@ impl ScalingDecision {
                 new_metrics.push(x);
             }
         }
-        let keys = [self.keys.metrics(), self.keys.cluster(), self.keys.weights(), self.keys.last_decision(), self.keys.shuffle_temperature()];
+        let mut keys = vec![self.keys.metrics(), self.keys.cluster(), self.keys.weights(), self.keys.last_decision(), self.keys.shuffle_temperature()];
+        keys.extend(seen.clone());
         let got = store.get_many(&keys).await?;
+        if let (Some(key), Some(Some(_))) = (&seen, got.get(5)) {
+            tracing::info!(key, "batch already decided; skipped");
+            return Ok(json!({"duplicate": true, "batch": key.rsplit(':').next().unwrap_or(key)}));
+        }
         let mut state = DecisionState {
             metrics: from_json(&keys[0], got[0].as_ref())?,
             cluster: from_json(&keys[1], got[1].as_ref())?,
@@ -336,6 +334,9 @@ impl ScalingDecision {
         let bytes = to_json(&record);
         writes.push(StoreWrite::Set { key: self.keys.last_decision(), value: bytes.clone(), ttl: None });
         writes.push(StoreWrite::PushCapped { key: self.keys.decisions(), values: vec![bytes.clone()], cap: DECISION_LOG });
+        if let Some(key) = seen {
+            writes.push(StoreWrite::Set { key, value: b"1".to_vec(), ttl: Some(SEEN_TTL) });
+        }
         // The store and the topic are independent: write both at once, one round trip each.
         let publish = self.backends.publisher.publish_at(&self.settings.topics.scaling_decisions, "decision", &bytes, now);
         let (stored, published) = tokio::join!(store.write(&writes), publish);

@@ -41,7 +41,7 @@ fn main() {
         println!("{name}: bound ${:.3}", bound / seeds as f64);
         for tier in [Tier::Redis, Tier::Nvme] {
             let ti = Tier::CHOICES.iter().position(|&t| t == tier).unwrap() as i64;
-            for k in 1..EXECUTOR_HEADROOM.len() {
+            for (k, headroom) in EXECUTOR_HEADROOM.iter().enumerate().skip(1) {
                 let (mut cost, mut viol) = (0.0, 0.0);
                 for seed in 0..seeds {
                     let trace = traces::resolve(name, seed).unwrap();
@@ -50,7 +50,7 @@ fn main() {
                     cost += s.cost_usd;
                     viol += s.sla_violation_pct;
                 }
-                println!("  {:>5} x{:<4} cost {:.3} ({:.2}x)  viol {:.2} %", tier.name(), EXECUTOR_HEADROOM[k], cost / seeds as f64, cost / bound, viol / seeds as f64);
+                println!("  {:>5} x{:<4} cost {:.3} ({:.2}x)  viol {:.2} %", tier.name(), headroom, cost / seeds as f64, cost / bound, viol / seeds as f64);
             }
         }
     }
