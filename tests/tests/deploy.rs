@@ -81,6 +81,8 @@ async fn read_request(stream: &mut BufReader<TcpStream>) -> Option<(String, Stri
 }
 
 /// Play the Lambda Runtime API for one invocation of `payload`; return the function's response.
+/// Every connection is served on its own task: the runtime client keeps a pool, and may post the
+/// response on a second connection while the first sits idle, kept alive.
 async fn lambda_invoke(function_name: &str, payload: &Value) -> (String, Value) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -95,36 +97,43 @@ async fn lambda_invoke(function_name: &str, payload: &Value) -> (String, Value) 
             ("AWS_LAMBDA_LOG_GROUP_NAME", "test".into()),
         ],
     );
-    let body = payload.to_string();
-    let mut served = false;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let (stream, _) = tokio::time::timeout_at(deadline.into(), listener.accept()).await.expect("function reached the runtime API").unwrap();
-        let mut stream = BufReader::new(stream);
-        while let Some((method, path, req_body)) = read_request(&mut stream).await {
-            if method == "GET" && path.ends_with("/runtime/invocation/next") {
-                if served {
-                    // Hold the next poll open: one invocation is all this test wants.
-                    tokio::time::sleep(Duration::from_secs(60)).await;
-                    return ("timeout".into(), Value::Null);
+    let body = std::sync::Arc::new(payload.to_string());
+    let served = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<(String, Value)>(1);
+    let function_name = function_name.to_string();
+    let server = tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let (body, served, tx, function_name) = (body.clone(), served.clone(), tx.clone(), function_name.clone());
+            tokio::spawn(async move {
+                let mut stream = BufReader::new(stream);
+                while let Some((method, path, req_body)) = read_request(&mut stream).await {
+                    if method == "GET" && path.ends_with("/runtime/invocation/next") {
+                        if served.swap(true, std::sync::atomic::Ordering::SeqCst) {
+                            // Hold the next poll open: one invocation is all this test wants.
+                            tokio::time::sleep(Duration::from_secs(60)).await;
+                            return;
+                        }
+                        let deadline_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() + 60_000;
+                        let head = format!(
+                            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\nlambda-runtime-aws-request-id: req-1\r\nlambda-runtime-deadline-ms: {deadline_ms}\r\nlambda-runtime-invoked-function-arn: arn:aws:lambda:us-east-1:123456789012:function:{function_name}\r\nlambda-runtime-trace-id: Root=1-00000000-000000000000000000000000\r\ncontent-length: {}\r\n\r\n",
+                            body.len()
+                        );
+                        let _ = stream.get_mut().write_all(head.as_bytes()).await;
+                        let _ = stream.get_mut().write_all(body.as_bytes()).await;
+                    } else if method == "POST" && (path.ends_with("/response") || path.ends_with("/error")) {
+                        let _ = stream.get_mut().write_all(b"HTTP/1.1 202 Accepted\r\ncontent-length: 0\r\n\r\n").await;
+                        let kind = if path.ends_with("/response") { "response" } else { "error" };
+                        let _ = tx.send((kind.into(), serde_json::from_slice(&req_body).unwrap_or(Value::Null))).await;
+                    } else {
+                        let _ = stream.get_mut().write_all(b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n").await;
+                    }
                 }
-                served = true;
-                let deadline_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() + 60_000;
-                let head = format!(
-                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\nlambda-runtime-aws-request-id: req-1\r\nlambda-runtime-deadline-ms: {deadline_ms}\r\nlambda-runtime-invoked-function-arn: arn:aws:lambda:us-east-1:123456789012:function:{function_name}\r\nlambda-runtime-trace-id: Root=1-00000000-000000000000000000000000\r\ncontent-length: {}\r\n\r\n",
-                    body.len()
-                );
-                stream.get_mut().write_all(head.as_bytes()).await.unwrap();
-                stream.get_mut().write_all(body.as_bytes()).await.unwrap();
-            } else if method == "POST" && (path.ends_with("/response") || path.ends_with("/error")) {
-                stream.get_mut().write_all(b"HTTP/1.1 202 Accepted\r\ncontent-length: 0\r\n\r\n").await.unwrap();
-                let kind = if path.ends_with("/response") { "response" } else { "error" };
-                return (kind.into(), serde_json::from_slice(&req_body).unwrap_or(Value::Null));
-            } else {
-                stream.get_mut().write_all(b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n").await.unwrap();
-            }
+            });
         }
-    }
+    });
+    let out = tokio::time::timeout(Duration::from_secs(30), rx.recv()).await.expect("the function answered through the runtime API within 30 s").expect("runtime API server stopped");
+    server.abort();
+    out
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -140,8 +149,20 @@ async fn function_binaries_answer_the_lambda_runtime_api() {
     assert!(out["errorMessage"].as_str().unwrap_or_default().contains("unknown scenario"), "{out}");
 }
 
+/// A free port for a server that binds it itself, taken below the kernel's ephemeral range: a port
+/// from `bind(0)` would be free again once returned, and the next `bind(0)` in a parallel test could
+/// take it before the server does.
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    let low: u16 = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next().and_then(|p| p.parse().ok()))
+        .unwrap_or(32_768);
+    let span = low.saturating_sub(10_000).max(1);
+    let start = 10_000 + (std::process::id() as u16 % span);
+    (0..span)
+        .map(|i| 10_000 + (start - 10_000 + i) % span)
+        .find(|&p| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok())
+        .expect("a free port below the ephemeral range")
 }
 
 /// `cargo lambda invoke` against the emulator on `port`; its stdout and whether it succeeded.
