@@ -123,8 +123,8 @@ async fn latency(brokers: &str, emr: Arc<dyn EmrControl>, label: &str) {
     let mut done = decision.done.subscribe();
     let base = handlers::events::now_s().floor();
     let mut probe = 0usize;
-    // Phase 1, produced -> recorded: nothing but the system under test consumes. A consumer polling
-    // scaling-decisions (fetch wait 0) would take a core of this 2-core machine from it.
+    // Phase 1, produced -> recorded: nothing but the system under test consumes, so the figure is
+    // the system's alone (a consumer polling with fetch wait 0 competes for this machine's 2 cores).
     // Phase 2 adds that reader, for produced -> read back.
     let mut recorded = Vec::with_capacity(PROBES);
     let mut samples = Vec::with_capacity(PROBES);

@@ -20,9 +20,9 @@ pub type Error = Box<dyn std::error::Error + Send + Sync>;
 /// Every function binary links this crate, so this is their allocator. An invocation builds and
 /// drops megabytes at a time (a 10,000-record Kafka batch, a 10 MB shuffle pipeline); glibc hands
 /// such blocks back to the kernel and takes page faults to get them again on the next invocation,
-/// while mimalloc keeps them. Measured in the same benchmark process (`cargo bench --workspace
-/// --bench redis_pipeline`): 64 × 64 KB blocks pipelined to a loopback redis-server in 2.4 ms
-/// against 5.0 ms with the system allocator. The function benchmarks declare the same allocator.
+/// while mimalloc keeps them. In back-to-back runs of `cargo bench --workspace --bench
+/// redis_pipeline`, 64 × 64 KB blocks pipelined to a loopback redis-server took 2.4 ms against
+/// 5.0 ms with the system allocator. The function benchmarks declare the same allocator.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
