@@ -1,6 +1,7 @@
 //! Print the optimised tract plan of a model and time its runs: where a decision's microseconds go.
 //!
-//! `cargo run --release -p policy --example plan -- models/scaling-ppo.onnx [RUNS]`
+//! `cargo build --release --workspace --examples && target/release/examples/plan models/scaling-ppo.onnx [RUNS]`
+//! (a workspace build: `-p policy` resolves features for that package alone and rebuilds tract).
 
 use policy::{Elem, PolicyModel, TensorSpec};
 use std::time::Instant;
