@@ -23,6 +23,21 @@ return 1
     )
 });
 
+/// SET, with PX when there is a TTL.
+fn add_set(pipe: &mut redis::Pipeline, key: &str, value: &[u8], ttl: Option<Duration>) {
+    let cmd = pipe.cmd("SET").arg(key).arg(value);
+    if let Some(ttl) = ttl {
+        cmd.arg("PX").arg(ttl.as_millis().max(1) as u64);
+    }
+    cmd.ignore();
+}
+
+/// LPUSH then LTRIM to the newest `cap`.
+fn add_push_capped(pipe: &mut redis::Pipeline, key: &str, values: &[Vec<u8>], cap: usize) {
+    pipe.cmd("LPUSH").arg(key).arg(values).ignore();
+    pipe.cmd("LTRIM").arg(key).arg(0).arg(cap.max(1) as i64 - 1).ignore();
+}
+
 /// Redis through a multiplexed, self-reconnecting connection (built once, cloned per call).
 #[derive(Clone)]
 pub struct RedisStore {
@@ -65,10 +80,9 @@ impl StateStore for RedisStore {
         let mut con = self.con.clone();
         let mut pipe = redis::pipe();
         match ttl {
-            Some(ttl) => {
-                let ms = ttl.as_millis().max(1) as u64;
+            Some(_) => {
                 for (k, v) in entries {
-                    pipe.cmd("SET").arg(k).arg(v).arg("PX").arg(ms).ignore();
+                    add_set(&mut pipe, k, v, ttl);
                 }
             }
             None => {
@@ -114,8 +128,7 @@ impl StateStore for RedisStore {
         }
         let mut con = self.con.clone();
         let mut pipe = redis::pipe();
-        pipe.cmd("LPUSH").arg(key).arg(values).ignore();
-        pipe.cmd("LTRIM").arg(key).arg(0).arg(cap.max(1) as i64 - 1).ignore();
+        add_push_capped(&mut pipe, key, values, cap);
         pipe.query_async::<()>(&mut con).await.map_err(err("LPUSH/LTRIM"))
     }
 
@@ -142,21 +155,12 @@ impl StateStore for RedisStore {
         pipe.atomic();
         for w in writes {
             match w {
-                StoreWrite::Set { key, value, ttl: Some(ttl) } => {
-                    pipe.cmd("SET").arg(key).arg(value).arg("PX").arg(ttl.as_millis().max(1) as u64).ignore();
-                }
-                StoreWrite::Set { key, value, ttl: None } => {
-                    pipe.cmd("SET").arg(key).arg(value).ignore();
-                }
+                StoreWrite::Set { key, value, ttl } => add_set(&mut pipe, key, value, *ttl),
                 StoreWrite::Delete { key } => {
                     pipe.cmd("DEL").arg(key).ignore();
                 }
-                StoreWrite::PushCapped { key, values, cap } => {
-                    if !values.is_empty() {
-                        pipe.cmd("LPUSH").arg(key).arg(values).ignore();
-                        pipe.cmd("LTRIM").arg(key).arg(0).arg((*cap).max(1) as i64 - 1).ignore();
-                    }
-                }
+                StoreWrite::PushCapped { key, values, cap } if !values.is_empty() => add_push_capped(&mut pipe, key, values, *cap),
+                StoreWrite::PushCapped { .. } => {}
             }
         }
         pipe.query_async::<()>(&mut con).await.map_err(err("MULTI/EXEC"))

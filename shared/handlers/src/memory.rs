@@ -27,6 +27,14 @@ pub struct MemoryStore {
     pub round_trips: std::sync::atomic::AtomicU64,
 }
 
+/// LPUSH + LTRIM on a list held in memory.
+fn push_front_capped(list: &mut VecDeque<Vec<u8>>, values: &[Vec<u8>], cap: usize) {
+    for v in values {
+        list.push_front(v.clone());
+    }
+    list.truncate(cap);
+}
+
 impl MemoryStore {
     fn trip(&self) {
         self.round_trips.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -98,12 +106,7 @@ impl StateStore for MemoryStore {
     }
     async fn push_capped(&self, key: &str, values: &[Vec<u8>], cap: usize) -> PortResult<()> {
         self.trip();
-        let mut lists = lock(&self.lists);
-        let list = lists.entry(key.to_string()).or_default();
-        for v in values {
-            list.push_front(v.clone());
-        }
-        list.truncate(cap);
+        push_front_capped(lock(&self.lists).entry(key.to_string()).or_default(), values, cap);
         Ok(())
     }
     async fn recent(&self, key: &str, n: usize) -> PortResult<Vec<Vec<u8>>> {
@@ -133,13 +136,7 @@ impl StateStore for MemoryStore {
                     values.remove(key);
                     lists.remove(key);
                 }
-                StoreWrite::PushCapped { key, values: new, cap } => {
-                    let list = lists.entry(key.clone()).or_default();
-                    for v in new {
-                        list.push_front(v.clone());
-                    }
-                    list.truncate(*cap);
-                }
+                StoreWrite::PushCapped { key, values: new, cap } => push_front_capped(lists.entry(key.clone()).or_default(), new, *cap),
             }
         }
         Ok(())

@@ -272,9 +272,10 @@ impl ScalingDecision {
             }
         }
         let mut keys = vec![self.keys.metrics(), self.keys.cluster(), self.keys.weights(), self.keys.last_decision(), self.keys.shuffle_temperature()];
+        let seen_at = keys.len();
         keys.extend(seen.clone());
         let got = store.get_many(&keys).await?;
-        if let (Some(key), Some(Some(_))) = (&seen, got.get(5)) {
+        if let (Some(key), Some(Some(_))) = (&seen, got.get(seen_at)) {
             tracing::info!(key, "batch already decided; skipped");
             return Ok(json!({"duplicate": true, "batch": key.rsplit(':').next().unwrap_or(key)}));
         }

@@ -33,7 +33,10 @@ fn main() {
     for _ in 0..runs / 1000 {
         let t = Instant::now();
         for _ in 0..1000 {
-            std::hint::black_box(model.run(std::hint::black_box(&input)).unwrap());
+            if let Err(e) = model.run(std::hint::black_box(&input)).map(std::hint::black_box) {
+                eprintln!("error: {e}");
+                std::process::exit(1);
+            }
         }
         times.push(t.elapsed().as_secs_f64() * 1e3);
     }
