@@ -131,8 +131,8 @@ async fn a_step_burst_through_kafka_scales_emr_once_per_batch_and_dead_letters_a
     // The gateways: 16 edges over the step-burst trace (the step is at 300 s; they see it 60 s
     // early), warm-up included, and a poison record in the middle.
     let trace = traces::resolve("step-burst", 1).unwrap();
-    let edge = sim::EdgeConfig { false_alarms_per_hour: 0.0, ..sim::EdgeConfig::default() };
-    let mut gateways = EdgeGateways::new(&edge, 16, 1).unwrap();
+    let edge = sim::EdgeConfig { gateways: 16, false_alarms_per_hour: 0.0, ..sim::EdgeConfig::default() };
+    let mut gateways = EdgeGateways::new(&edge, 1).unwrap();
     let mut records: Vec<(String, Vec<u8>)> = gateways.warm_up(&trace).into_iter().map(|r| (r.edge_id.clone(), serde_json::to_vec(&r).unwrap())).collect();
     for t in 0..=280 {
         let (control, _) = gateways.second(t, &trace);
@@ -274,9 +274,10 @@ async fn the_live_replay_scores_exactly_as_the_embedded_one() {
     // Through Kafka, the bridge, Redis, moto's EMR Serverless and S3, the same trace and seed give
     // the same decisions as the handlers in-process: one code path, whatever carries the records.
     let endpoints = pipeline::live::Endpoints::from_env().expect("the local stack is up");
-    let arena = sim::Arena::embedded();
+    let mut arena = sim::Arena::embedded();
+    arena.config.edge.gateways = 8;
     let trace = traces::resolve("step-burst", 2).unwrap().window(0, 420);
-    let options = pipeline::replay::ReplayOptions { edges: 8, ..Default::default() };
+    let options = pipeline::replay::ReplayOptions::default();
     let live = pipeline::live::replay_live(&arena, &trace, 2, &options, &endpoints).await.expect("live replay");
     let embedded = pipeline::replay::replay_embedded(&arena, &trace, 2, &options).await.unwrap();
     assert_eq!(live.decisions, embedded.decisions);

@@ -148,9 +148,6 @@ struct ReplayArgs {
     trace: String,
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    /// Edge gateways the load is split over.
-    #[arg(long, default_value_t = 32)]
-    edges: usize,
     /// Business scenario meta-weights serves: healthcare_critical, industrial_high_throughput,
     /// smart_city_budget or balanced.
     #[arg(long, default_value = "balanced")]
@@ -194,6 +191,9 @@ struct ArenaOpts {
     /// Maximum executors (4 vCPU each).
     #[arg(long, default_value_t = 64)]
     max_executors: u32,
+    /// Edge gateways the load is split over (their records are aggregated as burst-signal does).
+    #[arg(long, default_value_t = sim::EdgeConfig::default().gateways)]
+    edges: usize,
 }
 
 impl ArenaOpts {
@@ -211,6 +211,7 @@ impl ArenaOpts {
             sla_ms: self.sla_ms,
             decision_interval_s: self.decision_interval,
             max_executors: self.max_executors,
+            edge: sim::EdgeConfig { gateways: self.edges, ..sim::EdgeConfig::default() },
             ..ArenaConfig::default()
         };
         Ok(Arena::new(config, prices, model)?)
@@ -250,7 +251,8 @@ const META_MODEL: &str = "meta-td3.onnx";
 fn meta_contender(models: &std::path::Path, arena: &Arena, scenario: control::Scenario) -> Result<Contender> {
     let meta = policy::MetaPolicy::load(&models.join(META_MODEL))?;
     let scaling = policy::ScalingPolicy::load(&models.join(SCALING_MODEL), arena.state_builder())?;
-    Ok(Contender::Policy(Box::new(sim::learned::RlMeta::new(meta, scaling, arena.clone(), scenario))))
+    // As deployed: meta-weights on its schedule and the prewarmer beside scaling-decision.
+    Ok(Contender::Policy(Box::new(sim::learned::Prewarmed::new(sim::learned::RlMeta::new(meta, scaling, arena.clone(), scenario), arena))))
 }
 
 fn train_cmd(what: TrainWhat, steps: usize, seed: u64, out: &std::path::Path, eval_seeds: u64) -> Result<()> {
@@ -413,7 +415,7 @@ fn replay_cmd(args: &ReplayArgs) -> Result<()> {
     let scenario = parse_scenario(&args.scenario)?;
     let arena = args.arena_opts.arena()?;
     let trace = traces::resolve(&args.trace, args.seed)?;
-    let options = pipeline::replay::ReplayOptions { edges: args.edges, scenario, ..Default::default() };
+    let options = pipeline::replay::ReplayOptions { scenario, ..Default::default() };
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     let started = std::time::Instant::now();
     let (report, backends) = if args.live {
@@ -433,7 +435,7 @@ fn replay_cmd(args: &ReplayArgs) -> Result<()> {
     );
     println!(
         "  {} control messages from {} edges, {} raw-data summaries, {} shuffle blocks, {} decisions ({} capacity changes), {} record errors",
-        report.control_messages, args.edges, report.raw_summaries, report.shuffle_blocks, report.decisions, report.capacity_changes, report.record_errors
+        report.control_messages, arena.config.edge.gateways, report.raw_summaries, report.shuffle_blocks, report.decisions, report.capacity_changes, report.record_errors
     );
     let calls: Vec<String> = report.invocations.iter().map(|(f, n)| format!("{f} {n}")).collect();
     println!("  invocations: {}", calls.join(", "));
@@ -453,7 +455,7 @@ fn replay_cmd(args: &ReplayArgs) -> Result<()> {
         let meta = policy::MetaPolicy::from_bytes("embedded:meta-td3.onnx", handlers::meta_weights::EMBEDDED_MODEL)?;
         let mut contenders = vec![
             Contender::Policy(Box::new(sim::learned::RlScaling::new("rl", scaling()?))),
-            Contender::Policy(Box::new(sim::learned::RlMeta::new(meta, scaling()?, arena.clone(), scenario))),
+            Contender::Policy(Box::new(sim::learned::Prewarmed::new(sim::learned::RlMeta::new(meta, scaling()?, arena.clone(), scenario), &arena))),
             Contender::Clairvoyant,
         ];
         let t = trace.clone();

@@ -219,6 +219,32 @@ impl LoadForecaster {
     }
 }
 
+/// Load samples the prewarmer forecasts from: two hours at one per second at most.
+pub const PREWARM_HISTORY: usize = 7_200;
+/// Utilisation the prewarmer sizes warm capacity for, by default.
+pub const PREWARM_UTILISATION: f64 = 0.8;
+/// Event size assumed when the job has not reported one, bytes (the embedded traces' typical size).
+pub const DEFAULT_BYTES_PER_EVENT: f64 = 2_500.0;
+
+/// One prewarm decision: the forecast, the executors today's load needs, and the warm workers asked
+/// for beyond them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PrewarmPlan {
+    pub forecast: Forecast,
+    pub baseline_executors: u32,
+    pub workers: u32,
+}
+
+/// Plan the prewarm from the load history (any order): the prewarmer function and the tournament's
+/// learned bundle both call this.
+pub fn plan_prewarm(forecaster: &LoadForecaster, samples: &[LoadSample], executor_rate: f64, utilisation: f64, max_prewarm: u32) -> PrewarmPlan {
+    let forecast = forecaster.forecast(samples);
+    let now_rate = forecast.features.rolling_mean;
+    let baseline_executors = if now_rate > 0.0 && executor_rate > 0.0 && utilisation > 0.0 { (now_rate / (executor_rate * utilisation)).ceil() as u32 } else { 0 };
+    let workers = prewarm_workers(forecast.peak(), executor_rate, utilisation, baseline_executors, max_prewarm);
+    PrewarmPlan { forecast, baseline_executors, workers }
+}
+
 /// Pre-initialised workers to hold for a forecast: enough to carry the forecast peak at the target
 /// utilisation, capped; zero when the peak is within what `baseline_executors` already carry (quiet).
 pub fn prewarm_workers(peak_rate: f64, executor_rate: f64, utilisation: f64, baseline_executors: u32, max_prewarm: u32) -> u32 {

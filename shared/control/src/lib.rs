@@ -5,6 +5,7 @@
 //! bound it, the shuffle [`TierRouter`] and the prewarmer's [`LoadForecaster`].
 
 mod burst;
+pub mod cluster;
 mod error;
 mod features;
 mod forecast;
@@ -14,10 +15,11 @@ mod state;
 mod tier_router;
 
 pub use burst::{BurstDetector, BurstDetectorConfig};
+pub use cluster::{ClusterBurst, ClusterConfig, EdgeRecord};
 pub use error::ControlError;
 pub use features::{StateBuilder, ACTION_DIMS, BACKLOG_DRAIN_S, EXECUTOR_HEADROOM, FEATURES, FEATURE_NAMES, POLICY_MAX_EXECUTORS};
 pub use meta::{MetaContext, Scenario, META_FEATURES};
 pub use state::{Observation, ScalingAction, MEMORY_CHOICES_GB};
-pub use forecast::{prewarm_workers, Forecast, ForecastConfig, LoadForecaster, LoadSample, PatternFeatures};
+pub use forecast::{plan_prewarm, prewarm_workers, Forecast, ForecastConfig, LoadForecaster, LoadSample, PatternFeatures, PrewarmPlan, DEFAULT_BYTES_PER_EVENT, PREWARM_HISTORY, PREWARM_UTILISATION};
 pub use guardrails::{GuardrailChange, GuardrailConfig, GuardrailContext, GuardrailRule, Guardrails};
 pub use tier_router::{BlockStats, Placement, TierRouter, TierRouterConfig};

@@ -61,8 +61,8 @@ fn burst_signal(c: &mut Criterion) {
             || good.clone(),
             |mut good| {
                 let mut edges = HashMap::new();
-                let mut cluster = handlers::ClusterBurst::new(settings.cluster_detector).unwrap();
-                black_box(apply_batch(&mut good, &mut edges, &mut cluster, settings.edge_detector, &settings).unwrap())
+                let mut cluster = handlers::ClusterBurst::new(settings.cluster.cluster_detector).unwrap();
+                black_box(apply_batch(&mut good, &mut edges, &mut cluster, &settings.cluster).unwrap())
             },
             BatchSize::LargeInput,
         )
@@ -75,8 +75,8 @@ fn burst_signal(c: &mut Criterion) {
                 let (mut good, _, errors) = decode_records(&records);
                 assert!(errors.is_empty());
                 let mut edges = HashMap::new();
-                let mut cluster = handlers::ClusterBurst::new(settings.cluster_detector).unwrap();
-                let out = apply_batch(&mut good, &mut edges, &mut cluster, settings.edge_detector, &settings).unwrap();
+                let mut cluster = handlers::ClusterBurst::new(settings.cluster.cluster_detector).unwrap();
+                let out = apply_batch(&mut good, &mut edges, &mut cluster, &settings.cluster).unwrap();
                 black_box((out, cluster.burst))
             },
             BatchSize::LargeInput,

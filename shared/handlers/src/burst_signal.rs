@@ -1,9 +1,10 @@
 //! burst-signal: the cluster's view of the edge gateways.
 //!
 //! Triggered by batches from `iot-metadata`. Each edge's moving-average windows live in the store
-//! (the function is stateless); every record is applied in time order, the summed edge load drives a
-//! cluster-level [`BurstDetector`] (one sample per second), and the cluster burst is raised when that
-//! detector fires or a quorum of edges signal, and cleared only when both have settled (hysteresis).
+//! (the function is stateless). The batch is applied by [`control::cluster::apply_batch`], the code
+//! the arena runs over its simulated gateways: records in time order, a cluster-level
+//! [`control::BurstDetector`] over the summed edge load (one sample per second), and a cluster burst
+//! raised when that detector fires or a quorum of edges signal, cleared only when both have settled.
 //! A change is published to `scaling-requests`.
 //!
 //! Round trips: the state is written with a versioned write (one atomic script). A warm container
@@ -11,10 +12,11 @@
 //! the read: one round trip per batch, whatever its size. Otherwise it reads the batch's edges, the
 //! cluster and the version in one MGET first, and if another writer wins the race it reads again.
 
-use crate::state::{ClusterBurst, EdgeRecord, EdgeState, EdgeSummary, Keys};
+use crate::state::{ClusterBurst, EdgeRecord, EdgeState, Keys};
 use crate::{from_json, record_json, to_json, Backends, BurstEvent, Handler, HandlerError, RecordError, Settings, Trigger};
 use async_trait::async_trait;
-use control::{BurstDetector, BurstDetectorConfig};
+pub use control::cluster::apply_batch;
+use control::cluster::Applied;
 use serde_json::json;
 use std::collections::HashMap;
 use std::time::Duration;
@@ -43,8 +45,7 @@ struct Snapshot {
 
 impl BurstSignal {
     pub fn new(settings: &Settings, backends: &Backends) -> Result<Self, HandlerError> {
-        settings.edge_detector.validate()?;
-        settings.cluster_detector.validate()?;
+        settings.cluster.validate()?;
         Ok(Self { settings: settings.clone(), keys: Keys::new(&settings.key_prefix), backends: backends.clone(), cache: tokio::sync::Mutex::new(None) })
     }
 
@@ -62,19 +63,13 @@ impl BurstSignal {
         let cluster_raw = values.pop().flatten();
         let cluster = match from_json::<ClusterBurst>(&self.keys.cluster(), cluster_raw.as_ref())? {
             Some(c) => c,
-            None => ClusterBurst::new(self.settings.cluster_detector)?,
+            None => ClusterBurst::new(self.settings.cluster.cluster_detector)?,
         };
         let mut edges = HashMap::with_capacity(ids.len());
         for ((id, key), raw) in ids.iter().zip(&keys).zip(&values) {
             let state = match from_json::<EdgeState>(key, raw.as_ref())? {
                 Some(state) => state,
-                None => EdgeState {
-                    detector: BurstDetector::new(self.settings.edge_detector)?,
-                    last_ts: f64::MIN,
-                    rate: 0.0,
-                    predicted_load: 0.0,
-                    reported_burst: false,
-                },
+                None => EdgeState::new(self.settings.cluster.edge_detector)?,
             };
             edges.insert(id.clone(), state);
         }
@@ -90,7 +85,7 @@ pub fn decode_records(records: &[crate::KafkaMessage]) -> (Vec<EdgeRecord>, usiz
     for m in records {
         match record_json::<EdgeRecord>(m) {
             Ok(None) => tombstones += 1,
-            Ok(Some(r)) => match validate(&r) {
+            Ok(Some(r)) => match r.check() {
                 Ok(()) => good.push(r),
                 Err(e) => errors.push(RecordError { record: m.locator(), error: e }),
             },
@@ -98,111 +93,6 @@ pub fn decode_records(records: &[crate::KafkaMessage]) -> (Vec<EdgeRecord>, usiz
         }
     }
     (good, tombstones, errors)
-}
-
-fn validate(r: &EdgeRecord) -> Result<(), String> {
-    if r.edge_id.is_empty() || r.edge_id.len() > 256 || r.edge_id.chars().any(|c| c.is_control() || c == ' ') {
-        return Err(format!("edge_id {:?} must be 1-256 printable characters without spaces", r.edge_id));
-    }
-    if !r.timestamp.is_finite() || r.timestamp < 0.0 {
-        return Err(format!("timestamp {} is not a time", r.timestamp));
-    }
-    for (name, v) in [("rate", r.rate), ("predicted_load", r.predicted_load)] {
-        if let Some(v) = v {
-            if !(v.is_finite() && v >= 0.0) {
-                return Err(format!("{name} {v} must be a non-negative number"));
-            }
-        }
-    }
-    if r.rate.is_none() && r.predicted_load.is_none() && r.burst_signal.is_none() {
-        return Err("record carries none of rate, predicted_load, burst_signal".into());
-    }
-    Ok(())
-}
-
-/// Apply decoded records to the edges and the cluster, in time order. Pure: no I/O.
-pub fn apply_batch(
-    records: &mut [EdgeRecord],
-    edges: &mut HashMap<String, EdgeState>,
-    cluster: &mut ClusterBurst,
-    edge_detector: BurstDetectorConfig,
-    settings: &Settings,
-) -> Result<(usize, usize, bool), HandlerError> {
-    records.sort_by(|a, b| a.timestamp.total_cmp(&b.timestamp));
-    let was = cluster.burst;
-    let mut accepted = 0;
-    let mut stale = 0;
-    let mut i = 0;
-    while i < records.len() {
-        let second = records[i].timestamp.floor() as i64;
-        // All records of this second, then one cluster sample for it.
-        while i < records.len() && records[i].timestamp.floor() as i64 == second {
-            let r = &records[i];
-            i += 1;
-            let edge = match edges.get_mut(&r.edge_id) {
-                Some(e) => e,
-                None => edges.entry(r.edge_id.clone()).or_insert(EdgeState {
-                    detector: BurstDetector::new(edge_detector)?,
-                    last_ts: f64::MIN,
-                    rate: 0.0,
-                    predicted_load: 0.0,
-                    reported_burst: false,
-                }),
-            };
-            if r.timestamp <= edge.last_ts {
-                stale += 1;
-                continue;
-            }
-            edge.last_ts = r.timestamp;
-            if let Some(rate) = r.rate {
-                edge.rate = rate;
-                edge.detector.observe(rate);
-            }
-            if let Some(p) = r.predicted_load {
-                edge.predicted_load = p;
-            }
-            if let Some(b) = r.burst_signal {
-                edge.reported_burst = b;
-            }
-            let summary = EdgeSummary { rate: edge.rate, predicted_load: edge.predicted_load.max(edge.rate), burst: edge.burst(), last_ts: edge.last_ts };
-            // Known edges are updated in place: a key allocation per record is most of this loop.
-            match cluster.edges.get_mut(&r.edge_id) {
-                Some(s) => *s = summary,
-                None => {
-                    cluster.edges.insert(r.edge_id.clone(), summary);
-                }
-            }
-            accepted += 1;
-        }
-        advance_cluster(cluster, second, settings);
-    }
-    Ok((accepted, stale, cluster.burst != was))
-}
-
-fn advance_cluster(cluster: &mut ClusterBurst, second: i64, settings: &Settings) {
-    let now = second as f64 + 1.0;
-    cluster.edges.retain(|_, e| now - e.last_ts <= settings.edge_stale_s);
-    cluster.total_rate = cluster.edges.values().map(|e| e.rate).sum();
-    cluster.predicted_load = cluster.edges.values().map(|e| e.predicted_load).sum();
-    cluster.edges_bursting = cluster.edges.values().filter(|e| e.burst).count();
-    if second > cluster.last_second {
-        // Seconds without records repeat the last total, up to one long window.
-        let gap = if cluster.last_second == i64::MIN { 1 } else { (second - cluster.last_second).min(cluster.detector.config().long_window as i64) };
-        for _ in 0..gap {
-            cluster.detector.observe(cluster.total_rate);
-        }
-        cluster.last_second = second;
-    }
-    let share = if cluster.edges.is_empty() { 0.0 } else { cluster.edges_bursting as f64 / cluster.edges.len() as f64 };
-    let next = if cluster.burst {
-        cluster.detector.is_burst() || share >= settings.quorum_clear
-    } else {
-        cluster.detector.is_burst() || share >= settings.quorum_raise
-    };
-    if next != cluster.burst {
-        cluster.burst = next;
-        cluster.since_s = now;
-    }
 }
 
 #[async_trait]
@@ -255,7 +145,7 @@ impl Handler for BurstSignal {
                 }
                 None => self.load(&ids).await?,
             };
-            let (accepted, stale, changed) = apply_batch(&mut good, &mut state.edges, &mut state.cluster, self.settings.edge_detector, &self.settings)?;
+            let Applied { accepted, stale, changed } = apply_batch(&mut good, &mut state.edges, &mut state.cluster, &self.settings.cluster)?;
             if good.is_empty() {
                 break (accepted, stale, changed, state.cluster);
             }

@@ -12,13 +12,10 @@ use crate::ports::Capacity;
 use crate::state::Keys;
 use crate::{to_json, Backends, Handler, HandlerError, Settings, Trigger};
 use async_trait::async_trait;
-use control::{prewarm_workers, LoadForecaster, LoadSample, StateBuilder};
+use control::{plan_prewarm, LoadForecaster, LoadSample, StateBuilder, DEFAULT_BYTES_PER_EVENT, PREWARM_HISTORY};
 use latency_model::LatencyModel;
 use serde_json::json;
 
-/// History samples read (two hours at one per second).
-const HISTORY: usize = 7_200;
-const DEFAULT_BYTES_PER_EVENT: f64 = 2_500.0;
 
 pub struct Prewarmer {
     settings: Settings,
@@ -52,7 +49,7 @@ impl Handler for Prewarmer {
             Trigger::Direct(_) => crate::events::now_s(),
             Trigger::Kafka(_) => return Err(HandlerError::BadEvent("prewarmer runs on a schedule, not on Kafka records".into())),
         };
-        let raw = self.backends.store.recent(&self.keys.load_history(), HISTORY).await?;
+        let raw = self.backends.store.recent(&self.keys.load_history(), PREWARM_HISTORY).await?;
         let mut skipped = 0;
         let samples: Vec<LoadSample> = raw
             .iter()
@@ -64,12 +61,9 @@ impl Handler for Prewarmer {
                 }
             })
             .collect();
-        let forecast = self.forecaster.forecast(&samples);
         let executor_rate = self.state.executor_rate(DEFAULT_BYTES_PER_EVENT);
-        let util = self.settings.prewarm_utilisation;
-        let now_rate = forecast.features.rolling_mean;
-        let baseline = if now_rate > 0.0 { (now_rate / (executor_rate * util)).ceil() as u32 } else { 0 };
-        let target = prewarm_workers(forecast.peak(), executor_rate, util, baseline, self.settings.guardrails.max_prewarm);
+        let plan = plan_prewarm(&self.forecaster, &samples, executor_rate, self.settings.prewarm_utilisation, self.settings.guardrails.max_prewarm);
+        let (forecast, baseline, target) = (&plan.forecast, plan.baseline_executors, plan.workers);
         let app = self.backends.emr.get_application().await?;
         let outcome = if target == app.capacity.initial_executors {
             "unchanged".to_string()

@@ -37,11 +37,10 @@ pub const EMBEDDED_MODEL: &[u8] = include_bytes!("../../../models/scaling-ppo.on
 /// Decisions kept in the store's log.
 const DECISION_LOG: usize = 1_000;
 /// Load samples kept for the prewarmer (one a second for two hours at most).
-const LOAD_HISTORY: usize = 7_200;
+const LOAD_HISTORY: usize = control::PREWARM_HISTORY;
 /// How long a batch is remembered for redelivery detection.
 const SEEN_TTL: Duration = Duration::from_secs(24 * 3_600);
-/// Mean event size assumed when the job does not report it, bytes (the traces' default).
-const DEFAULT_BYTES_PER_EVENT: f64 = 2_500.0;
+use control::DEFAULT_BYTES_PER_EVENT;
 
 pub struct ScalingDecision {
     settings: Settings,
@@ -108,7 +107,7 @@ impl ScalingDecision {
         let cpu = m.and_then(|m| m.cpu_utilisation).unwrap_or(if capacity_rate > 0.0 { processing_rate / capacity_rate } else { 0.0 });
         let latency_ms = m.map_or(0.0, |m| m.batch_duration_ms + if processing_rate > 0.0 { backlog / processing_rate * 1_000.0 } else { 0.0 });
         let burst = state.cluster.as_ref().is_some_and(|c| c.burst);
-        let predicted = state.cluster.as_ref().map(|c| c.predicted_load).filter(|p| *p > 0.0).unwrap_or(input_rate);
+        let predicted = state.cluster.as_ref().map_or(input_rate, |c| c.predicted_or(input_rate));
         let [alpha, beta, _] = self.settings.scenario.weights();
         let (alpha, beta) = state.weights.as_ref().map_or((alpha, beta), |w| (w.alpha, w.beta));
         Observation {

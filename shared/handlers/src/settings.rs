@@ -1,7 +1,7 @@
 //! Function settings, from the environment (Lambda and OpenFaaS both configure functions that way).
 
 use crate::HandlerError;
-use control::{BurstDetectorConfig, GuardrailConfig, Scenario, TierRouterConfig};
+use control::{ClusterConfig, GuardrailConfig, Scenario, TierRouterConfig};
 use std::path::PathBuf;
 
 /// Kafka topics the functions publish to.
@@ -35,16 +35,8 @@ pub struct Settings {
     pub scaling_model: Option<PathBuf>,
     pub meta_model: Option<PathBuf>,
     pub guardrails: GuardrailConfig,
-    /// The cluster-level burst detector (one sample per second of summed edge load).
-    pub cluster_detector: BurstDetectorConfig,
-    /// The per-edge detector over raw rate samples.
-    pub edge_detector: BurstDetectorConfig,
-    /// Share of reporting edges whose own burst signal raises the cluster burst, and below which
-    /// it may clear.
-    pub quorum_raise: f64,
-    pub quorum_clear: f64,
-    /// An edge silent for longer than this no longer counts towards the cluster load.
-    pub edge_stale_s: f64,
+    /// How edge records become the cluster burst (the arena's edge model uses the same).
+    pub cluster: ClusterConfig,
     pub router: TierRouterConfig,
     /// vCPUs and default memory of an executor (EMR Serverless worker).
     pub vcpu_per_executor: u32,
@@ -73,11 +65,7 @@ impl Default for Settings {
             scaling_model: None,
             meta_model: None,
             guardrails: GuardrailConfig::default(),
-            cluster_detector: BurstDetectorConfig { clear_ratio: 1.2, ..BurstDetectorConfig::default() },
-            edge_detector: BurstDetectorConfig::default(),
-            quorum_raise: 0.3,
-            quorum_clear: 0.1,
-            edge_stale_s: 30.0,
+            cluster: ClusterConfig::default(),
             router: TierRouterConfig::default(),
             vcpu_per_executor: 4,
             sla_ms: 1_000.0,
@@ -88,7 +76,7 @@ impl Default for Settings {
             max_cache_shards: 4,
             block_ttl_s: 3_600,
             pipeline_bytes: 10 * 1024 * 1024,
-            prewarm_utilisation: 0.8,
+            prewarm_utilisation: control::PREWARM_UTILISATION,
         }
     }
 }
@@ -145,14 +133,11 @@ impl Settings {
         parse(g, "SPARKPILOT_MAX_CACHE_SHARDS", &mut s.max_cache_shards)?;
         parse(g, "SPARKPILOT_BLOCK_TTL_S", &mut s.block_ttl_s)?;
         parse(g, "SPARKPILOT_PIPELINE_BYTES", &mut s.pipeline_bytes)?;
-        parse(g, "SPARKPILOT_QUORUM_RAISE", &mut s.quorum_raise)?;
-        parse(g, "SPARKPILOT_QUORUM_CLEAR", &mut s.quorum_clear)?;
-        parse(g, "SPARKPILOT_EDGE_STALE_S", &mut s.edge_stale_s)?;
+        parse(g, "SPARKPILOT_QUORUM_RAISE", &mut s.cluster.quorum_raise)?;
+        parse(g, "SPARKPILOT_QUORUM_CLEAR", &mut s.cluster.quorum_clear)?;
+        parse(g, "SPARKPILOT_EDGE_STALE_S", &mut s.cluster.edge_stale_s)?;
         s.guardrails.validate()?;
-        s.cluster_detector.validate()?;
-        if !(0.0..=1.0).contains(&s.quorum_clear) || !(s.quorum_clear..=1.0).contains(&s.quorum_raise) {
-            return Err(HandlerError::Config(format!("quorum: need 0 <= clear ({}) <= raise ({}) <= 1", s.quorum_clear, s.quorum_raise)));
-        }
+        s.cluster.validate()?;
         if !(s.budget_usd.is_finite() && s.budget_usd > 0.0) {
             return Err(HandlerError::Config(format!("SPARKPILOT_BUDGET_USD must be positive, got {}", s.budget_usd)));
         }

@@ -1,9 +1,8 @@
 //! Records on the wire and state kept in the store between invocations. All JSON, so that an
 //! operator can read them with `redis-cli` and `kafka-console-consumer`.
 
-use control::{BurstDetector, GuardrailChange, Observation, ScalingAction, Scenario};
+use control::{GuardrailChange, Observation, ScalingAction, Scenario};
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
 
 /// Redis keys of one deployment.
 #[derive(Debug, Clone)]
@@ -69,81 +68,8 @@ impl Keys {
     }
 }
 
-/// A record on `iot-metadata`, sent by an edge gateway. Control messages carry `predicted_load` and
-/// `burst_signal` (the gateway's own detector); raw samples carry `rate`, the events/s the gateway
-/// forwarded in the second ending at `timestamp`. One record may carry both.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct EdgeRecord {
-    pub edge_id: String,
-    /// Unix seconds.
-    pub timestamp: f64,
-    #[serde(default)]
-    pub rate: Option<f64>,
-    #[serde(default)]
-    pub predicted_load: Option<f64>,
-    #[serde(default)]
-    pub burst_signal: Option<bool>,
-}
-
-/// What the store keeps per edge.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct EdgeState {
-    pub detector: BurstDetector,
-    /// Newest sample time applied; older or equal ones (redeliveries) are skipped.
-    pub last_ts: f64,
-    pub rate: f64,
-    pub predicted_load: f64,
-    /// The gateway's own signal, as last reported.
-    pub reported_burst: bool,
-}
-
-impl EdgeState {
-    pub fn burst(&self) -> bool {
-        self.reported_burst || self.detector.is_burst()
-    }
-}
-
-/// One edge as the cluster aggregate sees it.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-pub struct EdgeSummary {
-    pub rate: f64,
-    pub predicted_load: f64,
-    pub burst: bool,
-    pub last_ts: f64,
-}
-
-/// The cluster burst state.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ClusterBurst {
-    pub burst: bool,
-    /// When `burst` last changed.
-    pub since_s: f64,
-    /// The detector over the summed edge load, one sample per second.
-    pub detector: BurstDetector,
-    /// Last whole second fed to the detector.
-    pub last_second: i64,
-    pub edges: BTreeMap<String, EdgeSummary>,
-    pub total_rate: f64,
-    pub predicted_load: f64,
-    pub edges_bursting: usize,
-}
-
-impl ClusterBurst {
-    /// No edges yet, no burst.
-    pub fn new(detector: control::BurstDetectorConfig) -> Result<Self, control::ControlError> {
-        Ok(Self {
-            burst: false,
-            since_s: 0.0,
-            detector: BurstDetector::new(detector)?,
-            last_second: i64::MIN,
-            edges: BTreeMap::new(),
-            total_rate: 0.0,
-            predicted_load: 0.0,
-            edges_bursting: 0,
-        })
-    }
-}
+// Edge records and the burst state built from them are the control crate's, shared with the arena.
+pub use control::cluster::{ClusterBurst, EdgeRecord, EdgeState};
 
 /// Published to `scaling-requests` when the cluster burst state changes.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

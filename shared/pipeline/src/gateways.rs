@@ -1,24 +1,19 @@
 //! The edge gateway simulator: a trace replayed as many gateways would report it.
 //!
-//! Each gateway carries a fixed share of the load (shares drawn once per seed), sees its share
-//! `lead_s` seconds before it reaches the cluster, with its own noise, runs the shared
-//! [`BurstDetector`] on what it sees, and now and then raises a false alarm — the arena's edge model
-//! ([`sim::EdgeConfig`]) split over many gateways. Every second it emits one `iot-metadata` control
-//! message per gateway (the [`EdgeRecord`] that burst-signal reads) and one `iot-raw-data` summary of
-//! the events it forwarded.
+//! The gateways are the arena's own ([`sim::edge::EdgeFleet`]): the same shares, noise, lead and false
+//! alarms, drawn from the same seed, so a replay sends burst-signal exactly the records the arena
+//! aggregates for its observation. Every second each gateway emits one `iot-metadata` control message
+//! (the [`EdgeRecord`] burst-signal reads) and one `iot-raw-data` summary of the events it forwarded.
 
 use crate::PipelineError;
-use control::BurstDetector;
 use handlers::EdgeRecord;
-use rand::{Rng, SeedableRng};
-use rand_distr::{Distribution, Normal};
-use rand_xoshiro::Xoshiro256PlusPlus;
 use serde::Serialize;
+use sim::edge::EdgeFleet;
 use sim::EdgeConfig;
 use traces::Trace;
 
-/// Unix time of trace second 0 in replays (2026-01-01T00:00:00Z): records carry real-looking times.
-pub const REPLAY_EPOCH_S: f64 = 1_767_225_600.0;
+/// Unix time of trace second 0 in replays.
+pub const REPLAY_EPOCH_S: f64 = sim::edge::EPOCH_S;
 
 /// One gateway's forwarded load in one second (`iot-raw-data`), summarised: the events themselves
 /// are the Spark job's business, which the simulator stands in for.
@@ -30,100 +25,50 @@ pub struct RawDataSummary {
     pub bytes: f64,
 }
 
-#[derive(Debug, Clone)]
-struct Gateway {
-    id: String,
-    share: f64,
-    detector: BurstDetector,
-    false_alarm_left: usize,
-}
-
-/// Many edge gateways over one trace.
+/// The arena's gateways, with the raw-data side a live deployment also sees.
 #[derive(Debug, Clone)]
 pub struct EdgeGateways {
-    config: EdgeConfig,
-    gateways: Vec<Gateway>,
-    noise: Normal<f64>,
-    rng: Xoshiro256PlusPlus,
-    false_alarm_p: f64,
-    epoch_s: f64,
+    fleet: EdgeFleet,
 }
 
 impl EdgeGateways {
-    /// `edges` gateways with load shares drawn from `seed`.
-    pub fn new(config: &EdgeConfig, edges: usize, seed: u64) -> Result<Self, PipelineError> {
-        if edges == 0 {
-            return Err(PipelineError::Config("the gateway simulator needs at least one edge".into()));
-        }
-        let sd = if config.noise.is_finite() && config.noise > 0.0 { config.noise } else { 0.0 };
-        let noise = Normal::new(0.0, sd).map_err(|e| PipelineError::Config(format!("edge noise {}: {e}", config.noise)))?;
-        // Their own stream, so that the arena's random numbers are the same with or without them.
-        let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed ^ 0xED6E_6A7E_0000_0001);
-        let weights: Vec<f64> = (0..edges).map(|_| rng.random_range(0.5..1.5)).collect();
-        let total: f64 = weights.iter().sum();
-        let mut gateways = Vec::with_capacity(edges);
-        for (i, w) in weights.into_iter().enumerate() {
-            let detector = BurstDetector::new(config.detector).map_err(|e| PipelineError::Config(format!("edge detector: {e}")))?;
-            gateways.push(Gateway { id: format!("edge-{i:04}"), share: w / total, detector, false_alarm_left: 0 });
-        }
-        Ok(Self { config: config.clone(), gateways, noise, rng, false_alarm_p: (config.false_alarms_per_hour / 3_600.0).clamp(0.0, 1.0), epoch_s: REPLAY_EPOCH_S })
+    /// `config.gateways` gateways, drawn from `seed` as the arena draws them.
+    pub fn new(config: &EdgeConfig, seed: u64) -> Result<Self, PipelineError> {
+        Ok(Self { fleet: EdgeFleet::new(config, seed)? })
     }
 
     pub fn len(&self) -> usize {
-        self.gateways.len()
+        self.fleet.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.gateways.is_empty()
+        self.fleet.is_empty()
     }
 
     /// Unix time of trace second `t`.
     pub fn unix_time(&self, t: f64) -> f64 {
-        self.epoch_s + t
+        EdgeFleet::unix_time(t)
     }
 
-    /// Control messages for the seconds before the trace starts, at its opening load: the gateways
-    /// and the cluster's windows start warm, as in a system that has been running.
+    /// Control messages for the seconds before the trace starts (see [`EdgeFleet::warm_up`]).
     pub fn warm_up(&mut self, trace: &Trace) -> Vec<EdgeRecord> {
-        let first = trace.at(0).events_per_s;
-        let window = self.config.detector.long_window;
-        let mut out = Vec::with_capacity(window * self.gateways.len());
-        for k in 0..window {
-            let ts = self.epoch_s - (window - k) as f64;
-            for g in &mut self.gateways {
-                let rate = first * g.share;
-                g.detector.observe(rate);
-                out.push(EdgeRecord { edge_id: g.id.clone(), timestamp: ts, rate: Some(rate), predicted_load: Some(g.detector.short_average()), burst_signal: Some(false) });
-            }
-        }
-        out
+        self.fleet.warm_up(trace)
     }
 
     /// What every gateway reports at trace second `t`: its control message and its forwarded load.
     pub fn second(&mut self, t: usize, trace: &Trace) -> (Vec<EdgeRecord>, Vec<RawDataSummary>) {
-        let ahead = trace.at(t + self.config.lead_s).events_per_s;
+        let mut control = Vec::with_capacity(self.fleet.len());
+        self.fleet.second(t, trace, &mut control);
         let now = trace.at(t);
-        let ts = self.epoch_s + t as f64;
-        let mut control = Vec::with_capacity(self.gateways.len());
-        let mut raw = Vec::with_capacity(self.gateways.len());
-        for g in &mut self.gateways {
-            let seen = ahead * g.share * (1.0 + self.noise.sample(&mut self.rng)).max(0.0);
-            let real = g.detector.observe(seen);
-            if g.false_alarm_left > 0 {
-                g.false_alarm_left -= 1;
-            } else if self.false_alarm_p > 0.0 && self.rng.random::<f64>() < self.false_alarm_p {
-                g.false_alarm_left = self.config.false_alarm_s;
-            }
-            control.push(EdgeRecord {
-                edge_id: g.id.clone(),
-                timestamp: ts,
-                rate: Some(seen),
-                predicted_load: Some(g.detector.short_average()),
-                burst_signal: Some(real || g.false_alarm_left > 0),
-            });
-            let events = now.events_per_s * g.share;
-            raw.push(RawDataSummary { edge_id: g.id.clone(), timestamp: ts, events, bytes: events * now.bytes_per_event });
-        }
+        let timestamp = self.unix_time(t as f64);
+        let raw = self
+            .fleet
+            .shares()
+            .map(|(id, share)| {
+                let events = now.events_per_s * share;
+                RawDataSummary { edge_id: id.to_string(), timestamp, events, bytes: events * now.bytes_per_event }
+            })
+            .collect();
         (control, raw)
     }
 }
@@ -133,32 +78,39 @@ mod tests {
     use super::*;
 
     #[test]
-    fn gateways_split_the_load_and_signal_ahead_of_the_step() {
+    fn raw_summaries_split_the_load_the_cluster_receives() {
         let trace = traces::builtin(traces::BuiltinTrace::StepBurst, 1);
-        let config = EdgeConfig { false_alarms_per_hour: 0.0, noise: 0.0, ..EdgeConfig::default() };
-        let mut gw = EdgeGateways::new(&config, 8, 3).unwrap();
-        let warm = gw.warm_up(&trace);
-        assert_eq!(warm.len(), 8 * config.detector.long_window);
-        let (control, raw) = gw.second(0, &trace);
-        let total: f64 = raw.iter().map(|r| r.events).sum();
-        assert!((total - trace.at(0).events_per_s).abs() < 1e-6 * total.max(1.0), "shares sum to the load: {total}");
-        assert_eq!(control.len(), 8);
-        assert!(control.iter().all(|r| r.burst_signal == Some(false)));
-        // The step is at 300 s and the gateways look 60 s ahead: most of them see it by 250 s.
-        let mut first = None;
-        for t in 1..400 {
-            let (c, _) = gw.second(t, &trace);
-            if first.is_none() && c.iter().filter(|r| r.burst_signal == Some(true)).count() * 2 > c.len() {
-                first = Some(t);
-            }
+        let config = EdgeConfig { gateways: 8, ..EdgeConfig::default() };
+        let mut gw = EdgeGateways::new(&config, 3).unwrap();
+        assert_eq!(gw.warm_up(&trace).len(), 8 * config.detector.long_window);
+        for t in [0, 299, 300, 301] {
+            let (control, raw) = gw.second(t, &trace);
+            assert_eq!((control.len(), raw.len()), (8, 8));
+            let total: f64 = raw.iter().map(|r| r.events).sum();
+            let want = trace.at(t).events_per_s;
+            assert!((total - want).abs() < 1e-6 * want.max(1.0), "second {t}: shares sum to {total}, load {want}");
+            assert!(control.iter().zip(&raw).all(|(c, r)| c.edge_id == r.edge_id && c.timestamp == r.timestamp));
         }
-        let first = first.expect("a majority signals the burst");
-        assert!((235..=250).contains(&first), "majority signalled at {first}");
+    }
+
+    #[test]
+    fn the_replay_gateways_are_the_arenas() {
+        let trace = traces::builtin(traces::BuiltinTrace::Burst4x, 2);
+        let config = EdgeConfig::default();
+        let mut gw = EdgeGateways::new(&config, 9).unwrap();
+        let mut fleet = EdgeFleet::new(&config, 9).unwrap();
+        assert_eq!(gw.warm_up(&trace), fleet.warm_up(&trace));
+        let mut direct = Vec::new();
+        for t in 0..120 {
+            direct.clear();
+            fleet.second(t, &trace, &mut direct);
+            assert_eq!(gw.second(t, &trace).0, direct, "second {t}");
+        }
     }
 
     #[test]
     fn no_edges_is_refused() {
-        let err = EdgeGateways::new(&EdgeConfig::default(), 0, 1).unwrap_err();
-        assert!(err.to_string().contains("at least one edge"), "{err}");
+        let err = EdgeGateways::new(&EdgeConfig { gateways: 0, ..EdgeConfig::default() }, 1).unwrap_err();
+        assert!(err.to_string().contains("at least one gateway"), "{err}");
     }
 }

@@ -1,7 +1,7 @@
 //! Configuration of the realistic arena. Defaults are sourced or stated as assumptions next to them.
 
 use crate::SimError;
-use control::BurstDetectorConfig;
+use control::{BurstDetectorConfig, ClusterConfig};
 use rand::Rng;
 
 /// How long a newly requested worker takes to become ready.
@@ -62,9 +62,12 @@ impl ColdStart {
     }
 }
 
-/// The edge gateways as the arena simulates them.
+/// The edge gateways as the arena simulates them, and how the cluster aggregates them.
 #[derive(Debug, Clone, PartialEq)]
 pub struct EdgeConfig {
+    /// Gateways the load is split over. An assumption: the thesis does not size its fleet; 32 keeps
+    /// each gateway's share large enough that a quorum means something, and a simulated second cheap.
+    pub gateways: usize,
     /// How far ahead the gateways see the load, seconds (thesis 5.2: 60 s).
     pub lead_s: usize,
     /// Relative noise on the gateways' view of the coming load.
@@ -72,12 +75,15 @@ pub struct EdgeConfig {
     /// Spurious burst signals per hour, each lasting `false_alarm_s`.
     pub false_alarms_per_hour: f64,
     pub false_alarm_s: usize,
+    /// Each gateway's own detector (the thesis's crossover).
     pub detector: BurstDetectorConfig,
+    /// The cluster side: burst-signal's aggregation of the gateways' records.
+    pub cluster: ClusterConfig,
 }
 
 impl Default for EdgeConfig {
     fn default() -> Self {
-        Self { lead_s: 60, noise: 0.05, false_alarms_per_hour: 2.0, false_alarm_s: 10, detector: BurstDetectorConfig::default() }
+        Self { gateways: 32, lead_s: 60, noise: 0.05, false_alarms_per_hour: 2.0, false_alarm_s: 10, detector: BurstDetectorConfig::default(), cluster: ClusterConfig::default() }
     }
 }
 
@@ -164,6 +170,10 @@ impl ArenaConfig {
             return Err(SimError::Config(format!("temperature_mean {} outside 0..1", self.temperature_mean)));
         }
         self.edge.detector.validate()?;
+        self.edge.cluster.validate()?;
+        if self.edge.gateways == 0 {
+            return Err(SimError::Config("edge.gateways must be at least 1".into()));
+        }
         Ok(())
     }
 }

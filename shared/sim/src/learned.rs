@@ -2,14 +2,76 @@
 
 use crate::realistic::{Arena, EpisodeInfo, Policy};
 use crate::seed_compat::SeedPolicy;
-use control::{GuardrailConfig, GuardrailContext, Guardrails, MetaContext, Observation, ScalingAction, Scenario};
+use control::{plan_prewarm, GuardrailConfig, GuardrailContext, Guardrails, LoadForecaster, LoadSample, MetaContext, Observation, ScalingAction, Scenario, DEFAULT_BYTES_PER_EVENT, PREWARM_HISTORY, PREWARM_UTILISATION};
 use cost_model::WorkerSpec;
 use policy::{MetaPolicy, ScalingPolicy, SeedCompatPolicy};
 
 /// Utilisation at which a run's budget is sized (see [`episode_budget`]).
 pub const BUDGET_UTILISATION: f64 = 0.7;
-/// Scaling decisions between two meta-controller decisions (12 x 5 s = one minute).
-pub const META_INTERVAL_DECISIONS: usize = 12;
+/// Seconds between two meta-controller decisions: the meta-weights schedule (template.yaml and
+/// stack.yml: every 5 minutes).
+pub const META_EVERY_S: usize = 300;
+/// Scaling decisions a meta-controller decision looks back over (the meta-weights function reads the
+/// last 60 decision records: 5 minutes at one decision per 5 s).
+pub const META_RECENT_DECISIONS: usize = 60;
+/// Seconds between two prewarm decisions: the prewarmer schedule (every minute).
+pub const PREWARM_EVERY_S: usize = 60;
+
+/// Spend a live system estimates from what it observes: each decision's running executors at their
+/// price, for the seconds since the one before. The replay sends it to meta-weights as the budget
+/// feed's `budget_remaining`; the tournament's `rl-meta` and the meta-controller's training use it
+/// directly.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct SpendEstimate {
+    pub spent_usd: f64,
+    last_time_s: Option<f64>,
+    last_rate: f64,
+}
+
+impl SpendEstimate {
+    /// Account the seconds since the previous observation at the previous observation's rate, and
+    /// remember this one's. Returns the spend so far.
+    pub fn observe(&mut self, arena: &Arena, obs: &Observation) -> f64 {
+        if let Some(last) = self.last_time_s {
+            self.spent_usd += self.last_rate * (obs.time_s - last).max(0.0);
+        }
+        self.last_time_s = Some(obs.time_s);
+        self.last_rate = observed_cost_rate(arena, obs);
+        self.spent_usd
+    }
+}
+
+/// The recent decisions' violation share and spend rate, as meta-weights computes them from its
+/// decision log: the last [`META_RECENT_DECISIONS`].
+#[derive(Debug, Clone, Default)]
+pub struct RecentDecisions {
+    /// (latency over the SLA, spend rate $/s), oldest first.
+    window: std::collections::VecDeque<(bool, f64)>,
+}
+
+impl RecentDecisions {
+    pub fn push(&mut self, arena: &Arena, obs: &Observation) {
+        if self.window.len() == META_RECENT_DECISIONS {
+            self.window.pop_front();
+        }
+        self.window.push_back((obs.latency_ms > obs.sla_ms, observed_cost_rate(arena, obs)));
+    }
+
+    /// (share of decisions over the SLA, mean spend rate $/s); zeros before the first decision.
+    pub fn summary(&self) -> (f64, f64) {
+        if self.window.is_empty() {
+            return (0.0, 0.0);
+        }
+        let n = self.window.len() as f64;
+        let slow = self.window.iter().filter(|(s, _)| *s).count() as f64;
+        let rate: f64 = self.window.iter().map(|(_, r)| r).sum();
+        (slow / n, rate / n)
+    }
+
+    pub fn clear(&mut self) {
+        self.window.clear();
+    }
+}
 
 /// A run's budget: what 16 GB executors sized for the trace's mean load at 70 % utilisation cost over
 /// `seconds`.
@@ -117,7 +179,9 @@ impl Policy for RlScaling {
     }
 }
 
-/// The meta-controller choosing the scaling policy's weights every minute, for a scenario and a budget.
+/// The meta-controller choosing the scaling policy's weights, as the meta-weights function does: on
+/// its schedule ([`META_EVERY_S`]), from the scenario, the budget left after the estimated spend, and
+/// the last [`META_RECENT_DECISIONS`] decisions.
 pub struct RlMeta {
     name: String,
     meta: MetaPolicy,
@@ -126,11 +190,8 @@ pub struct RlMeta {
     scenario: Scenario,
     ctx: MetaContext,
     weights: (f64, f64),
-    decisions: usize,
-    spent: f64,
-    last_time: f64,
-    slow: usize,
-    observed_cost: f64,
+    spend: SpendEstimate,
+    recent: RecentDecisions,
 }
 
 impl RlMeta {
@@ -144,11 +205,8 @@ impl RlMeta {
             scenario,
             ctx: MetaContext { scenario, budget_usd: 1.0, horizon_s: 1.0 },
             weights: (a, b),
-            decisions: 0,
-            spent: 0.0,
-            last_time: 0.0,
-            slow: 0,
-            observed_cost: 0.0,
+            spend: SpendEstimate::default(),
+            recent: RecentDecisions::default(),
         }
     }
 
@@ -165,32 +223,83 @@ impl Policy for RlMeta {
     fn reset(&mut self, info: &EpisodeInfo) {
         self.scaling.reset(info);
         self.ctx = MetaContext { scenario: self.scenario, budget_usd: episode_budget(&self.arena, info, info.duration_s), horizon_s: info.duration_s };
-        self.decisions = 0;
-        self.spent = 0.0;
-        self.last_time = 0.0;
-        self.slow = 0;
-        self.observed_cost = 0.0;
+        let [a, b, _] = self.scenario.weights();
+        self.weights = (a, b);
+        self.spend = SpendEstimate::default();
+        self.recent.clear();
     }
     fn decide(&mut self, obs: &Observation) -> ScalingAction {
-        let rate = observed_cost_rate(&self.arena, obs);
-        // Spend so far, as the live system estimates it from running executors.
-        self.spent += rate * (obs.time_s - self.last_time).max(0.0);
-        self.last_time = obs.time_s;
-        if self.decisions.is_multiple_of(META_INTERVAL_DECISIONS) {
-            let n = self.decisions.clamp(1, META_INTERVAL_DECISIONS) as f64;
-            let features = self.ctx.features(self.spent, self.slow as f64 / n, self.observed_cost / n);
-            if let Ok(w) = self.meta.weights(&features) {
+        let spent = self.spend.observe(&self.arena, obs);
+        if (obs.time_s as usize).is_multiple_of(META_EVERY_S) {
+            let (violations, cost_rate) = self.recent.summary();
+            if let Ok(w) = self.meta.weights(&self.ctx.features(spent, violations, cost_rate)) {
                 self.weights = w;
             }
-            self.slow = 0;
-            self.observed_cost = 0.0;
         }
-        self.decisions += 1;
-        self.slow += (obs.latency_ms > obs.sla_ms) as usize;
-        self.observed_cost += rate;
+        self.recent.push(&self.arena, obs);
         let mut obs = *obs;
         obs.alpha = self.weights.0;
         obs.beta = self.weights.1;
         self.scaling.decide(&obs)
+    }
+}
+
+/// A policy with the prewarmer beside it, as deployed: every [`PREWARM_EVERY_S`] the prewarm plan
+/// (`control::plan_prewarm`, the prewarmer function's code) sets the warm workers from the load
+/// history, within the maximum capacity then in force.
+pub struct Prewarmed<P> {
+    inner: P,
+    forecaster: LoadForecaster,
+    history: std::collections::VecDeque<LoadSample>,
+    executor_rate: f64,
+    max_prewarm: u32,
+    warm: u32,
+}
+
+impl<P: Policy> Prewarmed<P> {
+    pub fn new(inner: P, arena: &Arena) -> Self {
+        Self {
+            inner,
+            forecaster: LoadForecaster::default(),
+            history: std::collections::VecDeque::new(),
+            executor_rate: arena.state_builder().executor_rate(DEFAULT_BYTES_PER_EVENT),
+            max_prewarm: GuardrailConfig::default().max_prewarm,
+            warm: 0,
+        }
+    }
+
+    pub fn inner(&self) -> &P {
+        &self.inner
+    }
+}
+
+impl<P: Policy> Policy for Prewarmed<P> {
+    fn name(&self) -> &str {
+        self.inner.name()
+    }
+    fn reset(&mut self, info: &EpisodeInfo) {
+        self.inner.reset(info);
+        self.history.clear();
+        self.warm = 0;
+    }
+    fn decide(&mut self, obs: &Observation) -> ScalingAction {
+        if (obs.time_s as usize).is_multiple_of(PREWARM_EVERY_S) {
+            // The history holds the decisions before this one: the prewarmer runs before
+            // scaling-decision records the interval's metrics.
+            let samples: Vec<LoadSample> = self.history.iter().copied().collect();
+            let plan = plan_prewarm(&self.forecaster, &samples, self.executor_rate, PREWARM_UTILISATION, self.max_prewarm);
+            // As the function: an unchanged plan leaves the application alone; a new one is bounded
+            // by the maximum capacity in force.
+            if plan.workers != self.warm {
+                self.warm = plan.workers.min(obs.current.executors);
+            }
+        }
+        if self.history.len() == PREWARM_HISTORY {
+            self.history.pop_front();
+        }
+        self.history.push_back(LoadSample { time_s: crate::edge::EPOCH_S + obs.time_s, rate: obs.input_rate });
+        let mut action = self.inner.decide(obs);
+        action.prewarm = self.warm;
+        action
     }
 }

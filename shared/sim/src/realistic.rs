@@ -344,9 +344,9 @@ impl<'a> Episode<'a> {
             return Err(SimError::Config(format!("trace `{}` is empty", trace.name())));
         }
         let config = &arena.config;
-        let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed);
-        let mut edge = EdgeSignal::new(&config.edge)?;
-        edge.warm_up(&trace);
+        let rng = Xoshiro256PlusPlus::seed_from_u64(seed);
+        let mut edge = EdgeSignal::new(&config.edge, seed)?;
+        let last_edge = edge.warm_up(&trace)?;
         let temperature = TemperatureSeries::new(config, seed)?;
         let first = trace.at(0);
         // Every policy starts from the same warm cluster, sized for the opening load with Spark's
@@ -356,7 +356,6 @@ impl<'a> Episode<'a> {
         let action = ScalingAction::spark_default(start);
         let mut workers = WorkerPool::default();
         workers.start_ready(start, action.memory_gb, 0.0);
-        let last_edge = edge.step(0, &trace, &mut rng);
         let last_capacity = arena.capacity(&action, start as f64, (start * action.memory_gb) as f64, first, temperature.current());
         Ok(Self {
             arena,
@@ -434,7 +433,7 @@ impl<'a> Episode<'a> {
             running_executors: self.workers.running(t),
             pending_executors: self.workers.pending(t),
             burst_signal: self.last_edge.burst,
-            predicted_load: self.last_edge.predicted_load,
+            predicted_load: if self.last_edge.predicted_load > 0.0 { self.last_edge.predicted_load } else { input },
             data_temperature: self.temperature.current(),
             shuffle_mb_per_s: input * point.bytes_per_event * proc.shuffle_ratio / 1e6,
             bytes_per_event: point.bytes_per_event,
@@ -498,7 +497,7 @@ impl<'a> Episode<'a> {
         let config = &arena.config;
         let t = self.t as f64;
         let point = self.trace.at(self.t);
-        self.last_edge = self.edge.step(self.t, &self.trace, &mut self.rng);
+        self.last_edge = self.edge.step(self.t, &self.trace);
         let temperature = self.temperature.advance();
 
         let running = self.workers.running(t) as f64;

@@ -1,6 +1,8 @@
 //! The meta-controller's training environment: the realistic arena with the trained scaling policy
-//! (through tract, as deployed) in the loop. Every meta step lasts `META_INTERVAL_DECISIONS`
-//! decisions; the meta action is the (alpha, beta) the scaling policy sees meanwhile.
+//! (through tract, as deployed) in the loop. Every meta step lasts [`META_EVERY_S`], the meta-weights
+//! schedule, and sees what that function sees: the budget left after the estimated spend and the
+//! last decisions' violations and spend rate ([`SpendEstimate`], [`RecentDecisions`]). The meta action
+//! is the (alpha, beta) the scaling policy sees meanwhile.
 
 use crate::scaling_env::TRAINING_TRACES;
 use crate::seed_env::TRAINING_SEED_BIT;
@@ -9,7 +11,7 @@ use control::{MetaContext, Scenario, META_FEATURES};
 use policy::ScalingPolicy;
 use rand::Rng;
 use rand_xoshiro::Xoshiro256PlusPlus;
-use sim::learned::{episode_budget, observed_cost_rate, ArenaGuardrails};
+use sim::learned::{episode_budget, ArenaGuardrails, RecentDecisions, SpendEstimate, META_EVERY_S};
 use sim::{Arena, Episode};
 
 /// Cost of 16 executors of 16 GB for one second: the meta reward's unit of cost.
@@ -18,8 +20,6 @@ pub fn cost_reference_per_s(arena: &Arena) -> f64 {
     16.0 * arena.prices.emr_rate_per_second(&worker)
 }
 
-/// Scaling decisions per meta step (12 x 5 s = one minute).
-pub const META_INTERVAL_DECISIONS: usize = 12;
 /// The scenario's own objective for one meta step: its weights on cost and on SLA violations.
 pub fn meta_reward(scenario: Scenario, cost_n: f64, violation_share: f64, overspend_share: f64) -> f64 {
     let [alpha, beta, _] = scenario.weights();
@@ -34,9 +34,8 @@ pub struct MetaTrainEnv {
     ctx: MetaContext,
     spent: f64,
     /// Spend as the live system estimates it (what the features show).
-    spent_observed: f64,
-    recent_violations: f64,
-    recent_cost_rate: f64,
+    spend: SpendEstimate,
+    recent: RecentDecisions,
     cost_ref_per_s: f64,
 }
 
@@ -50,15 +49,21 @@ impl MetaTrainEnv {
             episode: None,
             ctx: MetaContext { scenario: Scenario::Balanced, budget_usd: 1.0, horizon_s: 1.0 },
             spent: 0.0,
-            spent_observed: 0.0,
-            recent_violations: 0.0,
-            recent_cost_rate: 0.0,
+            spend: SpendEstimate::default(),
+            recent: RecentDecisions::default(),
             cost_ref_per_s,
         }
     }
 
-    fn features(&self) -> Vec<f32> {
-        self.ctx.features(self.spent_observed, self.recent_violations, self.recent_cost_rate).to_vec()
+    fn features(&mut self) -> Vec<f32> {
+        // Observing the episode's next decision point here and again in the next step changes
+        // nothing: the estimate accounts elapsed seconds only.
+        let spent = match &self.episode {
+            Some(e) if !e.done() => self.spend.observe(&self.arena, &e.observe()),
+            _ => self.spend.spent_usd,
+        };
+        let (violations, cost_rate) = self.recent.summary();
+        self.ctx.features(spent, violations, cost_rate).to_vec()
     }
 }
 
@@ -72,9 +77,8 @@ impl ContinuousEnv for MetaTrainEnv {
         let scenario = Scenario::ALL[rng.random_range(0..4)];
         self.ctx = MetaContext { scenario, budget_usd: episode_budget(&self.arena, &info, seconds), horizon_s: seconds };
         self.spent = 0.0;
-        self.spent_observed = 0.0;
-        self.recent_violations = 0.0;
-        self.recent_cost_rate = 0.0;
+        self.spend = SpendEstimate::default();
+        self.recent.clear();
         self.episode = Episode::owned(self.arena.clone(), trace, seed).ok();
         self.guardrails = ArenaGuardrails::new(self.arena.config.max_executors);
         self.features()
@@ -85,31 +89,27 @@ impl ContinuousEnv for MetaTrainEnv {
             return (self.reset(rng), 0.0, true);
         };
         let (alpha, beta) = (action[0].clamp(0.0, 1.0) as f64, action[1].clamp(0.0, 1.0) as f64);
-        let (mut cost, mut seconds, mut violating, mut events, mut slow, mut decisions, mut observed_cost) = (0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0);
-        for _ in 0..META_INTERVAL_DECISIONS {
+        let (mut cost, mut seconds, mut violating, mut events) = (0.0, 0.0, 0.0, 0.0);
+        let decisions = (META_EVERY_S / self.arena.config.decision_interval_s.max(1)).max(1);
+        for _ in 0..decisions {
             if episode.done() {
                 break;
             }
             let mut obs = episode.observe();
+            self.spend.observe(&self.arena, &obs);
+            self.recent.push(&self.arena, &obs);
             obs.alpha = alpha;
             obs.beta = beta;
-            let rate = observed_cost_rate(&self.arena, &obs);
-            observed_cost += rate;
             let proposed = self.scaling.decide(&obs).unwrap_or(obs.current);
             let act = self.guardrails.apply(proposed, &obs);
             let out = episode.advance(act, None);
             cost += out.cost_usd;
             seconds += out.seconds as f64;
-            self.spent_observed += rate * out.seconds as f64;
             violating += out.events_violating;
             events += out.events_processed.max(out.events_arrived);
-            slow += if out.latency_ms > self.arena.config.sla_ms { 1.0 } else { 0.0 };
-            decisions += 1.0;
         }
         let before = self.spent;
         self.spent += cost;
-        self.recent_violations = if decisions > 0.0 { slow / decisions } else { 0.0 };
-        self.recent_cost_rate = if decisions > 0.0 { observed_cost / decisions } else { 0.0 };
         let overspend = ((self.spent - self.ctx.budget_usd.max(before)).max(0.0)) / self.ctx.budget_usd.max(1e-9);
         let cost_n = cost / (self.cost_ref_per_s * seconds.max(1.0));
         let share = if events > 0.0 { violating / events } else { 0.0 };
