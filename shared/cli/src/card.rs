@@ -144,14 +144,16 @@ pub fn write_meta(dir: &Path, command: &str, report: &TrainReport, rows: &[(Stri
     }
     let text = format!(
         "# meta-td3.onnx\n\n\
-         The meta-controller: picks the weights (alpha: cost, beta: latency) the scaling policy sees, once a minute.\n\n\
+         The meta-controller: picks the weights (alpha: cost, beta: latency) the scaling policy sees, every {every} s \
+         (the meta-weights schedule).\n\n\
          ## Input\n\n`input`: float32 [1, 7], built by `control::MetaContext::features`: scenario one-hot (healthcare_critical, \
          industrial_high_throughput, smart_city_budget, balanced); budget remaining as a share of the run's budget (-1..1); \
-         share of the last minute's decisions whose latency exceeded the SLA; last minute's spend rate (running executors at \
-         their price) over the budget's even rate, / 3, capped at 1. The run's budget is what 16 GB executors sized for the \
+         share of the last {recent} decisions whose latency exceeded the SLA; their mean spend rate (running executors at \
+         their price) over the budget's even rate, / 3, capped at 1 (`sim::learned::SpendEstimate` and `RecentDecisions`, \
+         what the meta-weights function reads from its budget feed and decision log). The run's budget is what 16 GB executors sized for the \
          trace's mean load at 70 % utilisation would cost.\n\n\
          ## Output\n\n`weights`: float32 [1, 2], (alpha, beta) in 0..1 (sigmoid).\n\n\
-         ## Training\n\n- command: `{command}`\n- seed: {seed}\n- meta steps (one minute each): {steps}\n- wall time: {wall:.0} s\n\
+         ## Training\n\n- command: `{command}`\n- seed: {seed}\n- meta steps ({every} s each): {steps}\n- wall time: {wall:.0} s\n\
          - final mean episode return: {ret:.2}\n\
          - environment: the realistic arena on the scaling policy's training traces, with `scaling-ppo.onnx` in the loop \
          through tract; each episode draws a scenario.\n\
@@ -161,7 +163,11 @@ pub fn write_meta(dir: &Path, command: &str, report: &TrainReport, rows: &[(Stri
          smoothing (0.2, clip 0.5, in action half-ranges), actor and targets updated every 2 steps, tau 0.005, gamma 0.99, \
          Adam 3e-4, batch 256, exploration noise 0.1, random actions for the first tenth of the steps (at most 2,000); \
          64-64 ReLU networks, sigmoid actions. Implemented in Rust on candle.\n\n\
-         ## Evaluation (rl-meta per scenario, through tract)\n\n{table}",
+         ## Evaluation (rl-meta per scenario, through tract)\n\n`rl-meta` is the deployed bundle: the meta-controller on its schedule, \
+         the scaling policy with its guardrails, and the prewarmer (`control::plan_prewarm`) every {prewarm} s.\n\n{table}",
+        every = sim::learned::META_EVERY_S,
+        recent = sim::learned::META_RECENT_DECISIONS,
+        prewarm = sim::learned::PREWARM_EVERY_S,
         seed = report.seed,
         steps = report.steps,
         wall = report.wall_time_s,

@@ -11,10 +11,12 @@
 //!
 //! ```
 //! use pipeline::replay::{replay_embedded, ReplayOptions};
-//! let arena = sim::Arena::embedded();
+//! let mut arena = sim::Arena::embedded();
+//! arena.config.edge.gateways = 4;
 //! let trace = traces::resolve("step-burst", 1).unwrap().window(0, 120);
 //! let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-//! let report = rt.block_on(replay_embedded(&arena, &trace, 1, &ReplayOptions { edges: 4, ..Default::default() })).unwrap();
+//! let report = rt.block_on(replay_embedded(&arena, &trace, 1, &ReplayOptions::default())).unwrap();
+//! assert_eq!(report.burst_agreement, 1.0);
 //! assert_eq!(report.decisions, 120 / arena.config.decision_interval_s);
 //! ```
 
