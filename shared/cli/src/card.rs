@@ -104,10 +104,8 @@ pub fn write_scaling(dir: &Path, command: &str, report: &TrainReport, evals: &[T
          ## Training\n\n- command: `{command}`\n- seed: {seed}\n- environment steps (decisions): {steps}\n- wall time: {wall:.0} s\n\
          - final mean episode return: {ret:.2}\n\
          - environment: the realistic arena (embedded defaults), one decision per 5 s; each episode draws a trace from {trained:?}, \
-         a training seed (top bit set) and weights (alpha, beta): in {cont:.0} % of episodes drawn uniformly from [0, 1]^2 \
-         (the meta-controller may pick any), in the others one of the four scenarios' weights.\n\
-         - reward per decision: -(alpha x cost / right-sized cost + beta x (min(latency / SLA, 5) / 5 + {vw} x share of events over the SLA)) \
-         / max(alpha + beta, {wmin}): only the trade-off between the weights sets the reward, not its scale.\n\
+         a training seed (top bit set) and one of the four scenarios' weights (alpha, beta).\n\
+         - reward per decision: -(alpha x cost / right-sized cost + beta x (min(latency / SLA, 5) / 5 + {vw} x share of events over the SLA)).\n\
          - right-sized cost: the CPU-bound executors the interval's mean arrival rate needs (at least one), at 16 GB, for the interval.\n\
          - discount: gamma = {g}.\n\
          - algorithm: {PPO_REFERENCE}\n\n\
@@ -117,8 +115,6 @@ pub fn write_scaling(dir: &Path, command: &str, report: &TrainReport, evals: &[T
         wall = report.wall_time_s,
         ret = report.final_return,
         vw = trainer::scaling_env::VIOLATION_WEIGHT,
-        cont = trainer::scaling_env::CONTINUOUS_WEIGHT_SHARE * 100.0,
-        wmin = trainer::scaling_env::MIN_WEIGHT_SUM,
         g = trainer::SCALING_GAMMA,
         levels = control::ACTION_DIMS[0] - 1,
         max = control::POLICY_MAX_EXECUTORS,

@@ -303,3 +303,46 @@ impl<P: Policy> Policy for Prewarmed<P> {
         action
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Episode;
+
+    #[test]
+    fn spend_accounts_elapsed_seconds_at_the_previous_rate_once() {
+        let arena = Arena::embedded();
+        let trace = traces::resolve("step-burst", 1).unwrap();
+        let mut episode = Episode::new(&arena, &trace, 1).unwrap();
+        let mut spend = SpendEstimate::default();
+        let first = episode.observe();
+        assert_eq!(spend.observe(&arena, &first), 0.0);
+        // The same decision point seen twice (the meta environment does) adds nothing.
+        assert_eq!(spend.observe(&arena, &first), 0.0);
+        episode.advance(first.current, None);
+        let next = episode.observe();
+        let want = observed_cost_rate(&arena, &first) * (next.time_s - first.time_s);
+        assert!((spend.observe(&arena, &next) - want).abs() < 1e-12);
+    }
+
+    #[test]
+    fn recent_decisions_keep_the_meta_functions_window() {
+        let arena = Arena::embedded();
+        let trace = traces::resolve("step-burst", 1).unwrap();
+        let episode = Episode::new(&arena, &trace, 1).unwrap();
+        let mut recent = RecentDecisions::default();
+        assert_eq!(recent.summary(), (0.0, 0.0));
+        let mut obs = episode.observe();
+        obs.latency_ms = obs.sla_ms * 2.0;
+        for _ in 0..10 {
+            recent.push(&arena, &obs);
+        }
+        obs.latency_ms = 0.0;
+        for _ in 0..META_RECENT_DECISIONS {
+            recent.push(&arena, &obs);
+        }
+        // The slow decisions have left the window.
+        assert_eq!(recent.summary().0, 0.0);
+        assert!((recent.summary().1 - observed_cost_rate(&arena, &obs)).abs() < 1e-12);
+    }
+}

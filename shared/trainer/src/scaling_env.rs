@@ -25,35 +25,12 @@ pub const VIOLATION_WEIGHT: f64 = 30.0;
 /// plus the share of events that violated the SLA. Cost is normalised by `cost_unit_usd`, what the
 /// interval's arrivals cost on right-sized executors (see [`right_sized_cost`]), so the cost term
 /// reads "times the necessary spend" on every trace and load level.
-///
-/// The sum is divided by alpha + beta (at least [`MIN_WEIGHT_SUM`]): only the trade-off between the
-/// two should change what the policy does, not the reward's scale. Without it, episodes with small
-/// weights give rewards near zero, which the return normalisation shared by all episodes drowns, and
-/// the policy learns to ignore the weights.
 pub fn reward(out: &IntervalOutcome, alpha: f64, beta: f64, cost_unit_usd: f64, sla_ms: f64) -> f64 {
     let cost = out.cost_usd / cost_unit_usd.max(1e-12);
     let latency = (out.mean_latency_ms / sla_ms).min(5.0) / 5.0;
     let events = out.events_processed.max(out.events_arrived).max(1.0);
     let violations = (out.events_violating / events).min(1.0);
-    -(alpha * cost + beta * (latency + VIOLATION_WEIGHT * violations)) / (alpha + beta).max(MIN_WEIGHT_SUM)
-}
-
-/// Below this sum of the weights the reward is no longer rescaled (the weights say "nothing matters").
-pub const MIN_WEIGHT_SUM: f64 = 0.1;
-
-/// Share of training episodes whose weights are drawn uniformly from [0, 1]^2 rather than taken
-/// from one of the four scenarios: the meta-controller may choose any weights, so the policy must
-/// answer all of them, and answer them monotonically (more cost weight, cheaper).
-pub const CONTINUOUS_WEIGHT_SHARE: f64 = 0.5;
-
-/// The weights of one training episode.
-pub fn draw_weights(rng: &mut impl Rng) -> (f64, f64) {
-    if rng.random::<f64>() < CONTINUOUS_WEIGHT_SHARE {
-        (rng.random::<f64>(), rng.random::<f64>())
-    } else {
-        let [a, b, _] = Scenario::ALL[rng.random_range(0..Scenario::ALL.len())].weights();
-        (a, b)
-    }
+    -(alpha * cost + beta * (latency + VIOLATION_WEIGHT * violations))
 }
 
 /// One environment: a new episode on a random training trace, seed and scenario at every reset.
@@ -106,7 +83,9 @@ impl DiscreteEnv for ScalingTrainEnv {
         let seed = rng.random::<u64>() | TRAINING_SEED_BIT;
         let kind = self.traces[rng.random_range(0..self.traces.len())];
         let trace: Trace = traces::builtin(kind, seed);
-        self.weights = draw_weights(rng);
+        let scenario = Scenario::ALL[rng.random_range(0..4)];
+        let [a, b, _] = scenario.weights();
+        self.weights = (a, b);
         self.episode = Episode::owned(self.arena.clone(), trace, seed).ok();
         self.guardrails = ArenaGuardrails::new(self.arena.config.max_executors);
         self.features()
