@@ -58,6 +58,22 @@ pub struct MetaContext {
     pub horizon_s: f64,
 }
 
+/// What the meta-controller reads of the recent decisions, each given as (latency over the SLA,
+/// spend rate in $/s): the share over the SLA and the mean spend rate. Zeros without decisions. The
+/// meta-weights function computes it from its decision log, the arena from the decisions it ran.
+pub fn recent_summary(decisions: impl IntoIterator<Item = (bool, f64)>) -> (f64, f64) {
+    let (mut n, mut slow, mut spend) = (0usize, 0usize, 0.0);
+    for (over_sla, rate) in decisions {
+        n += 1;
+        slow += usize::from(over_sla);
+        spend += rate;
+    }
+    if n == 0 {
+        return (0.0, 0.0);
+    }
+    (slow as f64 / n as f64, spend / n as f64)
+}
+
 impl MetaContext {
     /// Features in order: scenario one-hot (4); budget remaining as a share of the budget; share of
     /// recent decisions whose latency exceeded the SLA; recent spend rate over the budget's even rate,

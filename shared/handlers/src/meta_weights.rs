@@ -71,19 +71,10 @@ impl MetaWeights {
 
 /// Violation share and mean spend rate ($/s) of running executors over recent decisions.
 pub fn recent_history(decisions: &[DecisionRecord], prices: &PriceBook, vcpu: f64) -> (f64, f64) {
-    if decisions.is_empty() {
-        return (0.0, 0.0);
-    }
-    let n = decisions.len() as f64;
-    let slow = decisions.iter().filter(|d| d.inputs.latency_ms > d.inputs.sla_ms).count() as f64;
-    let spend = decisions
-        .iter()
-        .map(|d| {
-            let worker = WorkerSpec { vcpu, memory_gb: d.inputs.current.memory_gb as f64, disk_gb: 20.0 };
-            d.inputs.running_executors as f64 * prices.emr_rate_per_second(&worker)
-        })
-        .sum::<f64>();
-    (slow / n, spend / n)
+    control::recent_summary(decisions.iter().map(|d| {
+        let worker = WorkerSpec { vcpu, memory_gb: d.inputs.current.memory_gb as f64, disk_gb: 20.0 };
+        (d.inputs.latency_ms > d.inputs.sla_ms, d.inputs.running_executors as f64 * prices.emr_rate_per_second(&worker))
+    }))
 }
 
 #[async_trait]

@@ -59,13 +59,7 @@ impl RecentDecisions {
 
     /// (share of decisions over the SLA, mean spend rate $/s); zeros before the first decision.
     pub fn summary(&self) -> (f64, f64) {
-        if self.window.is_empty() {
-            return (0.0, 0.0);
-        }
-        let n = self.window.len() as f64;
-        let slow = self.window.iter().filter(|(s, _)| *s).count() as f64;
-        let rate: f64 = self.window.iter().map(|(_, r)| r).sum();
-        (slow / n, rate / n)
+        control::recent_summary(self.window.iter().copied())
     }
 
     pub fn clear(&mut self) {
