@@ -95,19 +95,28 @@ pub fn write_scaling(dir: &Path, command: &str, report: &TrainReport, evals: &[T
          Normalisation: utilisation in 0..1; memory utilisation / 2; backlog as ln(1 + backlog in executor-seconds) / 10; \
          rates (input, processing, predicted) in executors' worth (events/s over one executor's events/s at the observed event \
          size) and executor counts, both as ln(1 + x) / ln(65); burst 0/1; temperature 0..1; shuffle MB/s / 1,000; alpha and beta as given.\n\n\
-         ## Output\n\n`actions`: int64 [1, 4]: executor level (0..{levels}), memory level (8, 12, 16, 20, 24, 30 GB), tier \
+         ## Output\n\n`actions`: int64 [1, 4]: executor level (0..{levels}), memory level (0..{mlevels}), tier \
          (0 Redis, 1 NVMe, 2 S3, 3 Glacier), codec (0 none, 1 LZ4, 2 ZSTD). Greedy (argmax per head).\n\n\
          The executor level is relative to the demand (`control::StateBuilder::action`): level 0 keeps the executors in force; \
          level k sizes the cluster at headroom[k] x demand, rounded up, within 1..{max}, where headroom = {headroom:?} and \
          demand = (max(input rate, predicted load) + backlog / {drain} s) in executors' worth. The guardrails \
          (`control::Guardrails`) apply after, in the arena, in training and in the scaling-decision function.\n\n\
+         The memory level is relative to the observed event size (`control::StateBuilder::memory_for`): level k picks the \
+         smallest executor size of {sizes:?} GB whose usable memory (after the container overhead) holds mheadroom[k] x the \
+         working set of an executor running at its full CPU rate (the JVM's base plus the state it keeps over the window), \
+         where mheadroom = {mheadroom:?}; the last level is the largest size.\n\n\
          ## Training\n\n- command: `{command}`\n- seed: {seed}\n- environment steps (decisions): {steps}\n- wall time: {wall:.0} s\n\
          - final mean episode return: {ret:.2}\n\
          - environment: the realistic arena (embedded defaults), one decision per 5 s; each episode draws a trace from {trained:?}, \
          a training seed (top bit set) and one of the four scenarios' weights (alpha, beta).\n\
          - reward per decision: -(alpha x cost / right-sized cost + beta x (min(latency / SLA, 5) / 5 + {vw} x share of events over the SLA)).\n\
          - right-sized cost: the CPU-bound executors the interval's mean arrival rate needs (at least one), at 16 GB, for the interval.\n\
+         - cost in the reward books the Redis hot tier's hold (`redis_hold_s`) when a decision starts or extends it, not as it runs \
+         (`sim::IntervalOutcome::committed_cost_usd`); the scores below bill it as it runs.\n\
          - discount: gamma = {g}.\n\
+         - deviations from the reference below: entropy coefficient {ent} (the exported policy is greedy; a broader policy \
+         learns safety margins for its own random picks), and the return's running std-dev kept per scenario, so that each \
+         scenario's rewards are scaled alike (smart city's are mostly cost, healthcare's mostly rare violations).\n\
          - algorithm: {PPO_REFERENCE}\n\n\
          ## Evaluation\n\nThrough tract, with the balanced weights (alpha = beta = 0.33):\n\n{tables}",
         seed = report.seed,
@@ -116,9 +125,13 @@ pub fn write_scaling(dir: &Path, command: &str, report: &TrainReport, evals: &[T
         ret = report.final_return,
         vw = trainer::scaling_env::VIOLATION_WEIGHT,
         g = trainer::SCALING_GAMMA,
+        ent = trainer::SCALING_ENT_COEF,
         levels = control::ACTION_DIMS[0] - 1,
         max = control::POLICY_MAX_EXECUTORS,
         headroom = control::EXECUTOR_HEADROOM,
+        mlevels = control::ACTION_DIMS[1] - 1,
+        sizes = control::MEMORY_CHOICES_GB,
+        mheadroom = control::MEMORY_HEADROOM,
         drain = control::BACKLOG_DRAIN_S,
     );
     std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))

@@ -35,13 +35,23 @@ pub const POLICY_MAX_EXECUTORS: u32 = 64;
 /// others. Sizing relative to the observed demand is scale-free: what the policy learns is how much
 /// headroom to carry (more under a burst signal, less when cost weighs more), and that transfers
 /// across trace shapes and load levels.
-pub const EXECUTOR_HEADROOM: [f64; 16] = [0.0, 0.6, 0.75, 0.85, 0.95, 1.0, 1.05, 1.1, 1.15, 1.2, 1.3, 1.4, 1.6, 1.8, 2.2, 3.0];
+pub const EXECUTOR_HEADROOM: [f64; 16] = [0.0, 0.9, 0.95, 1.0, 1.05, 1.1, 1.15, 1.2, 1.25, 1.3, 1.4, 1.5, 1.6, 1.8, 2.2, 3.0];
 
 /// Seconds over which a backlog is to be drained: the demand counts backlog / this as extra load.
 pub const BACKLOG_DRAIN_S: f64 = 10.0;
 
+/// The memory head's levels: level k asks for executors of the smallest size in [`MEMORY_CHOICES_GB`]
+/// whose usable memory holds `MEMORY_HEADROOM[k]` times the working set of an executor running at its
+/// full CPU rate (see [`StateBuilder::memory_for`]); the last level is the largest size.
+///
+/// Why relative, as the executor head: the memory an executor needs follows the event size (its
+/// windowed state grows with the bytes it holds), so an absolute size that fits one trace spills or
+/// wastes on another. Sized relative to the observed event size, the head learns how much spare memory
+/// is worth carrying, and that holds on every trace.
+pub const MEMORY_HEADROOM: [f64; 6] = [1.0, 1.1, 1.25, 1.5, 2.0, f64::INFINITY];
+
 /// Sizes of the policy's four action heads: executor level, memory level, tier, codec.
-pub const ACTION_DIMS: [usize; 4] = [EXECUTOR_HEADROOM.len(), MEMORY_CHOICES_GB.len(), Tier::CHOICES.len(), Compression::CHOICES.len()];
+pub const ACTION_DIMS: [usize; 4] = [EXECUTOR_HEADROOM.len(), MEMORY_HEADROOM.len(), Tier::CHOICES.len(), Compression::CHOICES.len()];
 
 /// Builds policy features from observations.
 #[derive(Debug, Clone, PartialEq)]
@@ -87,11 +97,23 @@ impl StateBuilder {
         .clamp(1, self.max_executors.max(1));
         Ok(ScalingAction {
             executors,
-            memory_gb: MEMORY_CHOICES_GB[indices[1] as usize],
+            memory_gb: self.memory_for(obs.bytes_per_event, MEMORY_HEADROOM[indices[1] as usize]),
             tier: Tier::CHOICES[indices[2] as usize],
             compression: Compression::CHOICES[indices[3] as usize],
             prewarm: obs.current.prewarm,
         })
+    }
+
+    /// The smallest executor size (GB, from [`MEMORY_CHOICES_GB`]) whose usable memory holds `headroom`
+    /// times the working set of an executor processing events of `bytes` at its full CPU rate: the
+    /// JVM's base plus the state it keeps over the processing model's window. The largest size when
+    /// none does (or `headroom` is infinite).
+    pub fn memory_for(&self, bytes_per_event: f64, headroom: f64) -> u32 {
+        let bytes = if bytes_per_event.is_finite() { bytes_per_event.max(0.0) } else { 0.0 };
+        let p = &self.processing;
+        let working_set = p.executor_base_memory_gb + self.executor_rate(bytes) * bytes * p.state_window_s / 1e9;
+        let largest = MEMORY_CHOICES_GB[MEMORY_CHOICES_GB.len() - 1];
+        MEMORY_CHOICES_GB.iter().copied().find(|&gb| p.usable_memory_gb(gb as f64) >= headroom * working_set).unwrap_or(largest)
     }
 
     /// Events/s one executor processes at `bytes` per event, by the latency model (CPU only): the
@@ -191,7 +213,8 @@ mod tests {
         let k = EXECUTOR_HEADROOM.iter().position(|&h| h == 1.2).unwrap() as i64;
         let a = b.action([k, 2, 0, 1], &o).unwrap();
         assert_eq!(a.executors, (1.2 * demand).ceil() as u32);
-        assert_eq!((a.memory_gb, a.tier, a.compression), (16, Tier::Redis, Compression::Lz4));
+        assert_eq!((a.memory_gb, a.tier, a.compression), (b.memory_for(2_500.0, MEMORY_HEADROOM[2]), Tier::Redis, Compression::Lz4));
+        assert_eq!(b.action([k, 5, 0, 1], &o).unwrap().memory_gb, 30);
         // Level 0 holds the count in force.
         assert_eq!(b.action([0, 2, 1, 1], &o).unwrap().executors, o.current.executors);
         // A backlog adds its drain rate to the demand.
@@ -208,6 +231,29 @@ mod tests {
         let err = b.action([0, 6, 0, 0], &o).unwrap_err().to_string();
         assert!(err.contains("memory index 6"), "{err}");
         assert!(b.action([-1, 0, 0, 0], &o).is_err());
+        assert!(b.action([0, 0, 4, 0], &o).unwrap_err().to_string().contains("tier index 4"));
         assert!(b.action([ACTION_DIMS[0] as i64, 0, 0, 0], &o).is_err());
+    }
+
+    #[test]
+    fn memory_levels_fit_the_working_set_of_the_observed_event_size() {
+        let b = builder();
+        let p = &b.processing;
+        let working_set = |bytes: f64| p.executor_base_memory_gb + b.executor_rate(bytes) * bytes * p.state_window_s / 1e9;
+        for bytes in [200.0, 2_500.0, 20_000.0, 200_000.0] {
+            let fit = b.memory_for(bytes, 1.0);
+            let ws = working_set(bytes);
+            // The fit level holds the working set, and the next size down would not.
+            assert!(p.usable_memory_gb(fit as f64) >= ws || fit == 30, "{bytes} B: {fit} GB for {ws} GB");
+            if let Some(smaller) = MEMORY_CHOICES_GB.iter().rev().find(|&&gb| gb < fit) {
+                assert!(p.usable_memory_gb(*smaller as f64) < ws, "{bytes} B: {smaller} GB would have done");
+            }
+            // More headroom never means less memory.
+            let sizes: Vec<u32> = MEMORY_HEADROOM.iter().map(|&h| b.memory_for(bytes, h)).collect();
+            assert!(sizes.windows(2).all(|w| w[0] <= w[1]), "{sizes:?}");
+            assert_eq!(sizes[5], 30);
+        }
+        assert!(b.memory_for(200_000.0, 1.0) >= b.memory_for(200.0, 1.0));
+        assert_eq!(b.memory_for(f64::NAN, 1.0), b.memory_for(0.0, 1.0));
     }
 }

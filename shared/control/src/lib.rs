@@ -17,7 +17,7 @@ mod tier_router;
 pub use burst::{BurstDetector, BurstDetectorConfig};
 pub use cluster::{ClusterBurst, ClusterConfig, EdgeRecord};
 pub use error::ControlError;
-pub use features::{StateBuilder, ACTION_DIMS, BACKLOG_DRAIN_S, EXECUTOR_HEADROOM, FEATURES, FEATURE_NAMES, POLICY_MAX_EXECUTORS};
+pub use features::{StateBuilder, ACTION_DIMS, BACKLOG_DRAIN_S, EXECUTOR_HEADROOM, FEATURES, FEATURE_NAMES, MEMORY_HEADROOM, POLICY_MAX_EXECUTORS};
 pub use meta::{recent_summary, MetaContext, Scenario, META_FEATURES};
 pub use state::{Observation, ScalingAction, MEMORY_CHOICES_GB};
 pub use forecast::{plan_prewarm, prewarm_workers, Forecast, ForecastConfig, LoadForecaster, LoadSample, PatternFeatures, PrewarmPlan, DEFAULT_BYTES_PER_EVENT, PREWARM_HISTORY, PREWARM_UTILISATION};

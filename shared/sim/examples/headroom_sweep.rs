@@ -3,7 +3,7 @@
 //!
 //! `cargo run --release -p sim --example headroom_sweep [SEEDS]`
 
-use control::{Observation, ScalingAction, StateBuilder, EXECUTOR_HEADROOM, MEMORY_CHOICES_GB};
+use control::{Observation, ScalingAction, StateBuilder, EXECUTOR_HEADROOM};
 use latency_model::{Compression, Tier};
 use sim::learned::ArenaGuardrails;
 use sim::{Arena, EpisodeInfo, Policy};
@@ -30,8 +30,9 @@ impl Policy for Level {
 fn main() {
     let seeds: u64 = std::env::args().nth(1).and_then(|s| s.parse().ok()).unwrap_or(5);
     let arena = Arena::embedded();
-    let mem16 = MEMORY_CHOICES_GB.iter().position(|&g| g == 16).unwrap() as i64;
-    let lz4 = Compression::CHOICES.iter().position(|&c| c == Compression::Lz4).unwrap() as i64;
+    // Memory level 0: executors just large enough for the working set at the observed event size.
+    let fit = 0i64;
+    let none = Compression::CHOICES.iter().position(|&c| c == Compression::None).unwrap() as i64;
     for name in ["step-burst", "burst-4x", "rush-hour", "slow-ramp", "flash-crowd"] {
         let mut bound = 0.0;
         for seed in 0..seeds {
@@ -45,7 +46,7 @@ fn main() {
                 let (mut cost, mut viol) = (0.0, 0.0);
                 for seed in 0..seeds {
                     let trace = traces::resolve(name, seed).unwrap();
-                    let mut p = Level { state: arena.state_builder(), indices: [k as i64, mem16, ti, lz4], guard: ArenaGuardrails::new(64) };
+                    let mut p = Level { state: arena.state_builder(), indices: [k as i64, fit, ti, none], guard: ArenaGuardrails::new(64) };
                     let s = arena.run(&trace, seed, &mut p, None).unwrap();
                     cost += s.cost_usd;
                     viol += s.sla_violation_pct;

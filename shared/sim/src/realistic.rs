@@ -239,6 +239,12 @@ pub struct Timeline {
 pub struct IntervalOutcome {
     pub seconds: usize,
     pub cost_usd: f64,
+    /// The interval's cost with the Redis hot tier charged when its hold is committed rather than as
+    /// the hold runs: choosing Redis books the whole hold (`redis_hold_s`) it starts or extends. The
+    /// trainer's reward uses this, because under `cost_usd` a decision that keeps Redis while it is
+    /// held anyway costs nothing, and leaving it saves nothing for ten minutes, beyond the discount's
+    /// horizon: the policy could not see that the tier costs money.
+    pub committed_cost_usd: f64,
     pub events_arrived: f64,
     pub events_processed: f64,
     /// Events completed in the interval whose latency exceeded the SLA.
@@ -461,7 +467,7 @@ impl<'a> Episode<'a> {
             (prices.emr.minimum_billed_seconds - age).max(0.0) * prices.emr_rate_per_second(&w)
         });
         self.action = action;
-        let mut out = IntervalOutcome { cost_usd: released.minimum_charge, ..Default::default() };
+        let mut out = IntervalOutcome { cost_usd: released.minimum_charge, committed_cost_usd: released.minimum_charge, ..Default::default() };
         self.cost += released.minimum_charge;
         self.iv_arrived = 0.0;
         self.iv_processed = 0.0;
@@ -473,8 +479,9 @@ impl<'a> Episode<'a> {
             if self.done() {
                 break;
             }
-            let (cost, completed, violating, lat_sum) = self.step(disk, timeline.as_deref_mut());
+            let (cost, committed, completed, violating, lat_sum) = self.step(disk, timeline.as_deref_mut());
             out.cost_usd += cost;
+            out.committed_cost_usd += committed;
             out.events_processed += completed;
             out.events_violating += violating;
             latency_weighted += lat_sum;
@@ -491,8 +498,9 @@ impl<'a> Episode<'a> {
         out
     }
 
-    /// One second. Returns (cost, events completed, of which violating, sum of their latencies).
-    fn step(&mut self, disk_gb: f64, timeline: Option<&mut Timeline>) -> (f64, f64, f64, f64) {
+    /// One second. Returns (cost, cost with the Redis hold booked when committed, events completed, of
+    /// which violating, sum of their latencies).
+    fn step(&mut self, disk_gb: f64, timeline: Option<&mut Timeline>) -> (f64, f64, f64, f64, f64) {
         let arena: &Arena = &self.arena;
         let config = &arena.config;
         let t = self.t as f64;
@@ -561,13 +569,16 @@ impl<'a> Episode<'a> {
 
         // Cost of this second: workers, the Redis hot tier while it is held, request charges.
         let mut cost = self.workers.rate_per_second(t, config.vcpu_per_executor, disk_gb, &arena.prices);
+        cost += arena.tier_cost_per_second(&self.action, processed, point.bytes_per_event, temperature);
+        let mut committed = cost;
         if self.action.tier == Tier::Redis {
-            self.redis_until = t + config.redis_hold_s;
+            let until = t + config.redis_hold_s;
+            committed += (until - self.redis_until.max(t)).max(0.0) * arena.redis_rate_per_s;
+            self.redis_until = until;
         }
         if t < self.redis_until {
             cost += arena.redis_rate_per_s;
         }
-        cost += arena.tier_cost_per_second(&self.action, processed, point.bytes_per_event, temperature);
         self.cost += cost;
 
         let busy = processed * cap.cpu_ms_per_event;
@@ -590,7 +601,7 @@ impl<'a> Episode<'a> {
             tl.tier.push(self.action.tier);
         }
         self.t += 1;
-        (cost, processed, violating, lat_sum)
+        (cost, committed, processed, violating, lat_sum)
     }
 
     /// Events still queued at the end are scored with the latency they have reached (a lower bound).
@@ -714,6 +725,36 @@ mod tests {
         let (lat_redis, redis) = run(16, Tier::Redis);
         assert!(lat_redis < lat_hdd / 100.0, "redis {lat_redis} vs hdd {lat_hdd}");
         assert_eq!(redis.sla_violation_pct, 0.0);
+    }
+
+    #[test]
+    fn committed_cost_books_the_redis_hold_when_it_is_chosen() {
+        let arena = Arena::embedded();
+        let hold = arena.config.redis_hold_s;
+        let trace = flat(2_000.0, 2_500.0, (hold as usize) * 3);
+        let redis = ScalingAction { executors: 4, memory_gb: 16, tier: Tier::Redis, compression: Compression::Lz4, prewarm: 0 };
+        let nvme = ScalingAction { tier: Tier::Nvme, ..redis };
+        let sums = |switch_after: usize| {
+            let mut episode = Episode::new(&arena, &trace, 1).unwrap();
+            let (mut cost, mut committed, mut first) = (0.0, 0.0, None);
+            while !episode.done() {
+                let action = if episode.time() < switch_after { redis } else { nvme };
+                let out = episode.advance(action, None);
+                first.get_or_insert(out);
+                cost += out.cost_usd;
+                committed += out.committed_cost_usd;
+            }
+            (cost, committed, first.unwrap())
+        };
+        // Redis throughout: the hold still running at the end was booked, not yet billed.
+        let (cost, committed, first) = sums(usize::MAX);
+        let rate = arena.redis_rate_per_second();
+        assert!(((committed - cost) - rate * (hold - 1.0)).abs() < 1e-9 * cost.max(1.0), "{committed} vs {cost}");
+        // The first interval books a whole hold up front.
+        assert!((first.committed_cost_usd - first.cost_usd - rate * (hold - 1.0)).abs() < 1e-9);
+        // Redis for one interval, then NVMe: the hold ends inside the episode, both totals agree.
+        let (cost, committed, _) = sums(1);
+        assert!((committed - cost).abs() < 1e-9 * cost, "{committed} vs {cost}");
     }
 
     #[test]

@@ -16,6 +16,11 @@ pub trait DiscreteEnv {
     fn reset(&mut self, rng: &mut Xoshiro256PlusPlus) -> Vec<f32>;
     /// Apply an action; returns (next observation, reward, episode over).
     fn step(&mut self, action: &[usize], rng: &mut Xoshiro256PlusPlus) -> (Vec<f32>, f32, bool);
+    /// Which reward regime the current episode is in (for example, which scenario's weights it is
+    /// scored with). Rewards are normalised per regime; one regime unless an environment says otherwise.
+    fn regime(&self) -> usize {
+        0
+    }
 }
 
 /// Hyper-parameters (defaults: CleanRL's `ppo.py`, with 8 environments and 256-step rollouts).
@@ -38,6 +43,8 @@ pub struct PpoConfig {
     /// Scale rewards by the running std-dev of the discounted return and clip to +-10, as gym's
     /// `NormalizeReward` + `TransformReward` wrappers in CleanRL's continuous-action PPO: without it
     /// the value loss of long episodes dominates the shared gradient-norm clip and the actor barely moves.
+    /// The std-dev is kept per reward regime ([`DiscreteEnv::regime`]): under one shared scale, the
+    /// regime with the largest rewards sets every advantage and the others' preferences are lost.
     pub normalize_reward: bool,
 }
 
@@ -226,7 +233,7 @@ pub fn train(
 
     let mut obs: Vec<Vec<f32>> = envs.iter_mut().map(|e| e.reset(&mut rng)).collect();
     let mut discounted = vec![0.0f64; n_envs];
-    let mut return_stats = crate::ppo::RunningVar::default();
+    let mut return_stats: Vec<RunningVar> = Vec::new();
     let mut episode_returns = vec![0.0f64; n_envs];
     let mut steps_done = 0usize;
 
@@ -268,18 +275,24 @@ pub fn train(
                     action.push(pick);
                     offset += d;
                 }
+                // The regime of the episode the reward belongs to (a step may end it and start another).
+                let regime = envs[e].regime();
                 let (next, reward, done) = envs[e].step(&action, &mut rng);
                 b_obs.extend_from_slice(&obs[e]);
                 b_actions.extend(action.iter().map(|&a| a as u32));
                 b_logp.push(logp as f32);
                 b_values.push(values[e]);
                 let scaled = if config.normalize_reward {
+                    if return_stats.len() <= regime {
+                        return_stats.resize(regime + 1, RunningVar::default());
+                    }
+                    let stats = &mut return_stats[regime];
                     discounted[e] = discounted[e] * config.gamma + reward as f64;
-                    return_stats.add(discounted[e]);
+                    stats.add(discounted[e]);
                     if done {
                         discounted[e] = 0.0;
                     }
-                    (reward as f64 / (return_stats.var() + 1e-8).sqrt()).clamp(-10.0, 10.0) as f32
+                    (reward as f64 / (stats.var() + 1e-8).sqrt()).clamp(-10.0, 10.0) as f32
                 } else {
                     reward
                 };
@@ -396,5 +409,35 @@ mod tests {
         let wrong = wrong.count();
         eprintln!("wrong {wrong}");
         assert!(wrong <= 5);
+    }
+
+    /// Two regimes of a bandit, told apart by the observation, whose rewards differ 1,000 times in
+    /// scale and prefer opposite actions.
+    struct TwoScales {
+        regime: usize,
+    }
+
+    impl DiscreteEnv for TwoScales {
+        fn reset(&mut self, rng: &mut Xoshiro256PlusPlus) -> Vec<f32> {
+            self.regime = rng.random_range(0..2);
+            vec![self.regime as f32]
+        }
+        fn step(&mut self, action: &[usize], rng: &mut Xoshiro256PlusPlus) -> (Vec<f32>, f32, bool) {
+            let (scale, wanted) = if self.regime == 0 { (1_000.0, 0) } else { (1.0, 1) };
+            let r = if action[0] == wanted { scale } else { 0.0 };
+            (self.reset(rng), r, true)
+        }
+        fn regime(&self) -> usize {
+            self.regime
+        }
+    }
+
+    #[test]
+    fn a_regime_with_small_rewards_is_still_learned() {
+        let config = PpoConfig { total_steps: 60_000, gamma: 0.0, ..PpoConfig::default() };
+        let mut envs: Vec<Box<dyn DiscreteEnv>> = (0..config.num_envs).map(|_| Box::new(TwoScales { regime: 0 }) as Box<dyn DiscreteEnv>).collect();
+        let agent = train(&mut envs, 1, &[2], None, &config, 1, &mut |_| {}).unwrap();
+        assert_eq!(agent.act_greedy(&[0.0]).unwrap(), vec![0]);
+        assert_eq!(agent.act_greedy(&[1.0]).unwrap(), vec![1]);
     }
 }
