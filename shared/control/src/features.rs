@@ -111,7 +111,7 @@ impl StateBuilder {
     pub fn memory_for(&self, bytes_per_event: f64, headroom: f64) -> u32 {
         let bytes = if bytes_per_event.is_finite() { bytes_per_event.max(0.0) } else { 0.0 };
         let p = &self.processing;
-        let working_set = p.executor_base_memory_gb + self.executor_rate(bytes) * bytes * p.state_window_s / 1e9;
+        let working_set = p.working_set_gb(self.executor_rate(bytes), bytes);
         let largest = MEMORY_CHOICES_GB[MEMORY_CHOICES_GB.len() - 1];
         MEMORY_CHOICES_GB.iter().copied().find(|&gb| p.usable_memory_gb(gb as f64) >= headroom * working_set).unwrap_or(largest)
     }
@@ -239,7 +239,7 @@ mod tests {
     fn memory_levels_fit_the_working_set_of_the_observed_event_size() {
         let b = builder();
         let p = &b.processing;
-        let working_set = |bytes: f64| p.executor_base_memory_gb + b.executor_rate(bytes) * bytes * p.state_window_s / 1e9;
+        let working_set = |bytes: f64| p.working_set_gb(b.executor_rate(bytes), bytes);
         for bytes in [200.0, 2_500.0, 20_000.0, 200_000.0] {
             let fit = b.memory_for(bytes, 1.0);
             let ws = working_set(bytes);

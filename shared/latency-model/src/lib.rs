@@ -170,6 +170,12 @@ impl Processing {
         self.per_event_cpu_ms + self.per_mb_cpu_ms * bytes / 1e6
     }
 
+    /// Working set of one executor processing `rate` events/s of `bytes` each, GB: the JVM's base plus
+    /// the windowed state it keeps.
+    pub fn working_set_gb(&self, rate: f64, bytes: f64) -> f64 {
+        self.executor_base_memory_gb + rate.max(0.0) * bytes * self.state_window_s / 1e9
+    }
+
     /// Memory left for Spark after the container overhead, GB.
     pub fn usable_memory_gb(&self, container_gb: f64) -> f64 {
         let overhead = (container_gb * self.memory_overhead_fraction).max(self.memory_overhead_min_gb);

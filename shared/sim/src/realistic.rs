@@ -145,8 +145,7 @@ impl Arena {
     /// Working set of one executor processing `rate` events/s of `bytes` each, GB: the JVM's base plus
     /// the windowed state it keeps.
     pub fn working_set_gb(&self, rate: f64, bytes: f64) -> f64 {
-        let proc = &self.model.processing;
-        proc.executor_base_memory_gb + rate.max(0.0) * bytes * proc.state_window_s / 1e9
+        self.model.processing.working_set_gb(rate, bytes)
     }
 
     /// Events/s one executor sustains when its CPU alone allows `cpu_rate`: while the working set fits
