@@ -22,9 +22,13 @@ fn table(t: &Tournament) -> String {
 }
 
 fn ratio_line(t: &Tournament, policy: &str) -> String {
+    let schedule = match (t.row(policy), t.row("clairvoyant-schedule")) {
+        (Some(p), Some(s)) if s.mean.cost_usd > 0.0 => format!(" and {:.3} x the achievable clairvoyant schedule's", p.mean.cost_usd / s.mean.cost_usd),
+        _ => String::new(),
+    };
     match (t.row(policy), t.row("clairvoyant")) {
         (Some(p), Some(c)) if c.mean.cost_usd > 0.0 => format!(
-            "`{policy}`: {:.2} % SLA violations at {:.3} x the clairvoyant bound's cost.",
+            "`{policy}`: {:.2} % SLA violations at {:.3} x the clairvoyant bound's cost{schedule}.",
             p.mean.sla_violation_pct,
             p.mean.cost_usd / c.mean.cost_usd
         ),
@@ -53,6 +57,13 @@ pub fn write_seed_compat(dir: &Path, command: &str, report: &TrainReport, eval: 
          [{high}] before the first layer; no normalisation is needed outside.\n\n\
          ## Output\n\n`actions`: int64 [1, 4], indices into the seed's MultiDiscrete [20, 8, 4, 3]: executors - 1, GB - 1, \
          tier (0 Redis, 1 NVMe, 2 S3, 3 Glacier), compression (0 none, 1 light, 2 heavy). Greedy (argmax per head).\n\n\
+         The network's first two heads are levels relative to the edge-predicted load W (obs 11), as the scaling policy's are \
+         relative to its demand; the graph decodes them into the seed's indices (`trainer::onnx::export_seed_relative`; training \
+         decodes with `trainer::seed_env::seed_action`, the same operations in f32). need = {cpl} x W executor-GB (the capacity \
+         at which the seed's compute latency, 100 W / (n m) ms, equals the SLA); capacity = mlevel x need with mlevel in {mlevels:?}; \
+         executors = clip(ceil(elevel x capacity / {unit}), 1, 20) with elevel in {elevels:?}; GB per executor = \
+         clip(ceil(capacity / executors), 1, 8). \
+         Tier and compression are chosen directly.\n\n\
          ## Training\n\n- command: `{command}`\n- seed: {seed}\n- environment steps: {steps}\n- wall time: {wall:.0} s\n\
          - final mean episode return (training reward): {ret:.2}\n\
          - reward: -(step cost / 10), and for a step over the 1,000 ms SLA a further -({pen} + min(latency / SLA - 1, 3)); training episodes use seeds with the top \
@@ -66,6 +77,10 @@ pub fn write_seed_compat(dir: &Path, command: &str, report: &TrainReport, eval: 
         wall = report.wall_time_s,
         ret = report.final_return,
         pen = trainer::seed_env::VIOLATION_PENALTY,
+        cpl = trainer::seed_env::CAPACITY_PER_LOAD,
+        unit = trainer::seed_env::EXECUTOR_UNIT_GB,
+        elevels = trainer::seed_env::EXECUTOR_LEVELS,
+        mlevels = trainer::seed_env::MEMORY_LEVELS,
         g = trainer::SEED_COMPAT_GAMMA,
         n = eval.seeds.len(),
         table = table(eval),

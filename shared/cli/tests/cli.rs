@@ -25,8 +25,8 @@ fn realistic_tournament_prints_the_table_and_writes_csv_and_svg() {
     let o = sparkpilot(&["tournament", "--trace", "flash-crowd", "--seeds", "2", "--out", out.to_str().unwrap()]);
     assert!(o.status.success(), "{}", text(&o.stderr));
     let stdout = text(&o.stdout);
-    for policy in ["fixed", "dexter", "seer", "keda", "spark-dra", "clairvoyant"] {
-        assert!(stdout.lines().any(|l| l.starts_with(policy)), "{policy} missing from\n{stdout}");
+    for policy in ["fixed", "dexter", "seer", "keda", "spark-dra", "clairvoyant", "clairvoyant-schedule"] {
+        assert!(stdout.lines().any(|l| l.split_whitespace().next() == Some(policy)), "{policy} missing from\n{stdout}");
     }
     let csv = std::fs::read_to_string(out.join("results.csv")).unwrap();
     let mut lines = csv.lines();
@@ -35,7 +35,7 @@ fn realistic_tournament_prints_the_table_and_writes_csv_and_svg() {
         "policy,cost_usd,p95_ms,p99_ms,sla_violation_pct,sla_step_violation_pct,stability,cpu_util_pct,throughput_mb_s"
     );
     let rows: Vec<&str> = lines.collect();
-    assert_eq!(rows.len(), 6);
+    assert_eq!(rows.len(), 7);
     for row in rows {
         let fields: Vec<&str> = row.split(',').collect();
         assert_eq!(fields.len(), 9);

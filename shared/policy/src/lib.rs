@@ -359,6 +359,10 @@ impl SeedCompatPolicy {
     }
 
     pub fn act(&self, obs: &[f64; 13]) -> Result<[usize; 4], PolicyError> {
+        // The graph sizes executors from obs 11 (the predicted load); a NaN there has no size.
+        if let Some((i, v)) = obs.iter().enumerate().find(|(_, v)| !v.is_finite()) {
+            return Err(PolicyError::Run { path: self.model.path.clone(), message: format!("observation {i} is {v}, not a finite number") });
+        }
         let input = obs.map(|v| v as f32);
         let [a, b, c, d] = self.model.run_array::<i64, 4>(&input)?;
         let dims = [20i64, 8, 4, 3];

@@ -5,7 +5,8 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Through
 use latency_model::{Compression, Tier};
 use sim::seed_compat;
 use sim::tournament::{realistic_baseline, seed_baseline, Contender, SeedContender};
-use sim::{clairvoyant::clairvoyant_bound, Arena, ConstantPolicy};
+use sim::clairvoyant::{clairvoyant_bound, ClairvoyantSchedule};
+use sim::{Arena, ConstantPolicy};
 use std::hint::black_box;
 use std::time::Duration;
 
@@ -29,6 +30,10 @@ fn episode_500(c: &mut Criterion) {
         group.bench_with_input(BenchmarkId::from_parameter(name), &name, |b, name| match realistic_baseline(name).unwrap() {
             Contender::Policy(mut p) => b.iter(|| black_box(arena.run(&trace, 1, p.as_mut(), None).unwrap())),
             Contender::Clairvoyant => b.iter(|| black_box(clairvoyant_bound(&arena, &trace, 1, None).unwrap())),
+            Contender::ClairvoyantSchedule => b.iter(|| {
+                let mut schedule = ClairvoyantSchedule::new(&arena, &trace, 1).unwrap();
+                black_box(arena.run(&trace, 1, &mut schedule, None).unwrap())
+            }),
         });
     }
     group.finish();

@@ -27,6 +27,14 @@ impl ColdStart {
         }
     }
 
+    /// The longest a start can take, seconds.
+    pub fn upper_s(&self) -> f64 {
+        match *self {
+            ColdStart::Fixed(s) => s,
+            ColdStart::Uniform(lo, hi) => lo.max(hi),
+        }
+    }
+
     /// Parse `fixed:S`, `uniform:LO:HI`, `thesis` or `reported`.
     pub fn parse(text: &str) -> Result<Self, SimError> {
         let bad = || SimError::Config(format!("cold start `{text}`: expected thesis, reported, fixed:S or uniform:LO:HI"));

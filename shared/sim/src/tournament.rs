@@ -1,7 +1,7 @@
 //! Every policy on the same trace and seeds: one table, `results.csv`, and an SVG timeline.
 
 use crate::baselines::{Fixed, HpaScaler, Seer, SparkDra, Tiered};
-use crate::clairvoyant::clairvoyant_bound;
+use crate::clairvoyant::{clairvoyant_bound, ClairvoyantSchedule};
 use crate::metrics::{RunningStd, Scores};
 use crate::realistic::{Arena, Policy, Timeline};
 use crate::seed_compat::{self, SeedDexter, SeedFixed, SeedPolicy, SeedSeer};
@@ -26,15 +26,19 @@ impl ArenaKind {
     }
 }
 
-/// The realistic baselines by name.
-pub const REALISTIC_BASELINES: [&str; 6] = ["fixed", "dexter", "seer", "keda", "spark-dra", "clairvoyant"];
+/// The realistic baselines by name, then the two clairvoyant references (the lower bound and the
+/// achievable schedule).
+pub const REALISTIC_BASELINES: [&str; 7] = ["fixed", "dexter", "seer", "keda", "spark-dra", "clairvoyant", "clairvoyant-schedule"];
 /// The seed-compat baselines by name.
 pub const SEED_BASELINES: [&str; 4] = ["fixed", "dexter", "seer", "clairvoyant"];
 
 /// A contender in the realistic arena.
 pub enum Contender {
     Policy(Box<dyn Policy>),
+    /// The lower bound (no start-up delay, no minimum).
     Clairvoyant,
+    /// The achievable clairvoyant schedule, built from each episode's trace.
+    ClairvoyantSchedule,
 }
 
 impl Contender {
@@ -42,6 +46,7 @@ impl Contender {
         match self {
             Contender::Policy(p) => p.name(),
             Contender::Clairvoyant => "clairvoyant",
+            Contender::ClairvoyantSchedule => "clairvoyant-schedule",
         }
     }
 }
@@ -74,6 +79,7 @@ pub fn realistic_baseline(name: &str) -> Option<Contender> {
         "seer+tiers" => Contender::Policy(Box::new(Tiered::new(Seer::default()))),
         "spark-dra+tiers" => Contender::Policy(Box::new(Tiered::new(SparkDra::default()))),
         "clairvoyant" => Contender::Clairvoyant,
+        "clairvoyant-schedule" => Contender::ClairvoyantSchedule,
         _ => return None,
     })
 }
@@ -140,6 +146,7 @@ pub fn run_realistic(
             let scores = match contender {
                 Contender::Policy(p) => arena.run(&trace, seed, p.as_mut(), record)?,
                 Contender::Clairvoyant => clairvoyant_bound(arena, &trace, seed, record)?,
+                Contender::ClairvoyantSchedule => arena.run(&trace, seed, &mut ClairvoyantSchedule::new(arena, &trace, seed)?, record)?,
             };
             if si == 0 {
                 timelines.push((contender.name().to_string(), tl));

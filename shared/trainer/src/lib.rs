@@ -62,7 +62,7 @@ pub fn train_seed_compat(steps: usize, seed: u64, out_dir: &Path, progress: &mut
     let mut envs: Vec<Box<dyn DiscreteEnv>> = (0..config.num_envs).map(|_| Box::new(seed_env::SeedTrainEnv::new()) as Box<dyn DiscreteEnv>).collect();
     let scale: Vec<f32> = sim::seed_compat::OBS_HIGH.iter().map(|&v| v as f32).collect();
     let mut last = f64::NAN;
-    let agent = ppo::train(&mut envs, 13, &sim::seed_compat::ACTION_DIMS, Some(scale.clone()), &config, seed, &mut |p| {
+    let agent = ppo::train(&mut envs, 13, &seed_env::HEAD_DIMS, Some(scale.clone()), &config, seed, &mut |p| {
         if p.mean_return.is_finite() {
             last = p.mean_return;
         }
@@ -70,11 +70,12 @@ pub fn train_seed_compat(steps: usize, seed: u64, out_dir: &Path, progress: &mut
     })?;
     std::fs::create_dir_all(out_dir).map_err(|source| TrainError::Write { path: out_dir.to_path_buf(), source })?;
     let path = out_dir.join("seed-compat-ppo.onnx");
-    onnx::export_multidiscrete(
+    onnx::export_seed_relative(
         &path,
         &agent.actor,
-        &sim::seed_compat::ACTION_DIMS,
+        &seed_env::HEAD_DIMS,
         Some(&scale),
+        &seed_env::decode(),
         "sparkpilot seed-compat PPO: raw seed observation float32[1,13] -> action indices int64[1,4]",
     )?;
     Ok(TrainReport { model: path.display().to_string(), steps, seed, wall_time_s: start.elapsed().as_secs_f64(), final_return: last })

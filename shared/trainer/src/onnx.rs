@@ -14,6 +14,16 @@ use tract_onnx::pb::{
 const OPSET: i64 = 13;
 const IR_VERSION: i64 = 8;
 
+/// What [`Graph::greedy_heads`] wrote.
+struct GreedyHeads {
+    n_in: usize,
+    /// Logits per head, padded: [1, heads, width] float.
+    width: usize,
+    grid: String,
+    /// Argmax per head: [1, heads] int64.
+    picked: String,
+}
+
 #[derive(Default)]
 struct Graph {
     nodes: Vec<NodeProto>,
@@ -112,6 +122,49 @@ impl Graph {
         Ok(h)
     }
 
+    /// The actor's greedy choice per head (see [`export_multidiscrete`]), written to `output` if
+    /// given; returns the input width and the name of the [1, heads] int64 result.
+    fn greedy_heads(&mut self, mlp: &Mlp, head_dims: &[usize], input_scale: Option<&[f32]>, min_width: usize, output: Option<&str>) -> Result<GreedyHeads, TrainError> {
+        let (n_in, _) = mlp.hidden.first().map(|l| l.dims()).unwrap_or(mlp.out.dims());
+        let (hidden, total) = mlp.out.dims();
+        if head_dims.iter().sum::<usize>() != total || head_dims.contains(&0) {
+            return Err(TrainError::Invalid(format!("heads {head_dims:?} do not add up to the output layer's {total}")));
+        }
+        let mut x = "input".to_string();
+        if let Some(scale) = input_scale {
+            let s = self.constant("input_scale", &[1, scale.len() as i64], scale.to_vec());
+            x = self.node("Div", &[&x, &s], vec![]);
+        }
+        let h = self.trunk(&x, mlp)?;
+        let (w, b) = mlp.out.weights()?;
+        let heads = head_dims.len();
+        let width = head_dims.iter().copied().max().unwrap_or(1).max(min_width);
+        let mut wp = vec![0.0f32; hidden * heads * width];
+        let mut bp = vec![-1e30f32; heads * width];
+        let mut offset = 0;
+        for (k, &d) in head_dims.iter().enumerate() {
+            for j in 0..d {
+                for r in 0..hidden {
+                    wp[r * heads * width + k * width + j] = w[r * total + offset + j];
+                }
+                bp[k * width + j] = b[offset + j];
+            }
+            offset += d;
+        }
+        let logits = self.dense(&h, &wp, &bp, hidden, heads * width);
+        let shape = self.constant_i64("heads_shape", vec![1, heads as i64, width as i64]);
+        let grid = self.node("Reshape", &[&logits, &shape], vec![]);
+        let argmax = vec![int_attr("axis", 2), int_attr("keepdims", 0)];
+        let picked = match output {
+            Some(out) => {
+                self.node_to("ArgMax", &[&grid], out, argmax);
+                out.to_string()
+            }
+            None => self.node("ArgMax", &[&grid], argmax),
+        };
+        Ok(GreedyHeads { n_in, width, grid, picked })
+    }
+
     fn write(self, path: &Path, doc: &str, input: ValueInfoProto, output: ValueInfoProto) -> Result<(), TrainError> {
         let model = ModelProto {
             ir_version: IR_VERSION,
@@ -141,39 +194,86 @@ impl Graph {
 /// (padding never wins, ties go to the first index in both), in a third of the operators: at this
 /// size tract's time goes to operators, not arithmetic.
 pub fn export_multidiscrete(path: &Path, mlp: &Mlp, head_dims: &[usize], input_scale: Option<&[f32]>, doc: &str) -> Result<(), TrainError> {
-    let (n_in, _) = mlp.hidden.first().map(|l| l.dims()).unwrap_or(mlp.out.dims());
-    let (hidden, total) = mlp.out.dims();
-    if head_dims.iter().sum::<usize>() != total || head_dims.contains(&0) {
-        return Err(TrainError::Invalid(format!("heads {head_dims:?} do not add up to the output layer's {total}")));
+    let mut g = Graph::default();
+    let n_in = g.greedy_heads(mlp, head_dims, input_scale, 1, Some("actions"))?.n_in;
+    let input = value_info("input", DataType::Float, &[1, n_in as i64]);
+    let output = value_info("actions", DataType::Int64, &[1, head_dims.len() as i64]);
+    g.write(path, doc, input, output)
+}
+
+/// How the seed-compat policy's first two heads decode into the seed's executors and GB per executor
+/// (see `seed_env::seed_action`, which training decodes with, operation for operation).
+#[derive(Debug, Clone, Copy)]
+pub struct SeedDecode<'a> {
+    /// Index of the edge-predicted load in the raw observation.
+    pub load_index: usize,
+    /// Executor-GB of capacity per unit of load.
+    pub capacity_per_load: f32,
+    pub executor_levels: &'a [f32],
+    pub memory_levels: &'a [f32],
+    pub max_executors: f32,
+    pub max_memory_gb: f32,
+    /// GB per executor the executor level counts in.
+    pub executor_unit_gb: f32,
+}
+
+/// Export the seed-compat actor: greedy heads as in [`export_multidiscrete`], then the first two
+/// (levels relative to the load) decoded in the graph into the seed's raw indices, so `actions` is
+/// int64 [1, 4] = (executors - 1, GB - 1, tier, compression) and the file runs in any ONNX runtime:
+/// capacity = level_m x load x capacity_per_load; executors = clip(ceil(level_e x capacity / unit),
+/// 1, max); GB = clip(ceil(capacity / executors), 1, max GB).
+pub fn export_seed_relative(path: &Path, mlp: &Mlp, head_dims: &[usize], input_scale: Option<&[f32]>, decode: &SeedDecode, doc: &str) -> Result<(), TrainError> {
+    if head_dims.len() != 4 || head_dims[0] != decode.executor_levels.len() || head_dims[1] != decode.memory_levels.len() {
+        return Err(TrainError::Invalid(format!("heads {head_dims:?} do not match the decode's level tables")));
     }
     let mut g = Graph::default();
-    let mut x = "input".to_string();
-    if let Some(scale) = input_scale {
-        let s = g.constant("input_scale", &[1, scale.len() as i64], scale.to_vec());
-        x = g.node("Div", &[&x, &s], vec![]);
-    }
-    let h = g.trunk(&x, mlp)?;
-    let (w, b) = mlp.out.weights()?;
-    let heads = head_dims.len();
-    let width = head_dims.iter().copied().max().unwrap_or(1);
-    let mut wp = vec![0.0f32; hidden * heads * width];
-    let mut bp = vec![-1e30f32; heads * width];
-    let mut offset = 0;
-    for (k, &d) in head_dims.iter().enumerate() {
-        for j in 0..d {
-            for r in 0..hidden {
-                wp[r * heads * width + k * width + j] = w[r * total + offset + j];
-            }
-            bp[k * width + j] = b[offset + j];
-        }
-        offset += d;
-    }
-    let logits = g.dense(&h, &wp, &bp, hidden, heads * width);
-    let shape = g.constant_i64("heads_shape", vec![1, heads as i64, width as i64]);
-    let grid = g.node("Reshape", &[&logits, &shape], vec![]);
-    g.node_to("ArgMax", &[&grid], "actions", vec![int_attr("axis", 2), int_attr("keepdims", 0)]);
+    // Wide enough for a row per size (executors and GB) beside the heads' logits.
+    let sizes = decode.max_executors.max(decode.max_memory_gb).max(1.0) as usize;
+    let heads = g.greedy_heads(mlp, head_dims, input_scale, sizes, None)?;
+    let (n_in, width, grid, picked) = (heads.n_in, heads.width, heads.grid, heads.picked);
+    let load_idx = g.constant_i64("load_column", vec![decode.load_index as i64]);
+    let load = g.node("Gather", &["input", &load_idx], vec![int_attr("axis", 1)]);
+    let per_load = g.constant("capacity_per_load", &[], vec![decode.capacity_per_load]);
+    let need = g.node("Mul", &[&load, &per_load], vec![]);
+    let level = |g: &mut Graph, col: i64, table: &[f32], stem: &str, of: &str| {
+        let idx = g.constant_i64(stem, vec![col]);
+        let k = g.node("Gather", &[&picked, &idx], vec![int_attr("axis", 1)]);
+        let t = g.constant(stem, &[table.len() as i64], table.to_vec());
+        let lv = g.node("Gather", &[&t, &k], vec![int_attr("axis", 0)]);
+        g.node("Mul", &[&lv, of], vec![])
+    };
+    let one = g.constant("one", &[], vec![1.0]);
+    let bounded = |g: &mut Graph, x: &str, hi: f32| {
+        let c = g.node("Ceil", &[x], vec![]);
+        let h = g.constant("upper", &[], vec![hi]);
+        g.node("Clip", &[&c, &one, &h], vec![])
+    };
+    let capacity = level(&mut g, 1, decode.memory_levels, "memory_levels", &need);
+    let exec_need = level(&mut g, 0, decode.executor_levels, "executor_levels", &capacity);
+    let unit = g.constant("executor_unit_gb", &[], vec![decode.executor_unit_gb]);
+    let per_unit = g.node("Div", &[&exec_need, &unit], vec![]);
+    let executors = bounded(&mut g, &per_unit, decode.max_executors);
+    let per_executor = g.node("Div", &[&capacity, &executors], vec![]);
+    let memory = bounded(&mut g, &per_executor, decode.max_memory_gb);
+    // The sizes become indices through the same ArgMax as the other heads (tract types an int64
+    // produced by Cast as a symbolic dimension): a row scoring -|i - (size - 1)| over 0..width
+    // peaks at the index.
+    let positions = g.constant("positions", &[1, 1, width as i64], (1..=width).map(|i| i as f32).collect());
+    let row = |g: &mut Graph, size: &str| {
+        let shape = g.constant_i64("row_shape", vec![1, 1, 1]);
+        let s = g.node("Reshape", &[size, &shape], vec![]);
+        let d = g.node("Sub", &[&positions, &s], vec![]);
+        let a = g.node("Abs", &[&d], vec![]);
+        g.node("Neg", &[&a], vec![])
+    };
+    let exec_row = row(&mut g, &executors);
+    let mem_row = row(&mut g, &memory);
+    let others = g.constant_i64("other_heads", vec![2, 3]);
+    let rest = g.node("Gather", &[&grid, &others], vec![int_attr("axis", 1)]);
+    let scores = g.node("Concat", &[&exec_row, &mem_row, &rest], vec![int_attr("axis", 1)]);
+    g.node_to("ArgMax", &[&scores], "actions", vec![int_attr("axis", 2), int_attr("keepdims", 0)]);
     let input = value_info("input", DataType::Float, &[1, n_in as i64]);
-    let output = value_info("actions", DataType::Int64, &[1, heads as i64]);
+    let output = value_info("actions", DataType::Int64, &[1, 4]);
     g.write(path, doc, input, output)
 }
 

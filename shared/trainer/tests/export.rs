@@ -17,8 +17,9 @@ fn scratch(name: &str) -> PathBuf {
 fn seed_agent(rng: &mut Xoshiro256PlusPlus) -> (PpoAgent, Vec<f32>) {
     let scale: Vec<f32> = sim::seed_compat::OBS_HIGH.iter().map(|&v| v as f32).collect();
     // Larger output gain than training's 0.01 so the argmax is not decided by rounding noise.
-    let mut agent = PpoAgent::new(13, &sim::seed_compat::ACTION_DIMS, Some(scale.clone()), &[64, 64], rng).unwrap();
-    agent.actor = Mlp::new(&[13, 64, 64, 35], Activation::Tanh, 1.0, rng).unwrap();
+    let heads = trainer::seed_env::HEAD_DIMS;
+    let mut agent = PpoAgent::new(13, &heads, Some(scale.clone()), &[64, 64], rng).unwrap();
+    agent.actor = Mlp::new(&[13, 64, 64, heads.iter().sum()], Activation::Tanh, 1.0, rng).unwrap();
     (agent, scale)
 }
 
@@ -28,7 +29,7 @@ fn seed_compat_onnx_matches_the_network_and_nnef_matches_onnx() {
     let (agent, scale) = seed_agent(&mut rng);
     let dir = scratch("seed");
     let path = dir.join("seed-compat-ppo.onnx");
-    trainer::onnx::export_multidiscrete(&path, &agent.actor, &sim::seed_compat::ACTION_DIMS, Some(&scale), "test").unwrap();
+    trainer::onnx::export_seed_relative(&path, &agent.actor, &trainer::seed_env::HEAD_DIMS, Some(&scale), &trainer::seed_env::decode(), "test").unwrap();
     let model = SeedCompatPolicy::load(&path).unwrap();
     let nnef = dir.join("seed-compat-ppo.nnef.tar");
     PolicyModel::convert_onnx_to_nnef(&path, &nnef, &TensorSpec::new(&[1, 13], Elem::F32)).unwrap();
@@ -36,13 +37,18 @@ fn seed_compat_onnx_matches_the_network_and_nnef_matches_onnx() {
     for _ in 0..200 {
         let obs: [f64; 13] = std::array::from_fn(|i| rng.random::<f64>() * sim::seed_compat::OBS_HIGH[i]);
         let raw: Vec<f32> = obs.iter().map(|&v| v as f32).collect();
-        let want = agent.act_greedy(&raw).unwrap();
+        let want = trainer::seed_env::seed_action(&agent.act_greedy(&raw).unwrap(), &raw).to_vec();
         let got = model.act(&obs).unwrap();
         assert_eq!(got.to_vec(), want, "obs {obs:?}");
         let n = from_nnef.run(&raw).unwrap();
         let n: Vec<usize> = n.to_plain_array_view::<i64>().unwrap().iter().map(|&v| v as usize).collect();
         assert_eq!(n, want);
     }
+    // The graph sizes executors from obs 11: a value that is not a number is refused, not sized.
+    let mut bad = [100.0; 13];
+    bad[11] = f64::NAN;
+    let err = model.act(&bad).unwrap_err().to_string();
+    assert!(err.contains("observation 11"), "{err}");
 }
 
 #[test]
@@ -88,7 +94,7 @@ fn corrupt_missing_and_unknown_files_are_refused() {
     let truncated = dir.join("truncated.onnx");
     let mut rng = Xoshiro256PlusPlus::seed_from_u64(9);
     let (agent, scale) = seed_agent(&mut rng);
-    trainer::onnx::export_multidiscrete(&truncated, &agent.actor, &sim::seed_compat::ACTION_DIMS, Some(&scale), "test").unwrap();
+    trainer::onnx::export_seed_relative(&truncated, &agent.actor, &trainer::seed_env::HEAD_DIMS, Some(&scale), &trainer::seed_env::decode(), "test").unwrap();
     let bytes = std::fs::read(&truncated).unwrap();
     std::fs::write(&truncated, &bytes[..bytes.len() / 2]).unwrap();
     assert!(SeedCompatPolicy::load(&truncated).is_err());
