@@ -12,33 +12,14 @@ use traces::{Trace, TracePoint};
 
 /// The cheapest action for one second and its cost per second; `None` if nothing meets the SLA.
 pub fn cheapest_action(arena: &Arena, point: TracePoint, temperature: f64) -> Option<(ScalingAction, f64)> {
-    let cfg = &arena.config;
     let mut best: Option<(ScalingAction, f64)> = None;
     for &memory_gb in &MEMORY_CHOICES_GB {
         for tier in Tier::CHOICES {
             for compression in Compression::CHOICES {
                 let action = ScalingAction { executors: 1, memory_gb, tier, compression, prewarm: 0 };
-                let meets = |n: u32| {
-                    let cap = arena.capacity(&action, n as f64, (n * memory_gb) as f64, point, temperature);
-                    cap.events_per_s() >= point.events_per_s && cap.service_ms <= cfg.sla_ms
-                };
-                if !meets(cfg.max_executors) {
-                    continue;
-                }
-                // Capacity grows with executors, so the fewest that suffice are found by bisection.
-                let (mut lo, mut hi) = (1u32, cfg.max_executors);
-                while lo < hi {
-                    let mid = (lo + hi) / 2;
-                    if meets(mid) {
-                        hi = mid;
-                    } else {
-                        lo = mid + 1;
-                    }
-                }
-                let disk = if tier == Tier::Nvme { cfg.nvme_disk_gb } else { arena.prices.emr.free_ephemeral_storage_gb };
-                let worker = WorkerSpec { vcpu: cfg.vcpu_per_executor, memory_gb: memory_gb as f64, disk_gb: disk };
+                let Some(lo) = fewest_executors(arena, &action, point, temperature) else { continue };
                 let action = ScalingAction { executors: lo, ..action };
-                let mut cost = lo as f64 * arena.prices.emr_rate_per_second(&worker)
+                let mut cost = lo as f64 * worker_rate_per_second(arena, &action)
                     + arena.tier_cost_per_second(&action, point.events_per_s, point.bytes_per_event, temperature);
                 if tier == Tier::Redis {
                     cost += arena.redis_rate_per_second();
@@ -142,9 +123,7 @@ impl ClairvoyantSchedule {
                     let action = ScalingAction { executors: 1, memory_gb, tier, compression, prewarm: 0 };
                     let needs: Option<Vec<u32>> = trace.points().iter().zip(&temperatures).map(|(p, &temp)| fewest_executors(arena, &action, *p, temp)).collect();
                     let Some(needs) = needs else { continue };
-                    let disk = if tier == Tier::Nvme { cfg.nvme_disk_gb } else { arena.prices.emr.free_ephemeral_storage_gb };
-                    let worker = WorkerSpec { vcpu: cfg.vcpu_per_executor, memory_gb: memory_gb as f64, disk_gb: disk };
-                    let rate = arena.prices.emr_rate_per_second(&worker);
+                    let rate = worker_rate_per_second(arena, &action);
                     let mut cost: f64 = trace
                         .points()
                         .iter()
@@ -174,8 +153,15 @@ impl ClairvoyantSchedule {
     }
 }
 
-/// The fewest executors of `action`'s configuration that carry `point` within the SLA; `None` if the
-/// arena's maximum does not.
+/// Dollars per second of one worker of `action`'s memory, with the disk its tier needs.
+fn worker_rate_per_second(arena: &Arena, action: &ScalingAction) -> f64 {
+    let cfg = &arena.config;
+    let disk = if action.tier == Tier::Nvme { cfg.nvme_disk_gb } else { arena.prices.emr.free_ephemeral_storage_gb };
+    arena.prices.emr_rate_per_second(&WorkerSpec { vcpu: cfg.vcpu_per_executor, memory_gb: action.memory_gb as f64, disk_gb: disk })
+}
+
+/// The fewest executors of `action`'s configuration that carry `point` within the SLA, by bisection
+/// (capacity grows with executors); `None` if the arena's maximum does not.
 fn fewest_executors(arena: &Arena, action: &ScalingAction, point: TracePoint, temperature: f64) -> Option<u32> {
     let cfg = &arena.config;
     let meets = |n: u32| {
