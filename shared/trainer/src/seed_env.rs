@@ -16,6 +16,9 @@ pub const VIOLATION_PENALTY: f32 = 2.0;
 /// policy is never evaluated on a workload it trained on.
 pub const TRAINING_SEED_BIT: u64 = 1 << 63;
 
+/// Where the raw observation holds the edge-predicted load: the next step's, exactly (seed-env.md 1).
+pub const PREDICTED_LOAD_INDEX: usize = 11;
+
 /// Executor-GB of capacity per msg/s of load for the compute alone to take the whole SLA: the seed's
 /// compute latency is 100 W / (n m) ms (seed-env.md 4), so n m = 100 W / 1,000.
 pub const CAPACITY_PER_LOAD: f32 = 100.0 / 1_000.0;
@@ -31,9 +34,8 @@ pub const EXECUTOR_LEVELS: [f32; 8] = [1.0, 1.05, 1.1, 1.2, 1.35, 1.5, 2.0, 3.0]
 
 /// Memory levels: capacity = level x need, and GB per executor = ceil(capacity / executors), the
 /// smallest size that gives the chosen executors `level` times the compute capacity the next load
-/// needs. The margin above 1 pays
-/// for the shuffle's access time, which the stale observation cannot tell (at most 12.5 ms on Redis
-/// uncompressed, 1.25 % of the SLA; far more on the slow tiers).
+/// needs. The margin above 1 pays for the shuffle's access time, which the stale observation cannot
+/// tell (at most 12.5 ms on Redis uncompressed, 1.25 % of the SLA; far more on the slow tiers).
 /// Steps of a quarter per cent up to 1.03: at the seed's loads one step is worth about one executor-GB.
 pub const MEMORY_LEVELS: [f32; 16] = [1.0, 1.0025, 1.005, 1.0075, 1.01, 1.0125, 1.015, 1.0175, 1.02, 1.025, 1.03, 1.04, 1.06, 1.1, 1.2, 1.5];
 
@@ -43,7 +45,7 @@ pub const HEAD_DIMS: [usize; 4] = [EXECUTOR_LEVELS.len(), MEMORY_LEVELS.len(), s
 /// The decode the exported graph performs, from the same constants.
 pub fn decode() -> crate::onnx::SeedDecode<'static> {
     crate::onnx::SeedDecode {
-        load_index: 11,
+        load_index: PREDICTED_LOAD_INDEX,
         capacity_per_load: CAPACITY_PER_LOAD,
         executor_levels: &EXECUTOR_LEVELS,
         memory_levels: &MEMORY_LEVELS,
@@ -60,7 +62,7 @@ pub fn decode() -> crate::onnx::SeedDecode<'static> {
 /// load, where raw indices left PPO to learn a staircase of 90 steps (it settled on a handful of
 /// sizes, 1.11 to 1.14 x the clairvoyant bound).
 pub fn seed_action(heads: &[usize], obs: &[f32]) -> [usize; 4] {
-    let load = obs.get(11).copied().filter(|v| v.is_finite()).unwrap_or(0.0).max(0.0);
+    let load = obs.get(PREDICTED_LOAD_INDEX).copied().filter(|v| v.is_finite()).unwrap_or(0.0).max(0.0);
     let need = load * CAPACITY_PER_LOAD;
     let level = |table: &[f32], k: usize| table[heads.get(k).copied().unwrap_or(0).min(table.len() - 1)];
     let capacity = level(&MEMORY_LEVELS, 1) * need;
@@ -119,7 +121,7 @@ mod tests {
 
     fn obs_with_load(load: f32) -> Vec<f32> {
         let mut obs = vec![0.0; 13];
-        obs[11] = load;
+        obs[PREDICTED_LOAD_INDEX] = load;
         obs
     }
 
