@@ -51,7 +51,8 @@ pub struct Observation {
     pub pending_executors: u32,
     /// Edge burst signal.
     pub burst_signal: bool,
-    /// Load the edge gateways expect to arrive, events/s.
+    /// Most load the edge gateways expect to arrive within their lead time, events/s (the peak of
+    /// their recent forecasts, `ClusterBurst::predicted_or`).
     pub predicted_load: f64,
     /// Reuse probability of the current shuffle data, 0..1.
     pub data_temperature: f64,

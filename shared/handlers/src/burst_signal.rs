@@ -171,6 +171,7 @@ impl Handler for BurstSignal {
             time_s: cluster.since_s,
             total_rate: cluster.total_rate,
             predicted_load: cluster.predicted_load,
+            predicted_peak: cluster.predicted_peak,
             edges: cluster.edges.len(),
             edges_bursting: cluster.edges_bursting,
         };
@@ -191,6 +192,7 @@ impl Handler for BurstSignal {
             "changed": changed,
             "total_rate": cluster.total_rate,
             "predicted_load": cluster.predicted_load,
+            "predicted_peak": cluster.predicted_peak,
             "edges": cluster.edges.len(),
             "edges_bursting": cluster.edges_bursting,
         }))

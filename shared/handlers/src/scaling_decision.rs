@@ -300,6 +300,7 @@ impl ScalingDecision {
             if let Some(c) = state.cluster.as_mut() {
                 c.burst = event.burst;
                 c.predicted_load = event.predicted_load;
+                c.predicted_peak = c.predicted_peak.max(event.predicted_peak);
             }
         }
         let app = self.backends.emr.get_application().await?;

@@ -136,6 +136,7 @@ impl Settings {
         parse(g, "SPARKPILOT_QUORUM_RAISE", &mut s.cluster.quorum_raise)?;
         parse(g, "SPARKPILOT_QUORUM_CLEAR", &mut s.cluster.quorum_clear)?;
         parse(g, "SPARKPILOT_EDGE_STALE_S", &mut s.cluster.edge_stale_s)?;
+        parse(g, "SPARKPILOT_FORECAST_WINDOW_S", &mut s.cluster.forecast_window_s)?;
         s.guardrails.validate()?;
         s.cluster.validate()?;
         if !(s.budget_usd.is_finite() && s.budget_usd > 0.0) {

@@ -79,6 +79,10 @@ pub struct BurstEvent {
     pub time_s: f64,
     pub total_rate: f64,
     pub predicted_load: f64,
+    /// The peak of the forecasts over the cluster's forecast window (see
+    /// `control::ClusterBurst::predicted_or`); absent from events published before it existed.
+    #[serde(default)]
+    pub predicted_peak: f64,
     pub edges: usize,
     pub edges_bursting: usize,
 }

@@ -116,8 +116,9 @@ impl EdgeFleet {
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct EdgeReport {
     pub burst: bool,
-    /// The edges' summed forecast of the load arriving `lead_s` from now, events/s; zero while no
-    /// edge has reported.
+    /// The most load the edges expect over their lead time, events/s: the peak of their summed
+    /// forecasts over the cluster's forecast window (`ClusterBurst::predicted_or`), as the deployed
+    /// scaling-decision reads it; zero while no edge has reported.
     pub predicted_load: f64,
 }
 
@@ -160,7 +161,7 @@ impl EdgeSignal {
     }
 
     pub fn report(&self) -> EdgeReport {
-        EdgeReport { burst: self.cluster.burst, predicted_load: self.cluster.predicted_load }
+        EdgeReport { burst: self.cluster.burst, predicted_load: self.cluster.predicted_or(0.0) }
     }
 
     /// The cluster state, as burst-signal would have stored it.
