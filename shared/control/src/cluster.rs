@@ -210,15 +210,19 @@ impl ClusterBurst {
     }
 
     /// The most load the edges expect over their lead time (the larger of the newest forecast and
-    /// the peak of the recent smoothed ones, see [`ClusterConfig::forecast_window_s`]), or `measured` while no edge predicts any (no edges yet,
-    /// or all silent): what a scaling policy sees as the predicted load.
+    /// the peak of the recent smoothed ones, see [`ClusterConfig::forecast_window_s`]), or
+    /// `measured` while no edge predicts any (no edges yet, or all silent): what a scaling policy
+    /// sees as the predicted load.
     ///
     /// Why the peak and not the newest forecast: executors asked for now serve every second until
     /// the next ones could be ready, and a forecast is of one second a lead time away. A load that
     /// rises and falls inside the lead time is gone from the newest forecast but not yet from the
     /// cluster; sized on the newest forecast alone, the cluster lets go of the executors the peak
-    /// still needs (on the arena's aws-elb trace a fixed 1.0 x rule went from 8.9 % of events over
-    /// the SLA to 0.96 %).
+    /// still needs (in the arena, a fixed 1.0 x rule left 6.4 % of aws-elb's events over the SLA on
+    /// the newest forecast and 1.0 % on the peak: the `rule_sweep` example).
+    ///
+    /// State stored before the peak existed loads with an average of zero; the newest forecast
+    /// covers the few seconds the average takes to catch up.
     pub fn predicted_or(&self, measured: f64) -> f64 {
         let peak = self.predicted_peak.max(self.predicted_load);
         if peak > 0.0 {
