@@ -109,7 +109,8 @@ pub fn write_scaling(dir: &Path, command: &str, report: &TrainReport, evals: &[T
          (the simulator and the scaling-decision function call the same code). In order:\n\n{features}\n\
          Normalisation: utilisation in 0..1; memory utilisation / 2; backlog as ln(1 + backlog in executor-seconds) / 10; \
          rates (input, processing, predicted) in executors' worth (events/s over one executor's events/s at the observed event \
-         size) and executor counts, both as ln(1 + x) / ln(65); burst 0/1; temperature 0..1; shuffle MB/s / 1,000; alpha and beta as given.\n\n\
+         size) and executor counts, both as ln(1 + x) / ln(65); burst 0/1; temperature 0..1; shuffle MB/s / 1,000; alpha and beta as given. \
+         The predicted load is the most load the edge gateways expect within their lead time: the larger of their newest summed forecast and the peak of the last {window} s of forecasts, smoothed over {smooth} s (`control::ClusterBurst::predicted_or`).\n\n\
          ## Output\n\n`actions`: int64 [1, 4]: executor level (0..{levels}), memory level (0..{mlevels}), tier \
          (0 Redis, 1 NVMe, 2 S3, 3 Glacier), codec (0 none, 1 LZ4, 2 ZSTD). Greedy (argmax per head).\n\n\
          The executor level is relative to the demand (`control::StateBuilder::action`): level 0 keeps the executors in force; \
@@ -148,6 +149,8 @@ pub fn write_scaling(dir: &Path, command: &str, report: &TrainReport, evals: &[T
         sizes = control::MEMORY_CHOICES_GB,
         mheadroom = control::MEMORY_HEADROOM,
         drain = control::BACKLOG_DRAIN_S,
+        window = sim::config::ArenaConfig::default().edge.cluster.forecast_window_s,
+        smooth = sim::config::ArenaConfig::default().edge.cluster.cluster_detector.short_window,
     );
     std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))
 }
