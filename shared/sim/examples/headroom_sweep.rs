@@ -3,29 +3,13 @@
 //!
 //! `cargo run --release -p sim --example headroom_sweep [SEEDS]`
 
-use control::{Observation, ScalingAction, StateBuilder, EXECUTOR_HEADROOM};
+#[path = "common/fixed_indices.rs"]
+mod fixed_indices;
+
+use control::EXECUTOR_HEADROOM;
+use fixed_indices::FixedIndices;
 use latency_model::{Compression, Tier};
-use sim::learned::ArenaGuardrails;
-use sim::{Arena, EpisodeInfo, Policy};
-
-struct Level {
-    state: StateBuilder,
-    indices: [i64; 4],
-    guard: ArenaGuardrails,
-}
-
-impl Policy for Level {
-    fn name(&self) -> &str {
-        "level"
-    }
-    fn reset(&mut self, info: &EpisodeInfo) {
-        self.guard = ArenaGuardrails::new(info.max_executors);
-    }
-    fn decide(&mut self, obs: &Observation) -> ScalingAction {
-        let proposed = self.state.action(self.indices, obs).expect("indices in range");
-        self.guard.apply(proposed, obs)
-    }
-}
+use sim::Arena;
 
 fn main() {
     let seeds: u64 = std::env::args().nth(1).and_then(|s| s.parse().ok()).unwrap_or(5);
@@ -46,7 +30,8 @@ fn main() {
                 let (mut cost, mut viol) = (0.0, 0.0);
                 for seed in 0..seeds {
                     let trace = traces::resolve(name, seed).unwrap();
-                    let mut p = Level { state: arena.state_builder(), indices: [k as i64, fit, ti, none], guard: ArenaGuardrails::new(64) };
+                    let indices = [k as i64, fit, ti, none];
+                    let mut p = FixedIndices::new(&arena, indices, indices);
                     let s = arena.run(&trace, seed, &mut p, None).unwrap();
                     cost += s.cost_usd;
                     viol += s.sla_violation_pct;

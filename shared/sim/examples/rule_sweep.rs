@@ -6,38 +6,16 @@
 //!
 //! `cargo run --release -p sim --example rule_sweep [SEEDS]`
 
-use control::{Observation, ScalingAction, StateBuilder, EXECUTOR_HEADROOM};
+#[path = "common/fixed_indices.rs"]
+mod fixed_indices;
+
+use control::EXECUTOR_HEADROOM;
+use fixed_indices::FixedIndices;
 use latency_model::{Compression, Tier};
 use sim::config::ArenaConfig;
-use sim::learned::ArenaGuardrails;
-use sim::{Arena, EpisodeInfo, Policy};
+use sim::Arena;
 
 const TRACES: [&str; 7] = ["step-burst", "burst-4x", "rush-hour", "slow-ramp", "flash-crowd", "../shared/traces/real/nyc-taxi-week.csv", "../shared/traces/real/aws-elb-requests.csv"];
-
-/// One executor level while the burst signal is down, another while it is up.
-struct Rule {
-    state: StateBuilder,
-    levels: [i64; 2],
-    guard: ArenaGuardrails,
-}
-
-impl Policy for Rule {
-    fn name(&self) -> &str {
-        "rule"
-    }
-    fn reset(&mut self, info: &EpisodeInfo) {
-        self.guard = ArenaGuardrails::new(info.max_executors);
-    }
-    fn decide(&mut self, obs: &Observation) -> ScalingAction {
-        let level = self.levels[usize::from(obs.burst_signal)];
-        let nvme = Tier::CHOICES.iter().position(|&t| t == Tier::Nvme).unwrap_or(1) as i64;
-        let none = Compression::CHOICES.iter().position(|&c| c == Compression::None).unwrap_or(0) as i64;
-        match self.state.action([level, 0, nvme, none], obs) {
-            Ok(proposed) => self.guard.apply(proposed, obs),
-            Err(_) => obs.current,
-        }
-    }
-}
 
 fn level(headroom: f64) -> i64 {
     EXECUTOR_HEADROOM.iter().position(|&h| h == headroom).unwrap_or(3) as i64
@@ -46,6 +24,8 @@ fn level(headroom: f64) -> i64 {
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let seeds: u64 = std::env::args().nth(1).map(|s| s.parse()).transpose()?.unwrap_or(5);
     let base = Arena::embedded();
+    let nvme = Tier::CHOICES.iter().position(|&t| t == Tier::Nvme).unwrap_or(1) as i64;
+    let none = Compression::CHOICES.iter().position(|&c| c == Compression::None).unwrap_or(0) as i64;
     let mut bounds = [0.0; TRACES.len()];
     for (i, name) in TRACES.iter().enumerate() {
         for seed in 0..seeds {
@@ -65,7 +45,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 let (mut cost, mut violations) = (0.0, 0.0);
                 for seed in 0..seeds {
                     let trace = traces::resolve(name, seed)?;
-                    let mut rule = Rule { state: arena.state_builder(), levels: [level(quiet), level(burst)], guard: ArenaGuardrails::new(arena.config.max_executors) };
+                    let mut rule = FixedIndices::new(&arena, [level(quiet), 0, nvme, none], [level(burst), 0, nvme, none]);
                     let scores = arena.run(&trace, seed, &mut rule, None)?;
                     cost += scores.cost_usd;
                     violations += scores.sla_violation_pct;
