@@ -154,7 +154,7 @@ impl ClairvoyantSchedule {
 }
 
 /// Dollars per second of one worker of `action`'s memory, with the disk its tier needs.
-fn worker_rate_per_second(arena: &Arena, action: &ScalingAction) -> f64 {
+pub fn worker_rate_per_second(arena: &Arena, action: &ScalingAction) -> f64 {
     let cfg = &arena.config;
     let disk = if action.tier == Tier::Nvme { cfg.nvme_disk_gb } else { arena.prices.emr.free_ephemeral_storage_gb };
     arena.prices.emr_rate_per_second(&WorkerSpec { vcpu: cfg.vcpu_per_executor, memory_gb: action.memory_gb as f64, disk_gb: disk })
@@ -162,7 +162,7 @@ fn worker_rate_per_second(arena: &Arena, action: &ScalingAction) -> f64 {
 
 /// The fewest executors of `action`'s configuration that carry `point` within the SLA, by bisection
 /// (capacity grows with executors); `None` if the arena's maximum does not.
-fn fewest_executors(arena: &Arena, action: &ScalingAction, point: TracePoint, temperature: f64) -> Option<u32> {
+pub fn fewest_executors(arena: &Arena, action: &ScalingAction, point: TracePoint, temperature: f64) -> Option<u32> {
     let cfg = &arena.config;
     let meets = |n: u32| {
         let cap = arena.capacity(action, n as f64, (n * action.memory_gb) as f64, point, temperature);

@@ -21,6 +21,30 @@ pub trait DiscreteEnv {
     fn regime(&self) -> usize {
         0
     }
+    /// What a reference rule would do now, one index per head, for the warm start
+    /// ([`PpoConfig::warm_start`]); `None` when the environment has no such rule.
+    fn teacher(&self) -> Option<Vec<usize>> {
+        None
+    }
+}
+
+/// Behaviour cloning before PPO: the actor first learns to imitate the environments' reference rule
+/// ([`DiscreteEnv::teacher`]), then the critic alone learns that policy's values, and only then does
+/// PPO improve on it. Off by default (CleanRL's PPO starts from scratch).
+#[derive(Debug, Clone, PartialEq)]
+pub struct WarmStart {
+    /// Decisions of the reference rule collected (spread over all environments).
+    pub steps: usize,
+    /// Passes of cross-entropy over them.
+    pub epochs: usize,
+    /// Share of each head's target spread evenly over its other choices (label smoothing), so the
+    /// cloned policy keeps sampling alternatives and PPO still has something to compare with.
+    pub label_smoothing: f64,
+    /// Adam step size of the cloning.
+    pub learning_rate: f64,
+    /// PPO updates at the start that train the critic only (the actor's loss is off), so the first
+    /// advantages come from a critic that knows the cloned policy rather than from a random one.
+    pub critic_updates: usize,
 }
 
 /// Hyper-parameters (defaults: CleanRL's `ppo.py`, with 8 environments and 256-step rollouts).
@@ -46,6 +70,8 @@ pub struct PpoConfig {
     /// The std-dev is kept per reward regime ([`DiscreteEnv::regime`]): under one shared scale, the
     /// regime with the largest rewards sets every advantage and the others' preferences are lost.
     pub normalize_reward: bool,
+    /// Behaviour cloning of the environments' reference rule before PPO (`None`: from scratch).
+    pub warm_start: Option<WarmStart>,
 }
 
 impl Default for PpoConfig {
@@ -66,6 +92,7 @@ impl Default for PpoConfig {
             max_grad_norm: 0.5,
             hidden: vec![64, 64],
             normalize_reward: true,
+            warm_start: None,
         }
     }
 }
@@ -186,6 +213,14 @@ impl RunningVar {
     }
 }
 
+/// Fisher-Yates with our own generator, which keeps training reproducible.
+fn shuffle(order: &mut [u32], rng: &mut Xoshiro256PlusPlus) {
+    for i in (1..order.len()).rev() {
+        let j = rng.random_range(0..=i);
+        order.swap(i, j);
+    }
+}
+
 /// Clip the gradients' global norm to `max_norm`, in place.
 fn clip_grad_norm(grads: &mut candle_core::backprop::GradStore, vars: &[Var], max_norm: f64) -> Result<(), TrainError> {
     let mut total = 0.0f64;
@@ -232,6 +267,9 @@ pub fn train(
     let heads = head_dims.len();
 
     let mut obs: Vec<Vec<f32>> = envs.iter_mut().map(|e| e.reset(&mut rng)).collect();
+    if let Some(warm) = &config.warm_start {
+        obs = clone_teacher(&agent, envs, warm, &mut rng)?;
+    }
     let mut discounted = vec![0.0f64; n_envs];
     let mut return_stats: Vec<RunningVar> = Vec::new();
     let mut episode_returns = vec![0.0f64; n_envs];
@@ -329,6 +367,8 @@ pub fn train(
         }
         let returns: Vec<f32> = advantages.iter().zip(&b_values).map(|(a, v)| a + v).collect();
 
+        // While the critic catches up with a warm-started actor, only the value loss trains.
+        let actor_on = config.warm_start.as_ref().is_none_or(|w| update >= w.critic_updates);
         let t_obs = agent.input(&b_obs, batch)?;
         let t_actions = Tensor::from_vec(b_actions, (batch, heads), &Device::Cpu)?;
         let t_logp = Tensor::from_vec(b_logp, batch, &Device::Cpu)?;
@@ -337,11 +377,7 @@ pub fn train(
         let t_val = Tensor::from_vec(b_values, batch, &Device::Cpu)?;
         let mut order: Vec<u32> = (0..batch as u32).collect();
         for _ in 0..config.update_epochs {
-            // Fisher-Yates with our own generator keeps training reproducible.
-            for i in (1..order.len()).rev() {
-                let j = rng.random_range(0..=i);
-                order.swap(i, j);
-            }
+            shuffle(&mut order, &mut rng);
             for chunk in order.chunks(minibatch) {
                 let idx = Tensor::from_slice(chunk, chunk.len(), &Device::Cpu)?;
                 let x = t_obs.index_select(&idx, 0)?;
@@ -362,7 +398,8 @@ pub fn train(
                 let v_unclipped = (&v - &ret)?.sqr()?;
                 let v_clipped = (&old_v + (&v - &old_v)?.clamp(-config.clip_coef, config.clip_coef)?)?;
                 let v_loss = (v_unclipped.maximum(&(v_clipped - &ret)?.sqr()?)?.mean_all()? * 0.5)?;
-                let loss = ((pg_loss - (entropy.mean_all()? * config.ent_coef)?)? + (v_loss * config.vf_coef)?)?;
+                let v_term = (v_loss * config.vf_coef)?;
+                let loss = if actor_on { ((pg_loss - (entropy.mean_all()? * config.ent_coef)?)? + v_term)? } else { v_term };
                 let mut grads = loss.backward()?;
                 clip_grad_norm(&mut grads, &vars, config.max_grad_norm)?;
                 opt.step(&grads)?;
@@ -372,6 +409,73 @@ pub fn train(
         progress(PpoProgress { steps: steps_done, total_steps: updates * batch, mean_return });
     }
     Ok(agent)
+}
+
+/// Run the environments' reference rule for `warm.steps` decisions and fit the actor to its choices
+/// by cross-entropy against label-smoothed targets. Returns the environments' current observations.
+fn clone_teacher(agent: &PpoAgent, envs: &mut [Box<dyn DiscreteEnv>], warm: &WarmStart, rng: &mut Xoshiro256PlusPlus) -> Result<Vec<Vec<f32>>, TrainError> {
+    let n_envs = envs.len();
+    let heads = agent.head_dims.len();
+    let mut obs: Vec<Vec<f32>> = envs.iter_mut().map(|e| e.reset(rng)).collect();
+    let mut x = Vec::with_capacity(warm.steps * agent.obs_dim);
+    let mut labels: Vec<usize> = Vec::with_capacity(warm.steps * heads);
+    let rounds = warm.steps.div_ceil(n_envs.max(1));
+    for _ in 0..rounds {
+        for (e, env) in envs.iter_mut().enumerate() {
+            let action = env.teacher().ok_or_else(|| TrainError::Invalid("warm start asked of an environment without a reference rule".into()))?;
+            if action.len() != heads || action.iter().zip(&agent.head_dims).any(|(&a, &d)| a >= d) {
+                return Err(TrainError::Invalid(format!("reference rule's action {action:?} does not fit heads {:?}", agent.head_dims)));
+            }
+            x.extend_from_slice(&obs[e]);
+            labels.extend_from_slice(&action);
+            let (next, _, done) = env.step(&action, rng);
+            obs[e] = if done { env.reset(rng) } else { next };
+        }
+    }
+    let rows = labels.len() / heads.max(1);
+    // Smoothed one-hot targets, head after head, as the actor's logits are laid out.
+    let width: usize = agent.head_dims.iter().sum();
+    let mut target = vec![0.0f32; rows * width];
+    for r in 0..rows {
+        let mut offset = 0;
+        for (h, &d) in agent.head_dims.iter().enumerate() {
+            let spread = if d > 1 { warm.label_smoothing / (d - 1) as f64 } else { 0.0 };
+            for i in 0..d {
+                target[r * width + offset + i] = if i == labels[r * heads + h] { (1.0 - warm.label_smoothing) as f32 } else { spread as f32 };
+            }
+            offset += d;
+        }
+    }
+    let t_x = agent.input(&x, rows)?;
+    let t_target = Tensor::from_vec(target, (rows, width), &Device::Cpu)?;
+    let actor_vars = agent.actor.vars();
+    let params = ParamsAdamW { lr: warm.learning_rate, beta1: 0.9, beta2: 0.999, eps: 1e-5, weight_decay: 0.0 };
+    let mut opt = AdamW::new(actor_vars, params)?;
+    let minibatch = 2_048.min(rows.max(1));
+    let mut order: Vec<u32> = (0..rows as u32).collect();
+    for _ in 0..warm.epochs {
+        shuffle(&mut order, rng);
+        for chunk in order.chunks(minibatch) {
+            let idx = Tensor::from_slice(chunk, chunk.len(), &Device::Cpu)?;
+            let logits = agent.actor.forward(&t_x.index_select(&idx, 0)?)?;
+            let target = t_target.index_select(&idx, 0)?;
+            let mut offset = 0;
+            let mut loss: Option<Tensor> = None;
+            for &d in &agent.head_dims {
+                let lp = candle_nn::ops::log_softmax(&logits.narrow(1, offset, d)?.contiguous()?, D::Minus1)?;
+                let ce = (lp * target.narrow(1, offset, d)?)?.sum(1)?.mean_all()?.neg()?;
+                loss = Some(match loss {
+                    Some(l) => (l + ce)?,
+                    None => ce,
+                });
+                offset += d;
+            }
+            if let Some(loss) = loss {
+                opt.backward_step(&loss)?;
+            }
+        }
+    }
+    Ok(obs)
 }
 
 #[cfg(test)]
@@ -394,6 +498,32 @@ mod tests {
             self.x = rng.random();
             (vec![self.x], r, false)
         }
+        fn teacher(&self) -> Option<Vec<usize>> {
+            Some(vec![usize::from(self.x > 0.5)])
+        }
+    }
+
+    #[test]
+    fn the_warm_start_clones_the_reference_rule() {
+        // One update whose actor loss is off: whatever the greedy policy does, cloning taught it.
+        let warm = WarmStart { steps: 8_192, epochs: 20, label_smoothing: 0.1, learning_rate: 1e-2, critic_updates: 1 };
+        let config = PpoConfig { total_steps: 2_048, gamma: 0.0, warm_start: Some(warm), ..PpoConfig::default() };
+        let mut envs: Vec<Box<dyn DiscreteEnv>> = (0..config.num_envs).map(|_| Box::new(Threshold { x: 0.0 }) as Box<dyn DiscreteEnv>).collect();
+        let agent = train(&mut envs, 1, &[2], None, &config, 1, &mut |_| {}).unwrap();
+        let wrong = (0..100).filter(|i| {
+            let x = (*i as f32 + 0.5) / 100.0;
+            (x > 0.5) != (agent.act_greedy(&[x]).unwrap()[0] == 1)
+        });
+        assert!(wrong.count() <= 3);
+    }
+
+    #[test]
+    fn a_warm_start_needs_a_reference_rule() {
+        let warm = WarmStart { steps: 64, epochs: 1, label_smoothing: 0.1, learning_rate: 1e-3, critic_updates: 0 };
+        let config = PpoConfig { total_steps: 2_048, warm_start: Some(warm), ..PpoConfig::default() };
+        let mut envs: Vec<Box<dyn DiscreteEnv>> = (0..config.num_envs).map(|_| Box::new(TwoScales { regime: 0 }) as Box<dyn DiscreteEnv>).collect();
+        let err = train(&mut envs, 1, &[2], None, &config, 1, &mut |_| {}).err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(err.contains("reference rule"), "{err}");
     }
 
     #[test]

@@ -42,6 +42,28 @@ pub fn reward(out: &IntervalOutcome, alpha: f64, beta: f64, cost_unit_usd: f64, 
     -(alpha * cost + beta * (latency + VIOLATION_WEIGHT * violations))
 }
 
+/// The reference rule the scaling PPO is warm-started from (see [`crate::ppo::WarmStart`]): the
+/// demand (`control::StateBuilder::demand_executors`) times 0.95 while the edges' burst signal is
+/// down and 1.2 while it is up, memory level 1, the NVMe tier, no codec. Scored with the training
+/// reward (`cargo run --release -p trainer --example reward_compare MODEL`), rules of this kind
+/// earned more than the policy PPO had found from scratch on step-burst and flash-crowd under every
+/// scenario's weights; of the rules tried, this one earned the most on three of the four training
+/// traces (1.0 x throughout did better on step-burst alone).
+pub const TEACHER_HEADROOM: (f64, f64) = (0.95, 1.2);
+
+/// Index of the executor level whose headroom is `headroom` (the nearest one above it).
+fn executor_level(headroom: f64) -> usize {
+    control::EXECUTOR_HEADROOM.iter().skip(1).position(|&h| h >= headroom - 1e-9).map_or(control::EXECUTOR_HEADROOM.len() - 1, |i| i + 1)
+}
+
+/// The reference rule's action indices for an observation (see [`TEACHER_HEADROOM`]).
+pub fn teacher_indices(obs: &Observation) -> [usize; 4] {
+    let headroom = if obs.burst_signal { TEACHER_HEADROOM.1 } else { TEACHER_HEADROOM.0 };
+    let tier = latency_model::Tier::CHOICES.iter().position(|&t| t == latency_model::Tier::Nvme).unwrap_or(0);
+    let codec = latency_model::Compression::CHOICES.iter().position(|&c| c == latency_model::Compression::None).unwrap_or(0);
+    [executor_level(headroom), 1, tier, codec]
+}
+
 /// One environment: a new episode on a random training trace, seed and scenario at every reset.
 pub struct ScalingTrainEnv {
     arena: Arena,
@@ -125,5 +147,32 @@ impl DiscreteEnv for ScalingTrainEnv {
     /// learned one behaviour for all four and ignored its weights.
     fn regime(&self) -> usize {
         self.scenario
+    }
+
+    fn teacher(&self) -> Option<Vec<usize>> {
+        self.observation().map(|obs| teacher_indices(&obs).to_vec())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_reference_rule_picks_its_levels() {
+        assert_eq!(control::EXECUTOR_HEADROOM[executor_level(1.0)], 1.0);
+        assert_eq!(control::EXECUTOR_HEADROOM[executor_level(1.2)], 1.2);
+        assert_eq!(control::EXECUTOR_HEADROOM[executor_level(1.17)], 1.2);
+        assert_eq!(executor_level(9.0), control::EXECUTOR_HEADROOM.len() - 1);
+        let arena = Arena::embedded();
+        let trace = traces::builtin(BuiltinTrace::StepBurst, 3);
+        let episode = Episode::new(&arena, &trace, 3).expect("episode");
+        let mut obs = episode.observe();
+        obs.burst_signal = true;
+        let [level, memory, tier, codec] = teacher_indices(&obs);
+        assert_eq!(control::EXECUTOR_HEADROOM[level], TEACHER_HEADROOM.1);
+        assert_eq!(memory, 1);
+        assert_eq!(latency_model::Tier::CHOICES[tier], latency_model::Tier::Nvme);
+        assert_eq!(latency_model::Compression::CHOICES[codec], latency_model::Compression::None);
     }
 }
