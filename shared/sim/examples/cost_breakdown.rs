@@ -25,14 +25,7 @@ struct Split {
     right_size: f64,
 }
 
-fn main() {
-    if let Err(e) = run() {
-        eprintln!("error: {e}");
-        std::process::exit(1);
-    }
-}
-
-fn run() -> Result<(), Box<dyn std::error::Error>> {
+fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();
     let [_, model, trace_name, rest @ ..] = args.as_slice() else {
         return Err("usage: cost_breakdown MODEL TRACE [SEEDS]".into());

@@ -19,14 +19,7 @@ fn level(headroom: f64) -> i64 {
     EXECUTOR_HEADROOM.iter().position(|&h| h == headroom).unwrap_or(3) as i64
 }
 
-fn main() {
-    if let Err(e) = run() {
-        eprintln!("error: {e}");
-        std::process::exit(1);
-    }
-}
-
-fn run() -> Result<(), Box<dyn std::error::Error>> {
+fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();
     let model = args.get(1).ok_or("usage: reward_compare MODEL [SEEDS]")?;
     let seeds: u64 = args.get(2).map(|s| s.parse()).transpose()?.unwrap_or(5);
