@@ -92,6 +92,7 @@ pub fn write_seed_compat(dir: &Path, command: &str, report: &TrainReport, eval: 
 /// Card of the scaling PPO model, with one evaluation table per trace.
 pub fn write_scaling(dir: &Path, command: &str, report: &TrainReport, evals: &[Tournament]) -> Result<()> {
     let path = dir.join("scaling-ppo.md");
+    let warm = trainer::scaling_config(report.steps).warm_start.context("the scaling PPO has no warm start to describe")?;
     let trained: Vec<&str> = trainer::scaling_env::TRAINING_TRACES.iter().map(|t| t.name()).collect();
     let mut features = String::new();
     for (i, name) in control::FEATURE_NAMES.iter().enumerate() {
@@ -116,7 +117,8 @@ pub fn write_scaling(dir: &Path, command: &str, report: &TrainReport, evals: &[T
          The executor level is relative to the demand (`control::StateBuilder::action`): level 0 keeps the executors in force; \
          level k sizes the cluster at headroom[k] x demand, rounded up, within 1..{max}, where headroom = {headroom:?} and \
          demand = (max(input rate, predicted load) + backlog / {drain} s) in executors' worth. The guardrails \
-         (`control::Guardrails`) apply after, in the arena, in training and in the scaling-decision function.\n\n\
+         (`control::Guardrails`, default limits: at most {step} executors up or down per decision, no scale-down within \
+         {cooldown} s of the last scale-up) apply after, in the arena, in training and in the scaling-decision function.\n\n\
          The memory level is relative to the observed event size (`control::StateBuilder::memory_for`): level k picks the \
          smallest executor size of {sizes:?} GB whose usable memory (after the container overhead) holds mheadroom[k] x the \
          working set of an executor running at its full CPU rate (the JVM's base plus the state it keeps over the window), \
@@ -133,6 +135,13 @@ pub fn write_scaling(dir: &Path, command: &str, report: &TrainReport, evals: &[T
          - deviations from the reference below: entropy coefficient {ent} (the exported policy is greedy; a broader policy \
          learns safety margins for its own random picks), and the return's running std-dev kept per scenario, so that each \
          scenario's rewards are scaled alike (smart city's are mostly cost, healthcare's mostly rare violations).\n\
+         - warm start (not in the reference): before PPO the actor is fitted by cross-entropy (label smoothing {smooth_bc}, \
+         {bc_epochs} passes, Adam {bc_lr}) to {bc_steps} decisions of the reference rule `trainer::scaling_env::teacher_indices` \
+         (with risk = beta / (alpha + beta): while the edges' burst signal is up, the demand times a headroom running linearly \
+         through {burst:?} at risk 0, 0.5 and 1; while it is down, {quiet:?}, the second from risk {cautious}; each rounded up to \
+         a level; memory level 1, NVMe, no codec); the \
+         critic alone trains for the first {critic} updates; during PPO a cross-entropy term towards the rule's action on every \
+         rollout state, weight {bc}, is added to the loss (`trainer::ppo::WarmStart`).\n\
          - algorithm: {PPO_REFERENCE}\n\n\
          ## Evaluation\n\nThrough tract, with the balanced weights (alpha = beta = 0.33):\n\n{tables}",
         seed = report.seed,
@@ -142,6 +151,15 @@ pub fn write_scaling(dir: &Path, command: &str, report: &TrainReport, evals: &[T
         vw = trainer::scaling_env::VIOLATION_WEIGHT,
         g = trainer::SCALING_GAMMA,
         ent = trainer::SCALING_ENT_COEF,
+        smooth_bc = warm.label_smoothing,
+        bc_epochs = warm.epochs,
+        bc_lr = warm.learning_rate,
+        bc_steps = warm.steps,
+        quiet = trainer::scaling_env::TEACHER_QUIET_HEADROOM,
+        burst = trainer::scaling_env::TEACHER_BURST_HEADROOM,
+        cautious = trainer::scaling_env::TEACHER_CAUTIOUS_RISK,
+        critic = warm.critic_updates,
+        bc = warm.bc_coef,
         levels = control::ACTION_DIMS[0] - 1,
         max = control::POLICY_MAX_EXECUTORS,
         headroom = control::EXECUTOR_HEADROOM,
@@ -149,6 +167,8 @@ pub fn write_scaling(dir: &Path, command: &str, report: &TrainReport, evals: &[T
         sizes = control::MEMORY_CHOICES_GB,
         mheadroom = control::MEMORY_HEADROOM,
         drain = control::BACKLOG_DRAIN_S,
+        step = control::GuardrailConfig::default().max_step,
+        cooldown = control::GuardrailConfig::default().cooldown_s,
         window = sim::config::ArenaConfig::default().edge.cluster.forecast_window_s,
         smooth = sim::config::ArenaConfig::default().edge.cluster.cluster_detector.short_window,
     );

@@ -21,5 +21,5 @@ pub use features::{StateBuilder, ACTION_DIMS, BACKLOG_DRAIN_S, EXECUTOR_HEADROOM
 pub use meta::{recent_summary, MetaContext, Scenario, META_FEATURES};
 pub use state::{Observation, ScalingAction, MEMORY_CHOICES_GB};
 pub use forecast::{plan_prewarm, prewarm_workers, Forecast, ForecastConfig, LoadForecaster, LoadSample, PatternFeatures, PrewarmPlan, DEFAULT_BYTES_PER_EVENT, PREWARM_HISTORY, PREWARM_UTILISATION};
-pub use guardrails::{GuardrailChange, GuardrailConfig, GuardrailContext, GuardrailRule, Guardrails};
+pub use guardrails::{scale_up_time, GuardrailChange, GuardrailConfig, GuardrailContext, GuardrailRule, Guardrails};
 pub use tier_router::{BlockStats, Placement, TierRouter, TierRouterConfig};

@@ -134,10 +134,10 @@ impl ScalingDecision {
     }
 
     /// Policy, then guardrails. No I/O: this is what the decision benchmark measures.
-    pub fn decide(&self, obs: &Observation, last_change_s: Option<f64>) -> Result<Decision, HandlerError> {
+    pub fn decide(&self, obs: &Observation, last_scale_up_s: Option<f64>) -> Result<Decision, HandlerError> {
         let proposed = self.policy.decide(obs)?;
         let worker = WorkerSpec { vcpu: self.settings.vcpu_per_executor as f64, memory_gb: proposed.memory_gb as f64, disk_gb: 20.0 };
-        let ctx = GuardrailContext { now_s: obs.time_s, last_change_s, burst: obs.burst_signal, usd_per_executor_hour: self.prices.emr_rate_per_second(&worker) * 3_600.0 };
+        let ctx = GuardrailContext { now_s: obs.time_s, last_scale_up_s, burst: obs.burst_signal, usd_per_executor_hour: self.prices.emr_rate_per_second(&worker) * 3_600.0 };
         let (applied, changes) = self.guardrails.apply(proposed, &obs.current, &ctx);
         Ok(Decision { observation: *obs, proposed, applied, changes })
     }
@@ -305,11 +305,12 @@ impl ScalingDecision {
         }
         let app = self.backends.emr.get_application().await?;
         let obs = self.observe(&state, &app, now);
-        let last_change = state.last.as_ref().and_then(|d| d.last_change_s);
-        let decision = self.decide(&obs, last_change)?;
+        let last_scale_up = state.last.as_ref().and_then(|d| d.last_scale_up_s);
+        let decision = self.decide(&obs, last_scale_up)?;
         let emr = self.apply_emr(&decision, &app, &mut writes).await?;
         let hot_tier = self.apply_hot_tier(&decision).await?;
-        let changed = decision.applied.executors != obs.current.executors && emr != "dry run";
+        // A dry run changes nothing at EMR Serverless, so it starts no cooldown.
+        let last_scale_up_s = if emr == "dry run" { last_scale_up } else { control::scale_up_time(last_scale_up, &obs.current, &decision.applied, now) };
         let reason = if !burst_events.is_empty() {
             format!("burst {}", if obs.burst_signal { "raised" } else { "cleared" })
         } else if !new_metrics.is_empty() {
@@ -330,7 +331,7 @@ impl ScalingDecision {
             dry_run: self.settings.dry_run,
             emr,
             hot_tier,
-            last_change_s: if changed { Some(now) } else { last_change },
+            last_scale_up_s,
         };
         let bytes = to_json(&record);
         writes.push(StoreWrite::Set { key: self.keys.last_decision(), value: bytes.clone(), ttl: None });

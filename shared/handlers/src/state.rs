@@ -175,6 +175,9 @@ pub struct DecisionRecord {
     pub emr: String,
     /// What happened at ElastiCache.
     pub hot_tier: String,
-    /// When the executor count last changed (for the cooldown).
-    pub last_change_s: Option<f64>,
+    /// When the executor count was last raised (the guardrails' cooldown clock). Records written
+    /// before the cooldown counted from scale-ups alone name it `last_change_s`; read as this, it
+    /// holds one scale-down back a little longer, once.
+    #[serde(alias = "last_change_s")]
+    pub last_scale_up_s: Option<f64>,
 }

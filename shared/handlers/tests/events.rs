@@ -117,6 +117,13 @@ async fn a_burst_flows_from_burst_signal_to_a_larger_emr_capacity() {
     assert!(after.max_vcpu > before.max_vcpu, "{before:?} -> {after:?}");
     assert_eq!(env.publisher.on("scaling-decisions").len(), 1);
     assert_eq!(d["model_version"].as_str().unwrap().len(), 16);
+    // The scale-up starts the cooldown clock; a record stored before the clock was renamed still reads.
+    assert_eq!(d["last_scale_up_s"], d["time_s"], "{out}");
+    let mut old = d.clone();
+    let clock = old.as_object_mut().unwrap().remove("last_scale_up_s").unwrap();
+    old["last_change_s"] = clock;
+    let record: handlers::DecisionRecord = serde_json::from_value(old).unwrap();
+    assert_eq!(record.last_scale_up_s, d["time_s"].as_f64());
 }
 
 #[tokio::test]
@@ -185,6 +192,7 @@ async fn dry_run_decides_and_records_but_changes_nothing() {
     let out = invoke(&env, &settings, "scaling-decision", as_kafka(&env, "scaling-requests")).await.unwrap();
     assert_eq!(out["decision"]["dry_run"], true);
     assert_eq!(out["decision"]["emr"], "dry run", "{out}");
+    assert_eq!(out["decision"]["last_scale_up_s"], Value::Null, "a dry run starts no cooldown");
     assert_eq!(env.emr.get_application().await.unwrap(), before);
     assert!(env.emr.updates.lock().unwrap().is_empty());
     assert_eq!(env.hot_tier.shards().await.unwrap(), 1);

@@ -7,7 +7,12 @@
 //! forecasts) still 30 % above the input rate, as after a burst; or neither. The achievable
 //! clairvoyant schedule is split the same way.
 //!
-//! `cargo run --release -p sim --example cost_breakdown MODEL TRACE [SEEDS]`
+//! `cargo run --release -p sim --example cost_breakdown MODEL TRACE [SEEDS]`; MODEL may also be
+//! `rule:Q/B`, the fixed rule "Q x the demand while the burst signal is down, B x while it is up"
+//! (memory level 0, NVMe, no codec), to see what the demand estimate itself leaves above the bound.
+
+#[path = "common/fixed_indices.rs"]
+mod fixed_indices;
 
 use sim::clairvoyant::{cheapest_action, fewest_executors, worker_rate_per_second, ClairvoyantSchedule};
 use sim::learned::RlScaling;
@@ -25,6 +30,19 @@ struct Split {
     right_size: f64,
 }
 
+/// The fixed rule named by `Q/B` (headrooms while the burst signal is down / up).
+fn rule_policy(arena: &Arena, rule: &str) -> Result<fixed_indices::FixedIndices, Box<dyn std::error::Error>> {
+    let (quiet, burst) = rule.split_once('/').ok_or_else(|| format!("rule {rule:?} is not Q/B"))?;
+    let level = |h: &str| -> Result<i64, Box<dyn std::error::Error>> {
+        let h: f64 = h.parse()?;
+        let k = control::EXECUTOR_HEADROOM.iter().position(|&l| (l - h).abs() < 1e-9).ok_or_else(|| format!("{h} is not an executor level"))?;
+        Ok(k as i64)
+    };
+    let nvme = Tier::CHOICES.iter().position(|&t| t == Tier::Nvme).unwrap_or(1) as i64;
+    let none = latency_model::Compression::CHOICES.iter().position(|&c| c == latency_model::Compression::None).unwrap_or(0) as i64;
+    Ok(fixed_indices::FixedIndices::new(arena, [level(quiet)?, 0, nvme, none], [level(burst)?, 0, nvme, none]))
+}
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();
     let [_, model, trace_name, rest @ ..] = args.as_slice() else {
@@ -38,7 +56,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         for seed in 0..seeds {
             let trace = traces::resolve(trace_name, seed)?;
             let mut policy: Box<dyn Policy> = match who {
-                "rl" => Box::new(RlScaling::new("rl", policy::ScalingPolicy::load(std::path::Path::new(model), arena.state_builder())?)),
+                "rl" => match model.strip_prefix("rule:") {
+                    Some(rule) => Box::new(rule_policy(&arena, rule)?),
+                    None => Box::new(RlScaling::new("rl", policy::ScalingPolicy::load(std::path::Path::new(model), arena.state_builder())?)),
+                },
                 _ => Box::new(ClairvoyantSchedule::new(&arena, &trace, seed)?),
             };
             policy.reset(&arena.episode_info(&trace, seed));

@@ -39,7 +39,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         config.edge.cluster.forecast_window_s = window;
         let arena = Arena::new(config, base.prices.clone(), base.model.clone())?;
         println!("forecast window {window} s");
-        for (quiet, burst) in [(1.0, 1.0), (1.0, 1.15), (1.0, 1.4), (1.05, 1.05), (1.05, 1.4)] {
+        // The last three are the scaling policy's reference rule at the scenarios' extremes and at the
+        // balanced weights (`trainer::scaling_env::teacher_headroom`).
+        for (quiet, burst) in [(1.0, 1.0), (1.0, 1.15), (1.0, 1.4), (1.05, 1.05), (1.05, 1.4), (0.95, 1.0), (0.95, 1.2), (1.0, 1.6)] {
             let mut line = format!("  x{quiet:<4} (burst x{burst:<4})");
             for (i, name) in TRACES.iter().enumerate() {
                 let (mut cost, mut violations) = (0.0, 0.0);

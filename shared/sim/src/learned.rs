@@ -116,23 +116,21 @@ impl SeedPolicy for RlSeed {
 #[derive(Debug, Clone)]
 pub struct ArenaGuardrails {
     guardrails: Guardrails,
-    last_change_s: Option<f64>,
+    last_scale_up_s: Option<f64>,
 }
 
 impl ArenaGuardrails {
     pub fn new(max_executors: u32) -> Self {
         let config = GuardrailConfig { max_executors: max_executors.max(1), ..GuardrailConfig::default() };
-        Self { guardrails: Guardrails::new(config).expect("default guardrails with a maximum of at least one are valid"), last_change_s: None }
+        Self { guardrails: Guardrails::new(config).expect("default guardrails with a maximum of at least one are valid"), last_scale_up_s: None }
     }
 
     /// The action to apply for `proposed` at observation `obs`.
     pub fn apply(&mut self, proposed: ScalingAction, obs: &Observation) -> ScalingAction {
         // No spend cap in the arena, so the executor price does not matter here.
-        let ctx = GuardrailContext { now_s: obs.time_s, last_change_s: self.last_change_s, burst: obs.burst_signal, usd_per_executor_hour: 0.0 };
+        let ctx = GuardrailContext { now_s: obs.time_s, last_scale_up_s: self.last_scale_up_s, burst: obs.burst_signal, usd_per_executor_hour: 0.0 };
         let (action, _) = self.guardrails.apply(proposed, &obs.current, &ctx);
-        if action.executors != obs.current.executors {
-            self.last_change_s = Some(obs.time_s);
-        }
+        self.last_scale_up_s = control::scale_up_time(self.last_scale_up_s, &obs.current, &action, obs.time_s);
         action
     }
 }

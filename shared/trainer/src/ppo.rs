@@ -45,6 +45,13 @@ pub struct WarmStart {
     /// PPO updates at the start that train the critic only (the actor's loss is off), so the first
     /// advantages come from a critic that knows the cloned policy rather than from a random one.
     pub critic_updates: usize,
+    /// Weight, during PPO, of the cross-entropy between the policy and the reference rule's action on
+    /// every rollout state (0: none). It holds the policy near the rule wherever the advantages
+    /// average out to nothing, such as a head whose choice the reward barely sees, and yields where
+    /// they consistently favour something else (the behaviour-cloning term of Rajeswaran et al.,
+    /// "Learning Complex Dexterous Manipulation with Deep RL and Demonstrations", RSS 2018, kept
+    /// constant here).
+    pub bc_coef: f64,
 }
 
 /// Hyper-parameters (defaults: CleanRL's `ppo.py`, with 8 environments and 256-step rollouts).
@@ -285,6 +292,8 @@ pub fn train(
         let mut b_values = Vec::with_capacity(batch);
         let mut b_rewards = Vec::with_capacity(batch);
         let mut b_dones = Vec::with_capacity(batch);
+        let bc_coef = config.warm_start.as_ref().map_or(0.0, |w| w.bc_coef);
+        let mut b_teacher: Vec<u32> = Vec::with_capacity(if bc_coef > 0.0 { batch * heads } else { 0 });
         let mut finished = Vec::new();
         for _ in 0..n_steps {
             let flat: Vec<f32> = obs.iter().flatten().copied().collect();
@@ -312,6 +321,13 @@ pub fn train(
                     logp += (exps[pick] / z).ln();
                     action.push(pick);
                     offset += d;
+                }
+                if bc_coef > 0.0 {
+                    let taught = envs[e].teacher().ok_or_else(|| TrainError::Invalid("bc_coef > 0 asked of an environment without a reference rule".into()))?;
+                    if taught.len() != heads || taught.iter().zip(head_dims).any(|(&a, &d)| a >= d) {
+                        return Err(TrainError::Invalid(format!("reference rule's action {taught:?} does not fit heads {head_dims:?}")));
+                    }
+                    b_teacher.extend(taught.iter().map(|&a| a as u32));
                 }
                 // The regime of the episode the reward belongs to (a step may end it and start another).
                 let regime = envs[e].regime();
@@ -375,6 +391,7 @@ pub fn train(
         let t_adv = Tensor::from_vec(advantages, batch, &Device::Cpu)?;
         let t_ret = Tensor::from_vec(returns, batch, &Device::Cpu)?;
         let t_val = Tensor::from_vec(b_values, batch, &Device::Cpu)?;
+        let t_teacher = if bc_coef > 0.0 { Some(Tensor::from_vec(b_teacher, (batch, heads), &Device::Cpu)?) } else { None };
         let mut order: Vec<u32> = (0..batch as u32).collect();
         for _ in 0..config.update_epochs {
             shuffle(&mut order, &mut rng);
@@ -399,7 +416,11 @@ pub fn train(
                 let v_clipped = (&old_v + (&v - &old_v)?.clamp(-config.clip_coef, config.clip_coef)?)?;
                 let v_loss = (v_unclipped.maximum(&(v_clipped - &ret)?.sqr()?)?.mean_all()? * 0.5)?;
                 let v_term = (v_loss * config.vf_coef)?;
-                let loss = if actor_on { ((pg_loss - (entropy.mean_all()? * config.ent_coef)?)? + v_term)? } else { v_term };
+                let mut loss = if actor_on { ((pg_loss - (entropy.mean_all()? * config.ent_coef)?)? + v_term)? } else { v_term };
+                if let (true, Some(teacher)) = (actor_on, &t_teacher) {
+                    let (taught_logp, _) = agent.evaluate(&x, &teacher.index_select(&idx, 0)?)?;
+                    loss = (loss - (taught_logp.mean_all()? * bc_coef)?)?;
+                }
                 let mut grads = loss.backward()?;
                 clip_grad_norm(&mut grads, &vars, config.max_grad_norm)?;
                 opt.step(&grads)?;
@@ -506,7 +527,7 @@ mod tests {
     #[test]
     fn the_warm_start_clones_the_reference_rule() {
         // One update whose actor loss is off: whatever the greedy policy does, cloning taught it.
-        let warm = WarmStart { steps: 8_192, epochs: 20, label_smoothing: 0.1, learning_rate: 1e-2, critic_updates: 1 };
+        let warm = WarmStart { steps: 8_192, epochs: 20, label_smoothing: 0.1, learning_rate: 1e-2, critic_updates: 1, bc_coef: 0.0 };
         let config = PpoConfig { total_steps: 2_048, gamma: 0.0, warm_start: Some(warm), ..PpoConfig::default() };
         let mut envs: Vec<Box<dyn DiscreteEnv>> = (0..config.num_envs).map(|_| Box::new(Threshold { x: 0.0 }) as Box<dyn DiscreteEnv>).collect();
         let agent = train(&mut envs, 1, &[2], None, &config, 1, &mut |_| {}).unwrap();
@@ -519,11 +540,44 @@ mod tests {
 
     #[test]
     fn a_warm_start_needs_a_reference_rule() {
-        let warm = WarmStart { steps: 64, epochs: 1, label_smoothing: 0.1, learning_rate: 1e-3, critic_updates: 0 };
+        let warm = WarmStart { steps: 64, epochs: 1, label_smoothing: 0.1, learning_rate: 1e-3, critic_updates: 0, bc_coef: 0.0 };
         let config = PpoConfig { total_steps: 2_048, warm_start: Some(warm), ..PpoConfig::default() };
         let mut envs: Vec<Box<dyn DiscreteEnv>> = (0..config.num_envs).map(|_| Box::new(TwoScales { regime: 0 }) as Box<dyn DiscreteEnv>).collect();
         let err = train(&mut envs, 1, &[2], None, &config, 1, &mut |_| {}).err().map(|e| e.to_string()).unwrap_or_default();
         assert!(err.contains("reference rule"), "{err}");
+    }
+
+    /// The threshold bandit with a second head the reward ignores; the reference rule always picks
+    /// action 0 on both heads, so it is wrong on the first head half the time.
+    struct BlindHead {
+        x: f32,
+    }
+
+    impl DiscreteEnv for BlindHead {
+        fn reset(&mut self, rng: &mut Xoshiro256PlusPlus) -> Vec<f32> {
+            self.x = rng.random();
+            vec![self.x]
+        }
+        fn step(&mut self, action: &[usize], rng: &mut Xoshiro256PlusPlus) -> (Vec<f32>, f32, bool) {
+            let r = if (self.x > 0.5) == (action[0] == 1) { 1.0 } else { 0.0 };
+            self.x = rng.random();
+            (vec![self.x], r, false)
+        }
+        fn teacher(&self) -> Option<Vec<usize>> {
+            Some(vec![0, 0])
+        }
+    }
+
+    #[test]
+    fn the_cloning_term_holds_what_the_reward_ignores_and_yields_to_what_it_pays() {
+        let warm = WarmStart { steps: 4_096, epochs: 2, label_smoothing: 0.2, learning_rate: 1e-2, critic_updates: 2, bc_coef: 0.1 };
+        let config = PpoConfig { total_steps: 120_000, gamma: 0.0, warm_start: Some(warm), ..PpoConfig::default() };
+        let mut envs: Vec<Box<dyn DiscreteEnv>> = (0..config.num_envs).map(|_| Box::new(BlindHead { x: 0.0 }) as Box<dyn DiscreteEnv>).collect();
+        let agent = train(&mut envs, 1, &[2, 3], None, &config, 1, &mut |_| {}).unwrap();
+        let actions: Vec<(f32, Vec<usize>)> = (0..100).map(|i| (i as f32 + 0.5) / 100.0).map(|x| (x, agent.act_greedy(&[x]).unwrap())).collect();
+        let wrong = actions.iter().filter(|(x, a)| (*x > 0.5) != (a[0] == 1)).count();
+        assert!(wrong <= 5, "{wrong} of 100 wrong on the paid head");
+        assert!(actions.iter().all(|(_, a)| a[1] == 0), "the ignored head left the rule: {actions:?}");
     }
 
     #[test]
