@@ -33,14 +33,7 @@ struct Split {
 /// The fixed rule named by `Q/B` (headrooms while the burst signal is down / up).
 fn rule_policy(arena: &Arena, rule: &str) -> Result<fixed_indices::FixedIndices, Box<dyn std::error::Error>> {
     let (quiet, burst) = rule.split_once('/').ok_or_else(|| format!("rule {rule:?} is not Q/B"))?;
-    let level = |h: &str| -> Result<i64, Box<dyn std::error::Error>> {
-        let h: f64 = h.parse()?;
-        let k = control::EXECUTOR_HEADROOM.iter().position(|&l| (l - h).abs() < 1e-9).ok_or_else(|| format!("{h} is not an executor level"))?;
-        Ok(k as i64)
-    };
-    let nvme = Tier::CHOICES.iter().position(|&t| t == Tier::Nvme).unwrap_or(1) as i64;
-    let none = latency_model::Compression::CHOICES.iter().position(|&c| c == latency_model::Compression::None).unwrap_or(0) as i64;
-    Ok(fixed_indices::FixedIndices::new(arena, [level(quiet)?, 0, nvme, none], [level(burst)?, 0, nvme, none]))
+    fixed_indices::FixedIndices::headroom_rule(arena, quiet.parse()?, burst.parse()?).ok_or_else(|| format!("rule {rule:?}: each headroom must be one of {:?}", control::EXECUTOR_HEADROOM).into())
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

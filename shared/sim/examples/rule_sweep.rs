@@ -11,21 +11,14 @@ mod fixed_indices;
 
 use control::EXECUTOR_HEADROOM;
 use fixed_indices::FixedIndices;
-use latency_model::{Compression, Tier};
 use sim::config::ArenaConfig;
 use sim::Arena;
 
 const TRACES: [&str; 7] = ["step-burst", "burst-4x", "rush-hour", "slow-ramp", "flash-crowd", "../shared/traces/real/nyc-taxi-week.csv", "../shared/traces/real/aws-elb-requests.csv"];
 
-fn level(headroom: f64) -> i64 {
-    EXECUTOR_HEADROOM.iter().position(|&h| h == headroom).unwrap_or(3) as i64
-}
-
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let seeds: u64 = std::env::args().nth(1).map(|s| s.parse()).transpose()?.unwrap_or(5);
     let base = Arena::embedded();
-    let nvme = Tier::CHOICES.iter().position(|&t| t == Tier::Nvme).unwrap_or(1) as i64;
-    let none = Compression::CHOICES.iter().position(|&c| c == Compression::None).unwrap_or(0) as i64;
     let mut bounds = [0.0; TRACES.len()];
     for (i, name) in TRACES.iter().enumerate() {
         for seed in 0..seeds {
@@ -47,7 +40,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 let (mut cost, mut violations) = (0.0, 0.0);
                 for seed in 0..seeds {
                     let trace = traces::resolve(name, seed)?;
-                    let mut rule = FixedIndices::new(&arena, [level(quiet), 0, nvme, none], [level(burst), 0, nvme, none]);
+                    let mut rule = FixedIndices::headroom_rule(&arena, quiet, burst).ok_or_else(|| format!("{quiet} / {burst}: not executor levels of {EXECUTOR_HEADROOM:?}"))?;
                     let scores = arena.run(&trace, seed, &mut rule, None)?;
                     cost += scores.cost_usd;
                     violations += scores.sla_violation_pct;

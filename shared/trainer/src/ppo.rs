@@ -323,10 +323,7 @@ pub fn train(
                     offset += d;
                 }
                 if bc_coef > 0.0 {
-                    let taught = envs[e].teacher().ok_or_else(|| TrainError::Invalid("bc_coef > 0 asked of an environment without a reference rule".into()))?;
-                    if taught.len() != heads || taught.iter().zip(head_dims).any(|(&a, &d)| a >= d) {
-                        return Err(TrainError::Invalid(format!("reference rule's action {taught:?} does not fit heads {head_dims:?}")));
-                    }
+                    let taught = teacher_action(envs[e].as_ref(), head_dims, "bc_coef > 0")?;
                     b_teacher.extend(taught.iter().map(|&a| a as u32));
                 }
                 // The regime of the episode the reward belongs to (a step may end it and start another).
@@ -432,6 +429,15 @@ pub fn train(
     Ok(agent)
 }
 
+/// The environment's reference-rule action, checked against the heads; `who` names what asked for it.
+fn teacher_action(env: &dyn DiscreteEnv, head_dims: &[usize], who: &str) -> Result<Vec<usize>, TrainError> {
+    let action = env.teacher().ok_or_else(|| TrainError::Invalid(format!("{who} asked of an environment without a reference rule")))?;
+    if action.len() != head_dims.len() || action.iter().zip(head_dims).any(|(&a, &d)| a >= d) {
+        return Err(TrainError::Invalid(format!("reference rule's action {action:?} does not fit heads {head_dims:?}")));
+    }
+    Ok(action)
+}
+
 /// Run the environments' reference rule for `warm.steps` decisions and fit the actor to its choices
 /// by cross-entropy against label-smoothed targets. Returns the environments' current observations.
 fn clone_teacher(agent: &PpoAgent, envs: &mut [Box<dyn DiscreteEnv>], warm: &WarmStart, rng: &mut Xoshiro256PlusPlus) -> Result<Vec<Vec<f32>>, TrainError> {
@@ -443,10 +449,7 @@ fn clone_teacher(agent: &PpoAgent, envs: &mut [Box<dyn DiscreteEnv>], warm: &War
     let rounds = warm.steps.div_ceil(n_envs.max(1));
     for _ in 0..rounds {
         for (e, env) in envs.iter_mut().enumerate() {
-            let action = env.teacher().ok_or_else(|| TrainError::Invalid("warm start asked of an environment without a reference rule".into()))?;
-            if action.len() != heads || action.iter().zip(&agent.head_dims).any(|(&a, &d)| a >= d) {
-                return Err(TrainError::Invalid(format!("reference rule's action {action:?} does not fit heads {:?}", agent.head_dims)));
-            }
+            let action = teacher_action(env.as_ref(), &agent.head_dims, "warm start")?;
             x.extend_from_slice(&obs[e]);
             labels.extend_from_slice(&action);
             let (next, _, done) = env.step(&action, rng);
