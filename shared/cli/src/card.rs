@@ -204,10 +204,12 @@ pub fn write_meta(dir: &Path, command: &str, report: &TrainReport, rows: &[(Stri
          - final mean episode return: {ret:.2}\n\
          - environment: the realistic arena on the scaling policy's training traces, with `scaling-ppo.onnx` in the loop \
          through tract; each episode draws a scenario.\n\
-         - reward per meta step: the scenario's own objective, -(alpha_s x cost / cost of 16 executors + beta_s x 5 x share \
-         of events over the SLA) - overspend beyond the budget as a share of it, with (alpha_s, beta_s) the scenario's weights.\n\
+         - reward per meta step, paired: the scenario's own objective, -(alpha_s x cost / cost of 16 executors + beta_s x 5 x \
+         share of events over the SLA) - overspend beyond the budget as a share of it, with (alpha_s, beta_s) the scenario's \
+         weights, minus the same objective for the same {every} s run from a copy of the episode under (alpha_s, beta_s) (common \
+         random numbers: the same arrivals, burst signals and temperatures), x {scale}.\n\
          - algorithm: TD3 as in CleanRL's `td3_continuous_action.py` (Fujimoto et al. 2018): twin critics, target policy \
-         smoothing (0.2, clip 0.5, in action half-ranges), actor and targets updated every 2 steps, tau 0.005, gamma 0.99, \
+         smoothing (0.2, clip 0.5, in action half-ranges), actor and targets updated every 2 steps, tau 0.005, gamma {gamma} (CleanRL: 0.99; the paired reward scores each step on its own), \
          Adam 3e-4, batch 256, exploration noise 0.1, random actions for the first tenth of the steps (at most 2,000); \
          64-64 ReLU networks, sigmoid actions. Implemented in Rust on candle.\n\n\
          ## Evaluation (rl-meta per scenario, through tract)\n\n`rl-meta` is the deployed bundle: the meta-controller on its schedule, \
@@ -215,6 +217,8 @@ pub fn write_meta(dir: &Path, command: &str, report: &TrainReport, rows: &[(Stri
         every = sim::learned::META_EVERY_S,
         recent = sim::learned::META_RECENT_DECISIONS,
         prewarm = sim::learned::PREWARM_EVERY_S,
+        scale = trainer::meta_env::PAIRED_REWARD_SCALE,
+        gamma = trainer::META_GAMMA,
         seed = report.seed,
         steps = report.steps,
         wall = report.wall_time_s,

@@ -262,7 +262,10 @@ struct Cohort {
     left: f64,
 }
 
-/// One episode, stepped a decision interval at a time (the trainer drives it directly).
+/// One episode, stepped a decision interval at a time (the trainer drives it directly). A clone
+/// continues with the same random streams: the meta trainer runs one stretch twice, under two
+/// actions, on the same luck.
+#[derive(Clone)]
 pub struct Episode<'a> {
     // Borrowed in tournaments; owned by the trainer, whose episodes outlive any one trace.
     arena: Cow<'a, Arena>,

@@ -46,6 +46,11 @@ pub fn scaling_config(steps: usize) -> PpoConfig {
 /// Weight of the term that holds the scaling PPO near its reference rule (`ppo::WarmStart::bc_coef`).
 pub const SCALING_BC_COEF: f64 = 0.1;
 
+/// Discount of the meta-controller's TD3. Its reward is paired (`meta_env`): each step is scored
+/// against the scenario's own weights from the same state, so what a step leaves behind is already
+/// in the next step's comparison, and a discount would only add the later steps' noise.
+pub const META_GAMMA: f64 = 0.0;
+
 /// What a training run produced.
 #[derive(Debug, Clone)]
 pub struct TrainReport {
@@ -122,7 +127,7 @@ pub fn train_meta(steps: usize, seed: u64, out_dir: &Path, progress: &mut dyn Fn
     let arena = sim::Arena::embedded();
     let scaling = policy::ScalingPolicy::load(&out_dir.join("scaling-ppo.onnx"), arena.state_builder())?;
     let mut env = meta_env::MetaTrainEnv::new(arena, scaling);
-    let config = td3::Td3Config { total_steps: steps, learning_starts: (steps / 10).min(2_000), ..td3::Td3Config::default() };
+    let config = td3::Td3Config { total_steps: steps, gamma: META_GAMMA, learning_starts: (steps / 10).min(2_000), ..td3::Td3Config::default() };
     let mut last = f64::NAN;
     let agent = td3::train(&mut env, meta_env::INPUTS, 2, &config, seed, &mut |p| {
         if p.mean_return.is_finite() {
