@@ -69,8 +69,13 @@ impl Live {
     }
 }
 
+/// The record's part for `setting`.
+fn part<'a>(decision: &'a Value, setting: &str) -> &'a Value {
+    decision["actuation"].as_array().unwrap().iter().find(|p| p["setting"] == setting).unwrap_or_else(|| panic!("no {setting} part: {decision}"))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_burst_in_the_sample_msk_batch_ends_in_a_larger_emr_capacity() {
+async fn a_stopped_application_takes_the_decision_through_update_application() {
     let l = live(true).await;
     let (cpu_before, _, state) = l.capacity().await;
     assert_eq!((cpu_before.as_str(), state.as_str()), ("16 vCPU", "STOPPED"));
@@ -80,24 +85,41 @@ async fn a_burst_in_the_sample_msk_batch_ends_in_a_larger_emr_capacity() {
     let edge: Option<Vec<u8>> = l.redis.get(&format!("{{{}}}:edge:gw-000", l.settings.key_prefix)).await.unwrap();
     assert!(edge.is_some_and(|e| e.len() > 100));
     let decision = l.invoke("scaling-decision", l.published_as_kafka("scaling-requests")).await;
-    assert_eq!(decision["decision"]["emr"], "updated", "{decision}");
+    let d = &decision["decision"];
+    assert_eq!(d["emr"], "updated", "{decision}");
+    assert_eq!(part(d, "maximum_capacity")["applies"], "now");
+    assert_eq!(part(d, "executors")["applies"], "next_job_run");
     let (cpu_after, _, _) = l.capacity().await;
-    let vcpu = |s: &str| adapters::parse_quantity(s).unwrap();
-    assert!(vcpu(&cpu_after) > vcpu(&cpu_before), "GetApplication shows {cpu_before} -> {cpu_after}");
+    let ceiling = l.settings.guardrails.max_executors * l.settings.vcpu_per_executor;
+    assert_eq!(adapters::parse_quantity(&cpu_after).unwrap() as u32, ceiling, "GetApplication shows {cpu_before} -> {cpu_after}");
     let logged = l.redis.recent(&format!("{{{}}}:decisions", l.settings.key_prefix), 10).await.unwrap();
     assert_eq!(logged.len(), 1, "the decision is recorded in Redis");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_started_application_is_left_alone_and_the_capacity_is_kept_pending() {
+async fn a_started_application_gets_executors_through_the_agent_and_the_rest_at_its_stop() {
     let l = live(false).await;
     assert_eq!(l.capacity().await.2, "STARTED");
     l.invoke("burst-signal", decode_lambda(event("burst-signal-msk.json")).unwrap()).await;
     let decision = l.invoke("scaling-decision", l.published_as_kafka("scaling-requests")).await;
-    assert!(decision["decision"]["emr"].as_str().unwrap().starts_with("deferred"), "{decision}");
+    let d = &decision["decision"];
+    assert!(!decision.to_string().contains("deferred"), "{decision}");
+    // The executors go to the running job through the agent, which reads them on scaling-decisions.
+    assert_eq!(part(d, "executors")["applies"], "now", "{d}");
+    let published: Value = serde_json::from_slice(l.publisher.on("scaling-decisions").last().unwrap()).unwrap();
+    assert_eq!(published["applied"]["executors"], d["applied"]["executors"]);
+    // The emulator refuses UpdateApplication now, as AWS does: the ceiling waits for the stop.
+    assert_eq!(part(d, "maximum_capacity")["applies"], "when_stopped", "{d}");
     assert_eq!(l.capacity().await.0, "16 vCPU");
     let pending = l.redis.get(&format!("{{{}}}:emr:pending", l.settings.key_prefix)).await.unwrap();
     assert!(pending.is_some());
+    // Stopped: the next decision carries it.
+    l.emr.stop_application().application_id(&l.app).send().await.expect("StopApplication");
+    let decision = l.invoke("scaling-decision", decode_lambda(event("schedule.json")).unwrap()).await;
+    assert_eq!(decision["decision"]["emr"], "updated", "{decision}");
+    let ceiling = l.settings.guardrails.max_executors * l.settings.vcpu_per_executor;
+    assert_eq!(adapters::parse_quantity(&l.capacity().await.0).unwrap() as u32, ceiling);
+    assert!(l.redis.get(&format!("{{{}}}:emr:pending", l.settings.key_prefix)).await.unwrap().is_none());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -152,7 +152,9 @@ async fn a_step_burst_through_kafka_scales_emr_once_per_batch_and_dead_letters_a
     let metrics = serde_json::json!({"timestamp": handlers::events::now_s(), "input_rate": 3.0 * trace.at(0).events_per_s, "processing_rate": trace.at(0).events_per_s, "batch_duration_ms": 4_000.0, "backlog": 500_000.0});
     producer.send(FutureRecord::to(&topics.spark_metrics).key("job").payload(&serde_json::to_vec(&metrics).unwrap()), Duration::from_secs(5)).await.expect("produced");
 
-    // Deadline: 30 s from the first record produced to a larger maximum capacity in the emulator.
+    // Deadline: 30 s from the first record produced to a decision for more executors than the 16 vCPU
+    // application opened with, and the guardrails' ceiling in the emulator (the application is
+    // STOPPED, so UpdateApplication takes it).
     let cpu = || {
         let (emr, app) = (emr.clone(), app.clone());
         async move {
@@ -160,7 +162,9 @@ async fn a_step_burst_through_kafka_scales_emr_once_per_batch_and_dead_letters_a
             out.application().unwrap().maximum_capacity().map(|m| m.cpu().trim_end_matches(" vCPU").parse::<u32>().unwrap()).unwrap_or(0)
         }
     };
-    wait_until(Duration::from_secs(30), "a larger EMR Serverless capacity", || async { cpu().await > 16 }).await;
+    let opening = 16 / settings.vcpu_per_executor;
+    let scaled_up = || decision.outputs().iter().any(|o| o["decision"]["applied"]["executors"].as_u64().is_some_and(|n| n > opening as u64));
+    wait_until(Duration::from_secs(30), "a decision for more executors and the ceiling in EMR Serverless", || async { scaled_up() && cpu().await > 16 }).await;
     let scaled_after = started.elapsed();
     assert!(scaled_after < Duration::from_secs(30));
     // Everything consumed and handed over twice.
@@ -186,8 +190,9 @@ async fn a_step_burst_through_kafka_scales_emr_once_per_batch_and_dead_letters_a
     let updates = decided.iter().filter(|o| o["decision"]["emr"] == "updated").count();
     assert!(updates >= 1 && updates <= decided.len());
     let cap_now = cpu().await;
-    let last_applied = decided.last().unwrap()["decision"]["applied"]["executors"].as_u64().unwrap() as u32;
-    assert_eq!(cap_now, last_applied * settings.vcpu_per_executor, "the emulator holds the last decision's capacity");
+    assert_eq!(cap_now, settings.guardrails.max_executors * settings.vcpu_per_executor, "the emulator holds the guardrails' ceiling");
+    let last = &decided.last().unwrap()["decision"];
+    assert_eq!(last["next_run"]["executors"], last["applied"]["executors"], "the next run starts with the last decision: {last}");
 
     // The poison record is on the dead-letter topic with where it came from and why.
     let consumer = dead_letter_reader(&brokers, &dlq);

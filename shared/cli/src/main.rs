@@ -194,6 +194,11 @@ struct ArenaOpts {
     /// Edge gateways the load is split over (their records are aggregated as burst-signal does).
     #[arg(long, default_value_t = sim::EdgeConfig::default().gateways)]
     edges: usize,
+    /// Which settings of a decision reach the job: running-job (executors and tier live; memory,
+    /// codec and pre-initialised workers fixed for the run, as on EMR Serverless) or instant (every
+    /// setting at once, the arena before the in-job agent).
+    #[arg(long, default_value = "running-job")]
+    actuation: String,
 }
 
 impl ArenaOpts {
@@ -208,6 +213,7 @@ impl ArenaOpts {
         };
         let config = ArenaConfig {
             cold_start: ColdStart::parse(&self.cold_start)?,
+            actuation: sim::Actuation::parse(&self.actuation)?,
             sla_ms: self.sla_ms,
             decision_interval_s: self.decision_interval,
             max_executors: self.max_executors,
@@ -434,8 +440,8 @@ fn replay_cmd(args: &ReplayArgs) -> Result<()> {
         elapsed.as_secs_f64()
     );
     println!(
-        "  {} control messages from {} edges, {} raw-data summaries, {} shuffle blocks, {} decisions ({} capacity changes), {} record errors",
-        report.control_messages, arena.config.edge.gateways, report.raw_summaries, report.shuffle_blocks, report.decisions, report.capacity_changes, report.record_errors
+        "  {} control messages from {} edges, {} raw-data summaries, {} shuffle blocks, {} decisions ({} executor changes), {} record errors",
+        report.control_messages, arena.config.edge.gateways, report.raw_summaries, report.shuffle_blocks, report.decisions, report.executor_changes, report.record_errors
     );
     let calls: Vec<String> = report.invocations.iter().map(|(f, n)| format!("{f} {n}")).collect();
     println!("  invocations: {}", calls.join(", "));

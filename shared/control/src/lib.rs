@@ -2,8 +2,10 @@
 //!
 //! Whatever the arena evaluates is what the functions run: the edge [`BurstDetector`], the observed
 //! [`Observation`] a scaling policy sees, the [`ScalingAction`] it returns, the [`Guardrails`] that
-//! bound it, the shuffle [`TierRouter`] and the prewarmer's [`LoadForecaster`].
+//! bound it, the shuffle [`TierRouter`], the prewarmer's [`LoadForecaster`], and the rule of which
+//! settings reach a running job ([`actuation`]).
 
+pub mod actuation;
 mod burst;
 pub mod cluster;
 mod error;

@@ -106,6 +106,22 @@ impl TierRouter {
         Placement { tier, compression: Self::codec_for(tier) }
     }
 
+    /// [`place`](Self::place), with the tier the scaling decision in force picked for the job's
+    /// working blocks: what the temperature rule would keep on a fast tier (Redis or NVMe: hot state
+    /// and intermediate blocks the next stages read) goes to the decided tier instead; archival and
+    /// cold blocks stay where the rule puts them. A decided Glacier means S3 here: a reducer cannot
+    /// wait hours for a restore.
+    pub fn place_following(&self, stats: &BlockStats, decided: Option<Tier>) -> Placement {
+        let own = self.place(stats);
+        match (own.tier, decided) {
+            (Tier::Redis | Tier::Nvme, Some(d)) => {
+                let tier = if d == Tier::Glacier { Tier::S3 } else { d };
+                Placement { tier, compression: Self::codec_for(tier) }
+            }
+            _ => own,
+        }
+    }
+
     /// The codec a tier stores blocks with.
     pub fn codec_for(tier: Tier) -> Compression {
         match tier {
@@ -132,6 +148,21 @@ mod tests {
         assert_eq!(r.place(&BlockStats { archival: true, ..stats(50, 1.0) }).tier, Tier::Glacier);
         assert_eq!(r.place(&BlockStats { burst: true, ..stats(0, 86_400.0) }), Placement { tier: Tier::Redis, compression: Compression::Lz4 });
         assert_eq!(r.place(&stats(0, 86_400.0)).compression, Compression::Zstd);
+    }
+
+    #[test]
+    fn the_decided_tier_takes_the_working_blocks_and_leaves_cold_and_archival_ones() {
+        let r = TierRouter::default();
+        let (hot, warm, cold) = (stats(20, 5.0), stats(2, 60.0), stats(0, 86_400.0));
+        let archival = BlockStats { archival: true, ..hot };
+        for decided in Tier::CHOICES {
+            let expect = if decided == Tier::Glacier { Tier::S3 } else { decided };
+            assert_eq!(r.place_following(&hot, Some(decided)).tier, expect);
+            assert_eq!(r.place_following(&warm, Some(decided)).tier, expect);
+            assert_eq!(r.place_following(&cold, Some(decided)), r.place(&cold));
+            assert_eq!(r.place_following(&archival, Some(decided)).tier, Tier::Glacier);
+        }
+        assert_eq!(r.place_following(&hot, None), r.place(&hot));
     }
 
     #[test]

@@ -101,6 +101,7 @@ fn scaling_decision(c: &mut Criterion) {
             pending_executors: Some(0),
             shuffle_mb_per_s: None,
             bytes_per_event: Some(2_500.0),
+            agent: None,
         }),
         ..DecisionState::default()
     };

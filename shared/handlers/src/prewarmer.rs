@@ -4,13 +4,14 @@
 //! micro-batch), extracts the pattern features of [`LoadForecaster`] (velocity, acceleration,
 //! rolling mean and spread, hour of day, periodicity), forecasts the next minutes, and sets the
 //! application's initial capacity to the extra workers the forecast peak needs beyond what today's
-//! load needs; back to zero when quiet. Like scaling-decision it changes capacity only while the
-//! application accepts UpdateApplication (CREATED or STOPPED) and otherwise records the wish as
-//! pending.
+//! load needs; back to zero when quiet. Initial capacity is the application's, which EMR Serverless
+//! changes only while the application is CREATED or STOPPED: then it is set at once (with any
+//! capacity scaling-decision left pending); while a job keeps the application STARTED it is stored
+//! for the next stop and the result says so (`applies: when_stopped`).
 
 use crate::ports::Capacity;
 use crate::state::Keys;
-use crate::{to_json, Backends, Handler, HandlerError, Settings, Trigger};
+use crate::{to_json, Applies, Backends, Handler, HandlerError, Settings, Trigger};
 use async_trait::async_trait;
 use control::{plan_prewarm, LoadForecaster, LoadSample, StateBuilder, DEFAULT_BYTES_PER_EVENT, PREWARM_HISTORY};
 use latency_model::LatencyModel;
@@ -65,21 +66,26 @@ impl Handler for Prewarmer {
         let plan = plan_prewarm(&self.forecaster, &samples, executor_rate, self.settings.prewarm_utilisation, self.settings.guardrails.max_prewarm);
         let (forecast, baseline, target) = (&plan.forecast, plan.baseline_executors, plan.workers);
         let app = self.backends.emr.get_application().await?;
-        let outcome = if target == app.capacity.initial_executors {
-            "unchanged".to_string()
+        // A capacity change scaling-decision left for the next stop is the base of this one.
+        let pending: Option<Capacity> = crate::from_json(&self.keys.pending_capacity(), self.backends.store.get(&self.keys.pending_capacity()).await?.as_ref())?;
+        let base = pending.unwrap_or(app.capacity);
+        // Initial capacity must fit inside the maximum.
+        let max_workers = base.max_vcpu / base.worker_vcpu.max(1);
+        let want = Capacity { initial_executors: target.min(max_workers), ..base };
+        let (applies, outcome) = if want == app.capacity {
+            (Applies::Unchanged, "unchanged".to_string())
         } else if self.settings.dry_run {
-            "dry run".to_string()
+            (Applies::DryRun, "dry run".to_string())
+        } else if app.state.accepts_update() {
+            self.backends.emr.update_capacity(&want).await?;
+            self.backends.store.delete(&[self.keys.pending_capacity()]).await?;
+            (Applies::Now, format!("initial capacity {} -> {}", app.capacity.initial_executors, want.initial_executors))
         } else {
-            // Initial capacity must fit inside the maximum.
-            let max_workers = app.capacity.max_vcpu / app.capacity.worker_vcpu.max(1);
-            let want = Capacity { initial_executors: target.min(max_workers), ..app.capacity };
-            if app.state.accepts_update() {
-                self.backends.emr.update_capacity(&want).await?;
-                format!("initial capacity {} -> {}", app.capacity.initial_executors, want.initial_executors)
-            } else {
-                self.backends.store.set_many(&[(self.keys.pending_capacity(), to_json(&want))], None).await?;
-                format!("deferred: application is {:?}; pending until it stops", app.state)
-            }
+            // Pre-initialised workers are the application's initial capacity: only a stopped or
+            // created application takes them. A running job gets executors from scaling-decision
+            // through the in-job agent, which sizes for the same edge forecast.
+            self.backends.store.set_many(&[(self.keys.pending_capacity(), to_json(&want))], None).await?;
+            (Applies::WhenStopped, format!("pending: the application is {:?}; initial capacity {} waits for the next stop (UpdateApplication needs CREATED or STOPPED)", app.state, want.initial_executors))
         };
         let result = json!({
             "time_s": now,
@@ -91,6 +97,7 @@ impl Handler for Prewarmer {
             "baseline_executors": baseline,
             "prewarm_workers": target,
             "emr": outcome,
+            "applies": applies,
             "dry_run": self.settings.dry_run,
         });
         self.backends.store.set_many(&[(self.keys.prewarm(), to_json(&result))], None).await?;

@@ -7,11 +7,14 @@
 //!    the application (GetApplication);
 //! 2. build the [`Observation`], run scaling-ppo through [`ScalingPolicy`], and bound the result with
 //!    [`Guardrails`] (the same code the simulator runs);
-//! 3. apply it: UpdateApplication sets the maximum capacity, but EMR Serverless accepts it only while
-//!    the application is CREATED or STOPPED. A STARTED application is never stopped for it (that
-//!    would kill the streaming job): the capacity is stored as pending, the decision says
-//!    "deferred", and it is applied at the application's next stop. Live executor counts inside
-//!    the maximum are Spark dynamic allocation's business;
+//! 3. apply it through a path EMR Serverless accepts in the application's present state
+//!    (`control::actuation`). While the application is STARTED (a streaming job keeps it so) the
+//!    executors reach the job through the in-job agent, which follows `scaling-decisions`, and the
+//!    tier through shuffle-router; memory and codec are stored as the next run's Spark parameters,
+//!    and a change of maximum capacity waits for the next stop. While it is CREATED or STOPPED,
+//!    UpdateApplication sets the maximum capacity (the guardrails' ceiling) and the whole decision
+//!    is the next run's. The record lists every setting with when it applies, through what, and why;
+//!    nothing is left silently pending;
 //! 4. when the policy picks the Redis tier under a burst, grow the ElastiCache hot tier by a shard;
 //! 5. record the decision (store, `scaling-decisions`, a JSON log line). With dry run on, steps 3
 //!    and 4 are skipped and the record says so.
@@ -23,7 +26,8 @@
 
 use crate::ports::{AppStatus, Capacity, StoreWrite};
 use crate::state::{ClusterBurst, DecisionRecord, Keys};
-use crate::{from_json, record_json, to_json, Backends, BurstEvent, Handler, HandlerError, RecordError, Settings, SparkMetrics, Trigger, Weights};
+use crate::{from_json, record_json, to_json, ActuationPart, Applies, Backends, BurstEvent, ExecutorReport, Handler, HandlerError, JobRunConfig, RecordError, Setting, Settings, SparkMetrics, Trigger, Weights};
+use control::actuation::Lever;
 use async_trait::async_trait;
 use control::{GuardrailChange, GuardrailContext, Guardrails, Observation, ScalingAction, StateBuilder};
 use cost_model::{PriceBook, WorkerSpec};
@@ -62,6 +66,14 @@ pub struct DecisionState {
     pub shuffle_temperature: Option<f64>,
 }
 
+/// Where a decision's settings went.
+struct Actuated {
+    parts: Vec<ActuationPart>,
+    running: ScalingAction,
+    next_run: Option<JobRunConfig>,
+    emr: String,
+}
+
 /// A decision before it is applied.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Decision {
@@ -92,12 +104,12 @@ impl ScalingDecision {
 
     /// What a live system observes, from stored state and the application.
     pub fn observe(&self, state: &DecisionState, app: &AppStatus, now: f64) -> Observation {
-        let current = state.last.as_ref().map(|d| d.applied).unwrap_or_else(|| {
+        let current = state.last.as_ref().map(DecisionRecord::running).unwrap_or_else(|| {
             let mut a = ScalingAction::spark_default(self.executors_of(&app.capacity).max(1));
             a.prewarm = app.capacity.initial_executors;
             a
         });
-        let m = state.metrics;
+        let m = state.metrics.as_ref();
         let bytes = m.and_then(|m| m.bytes_per_event).unwrap_or(DEFAULT_BYTES_PER_EVENT);
         let running = m.and_then(|m| m.running_executors).unwrap_or(current.executors);
         let input_rate = m.map_or(0.0, |m| m.input_rate);
@@ -142,35 +154,109 @@ impl ScalingDecision {
         Ok(Decision { observation: *obs, proposed, applied, changes })
     }
 
-    /// The capacity an action asks of EMR Serverless (initial capacity is the prewarmer's).
-    pub fn capacity_for(&self, action: &ScalingAction, app: &AppStatus) -> Capacity {
+    /// The application's capacity for a decision: the maximum is the guardrails' ceiling on executors
+    /// (the room the in-job agent scales in), shaped for the decided memory; the pre-initialised
+    /// workers stay the prewarmer's (a pending wish of its own included).
+    pub fn ceiling_for(&self, action: &ScalingAction, app: &AppStatus, pending: Option<&Capacity>) -> Capacity {
+        let most = self.settings.guardrails.max_executors.max(1);
         Capacity {
-            max_vcpu: action.executors * self.settings.vcpu_per_executor,
-            max_memory_gb: action.executors * action.memory_gb,
-            initial_executors: app.capacity.initial_executors,
+            max_vcpu: most * self.settings.vcpu_per_executor,
+            max_memory_gb: most * action.memory_gb,
+            initial_executors: pending.map_or(app.capacity.initial_executors, |p| p.initial_executors).min(most),
             worker_vcpu: self.settings.vcpu_per_executor,
             worker_memory_gb: action.memory_gb,
         }
     }
 
-    /// Apply the decision to EMR Serverless; the pending-capacity write it implies joins the
-    /// decision record's batch (`writes`), so that it costs no round trip of its own.
-    async fn apply_emr(&self, decision: &Decision, app: &AppStatus, writes: &mut Vec<StoreWrite>) -> Result<String, HandlerError> {
-        let want = self.capacity_for(&decision.applied, app);
-        if want.max_vcpu == app.capacity.max_vcpu && want.max_memory_gb == app.capacity.max_memory_gb {
-            return Ok("unchanged".into());
-        }
-        if self.settings.dry_run {
-            return Ok("dry run".into());
-        }
+    /// Send each setting of the decision where the service takes it in the application's present
+    /// state (`control::actuation`), and say for each what became of it. Store writes it implies
+    /// (pending capacity, next run) join the decision record's batch.
+    async fn actuate(&self, decision: &Decision, app: &AppStatus, before: &ScalingAction, pending: Option<&Capacity>, writes: &mut Vec<StoreWrite>) -> Result<Actuated, HandlerError> {
+        let decided = &decision.applied;
+        let dry = self.settings.dry_run;
+        let part = |lever: Lever, value: &ScalingAction, applies: Applies, why: String| ActuationPart { setting: lever.into(), value: lever.value(value), applies, via: lever.via().to_string(), why };
+        let mut parts = Vec::new();
+        let ceiling = self.ceiling_for(decided, app, pending);
+        let capacity_text = format!("{} vCPU, {} GB", ceiling.max_vcpu, ceiling.max_memory_gb);
+        let update_via = "UpdateApplication maximumCapacity".to_string();
         if app.state.accepts_update() {
-            self.backends.emr.update_capacity(&want).await?;
-            writes.push(StoreWrite::Delete { key: self.keys.pending_capacity() });
-            Ok("updated".into())
-        } else {
-            writes.push(StoreWrite::Set { key: self.keys.pending_capacity(), value: to_json(&want), ttl: None });
-            Ok(format!("deferred: application is {:?}; pending until it stops", app.state))
+            // No job runs: the decision is what the next start gets.
+            let running = ScalingAction { prewarm: ceiling.initial_executors, ..*decided };
+            let emr = if ceiling == app.capacity {
+                parts.push(ActuationPart { setting: Setting::MaximumCapacity, value: capacity_text, applies: Applies::Unchanged, via: update_via, why: "already the application's".into() });
+                "unchanged".to_string()
+            } else if dry {
+                parts.push(ActuationPart { setting: Setting::MaximumCapacity, value: capacity_text, applies: Applies::DryRun, via: update_via, why: "dry run".into() });
+                "dry run".to_string()
+            } else {
+                self.backends.emr.update_capacity(&ceiling).await?;
+                writes.push(StoreWrite::Delete { key: self.keys.pending_capacity() });
+                parts.push(ActuationPart { setting: Setting::MaximumCapacity, value: capacity_text, applies: Applies::Now, via: update_via, why: format!("the application is {:?}, so it accepts UpdateApplication", app.state) });
+                "updated".to_string()
+            };
+            let next = JobRunConfig::for_action(&running);
+            let why = format!("the application is {:?}: no job runs; the next StartJobRun starts with it", app.state);
+            for lever in [Lever::Executors, Lever::MemoryPerExecutor, Lever::Codec] {
+                parts.push(part(lever, decided, if dry { Applies::DryRun } else { Applies::NextJobRun }, why.clone()));
+            }
+            parts.push(self.tier_part(decided, before, dry));
+            if !dry {
+                writes.push(StoreWrite::Set { key: self.keys.next_run(), value: to_json(&next), ttl: None });
+            }
+            return Ok(Actuated { parts, running, next_run: Some(next), emr });
         }
+        // A job may be running: the live settings go to it, the rest waits.
+        let running = control::actuation::running_action(decided, &ScalingAction { prewarm: app.capacity.initial_executors, ..*before });
+        let room = app.capacity.max_vcpu / self.settings.vcpu_per_executor.max(1);
+        let executors = if decided.executors == before.executors {
+            part(Lever::Executors, decided, Applies::Unchanged, "the job's target already".into())
+        } else if dry {
+            part(Lever::Executors, decided, Applies::DryRun, "dry run: the agent ignores dry-run decisions".into())
+        } else if decided.executors > room {
+            part(Lever::Executors, decided, Applies::Now, format!("capped at {room} by the application's maximum capacity until it stops (the larger ceiling waits)"))
+        } else {
+            part(Lever::Executors, decided, Applies::Now, format!("the application is {:?}: the agent moves the running job's executors", app.state))
+        };
+        parts.push(executors);
+        parts.push(self.tier_part(decided, before, dry));
+        let mut next_run = None;
+        for lever in [Lever::MemoryPerExecutor, Lever::Codec] {
+            if lever.differs(decided, before) {
+                let applies = if dry { Applies::DryRun } else { Applies::NextJobRun };
+                parts.push(part(lever, decided, applies, "fixed for the life of a SparkContext: the running job keeps its own".into()));
+                next_run = Some(JobRunConfig::for_action(decided));
+            } else {
+                parts.push(part(lever, decided, Applies::Unchanged, "the running job's already".into()));
+            }
+        }
+        if let (Some(next), false) = (&next_run, dry) {
+            writes.push(StoreWrite::Set { key: self.keys.next_run(), value: to_json(next), ttl: None });
+        }
+        let emr = if ceiling.max_vcpu == app.capacity.max_vcpu && ceiling.max_memory_gb == app.capacity.max_memory_gb && ceiling.worker_memory_gb == app.capacity.worker_memory_gb {
+            parts.push(ActuationPart { setting: Setting::MaximumCapacity, value: capacity_text, applies: Applies::Unchanged, via: update_via, why: "already the application's".into() });
+            "unchanged".to_string()
+        } else if dry {
+            parts.push(ActuationPart { setting: Setting::MaximumCapacity, value: capacity_text, applies: Applies::DryRun, via: update_via, why: "dry run".into() });
+            "dry run".to_string()
+        } else {
+            writes.push(StoreWrite::Set { key: self.keys.pending_capacity(), value: to_json(&ceiling), ttl: None });
+            let why = format!("the application is {:?}; UpdateApplication needs CREATED or STOPPED, so it waits for the next stop", app.state);
+            parts.push(ActuationPart { setting: Setting::MaximumCapacity, value: capacity_text, applies: Applies::WhenStopped, via: update_via, why: why.clone() });
+            format!("pending: {why}")
+        };
+        Ok(Actuated { parts, running, next_run, emr })
+    }
+
+    fn tier_part(&self, decided: &ScalingAction, before: &ScalingAction, dry: bool) -> ActuationPart {
+        let (applies, why) = if dry {
+            (Applies::DryRun, "dry run: shuffle-router follows only applied decisions".to_string())
+        } else if decided.tier == before.tier {
+            (Applies::Unchanged, "where the job's blocks already go".to_string())
+        } else {
+            (Applies::Now, "shuffle-router places the job's next hot and intermediate blocks there".to_string())
+        };
+        let lever = Lever::ShuffleTier;
+        ActuationPart { setting: lever.into(), value: lever.value(decided), applies, via: lever.via().to_string(), why }
     }
 
     async fn apply_hot_tier(&self, decision: &Decision) -> Result<String, HandlerError> {
@@ -270,7 +356,7 @@ impl ScalingDecision {
                 new_metrics.push(x);
             }
         }
-        let mut keys = vec![self.keys.metrics(), self.keys.cluster(), self.keys.weights(), self.keys.last_decision(), self.keys.shuffle_temperature()];
+        let mut keys = vec![self.keys.metrics(), self.keys.cluster(), self.keys.weights(), self.keys.last_decision(), self.keys.shuffle_temperature(), self.keys.pending_capacity()];
         let seen_at = keys.len();
         keys.extend(seen.clone());
         let got = store.get_many(&keys).await?;
@@ -285,10 +371,11 @@ impl ScalingDecision {
             last: from_json(&keys[3], got[3].as_ref())?,
             shuffle_temperature: from_json(&keys[4], got[4].as_ref())?,
         };
+        let pending: Option<Capacity> = from_json(&keys[5], got[5].as_ref())?;
         // Everything this invocation stores goes in one batch at the end, with the decision.
         let mut writes = Vec::new();
-        if let Some(newest) = new_metrics.iter().copied().max_by(|a, b| a.timestamp.total_cmp(&b.timestamp)) {
-            if state.metrics.is_none_or(|m| newest.timestamp >= m.timestamp) {
+        if let Some(newest) = new_metrics.iter().max_by(|a, b| a.timestamp.total_cmp(&b.timestamp)).cloned() {
+            if state.metrics.as_ref().is_none_or(|m| newest.timestamp >= m.timestamp) {
                 state.metrics = Some(newest);
             }
             let history: Vec<Vec<u8>> = new_metrics.iter().map(|m| to_json(&control::LoadSample { time_s: m.timestamp, rate: m.input_rate })).collect();
@@ -307,10 +394,18 @@ impl ScalingDecision {
         let obs = self.observe(&state, &app, now);
         let last_scale_up = state.last.as_ref().and_then(|d| d.last_scale_up_s);
         let decision = self.decide(&obs, last_scale_up)?;
-        let emr = self.apply_emr(&decision, &app, &mut writes).await?;
+        let actuated = self.actuate(&decision, &app, &obs.current, pending.as_ref(), &mut writes).await?;
         let hot_tier = self.apply_hot_tier(&decision).await?;
-        // A dry run changes nothing at EMR Serverless, so it starts no cooldown.
-        let last_scale_up_s = if emr == "dry run" { last_scale_up } else { control::scale_up_time(last_scale_up, &obs.current, &decision.applied, now) };
+        // A dry run changes nothing, so it starts no cooldown.
+        let last_scale_up_s = if self.settings.dry_run { last_scale_up } else { control::scale_up_time(last_scale_up, &obs.current, &decision.applied, now) };
+        let agent = state.metrics.as_ref().and_then(|m| m.agent.as_ref());
+        let executors = ExecutorReport {
+            requested: decision.applied.executors,
+            agent_target: agent.map(|a| a.target_executors),
+            live: state.metrics.as_ref().and_then(|m| m.running_executors),
+            agent_decision_time_s: agent.and_then(|a| a.decision_time_s),
+            agent_status: agent.map(|a| a.status.clone()),
+        };
         let reason = if !burst_events.is_empty() {
             format!("burst {}", if obs.burst_signal { "raised" } else { "cleared" })
         } else if !new_metrics.is_empty() {
@@ -329,9 +424,13 @@ impl ScalingDecision {
             model_version: self.policy.version().to_string(),
             weights_version: state.weights.as_ref().map_or(0, |w| w.version),
             dry_run: self.settings.dry_run,
-            emr,
+            emr: actuated.emr,
             hot_tier,
             last_scale_up_s,
+            running: Some(actuated.running),
+            actuation: actuated.parts,
+            executors: Some(executors),
+            next_run: actuated.next_run,
         };
         let bytes = to_json(&record);
         writes.push(StoreWrite::Set { key: self.keys.last_decision(), value: bytes.clone(), ttl: None });

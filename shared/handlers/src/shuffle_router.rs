@@ -2,9 +2,11 @@
 //!
 //! A manifest names a block (id, size, access count, age, burst flag, archival flag) and carries its
 //! bytes (base64) or an S3 pointer. The [`TierRouter`] (the code the simulator evaluates) picks the
-//! tier and codec; blocks are framed with their codec, length and CRC-32 so that every read is
-//! verified. Redis writes are buffered and sent in pipelines of up to 10 MB with a TTL; S3 and Glacier
-//! writes go through the object store; NVMe blocks are files. An index entry per block says where it
+//! tier and codec, with the job's working blocks on the tier of the scaling decision in force
+//! ([`TierRouter::place_following`]: this is how the policy's tier reaches a running job). Blocks
+//! are framed with their codec, length and CRC-32 so that every read is verified. Redis writes are
+//! buffered and sent in pipelines of up to 10 MB with a TTL; S3 and Glacier writes go through the
+//! object store; NVMe blocks are files. An index entry per block says where it
 //! is. A block that must move is copied, read back and verified, indexed at its new place, and only
 //! then deleted from the old one: a failure at any step leaves the old copy in place.
 //!
@@ -12,7 +14,7 @@
 //! `{"op": "move", "block_id", "tier": "s3"}`. From Kafka, each record is a manifest.
 
 use crate::ports::{ObjectRead, ObjectStore, StorageClass};
-use crate::state::Keys;
+use crate::state::{DecisionRecord, Keys};
 use crate::{from_json, record_json, to_json, Backends, Handler, HandlerError, RecordError, RecordRef, Settings, Trigger};
 use async_trait::async_trait;
 use base64::Engine;
@@ -226,10 +228,23 @@ impl ShuffleRouter {
         Ok(data)
     }
 
-    async fn prepare(&self, m: &Manifest, at: Option<RecordRef>) -> Result<Prepared, String> {
+    /// The tier of the scaling decision in force (what the running job's blocks follow), if any.
+    async fn decided_tier(&self) -> Result<Option<Tier>, HandlerError> {
+        let key = self.keys.last_decision();
+        // An unreadable decision must not stop blocks from being stored: place them by temperature.
+        match from_json::<DecisionRecord>(&key, self.backends.store.get(&key).await?.as_ref()) {
+            Ok(last) => Ok(last.filter(|d| !d.dry_run).map(|d| d.running().tier)),
+            Err(e) => {
+                tracing::warn!(error = %e, "placing blocks by temperature alone");
+                Ok(None)
+            }
+        }
+    }
+
+    async fn prepare(&self, m: &Manifest, at: Option<RecordRef>, decided: Option<Tier>) -> Result<Prepared, String> {
         let data = self.payload(m).await?;
         let stats = BlockStats { access_count: m.access_count as u64, age_s: m.age_s, burst: m.burst, archival: m.archival };
-        let placement = self.router.place(&stats);
+        let placement = self.router.place_following(&stats, decided);
         let framed = encode_block(&data, placement.compression)?;
         Ok(Prepared { id: m.block_id.clone(), placement, framed, size: data.len() as u64, crc: crc32fast::hash(&data), at, temperature: Some(self.router.temperature(&stats)) })
     }
@@ -444,13 +459,14 @@ impl Handler for ShuffleRouter {
             }
         }
         let total = manifests.len();
+        let decided = self.decided_tier().await?;
         let mut errors: Vec<RecordError> = Vec::new();
         let mut prepared = Vec::new();
         let mut seen = std::collections::HashSet::new();
         for (at, m) in manifests {
             let result = match m {
                 Ok(m) if !seen.insert(m.block_id.clone()) => Err(format!("block {} appears twice in one request", m.block_id)),
-                Ok(m) => self.prepare(&m, at.clone()).await,
+                Ok(m) => self.prepare(&m, at.clone(), decided).await,
                 Err(e) => Err(e),
             };
             match result {

@@ -1,7 +1,9 @@
 //! Records on the wire and state kept in the store between invocations. All JSON, so that an
 //! operator can read them with `redis-cli` and `kafka-console-consumer`.
 
+use control::actuation::Lever;
 use control::{GuardrailChange, Observation, ScalingAction, Scenario};
+use latency_model::Compression;
 use serde::{Deserialize, Serialize};
 
 /// Redis keys of one deployment.
@@ -47,6 +49,10 @@ impl Keys {
     pub fn last_decision(&self) -> String {
         format!("{}:decision:last", self.prefix)
     }
+    /// The Spark parameters stored for the next job run.
+    pub fn next_run(&self) -> String {
+        format!("{}:emr:next-run", self.prefix)
+    }
     pub fn pending_capacity(&self) -> String {
         format!("{}:emr:pending", self.prefix)
     }
@@ -87,8 +93,9 @@ pub struct BurstEvent {
     pub edges_bursting: usize,
 }
 
-/// Micro-batch progress the Spark job publishes to `spark-metrics` (StreamingQueryProgress, reduced).
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+/// Micro-batch progress the Spark job publishes to `spark-metrics` (StreamingQueryProgress, reduced);
+/// the in-job agent (`spark/sparkpilot_agent.py`) writes one per micro-batch.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SparkMetrics {
     /// Unix seconds.
@@ -112,6 +119,32 @@ pub struct SparkMetrics {
     pub shuffle_mb_per_s: Option<f64>,
     #[serde(default)]
     pub bytes_per_event: Option<f64>,
+    /// What the in-job agent did; absent when metrics come from elsewhere.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<AgentReport>,
+}
+
+/// The in-job agent's account of the executor target it set, with each micro-batch.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentReport {
+    /// Executors the agent asked Spark for.
+    pub target_executors: u32,
+    /// `time_s` of the decision it follows; none before the first one.
+    #[serde(default)]
+    pub decision_time_s: Option<f64>,
+    /// "following", "no decision", "stale decision ignored", "kafka unavailable", ...
+    #[serde(default)]
+    pub status: String,
+    #[serde(default)]
+    pub application_id: String,
+    #[serde(default)]
+    pub query_id: String,
+    #[serde(default)]
+    pub batch_id: Option<u64>,
+    /// Tasks failed in the job so far (a scale-down must not add any).
+    #[serde(default)]
+    pub failed_tasks: Option<u64>,
 }
 
 impl SparkMetrics {
@@ -129,6 +162,7 @@ impl SparkMetrics {
             ("memory_utilisation", opt(self.memory_utilisation)),
             ("shuffle_mb_per_s", opt(self.shuffle_mb_per_s)),
             ("bytes_per_event", opt(self.bytes_per_event)),
+            ("agent.decision_time_s", opt(self.agent.as_ref().and_then(|a| a.decision_time_s))),
         ]
         .into_iter()
         .find(|(_, b)| *b)
@@ -180,4 +214,122 @@ pub struct DecisionRecord {
     /// holds one scale-down back a little longer, once.
     #[serde(alias = "last_change_s")]
     pub last_scale_up_s: Option<f64>,
+    /// What the job runs once this decision is applied: executors and tier from it, memory, codec
+    /// and pre-initialised workers from the job run (`control::actuation`). Absent from records
+    /// written before the in-job agent, which read as `applied`.
+    #[serde(default)]
+    pub running: Option<ScalingAction>,
+    /// Each setting of the decision: its value, when it takes effect, through what, and why.
+    #[serde(default)]
+    pub actuation: Vec<ActuationPart>,
+    /// Executors decided against what the in-job agent set and what Spark runs, as the newest
+    /// micro-batch reported them.
+    #[serde(default)]
+    pub executors: Option<ExecutorReport>,
+    /// The Spark parameters the next job run should start with, when they differ from this run's.
+    #[serde(default)]
+    pub next_run: Option<JobRunConfig>,
+}
+
+impl DecisionRecord {
+    /// What the job runs after this decision (records from before the agent: what was applied).
+    pub fn running(&self) -> ScalingAction {
+        self.running.unwrap_or(self.applied)
+    }
+}
+
+/// A setting a decision carries, as a record names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Setting {
+    Executors,
+    ShuffleTier,
+    MemoryPerExecutor,
+    Codec,
+    Prewarm,
+    /// The application's maximum capacity: the ceiling the agent scales executors under.
+    MaximumCapacity,
+}
+
+impl From<Lever> for Setting {
+    fn from(l: Lever) -> Self {
+        match l {
+            Lever::Executors => Setting::Executors,
+            Lever::ShuffleTier => Setting::ShuffleTier,
+            Lever::MemoryPerExecutor => Setting::MemoryPerExecutor,
+            Lever::Codec => Setting::Codec,
+            Lever::Prewarm => Setting::Prewarm,
+        }
+    }
+}
+
+/// When a setting takes effect.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Applies {
+    /// Sent now through a path the service accepts in its present state.
+    Now,
+    /// Stored for the next job run (StartJobRun's Spark parameters).
+    NextJobRun,
+    /// Stored until the application is stopped or created (UpdateApplication).
+    WhenStopped,
+    /// Already in force.
+    Unchanged,
+    /// Dry run: nothing sent.
+    DryRun,
+}
+
+/// One setting of a decision and what became of it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ActuationPart {
+    pub setting: Setting,
+    pub value: String,
+    pub applies: Applies,
+    pub via: String,
+    pub why: String,
+}
+
+/// Executors decided against what the in-job agent set and what Spark runs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExecutorReport {
+    /// The decision's executors.
+    pub requested: u32,
+    /// The agent's target with the newest micro-batch.
+    pub agent_target: Option<u32>,
+    /// Executors Spark had registered then.
+    pub live: Option<u32>,
+    /// `time_s` of the decision the agent followed then.
+    pub agent_decision_time_s: Option<f64>,
+    pub agent_status: Option<String>,
+}
+
+/// What a job run is started with: EMR Serverless takes these in StartJobRun's
+/// `sparkSubmitParameters`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobRunConfig {
+    pub executors: u32,
+    /// Worker memory, GB.
+    pub memory_gb: u32,
+    pub codec: Compression,
+    pub spark_submit_parameters: String,
+}
+
+/// Share of a worker's memory Spark's heap gets on EMR Serverless: its default Spark properties give
+/// 16 GB workers `spark.executor.memory` 14G, the rest being the container overhead.
+const HEAP_SHARE: f64 = 14.0 / 16.0;
+
+impl JobRunConfig {
+    pub fn for_action(action: &ScalingAction) -> Self {
+        let heap_gb = ((action.memory_gb as f64 * HEAP_SHARE).floor() as u32).max(1);
+        let codec = match action.compression {
+            Compression::None => "--conf spark.shuffle.compress=false --conf spark.shuffle.spill.compress=false".to_string(),
+            c => format!("--conf spark.io.compression.codec={}", c.name()),
+        };
+        Self {
+            executors: action.executors,
+            memory_gb: action.memory_gb,
+            codec: action.compression,
+            spark_submit_parameters: format!("--conf spark.dynamicAllocation.enabled=false --conf spark.executor.instances={} --conf spark.executor.memory={heap_gb}g {codec}", action.executors),
+        }
+    }
 }

@@ -102,8 +102,13 @@ async fn self_managed_kafka_batches_decode_too() {
     assert_eq!((out["accepted"].as_u64(), out["burst"].as_bool()), (Some(10), Some(false)));
 }
 
+/// The record's part for `setting`.
+fn part<'a>(decision: &'a Value, setting: &str) -> &'a Value {
+    decision["actuation"].as_array().unwrap().iter().find(|p| p["setting"] == setting).unwrap_or_else(|| panic!("no {setting} part: {decision}"))
+}
+
 #[tokio::test]
-async fn a_burst_flows_from_burst_signal_to_a_larger_emr_capacity() {
+async fn a_created_application_takes_the_ceiling_and_the_decision_waits_for_the_next_run() {
     let env = Embedded::default();
     let settings = Settings::default();
     let before = env.emr.get_application().await.unwrap().capacity;
@@ -113,17 +118,97 @@ async fn a_burst_flows_from_burst_signal_to_a_larger_emr_capacity() {
     assert_eq!(d["inputs"]["burst_signal"], true, "{out}");
     assert_eq!(d["reason"], "burst raised");
     assert_eq!(d["emr"], "updated", "{out}");
+    // UpdateApplication set the guardrails' ceiling: the room the job's agent scales in.
     let after = env.emr.get_application().await.unwrap().capacity;
-    assert!(after.max_vcpu > before.max_vcpu, "{before:?} -> {after:?}");
+    assert_eq!(after.max_vcpu, settings.guardrails.max_executors * settings.vcpu_per_executor, "{before:?} -> {after:?}");
+    assert_eq!(part(d, "maximum_capacity")["applies"], "now");
+    // No job runs in a CREATED application: executors, memory and codec are the next run's.
+    let executors = d["applied"]["executors"].as_u64().unwrap();
+    assert!(executors > 4, "{out}");
+    for setting in ["executors", "memory_per_executor", "codec"] {
+        assert_eq!(part(d, setting)["applies"], "next_job_run", "{setting}: {d}");
+    }
+    let params = d["next_run"]["spark_submit_parameters"].as_str().unwrap();
+    assert!(params.contains(&format!("spark.executor.instances={executors} ")), "{params}");
+    assert!(params.contains("spark.dynamicAllocation.enabled=false"), "{params}");
+    assert!(env.store.keys().contains(&"{sparkpilot}:emr:next-run".to_string()));
     assert_eq!(env.publisher.on("scaling-decisions").len(), 1);
     assert_eq!(d["model_version"].as_str().unwrap().len(), 16);
-    // The scale-up starts the cooldown clock; a record stored before the clock was renamed still reads.
+    // The scale-up starts the cooldown clock; a record stored before the clock was renamed, and
+    // before records carried their actuation, still reads.
     assert_eq!(d["last_scale_up_s"], d["time_s"], "{out}");
     let mut old = d.clone();
-    let clock = old.as_object_mut().unwrap().remove("last_scale_up_s").unwrap();
+    let o = old.as_object_mut().unwrap();
+    let clock = o.remove("last_scale_up_s").unwrap();
+    for k in ["running", "actuation", "executors", "next_run"] {
+        o.remove(k);
+    }
     old["last_change_s"] = clock;
     let record: handlers::DecisionRecord = serde_json::from_value(old).unwrap();
     assert_eq!(record.last_scale_up_s, d["time_s"].as_f64());
+    assert_eq!(record.running(), record.applied);
+}
+
+#[tokio::test]
+async fn a_started_application_gets_executors_through_the_agent_and_nothing_waits_unsaid() {
+    let env = Embedded::default();
+    let settings = Settings::default();
+    env.emr.status.lock().unwrap().state = AppState::Started;
+    invoke(&env, &settings, "burst-signal", trigger("burst-signal-msk.json")).await.unwrap();
+    let out = invoke(&env, &settings, "scaling-decision", as_kafka(&env, "scaling-requests")).await.unwrap();
+    let d = &out["decision"];
+    assert!(env.emr.updates.lock().unwrap().is_empty(), "a STARTED application is never updated");
+    assert!(!out.to_string().contains("deferred"), "{out}");
+    let executors = d["applied"]["executors"].as_u64().unwrap();
+    // The 16 vCPU application holds 4 executors until it stops: the agent is capped there and the
+    // larger ceiling waits, said as such.
+    assert_eq!(part(d, "executors")["applies"], "now", "{d}");
+    assert!(part(d, "executors")["via"].as_str().unwrap().contains("agent"));
+    if executors > 4 {
+        assert!(part(d, "executors")["why"].as_str().unwrap().contains("capped at 4"), "{d}");
+    }
+    assert_eq!(part(d, "maximum_capacity")["applies"], "when_stopped", "{d}");
+    assert!(env.store.keys().contains(&"{sparkpilot}:emr:pending".to_string()));
+    for part in d["actuation"].as_array().unwrap() {
+        assert!(!part["why"].as_str().unwrap().is_empty() && !part["via"].as_str().unwrap().is_empty(), "{part}");
+    }
+    // What the job runs now: the decided executors and tier, this run's memory and codec.
+    assert_eq!(d["running"]["executors"], executors);
+    assert_eq!(d["running"]["memory_gb"], d["inputs"]["current"]["memory_gb"]);
+    assert_eq!(d["running"]["compression"], d["inputs"]["current"]["compression"]);
+    // The agent reports following it with the next micro-batch: the record shows live = requested.
+    let metrics = json!({"timestamp": 1_795_341_900.0, "input_rate": 4_000.0, "processing_rate": 3_900.0, "batch_duration_ms": 900.0, "backlog": 100.0,
+        "running_executors": executors, "agent": {"target_executors": executors, "decision_time_s": d["time_s"], "status": "following", "application_id": "app-1", "query_id": "q", "batch_id": 7, "failed_tasks": 0}});
+    let out = invoke(&env, &settings, "scaling-decision", Trigger::Direct(json!({"spark_metrics": metrics}))).await.unwrap();
+    let report = &out["decision"]["executors"];
+    assert_eq!((report["agent_target"].as_u64(), report["live"].as_u64()), (Some(executors), Some(executors)), "{out}");
+    assert_eq!(report["agent_status"], "following");
+
+    // Once the application stops, the next decision carries the waiting capacity.
+    env.emr.status.lock().unwrap().state = AppState::Stopped;
+    let out = invoke(&env, &settings, "scaling-decision", trigger("schedule.json")).await.unwrap();
+    assert_eq!(out["decision"]["emr"], "updated", "{out}");
+    assert_eq!(env.emr.get_application().await.unwrap().capacity.max_vcpu, settings.guardrails.max_executors * settings.vcpu_per_executor);
+    assert!(!env.store.keys().contains(&"{sparkpilot}:emr:pending".to_string()));
+}
+
+#[tokio::test]
+async fn a_started_applications_prewarm_waits_for_the_stop_and_says_so() {
+    let env = Embedded::default();
+    env.emr.status.lock().unwrap().state = AppState::Started;
+    let samples: Vec<Vec<u8>> = (0..1_800)
+        .map(|s| serde_json::to_vec(&control::LoadSample { time_s: 1_795_340_000.0 + s as f64, rate: 500.0 + 3.0 * s as f64 }).unwrap())
+        .collect();
+    handlers::ports::StateStore::push_capped(env.store.as_ref(), "{sparkpilot}:load-history", &samples, 7_200).await.unwrap();
+    let out = invoke(&env, &Settings::default(), "prewarmer", trigger("schedule.json")).await.unwrap();
+    assert!(out["prewarm_workers"].as_u64().unwrap() > 0, "{out}");
+    assert_eq!(out["applies"], "when_stopped", "{out}");
+    assert!(out["emr"].as_str().unwrap().contains("waits for the next stop"), "{out}");
+    assert!(env.emr.updates.lock().unwrap().is_empty());
+    env.emr.status.lock().unwrap().state = AppState::Stopped;
+    let out = invoke(&env, &Settings::default(), "prewarmer", trigger("schedule.json")).await.unwrap();
+    assert_eq!(out["applies"], "now", "{out}");
+    assert!(env.emr.get_application().await.unwrap().capacity.initial_executors > 0);
 }
 
 #[tokio::test]
@@ -199,17 +284,6 @@ async fn dry_run_decides_and_records_but_changes_nothing() {
     let pre = invoke(&env, &settings, "prewarmer", trigger("schedule.json")).await.unwrap();
     assert!(pre["emr"] == "dry run" || pre["emr"] == "unchanged", "{pre}");
     assert!(env.emr.updates.lock().unwrap().is_empty());
-}
-
-#[tokio::test]
-async fn a_started_application_is_not_updated_and_the_capacity_waits() {
-    let env = Embedded::default();
-    env.emr.status.lock().unwrap().state = AppState::Started;
-    invoke(&env, &Settings::default(), "burst-signal", trigger("burst-signal-msk.json")).await.unwrap();
-    let out = invoke(&env, &Settings::default(), "scaling-decision", as_kafka(&env, "scaling-requests")).await.unwrap();
-    assert!(out["decision"]["emr"].as_str().unwrap().starts_with("deferred"), "{out}");
-    assert!(env.emr.updates.lock().unwrap().is_empty());
-    assert!(env.store.keys().contains(&"{sparkpilot}:emr:pending".to_string()));
 }
 
 #[tokio::test]

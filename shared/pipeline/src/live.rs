@@ -105,8 +105,8 @@ impl Endpoints {
 
 /// The live control plane of a replay: records go through Kafka and the bridge to handlers on Redis,
 /// Kafka, EMR Serverless and S3 (moto on a local stack). Each run gets its own topics, key prefix,
-/// consumer group, application (STOPPED, so that capacity updates apply, at the episode's opening
-/// capacity) and bucket. ElastiCache stays in memory: the emulator lacks shard configuration.
+/// consumer group, application (STARTED, as a streaming job keeps it: the decisions reach the
+/// replayed job as they would through its agent) and bucket. ElastiCache stays in memory: the emulator lacks shard configuration.
 pub struct LivePlane {
     settings: Settings,
     producer: FutureProducer,
@@ -139,7 +139,7 @@ impl LivePlane {
         create_topics(&endpoints.kafka_brokers, &[&t.iot_metadata, &t.scaling_requests, &t.spark_metrics, &t.scaling_decisions, &dlq]).await?;
         let conf = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
         let emr_client = aws_sdk_emrserverless::Client::new(&conf);
-        let application_id = create_application(&emr_client, start, settings.vcpu_per_executor, tag).await?;
+        let application_id = create_application(&emr_client, start, settings.guardrails.max_executors.max(start.executors), settings.vcpu_per_executor, tag).await?;
         let mut s3 = aws_sdk_s3::config::Builder::from(&conf);
         if std::env::var_os("AWS_ENDPOINT_URL").is_some() {
             s3 = s3.force_path_style(true);
@@ -303,13 +303,15 @@ impl ControlPlane for LivePlane {
     }
 }
 
-/// A STOPPED application at the episode's opening capacity, so that scaling-decision can update it.
-async fn create_application(client: &aws_sdk_emrserverless::Client, start: &ScalingAction, vcpu: u32, tag: &str) -> Result<String, PipelineError> {
+/// A STARTED application, as a streaming job keeps it, with room for the guardrails' ceiling of
+/// `most` executors: scaling-decision cannot update it, and the replayed job's agent moves the
+/// executors inside it.
+async fn create_application(client: &aws_sdk_emrserverless::Client, start: &ScalingAction, most: u32, vcpu: u32, tag: &str) -> Result<String, PipelineError> {
     use aws_sdk_emrserverless::types::MaximumAllowedResources;
     let err = |op: &str, e: String| PipelineError::Protocol(format!("EMR Serverless {op}: {e}"));
     let max = MaximumAllowedResources::builder()
-        .cpu(format!("{} vCPU", start.executors * vcpu))
-        .memory(format!("{} GB", start.executors * start.memory_gb))
+        .cpu(format!("{} vCPU", most * vcpu))
+        .memory(format!("{} GB", most * start.memory_gb))
         .build()
         .map_err(|e| err("CreateApplication", e.to_string()))?;
     let out = client
@@ -322,7 +324,7 @@ async fn create_application(client: &aws_sdk_emrserverless::Client, start: &Scal
         .await
         .map_err(|e| err("CreateApplication", aws_sdk_emrserverless::error::DisplayErrorContext(e).to_string()))?;
     let id = out.application_id().to_string();
-    client.stop_application().application_id(&id).send().await.map_err(|e| err("StopApplication", aws_sdk_emrserverless::error::DisplayErrorContext(e).to_string()))?;
+    client.start_application().application_id(&id).send().await.map_err(|e| err("StartApplication", aws_sdk_emrserverless::error::DisplayErrorContext(e).to_string()))?;
     Ok(id)
 }
 

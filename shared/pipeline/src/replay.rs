@@ -24,8 +24,8 @@ use crate::gateways::{EdgeGateways, RawDataSummary};
 use crate::PipelineError;
 use async_trait::async_trait;
 use control::{BlockStats, Scenario, ScalingAction, TierRouter};
-use handlers::ports::{AppState, AppStatus, Capacity, EmrControl, PortResult, Publisher};
-use handlers::{Backends, DecisionRecord, EdgeRecord, Handler, KafkaMessage, Settings, SparkMetrics, Trigger};
+use handlers::ports::{AppState, AppStatus, Capacity, EmrControl, PortError, PortResult, Publisher};
+use handlers::{AgentReport, Backends, DecisionRecord, EdgeRecord, Handler, KafkaMessage, Settings, SparkMetrics, Trigger};
 use serde_json::json;
 use sim::{Arena, Episode, Scores, Timeline};
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -111,8 +111,8 @@ pub struct ReplayReport {
     pub scores: Scores,
     pub timeline: Timeline,
     pub decisions: usize,
-    /// Decisions that changed the application's maximum capacity.
-    pub capacity_changes: usize,
+    /// Decisions that changed the running job's executors.
+    pub executor_changes: usize,
     pub control_messages: usize,
     pub raw_summaries: usize,
     pub shuffle_blocks: usize,
@@ -197,11 +197,11 @@ pub async fn run(arena: &Arena, trace: &Trace, seed: u64, options: &ReplayOption
     let mut spend = sim::learned::SpendEstimate::default();
     let payload = block_payload(options.block_bytes, seed);
     let mut timeline = Timeline::default();
-    let (mut decisions, mut capacity_changes, mut control_messages, mut raw_summaries, mut shuffle_blocks) = (0, 0, 0, 0, 0);
+    let (mut decisions, mut executor_changes, mut control_messages, mut raw_summaries, mut shuffle_blocks) = (0, 0, 0, 0, 0);
     let mut warm = Some(gateways.warm_up(trace));
     let mut next_second = 0usize;
     let mut burst = false;
-    let mut last_max_vcpu: Option<u32> = None;
+    let mut last_executors: Option<u32> = None;
     let (mut drift, mut temperature_drift, mut latency_drift, mut burst_agree) = (0.0_f64, 0.0_f64, 0.0_f64, 0usize);
     while !episode.done() {
         let t = episode.time();
@@ -222,6 +222,8 @@ pub async fn run(arena: &Arena, trace: &Trace, seed: u64, options: &ReplayOption
         let obs = episode.observe();
         let wait_ms = if obs.processing_rate > 0.0 { obs.backlog_events / obs.processing_rate * 1_000.0 } else { 0.0 };
         let metrics = SparkMetrics {
+            // The arena stands in for the job and its agent: it runs what the decisions ask.
+            agent: Some(AgentReport { target_executors: obs.current.executors, status: "arena".into(), ..AgentReport::default() }),
             timestamp: time_s,
             input_rate: obs.input_rate,
             processing_rate: obs.processing_rate,
@@ -270,26 +272,22 @@ pub async fn run(arena: &Arena, trace: &Trace, seed: u64, options: &ReplayOption
         latency_drift = latency_drift.max(rel(seen.latency_ms, obs.latency_ms));
         temperature_drift = temperature_drift.max((seen.data_temperature - obs.data_temperature).abs());
         burst_agree += usize::from(seen.burst_signal == obs.burst_signal);
-        let cap = result.application.capacity;
-        if last_max_vcpu.is_some_and(|v| v != cap.max_vcpu) {
-            capacity_changes += 1;
+        // The job runs what the decision record says reached it: executors and tier through the
+        // agent and shuffle-router, memory and codec of the run, pre-initialised workers of the
+        // application.
+        let running = result.decision.running();
+        if last_executors.is_some_and(|n| n != running.executors) {
+            executor_changes += 1;
         }
-        last_max_vcpu = Some(cap.max_vcpu);
-        let vcpu = settings.vcpu_per_executor.max(1);
-        let action = ScalingAction {
-            executors: (cap.max_vcpu / vcpu).max(1),
-            memory_gb: result.decision.applied.memory_gb,
-            tier: result.decision.applied.tier,
-            compression: result.decision.applied.compression,
-            prewarm: cap.initial_executors,
-        };
+        last_executors = Some(running.executors);
+        let action = ScalingAction { prewarm: result.application.capacity.initial_executors, ..running };
         episode.advance(action, Some(&mut timeline));
     }
     Ok(ReplayReport {
         scores: episode.scores(),
         timeline,
         decisions,
-        capacity_changes,
+        executor_changes,
         control_messages,
         raw_summaries,
         shuffle_blocks,
@@ -330,10 +328,11 @@ pub struct SimulatedEmr {
 }
 
 impl SimulatedEmr {
-    /// An application whose maximum capacity is `executors` workers of `vcpu` vCPUs and `memory_gb`.
+    /// A STARTED application (the replayed streaming job runs in it) whose maximum capacity is
+    /// `executors` workers of `vcpu` vCPUs and `memory_gb`.
     pub fn new(executors: u32, vcpu: u32, memory_gb: u32) -> Self {
         let capacity = Capacity { max_vcpu: executors * vcpu, max_memory_gb: executors * memory_gb, initial_executors: 0, worker_vcpu: vcpu, worker_memory_gb: memory_gb };
-        Self { status: Mutex::new(AppStatus { state: AppState::Created, capacity }), updates: Mutex::new(0) }
+        Self { status: Mutex::new(AppStatus { state: AppState::Started, capacity }), updates: Mutex::new(0) }
     }
 
     pub fn updates(&self) -> usize {
@@ -347,7 +346,12 @@ impl EmrControl for SimulatedEmr {
         Ok(self.status.lock().unwrap_or_else(|p| p.into_inner()).clone())
     }
     async fn update_capacity(&self, capacity: &Capacity) -> PortResult<()> {
-        self.status.lock().unwrap_or_else(|p| p.into_inner()).capacity = *capacity;
+        let mut status = self.status.lock().unwrap_or_else(|p| p.into_inner());
+        if !status.state.accepts_update() {
+            return Err(PortError::new("emr-serverless", "UpdateApplication", format!("application is {:?}; updates need CREATED or STOPPED", status.state)));
+        }
+        status.capacity = *capacity;
+        drop(status);
         *self.updates.lock().unwrap_or_else(|p| p.into_inner()) += 1;
         Ok(())
     }
@@ -410,7 +414,8 @@ impl InProcess {
     /// Handlers on in-memory backends, the application starting at the episode's opening capacity.
     pub fn new(settings: &Settings, start: &ScalingAction) -> Result<Self, PipelineError> {
         let bus = Arc::new(InProcessBus::default());
-        let emr = Arc::new(SimulatedEmr::new(start.executors, settings.vcpu_per_executor.max(1), start.memory_gb));
+        // The job was started with room for the guardrails' ceiling, as a deployment starts it.
+        let emr = Arc::new(SimulatedEmr::new(settings.guardrails.max_executors.max(start.executors), settings.vcpu_per_executor.max(1), start.memory_gb));
         let mut backends: Backends = handlers::Embedded::default().backends();
         backends.publisher = bus.clone();
         backends.emr = emr.clone();

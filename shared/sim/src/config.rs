@@ -70,6 +70,28 @@ impl ColdStart {
     }
 }
 
+/// How a decision reaches the simulated job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Actuation {
+    /// As a deployment applies it to a running streaming job (`control::actuation`): executors and
+    /// the shuffle tier at once, memory per executor, the codec and pre-initialised workers held at
+    /// the run's opening values, since only a new job run or a stopped application takes them.
+    RunningJob,
+    /// Every setting at once, as if the job could be reconfigured for free at each decision. What
+    /// the arena did before the in-job agent existed; kept for comparison (`--actuation instant`).
+    Instant,
+}
+
+impl Actuation {
+    pub fn parse(text: &str) -> Result<Self, SimError> {
+        match text {
+            "running-job" => Ok(Self::RunningJob),
+            "instant" => Ok(Self::Instant),
+            _ => Err(SimError::Config(format!("actuation `{text}`: expected running-job or instant"))),
+        }
+    }
+}
+
 /// The edge gateways as the arena simulates them, and how the cluster aggregates them.
 #[derive(Debug, Clone, PartialEq)]
 pub struct EdgeConfig {
@@ -107,6 +129,8 @@ pub struct ArenaConfig {
     /// An event slower than this violates the SLA (thesis tournament: 1,000 ms).
     pub sla_ms: f64,
     pub cold_start: ColdStart,
+    /// Which settings of a decision reach the running job.
+    pub actuation: Actuation,
     /// Nodes in the Redis hot tier and their type (priced from the price file).
     pub redis_nodes: f64,
     pub redis_node_type: String,
@@ -138,6 +162,7 @@ impl Default for ArenaConfig {
             decision_interval_s: 5,
             sla_ms: 1_000.0,
             cold_start: ColdStart::THESIS,
+            actuation: Actuation::RunningJob,
             redis_nodes: 2.0,
             redis_node_type: "cache.r7g.large".into(),
             redis_hold_s: 600.0,

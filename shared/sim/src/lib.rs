@@ -27,7 +27,7 @@ pub mod svg;
 pub mod tournament;
 pub mod workers;
 
-pub use config::{ArenaConfig, ColdStart, EdgeConfig};
+pub use config::{Actuation, ArenaConfig, ColdStart, EdgeConfig};
 pub use error::SimError;
 pub use metrics::Scores;
 pub use realistic::{Arena, ConstantPolicy, Episode, EpisodeInfo, IntervalOutcome, Policy, Timeline};

@@ -7,7 +7,7 @@
 //! are billed per second with a one-minute minimum. Per-event latency = time waiting in the backlog +
 //! the micro-batch's processing latency.
 
-use crate::config::ArenaConfig;
+use crate::config::{Actuation, ArenaConfig};
 use crate::edge::{EdgeReport, EdgeSignal};
 use crate::metrics::{LatencyHistogram, RunningStd, Scores};
 use crate::workers::WorkerPool;
@@ -275,6 +275,8 @@ pub struct Episode<'a> {
     end: usize,
     workers: WorkerPool,
     action: ScalingAction,
+    /// The job run's configuration: what a decision cannot change while the job runs keeps these.
+    run: ScalingAction,
     queue: VecDeque<Cohort>,
     backlog: f64,
     edge: EdgeSignal,
@@ -373,6 +375,7 @@ impl<'a> Episode<'a> {
             t: 0,
             workers,
             action,
+            run: action,
             queue: VecDeque::with_capacity(1_024),
             backlog: 0.0,
             edge,
@@ -456,7 +459,10 @@ impl<'a> Episode<'a> {
     /// Apply `action` and simulate one decision interval.
     pub fn advance(&mut self, action: ScalingAction, mut timeline: Option<&mut Timeline>) -> IntervalOutcome {
         let arena: &Arena = &self.arena;
-        let action = arena.sanitise(action);
+        let action = match arena.config.actuation {
+            Actuation::RunningJob => control::actuation::running_action(&arena.sanitise(action), &self.run),
+            Actuation::Instant => arena.sanitise(action),
+        };
         let t = self.t as f64;
         let cold = arena.config.cold_start.sample(&mut self.rng);
         let target = action.executors.max(action.prewarm);
@@ -768,6 +774,27 @@ mod tests {
         let c = arena.run(&trace, 4, &mut SparkDra::default(), None).unwrap();
         assert_eq!(a, b);
         assert_ne!(a, c);
+    }
+
+    #[test]
+    fn a_running_job_takes_executors_and_tier_but_not_memory_codec_or_prewarm() {
+        let trace = flat(1_000.0, 2_500.0, 300);
+        let ask = |config: ArenaConfig| {
+            let arena = arena_with(config);
+            let mut p = ConstantPolicy { name: "ask".into(), action: ScalingAction { executors: 6, memory_gb: 30, tier: Tier::S3, compression: Compression::Zstd, prewarm: 12 } };
+            let mut episode = Episode::new(&arena, &trace, 3).unwrap();
+            let obs = episode.observe();
+            episode.advance(p.decide(&obs), None);
+            (episode.action(), arena.run(&trace, 3, &mut p, None).unwrap().cost_usd)
+        };
+        let (running, cost_running) = ask(ArenaConfig::default());
+        let opening = ScalingAction::spark_default(running.executors);
+        assert_eq!((running.executors, running.tier), (6, Tier::S3));
+        assert_eq!((running.memory_gb, running.compression, running.prewarm), (opening.memory_gb, opening.compression, 0));
+        let (instant, cost_instant) = ask(ArenaConfig { actuation: Actuation::Instant, ..ArenaConfig::default() });
+        assert_eq!((instant.memory_gb, instant.compression, instant.prewarm), (30, Compression::Zstd, 12));
+        // Twelve warm 30 GB workers cost more than six 16 GB ones: the settings really are not applied.
+        assert!(cost_instant > cost_running * 1.5, "{cost_instant} vs {cost_running}");
     }
 
     #[test]
