@@ -13,7 +13,7 @@ import json
 import random
 import time
 
-from confluent_kafka import Producer
+from confluent_kafka import KafkaException, Producer
 
 
 def main() -> None:
@@ -50,6 +50,10 @@ def main() -> None:
                                  on_delivery=delivered)
                 sent += 1
             except BufferError:
+                break
+            except KafkaException as e:  # e.g. the topic is gone while a broker restarts
+                print(f"produce failed, retrying: {e}", flush=True)
+                time.sleep(1)
                 break
         producer.poll(0.01)
         if time.time() - last_report >= 10:

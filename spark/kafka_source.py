@@ -188,6 +188,7 @@ class KafkaStreamReader(DataSourceStreamReader):
         try:
             consumer.assign([TopicPartition(partition.topic, partition.partition, partition.start)])
             nxt, last_progress = partition.start, time.time()
+            last_check = time.time()
             while nxt < partition.end:
                 msgs = consumer.consume(num_messages=min(1000, partition.end - nxt), timeout=1.0)
                 for m in msgs:
@@ -215,6 +216,17 @@ class KafkaStreamReader(DataSourceStreamReader):
                     yield (partition.partition, off, ts_ms / 1000.0,
                            key.decode("utf-8", "replace") if key is not None else None,
                            (m.value() or b"").decode("utf-8", "replace"))
+                if not msgs and time.time() - last_check > 2.0:
+                    last_check = time.time()
+                    try:  # has the range vanished (topic re-created) while we wait?
+                        _, high = consumer.get_watermark_offsets(
+                            TopicPartition(partition.topic, partition.partition), timeout=2.0, cached=False)
+                    except Exception:  # noqa: BLE001 - broker away: keep waiting
+                        high = None
+                    if high is not None and high < partition.end:
+                        log.warning("kafka source: %s[%d] now ends at %d, wanted up to %d; skipping "
+                                    "the rest", partition.topic, partition.partition, high, partition.end)
+                        return
                 if time.time() - last_progress > self.read_timeout_s:
                     raise TimeoutError(f"no data from {partition.topic}[{partition.partition}] "
                                        f"for {self.read_timeout_s}s at offset {nxt}")

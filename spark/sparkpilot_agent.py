@@ -495,12 +495,24 @@ class Agent:
         return consumer
 
     def _follower(self) -> None:
-        consumer = None
+        consumer, unassigned_since = None, None
         while not self._stop.is_set():
             try:
                 if consumer is None:
-                    consumer = self._new_consumer()
+                    consumer, unassigned_since = self._new_consumer(), time.monotonic()
                 msgs = consumer.consume(num_messages=100, timeout=0.5)
+                # A consumer that lost its group (broker restarted, topic re-created) can stay
+                # without partitions for good: start a fresh one after 15 s without assignment.
+                if consumer.assignment():
+                    unassigned_since = None
+                elif unassigned_since is None:
+                    unassigned_since = time.monotonic()
+                elif time.monotonic() - unassigned_since > 15:
+                    self._warn_fol("sparkpilot: no decisions partition assigned for 15 s; "
+                                   "reconnecting the follower")
+                    consumer.close()
+                    consumer = None
+                    continue
                 decisions = []
                 for m in msgs:
                     if m.error():

@@ -1,11 +1,13 @@
 //! The clairvoyant bound of the realistic arena: every second, exactly the cheapest configuration that
-//! carries that second's load within the SLA, with no start-up delay and no one-minute minimum. No
+//! carries that second's load within the SLA, with no start-up delay and no one-minute minimum. The
+//! configurations are those a policy can reach in the arena's actuation (`Arena::configurations`):
+//! with a running job, the run's memory and codec and any tier. No
 //! real policy can be cheaper without violating the SLA, so it is a valid lower bound on cost.
 
 use crate::metrics::{LatencyHistogram, RunningStd, Scores};
 use crate::realistic::{Arena, EpisodeInfo, Policy, TemperatureSeries, Timeline};
 use crate::SimError;
-use control::{Observation, ScalingAction, MEMORY_CHOICES_GB};
+use control::{Observation, ScalingAction};
 use cost_model::WorkerSpec;
 use latency_model::{Compression, Tier};
 use traces::{Trace, TracePoint};
@@ -13,9 +15,10 @@ use traces::{Trace, TracePoint};
 /// The cheapest action for one second and its cost per second; `None` if nothing meets the SLA.
 pub fn cheapest_action(arena: &Arena, point: TracePoint, temperature: f64) -> Option<(ScalingAction, f64)> {
     let mut best: Option<(ScalingAction, f64)> = None;
-    for &memory_gb in &MEMORY_CHOICES_GB {
+    let (memories, codecs) = arena.configurations();
+    for &memory_gb in &memories {
         for tier in Tier::CHOICES {
-            for compression in Compression::CHOICES {
+            for &compression in &codecs {
                 let action = ScalingAction { executors: 1, memory_gb, tier, compression, prewarm: 0 };
                 let Some(lo) = fewest_executors(arena, &action, point, temperature) else { continue };
                 let action = ScalingAction { executors: lo, ..action };
@@ -117,9 +120,10 @@ impl ClairvoyantSchedule {
         // The episode advances the temperature before it serves each second.
         let temperatures: Vec<f64> = (0..trace.len()).map(|_| series.advance()).collect();
         let mut best: Option<(f64, ScalingAction, Vec<u32>)> = None;
-        for &memory_gb in &MEMORY_CHOICES_GB {
+        let (memories, codecs) = arena.configurations();
+        for &memory_gb in &memories {
             for tier in Tier::CHOICES {
-                for compression in Compression::CHOICES {
+                for &compression in &codecs {
                     let action = ScalingAction { executors: 1, memory_gb, tier, compression, prewarm: 0 };
                     let needs: Option<Vec<u32>> = trace.points().iter().zip(&temperatures).map(|(p, &temp)| fewest_executors(arena, &action, *p, temp)).collect();
                     let Some(needs) = needs else { continue };

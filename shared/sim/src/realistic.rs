@@ -212,6 +212,20 @@ impl Arena {
         Ok(episode.scores())
     }
 
+    /// The memory sizes and codecs a configuration can have during an episode: all of them when
+    /// every setting applies at once, only the run's (Spark's defaults, which every episode opens
+    /// with) when the job runs on as a deployment's does. The clairvoyant references search these,
+    /// so that they stay a bound on what a policy can reach.
+    pub fn configurations(&self) -> (Vec<u32>, Vec<Compression>) {
+        match self.config.actuation {
+            Actuation::Instant => (control::MEMORY_CHOICES_GB.to_vec(), Compression::CHOICES.to_vec()),
+            Actuation::RunningJob => {
+                let run = ScalingAction::spark_default(1);
+                (vec![run.memory_gb], vec![run.compression])
+            }
+        }
+    }
+
     /// Snap an action to what the arena accepts.
     pub fn sanitise(&self, action: ScalingAction) -> ScalingAction {
         ScalingAction {
