@@ -100,7 +100,8 @@ enum Command {
         #[arg(long, default_value_t = 0)]
         seed: u64,
     },
-    /// Measure compression ratio and speed of none/LZ4/ZSTD on IoT records and write the table.
+    /// Measure compression ratio and speed of none/LZ4/ZSTD on IoT records and write the table; with
+    /// --job, fit a real Spark job's batch overhead and per-event cost from its micro-batches.
     Calibrate {
         /// Where to write the table (the embedded one is shared/latency-model/compression.toml).
         #[arg(long, default_value = "shared/latency-model/compression.toml")]
@@ -108,6 +109,11 @@ enum Command {
         /// Milliseconds spent per speed measurement.
         #[arg(long, default_value_t = 500)]
         budget_ms: u64,
+        /// Micro-batches of a real job, one JSON object a line: `{"bytes_per_event", "cores_per_executor",
+        /// "metrics": <the agent's spark-metrics record>}` (`infra/spark calibrate` writes them). The fit is
+        /// printed beside latency.toml's assumptions; nothing is written.
+        #[arg(long)]
+        job: Option<PathBuf>,
     },
 }
 
@@ -222,6 +228,83 @@ impl ArenaOpts {
         };
         Ok(Arena::new(config, prices, model)?)
     }
+}
+
+/// Fit a real job's processing figures and set them beside the arena's assumptions.
+fn calibrate_job(path: &std::path::Path) -> Result<()> {
+    use latency_model::job_fit::{fit, BatchSample};
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let mut batches = Vec::new();
+    let mut phases: Vec<Option<u64>> = Vec::new();
+    for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+        let at = || format!("{}:{}", path.display(), i + 1);
+        let v: serde_json::Value = serde_json::from_str(line).with_context(at)?;
+        let metrics: handlers::SparkMetrics = serde_json::from_value(v["metrics"].clone()).with_context(|| format!("{}: metrics", at()))?;
+        let bytes = v["bytes_per_event"].as_f64().ok_or_else(|| anyhow::anyhow!("{}: bytes_per_event must be a number", at()))?;
+        let cores = v["cores_per_executor"].as_f64().unwrap_or(1.0);
+        let executors = metrics.running_executors.ok_or_else(|| anyhow::anyhow!("{}: metrics.running_executors is missing", at()))? as f64;
+        phases.push(v["phase"].as_u64());
+        batches.push(BatchSample {
+            // processedRowsPerSecond is the batch's rows over its trigger's duration.
+            rows: metrics.processing_rate * metrics.batch_duration_ms / 1_000.0,
+            cores: executors * cores,
+            bytes_per_event: bytes,
+            duration_ms: metrics.batch_duration_ms,
+        });
+    }
+    // Batches of one load phase vary with the machine's noise (GC, the other cores' work): fit the
+    // phases' medians, so that one slow batch does not pull the line.
+    let mut by_phase: std::collections::BTreeMap<Option<u64>, Vec<BatchSample>> = Default::default();
+    for (p, b) in phases.iter().zip(&batches) {
+        by_phase.entry(*p).or_default().push(*b);
+    }
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let points: Vec<BatchSample> = if by_phase.len() >= 3 && !by_phase.contains_key(&None) {
+        by_phase
+            .values()
+            .map(|b| BatchSample {
+                rows: median(b.iter().map(|x| x.rows).collect()),
+                cores: median(b.iter().map(|x| x.cores).collect()),
+                bytes_per_event: median(b.iter().map(|x| x.bytes_per_event).collect()),
+                duration_ms: median(b.iter().map(|x| x.duration_ms).collect()),
+            })
+            .collect()
+    } else {
+        batches.clone()
+    };
+    let f = fit(&points).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    let assumed = LatencyModel::embedded().processing;
+    println!("real job, {} micro-batches in {} fitted points, R^2 {:.3}:", batches.len(), f.samples, f.r_squared);
+    for p in &points {
+        println!("  {:>7.0} events of {:>6.0} B on {:.0} core(s): {:>7.0} ms", p.rows, p.bytes_per_event, p.cores, p.duration_ms);
+    }
+    println!("  {:<34} {:>12} {:>14} {:>8}", "figure", "measured", "latency.toml", "ratio");
+    let row = |name: &str, m: f64, a: f64| println!("  {name:<34} {m:>12.3} {a:>14.3} {:>7.2}x", m / a);
+    row("batch overhead, ms", f.batch_overhead_ms, assumed.batch_overhead_ms);
+    row("CPU per event per core, ms", f.per_event_cpu_ms, assumed.per_event_cpu_ms);
+    if let Some(mb) = f.per_mb_cpu_ms {
+        row("CPU per MB per core, ms", mb, assumed.per_mb_cpu_ms);
+    } else {
+        println!("  CPU per MB per core: not fitted (every batch had the same event size)");
+    }
+    let mean_bytes = batches.iter().map(|b| b.bytes_per_event).sum::<f64>() / batches.len().max(1) as f64;
+    let measured_ms = f.per_event_cpu_ms + f.per_mb_cpu_ms.unwrap_or(0.0) * mean_bytes / 1e6;
+    let assumed_ms = assumed.cpu_ms_per_event(mean_bytes);
+    if measured_ms <= 0.0 || f.r_squared < 0.5 {
+        println!("the per-event cost is not resolved above the batches' noise (R^2 {:.2}): at these loads the batch overhead decides the latency; give the job larger batches (higher rates, larger events)", f.r_squared);
+        return Ok(());
+    }
+    println!(
+        "at {:.0} B a core handles {:.0} events/s measured against {:.0} assumed: a policy sized on latency.toml asks for {:.2}x the executors this job needs.",
+        mean_bytes,
+        1_000.0 / measured_ms.max(1e-9),
+        1_000.0 / assumed_ms,
+        assumed_ms / measured_ms.max(1e-9)
+    );
+    Ok(())
 }
 
 const SEED_MODEL: &str = "seed-compat-ppo.onnx";
@@ -593,7 +676,8 @@ fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
-        Command::Calibrate { out, budget_ms } => {
+        Command::Calibrate { job: Some(samples), .. } => calibrate_job(&samples),
+        Command::Calibrate { out, budget_ms, job: None } => {
             let payload = calibrate::iot_payload(calibrate::CALIBRATION_SEED, calibrate::CALIBRATION_BYTES);
             let table = calibrate::measure(&payload, calibrate::CALIBRATION_BLOCK, Duration::from_millis(budget_ms))?;
             std::fs::write(&out, calibrate::to_toml(&table)).with_context(|| format!("writing {}", out.display()))?;

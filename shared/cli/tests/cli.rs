@@ -188,3 +188,30 @@ fn invoke_runs_a_function_on_a_sample_event_in_process() {
     let missing = sparkpilot(&["invoke", "burst-signal", "/nonexistent/event.json"]);
     assert!(text(&missing.stderr).starts_with("error: reading event /nonexistent/event.json"), "{}", text(&missing.stderr));
 }
+
+#[test]
+fn calibrate_job_fits_the_recorded_batches_of_the_real_job_and_names_bad_lines() {
+    let recorded = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../spark/calibration/standalone-2-cores.jsonl");
+    let o = sparkpilot(&["calibrate", "--job", recorded.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let stdout = text(&o.stdout);
+    let figure = |name: &str| -> (f64, f64) {
+        let line = stdout.lines().find(|l| l.trim_start().starts_with(name)).unwrap_or_else(|| panic!("no {name} in\n{stdout}"));
+        let nums: Vec<f64> = line.split_whitespace().filter_map(|w| w.parse().ok()).collect();
+        (nums[0], nums[1])
+    };
+    // Measured on this machine kind: the overhead dominates, far above the assumed 200 ms.
+    let (overhead, assumed) = figure("batch overhead, ms");
+    assert_eq!(assumed, 200.0);
+    assert!(overhead > 500.0 && overhead < 5_000.0, "{stdout}");
+    let (per_event, assumed) = figure("CPU per event per core, ms");
+    assert_eq!(assumed, 5.0);
+    assert!(per_event.is_finite() && per_event < assumed, "{stdout}");
+
+    let dir = scratch("calibrate-job");
+    let bad = dir.join("bad.jsonl");
+    std::fs::write(&bad, "{\"bytes_per_event\": 300, \"metrics\": {\"timestamp\": 1}}\n").unwrap();
+    let o = sparkpilot(&["calibrate", "--job", bad.to_str().unwrap()]);
+    assert!(!o.status.success());
+    assert!(text(&o.stderr).contains("bad.jsonl:1"), "{}", text(&o.stderr));
+}

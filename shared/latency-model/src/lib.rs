@@ -13,6 +13,7 @@
 //! ```
 
 pub mod calibrate;
+pub mod job_fit;
 mod error;
 
 pub use error::ModelError;
