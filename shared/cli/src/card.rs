@@ -127,6 +127,9 @@ pub fn write_scaling(dir: &Path, command: &str, report: &TrainReport, evals: &[T
          - final mean episode return: {ret:.2}\n\
          - environment: the realistic arena (embedded defaults), one decision per 5 s; each episode draws a trace from {trained:?}, \
          a training seed (top bit set) and one of the four scenarios' weights (alpha, beta).\n\
+         - actuation: a running job (`sim::Actuation::RunningJob`): executors and the tier apply during the episode; memory, \
+         codec and pre-initialised workers stay at the run's opening values (16 GB, LZ4, none), as on EMR Serverless, where only \
+         a new job run or a stopped application takes them. The memory and codec heads therefore earn nothing in training.\n\
          - reward per decision: -(alpha x cost / right-sized cost + beta x (min(latency / SLA, 5) / 5 + {vw} x share of events over the SLA)).\n\
          - right-sized cost: the CPU-bound executors the interval's mean arrival rate needs (at least one), at 16 GB, for the interval.\n\
          - cost in the reward books the Redis hot tier's hold (`redis_hold_s`) when a decision starts or extends it, not as it runs \
@@ -203,7 +206,8 @@ pub fn write_meta(dir: &Path, command: &str, report: &TrainReport, rows: &[(Stri
          ## Training\n\n- command: `{command}`\n- seed: {seed}\n- meta steps ({every} s each): {steps}\n- wall time: {wall:.0} s\n\
          - final mean episode return: {ret:.2}\n\
          - environment: the realistic arena on the scaling policy's training traces, with `scaling-ppo.onnx` in the loop \
-         through tract; each episode draws a scenario.\n\
+         through tract; each episode draws a scenario. Actuation: a running job (executors and tier live; memory, codec and \
+         pre-initialised workers held for the run).\n\
          - reward per meta step, paired: the scenario's own objective, -(alpha_s x cost / cost of 16 executors + beta_s x 5 x \
          share of events over the SLA) - overspend beyond the budget as a share of it, with (alpha_s, beta_s) the scenario's \
          weights, minus the same objective for the same {every} s run from a copy of the episode under (alpha_s, beta_s) (common \
