@@ -63,14 +63,6 @@ fn median_of(m: &std::sync::Mutex<Vec<f64>>) -> f64 {
 // Set ONLY=latency to skip the throughput runs.
 const THROUGHPUT_RECORDS: usize = 50_000;
 
-fn topics(tag: &str) -> Topics {
-    Topics {
-        scaling_requests: format!("scaling-requests-{tag}"),
-        scaling_decisions: format!("scaling-decisions-{tag}"),
-        spark_metrics: format!("spark-metrics-{tag}"),
-        iot_metadata: format!("iot-metadata-{tag}"),
-    }
-}
 
 /// Low-latency client settings. tansu answers a fetch when its wait expires rather than when a
 /// record arrives, so the wait bounds each hop's latency: 0 makes the consumers poll (measured here,
@@ -89,7 +81,7 @@ fn percentile(sorted: &[f64], q: f64) -> f64 {
 
 async fn latency(brokers: &str, emr: Arc<dyn EmrControl>, label: &str) {
     let tag = unique("lat");
-    let t = topics(&tag);
+    let t = Topics::tagged(&tag);
     let dlq = format!("dlq-{tag}");
     pipeline::bridge::create_topics(brokers, &[&t.iot_metadata, &t.scaling_requests, &t.spark_metrics, &t.scaling_decisions, &dlq]).await.unwrap();
     let redis = Arc::new(RedisStore::connect(&service_env("REDIS_URL")).await.unwrap());
@@ -182,7 +174,7 @@ async fn latency(brokers: &str, emr: Arc<dyn EmrControl>, label: &str) {
 
 async fn throughput_once(brokers: &str) -> f64 {
     let tag = unique("thr");
-    let t = topics(&tag);
+    let t = Topics::tagged(&tag);
     let dlq = format!("dlq-{tag}");
     pipeline::bridge::create_topics(brokers, &[&t.iot_metadata, &t.scaling_requests, &dlq]).await.unwrap();
     // 500 edges, 100 seconds of control messages.

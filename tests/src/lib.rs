@@ -113,3 +113,21 @@ fn dechunk(mut body: &str) -> Option<String> {
         body = rest.get(n..)?.strip_prefix("\r\n")?;
     }
 }
+
+/// Poll `check` every 25 ms until it holds, and return how long that took; a panic naming `what` once
+/// `deadline` has passed.
+pub async fn wait_until<F: std::future::Future<Output = bool>>(deadline: std::time::Duration, what: &str, check: impl FnMut() -> F) -> std::time::Duration {
+    wait_until_every(std::time::Duration::from_millis(25), deadline, what, check).await
+}
+
+/// [`wait_until`], polling every `every` (checks that cost a request to a busy server).
+pub async fn wait_until_every<F: std::future::Future<Output = bool>>(every: std::time::Duration, deadline: std::time::Duration, what: &str, mut check: impl FnMut() -> F) -> std::time::Duration {
+    let start = std::time::Instant::now();
+    while start.elapsed() < deadline {
+        if check().await {
+            return start.elapsed();
+        }
+        tokio::time::sleep(every).await;
+    }
+    panic!("{what} did not happen within {deadline:?}");
+}

@@ -46,14 +46,6 @@ impl Handler for Recording {
     }
 }
 
-fn topics(tag: &str) -> Topics {
-    Topics {
-        scaling_requests: format!("scaling-requests-{tag}"),
-        scaling_decisions: format!("scaling-decisions-{tag}"),
-        spark_metrics: format!("spark-metrics-{tag}"),
-        iot_metadata: format!("iot-metadata-{tag}"),
-    }
-}
 
 /// A consumer of the dead-letter topic from its start, in a group of its own.
 fn dead_letter_reader(brokers: &str, dlq: &str) -> StreamConsumer {
@@ -68,22 +60,12 @@ fn dead_letter_reader(brokers: &str, dlq: &str) -> StreamConsumer {
     consumer
 }
 
-async fn wait_until<F: std::future::Future<Output = bool>>(deadline: Duration, what: &str, mut check: impl FnMut() -> F) -> Duration {
-    let start = Instant::now();
-    while start.elapsed() < deadline {
-        if check().await {
-            return start.elapsed();
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    panic!("{what} did not happen within {deadline:?}");
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_step_burst_through_kafka_scales_emr_once_per_batch_and_dead_letters_a_poison_record() {
     let brokers = service_env("KAFKA_BROKERS");
     let tag = unique("e2e");
-    let topics = topics(&tag);
+    let topics = Topics::tagged(&tag);
     let dlq = format!("sparkpilot-dlq-{tag}");
     pipeline::bridge::create_topics(&brokers, &[&topics.iot_metadata, &topics.scaling_requests, &topics.spark_metrics, &topics.scaling_decisions, &dlq]).await.expect("CreateTopics on the broker");
 

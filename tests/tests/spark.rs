@@ -23,6 +23,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 static ONE_JOB: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+/// How often the tests ask Spark's REST API.
+const POLL: Duration = Duration::from_millis(250);
 
 fn now_s() -> f64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64()
@@ -143,14 +145,6 @@ impl Timed {
     }
 }
 
-fn topics(tag: &str) -> Topics {
-    Topics {
-        scaling_requests: format!("scaling-requests-{tag}"),
-        scaling_decisions: format!("scaling-decisions-{tag}"),
-        spark_metrics: format!("spark-metrics-{tag}"),
-        iot_metadata: format!("iot-metadata-{tag}"),
-    }
-}
 
 /// Produces JSON events at a rate that `rate` reads each second, until told to stop.
 fn feed(brokers: &str, topic: &str, rate: Arc<Mutex<f64>>, stop: tokio::sync::watch::Receiver<bool>) -> tokio::task::JoinHandle<u64> {
@@ -184,16 +178,6 @@ fn quantile(v: &[f64], q: f64) -> f64 {
     s[((q * s.len() as f64) as usize).min(s.len() - 1)]
 }
 
-async fn wait_until<F: std::future::Future<Output = bool>>(deadline: Duration, what: &str, mut check: impl FnMut() -> F) -> Duration {
-    let start = Instant::now();
-    while start.elapsed() < deadline {
-        if check().await {
-            return start.elapsed();
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-    panic!("{what} did not happen within {deadline:?}");
-}
 
 /// The deployment under test: scaling-decision on Redis, Kafka and a STARTED application in moto,
 /// fed by the bridge from `spark-metrics`.
@@ -241,7 +225,7 @@ async fn a_step_burst_moves_the_real_jobs_executors_up_and_back_down_without_a_f
     let _one = ONE_JOB.lock().await;
     let brokers = service_env("KAFKA_BROKERS");
     let tag = unique("spark");
-    let topics = topics(&tag);
+    let topics = Topics::tagged(&tag);
     let raw = format!("iot-raw-data-{tag}");
     pipeline::bridge::create_topics(&brokers, &[&raw, &topics.spark_metrics, &topics.scaling_decisions, &format!("{}-dlq", topics.spark_metrics)]).await.expect("CreateTopics");
     // One-vCPU executors, at most three (the local worker's cores), a short cooldown for the test.
@@ -257,27 +241,27 @@ async fn a_step_burst_moves_the_real_jobs_executors_up_and_back_down_without_a_f
     let job = Job::submit(&brokers, &raw, &topics, 3, &["--latency-out".into(), latency_out.display().to_string()]).await;
 
     // Quiet: one executor is enough and the policy says so.
-    wait_until(Duration::from_secs(120), "decisions on the job's own metrics", || async { l.decision.decisions().len() >= 5 }).await;
+    wait_until_every(POLL, Duration::from_secs(120), "decisions on the job's own metrics", || async { l.decision.decisions().len() >= 5 }).await;
     assert_eq!(job.executors().await.len(), 1, "the job opens with one executor");
     // The step: ten times the load. The model rates a one-vCPU executor at about 200 events/s.
     let burst_at = now_s();
     *rate.lock().unwrap() = 1_000.0;
-    wait_until(Duration::from_secs(90), "three executors registered in Spark", || async { job.executors().await.len() == 3 }).await;
+    wait_until_every(POLL, Duration::from_secs(90), "three executors registered in Spark", || async { job.executors().await.len() == 3 }).await;
     let executors = job.executors().await;
     let first_three = l.decision.decisions().into_iter().find(|(_, d)| d.applied.executors == 3).expect("a decision for 3 executors").0;
     let registered = executors.iter().map(|(_, t)| *t).fold(f64::MIN, f64::max);
     eprintln!("burst at {burst_at:.1}: decision for 3 executors {:.1} s later, third executor registered {:.1} s after the decision", first_three - burst_at, registered - first_three);
     // The agent reports following it: a decision record with live = requested.
-    wait_until(Duration::from_secs(30), "a record with live = requested = 3", || async {
+    wait_until_every(POLL, Duration::from_secs(30), "a record with live = requested = 3", || async {
         l.decision.decisions().iter().any(|(_, d)| d.executors.as_ref().is_some_and(|e| e.requested == 3 && e.live == Some(3) && e.agent_target == Some(3)))
     })
     .await;
 
     // The load falls back: after the cooldown the job returns to one executor, gracefully.
     *rate.lock().unwrap() = 100.0;
-    let fell = wait_until(Duration::from_secs(150), "back to one executor", || async { job.executors().await.len() == 1 }).await;
+    let fell = wait_until_every(POLL, Duration::from_secs(150), "back to one executor", || async { job.executors().await.len() == 1 }).await;
     eprintln!("back to one executor {:.1} s after the load fell", fell.as_secs_f64());
-    wait_until(Duration::from_secs(30), "a record with live = requested = 1", || async {
+    wait_until_every(POLL, Duration::from_secs(30), "a record with live = requested = 1", || async {
         l.decision.decisions().iter().any(|(_, d)| d.executors.as_ref().is_some_and(|e| e.requested == 1 && e.live == Some(1) && e.agent_target == Some(1)))
     })
     .await;
@@ -351,7 +335,7 @@ async fn the_job_and_its_agent_ride_out_the_broker_going_away_and_coming_back() 
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let brokers = format!("127.0.0.1:{port}");
     let tag = unique("outage");
-    let topics = topics(&tag);
+    let topics = Topics::tagged(&tag);
     let raw = format!("iot-raw-data-{tag}");
     let all = [raw.as_str(), topics.spark_metrics.as_str(), topics.scaling_decisions.as_str()];
     let mut broker = OwnBroker::start(port, &all).await;
@@ -392,7 +376,7 @@ async fn the_job_and_its_agent_ride_out_the_broker_going_away_and_coming_back() 
     let producer: FutureProducer = rdkafka::ClientConfig::new().set("bootstrap.servers", &brokers).create().unwrap();
     let decision = json!({"time_s": now_s(), "dry_run": false, "applied": {"executors": 2}});
     producer.send(FutureRecord::to(&topics.scaling_decisions).key("decision").payload(&decision.to_string()), Duration::from_secs(10)).await.expect("decision published");
-    wait_until(Duration::from_secs(90), "two executors after the broker came back", || async { job.executors().await.len() == 2 }).await;
+    wait_until_every(POLL, Duration::from_secs(90), "two executors after the broker came back", || async { job.executors().await.len() == 2 }).await;
     assert!(job.alive().await);
     let _ = stop_feed.send(true);
     let _ = fed.await;

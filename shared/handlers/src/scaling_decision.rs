@@ -171,29 +171,32 @@ impl ScalingDecision {
     /// Send each setting of the decision where the service takes it in the application's present
     /// state (`control::actuation`), and say for each what became of it. Store writes it implies
     /// (pending capacity, next run) join the decision record's batch.
-    async fn actuate(&self, decision: &Decision, app: &AppStatus, before: &ScalingAction, pending: Option<&Capacity>, writes: &mut Vec<StoreWrite>) -> Result<Actuated, HandlerError> {
+    async fn actuate(&self, decision: &Decision, app: &AppStatus, before: &ScalingAction, pending: Option<&Capacity>, agent_seen: bool, writes: &mut Vec<StoreWrite>) -> Result<Actuated, HandlerError> {
         let decided = &decision.applied;
         let dry = self.settings.dry_run;
         let part = |lever: Lever, value: &ScalingAction, applies: Applies, why: String| ActuationPart { setting: lever.into(), value: lever.value(value), applies, via: lever.via().to_string(), why };
         let mut parts = Vec::new();
         let ceiling = self.ceiling_for(decided, app, pending);
-        let capacity_text = format!("{} vCPU, {} GB", ceiling.max_vcpu, ceiling.max_memory_gb);
-        let update_via = "UpdateApplication maximumCapacity".to_string();
-        if app.state.accepts_update() {
+        // The ceiling: UpdateApplication now if the application takes it, else at its next stop.
+        let accepts = app.state.accepts_update();
+        let unchanged = if accepts { ceiling == app.capacity } else { (ceiling.max_vcpu, ceiling.max_memory_gb, ceiling.worker_memory_gb) == (app.capacity.max_vcpu, app.capacity.max_memory_gb, app.capacity.worker_memory_gb) };
+        let (applies, why, emr) = if unchanged {
+            (Applies::Unchanged, "already the application's".to_string(), "unchanged".to_string())
+        } else if dry {
+            (Applies::DryRun, "dry run".to_string(), "dry run".to_string())
+        } else if accepts {
+            self.backends.emr.update_capacity(&ceiling).await?;
+            writes.push(StoreWrite::Delete { key: self.keys.pending_capacity() });
+            (Applies::Now, format!("the application is {:?}, so it accepts UpdateApplication", app.state), "updated".to_string())
+        } else {
+            writes.push(StoreWrite::Set { key: self.keys.pending_capacity(), value: to_json(&ceiling), ttl: None });
+            let why = format!("the application is {:?}; UpdateApplication needs CREATED or STOPPED, so it waits for the next stop", app.state);
+            (Applies::WhenStopped, why.clone(), format!("pending: {why}"))
+        };
+        parts.push(ActuationPart { setting: Setting::MaximumCapacity, value: format!("{} vCPU, {} GB", ceiling.max_vcpu, ceiling.max_memory_gb), applies, via: "UpdateApplication maximumCapacity".into(), why });
+        if accepts {
             // No job runs: the decision is what the next start gets.
             let running = ScalingAction { prewarm: ceiling.initial_executors, ..*decided };
-            let emr = if ceiling == app.capacity {
-                parts.push(ActuationPart { setting: Setting::MaximumCapacity, value: capacity_text, applies: Applies::Unchanged, via: update_via, why: "already the application's".into() });
-                "unchanged".to_string()
-            } else if dry {
-                parts.push(ActuationPart { setting: Setting::MaximumCapacity, value: capacity_text, applies: Applies::DryRun, via: update_via, why: "dry run".into() });
-                "dry run".to_string()
-            } else {
-                self.backends.emr.update_capacity(&ceiling).await?;
-                writes.push(StoreWrite::Delete { key: self.keys.pending_capacity() });
-                parts.push(ActuationPart { setting: Setting::MaximumCapacity, value: capacity_text, applies: Applies::Now, via: update_via, why: format!("the application is {:?}, so it accepts UpdateApplication", app.state) });
-                "updated".to_string()
-            };
             let next = JobRunConfig::for_action(&running);
             let why = format!("the application is {:?}: no job runs; the next StartJobRun starts with it", app.state);
             for lever in [Lever::Executors, Lever::MemoryPerExecutor, Lever::Codec] {
@@ -215,7 +218,8 @@ impl ScalingDecision {
         } else if decided.executors > room {
             part(Lever::Executors, decided, Applies::Now, format!("capped at {room} by the application's maximum capacity until it stops (the larger ceiling waits)"))
         } else {
-            part(Lever::Executors, decided, Applies::Now, format!("the application is {:?}: the agent moves the running job's executors", app.state))
+            let heard = if agent_seen { "" } else { "; no in-job agent has reported on spark-metrics yet, so nothing confirms the job follows it" };
+            part(Lever::Executors, decided, Applies::Now, format!("the application is {:?}: the agent moves the running job's executors{heard}", app.state))
         };
         parts.push(executors);
         parts.push(self.tier_part(decided, before, dry));
@@ -232,18 +236,6 @@ impl ScalingDecision {
         if let (Some(next), false) = (&next_run, dry) {
             writes.push(StoreWrite::Set { key: self.keys.next_run(), value: to_json(next), ttl: None });
         }
-        let emr = if ceiling.max_vcpu == app.capacity.max_vcpu && ceiling.max_memory_gb == app.capacity.max_memory_gb && ceiling.worker_memory_gb == app.capacity.worker_memory_gb {
-            parts.push(ActuationPart { setting: Setting::MaximumCapacity, value: capacity_text, applies: Applies::Unchanged, via: update_via, why: "already the application's".into() });
-            "unchanged".to_string()
-        } else if dry {
-            parts.push(ActuationPart { setting: Setting::MaximumCapacity, value: capacity_text, applies: Applies::DryRun, via: update_via, why: "dry run".into() });
-            "dry run".to_string()
-        } else {
-            writes.push(StoreWrite::Set { key: self.keys.pending_capacity(), value: to_json(&ceiling), ttl: None });
-            let why = format!("the application is {:?}; UpdateApplication needs CREATED or STOPPED, so it waits for the next stop", app.state);
-            parts.push(ActuationPart { setting: Setting::MaximumCapacity, value: capacity_text, applies: Applies::WhenStopped, via: update_via, why: why.clone() });
-            format!("pending: {why}")
-        };
         Ok(Actuated { parts, running, next_run, emr })
     }
 
@@ -394,7 +386,8 @@ impl ScalingDecision {
         let obs = self.observe(&state, &app, now);
         let last_scale_up = state.last.as_ref().and_then(|d| d.last_scale_up_s);
         let decision = self.decide(&obs, last_scale_up)?;
-        let actuated = self.actuate(&decision, &app, &obs.current, pending.as_ref(), &mut writes).await?;
+        let agent_seen = state.metrics.as_ref().is_some_and(|m| m.agent.is_some());
+        let actuated = self.actuate(&decision, &app, &obs.current, pending.as_ref(), agent_seen, &mut writes).await?;
         let hot_tier = self.apply_hot_tier(&decision).await?;
         // A dry run changes nothing, so it starts no cooldown.
         let last_scale_up_s = if self.settings.dry_run { last_scale_up } else { control::scale_up_time(last_scale_up, &obs.current, &decision.applied, now) };

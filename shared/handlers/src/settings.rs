@@ -13,6 +13,19 @@ pub struct Topics {
     pub iot_metadata: String,
 }
 
+impl Topics {
+    /// The default names with `-{tag}` appended: a run of its own on a shared broker (replays, tests).
+    pub fn tagged(tag: &str) -> Self {
+        let d = Self::default();
+        Self {
+            scaling_requests: format!("{}-{tag}", d.scaling_requests),
+            scaling_decisions: format!("{}-{tag}", d.scaling_decisions),
+            spark_metrics: format!("{}-{tag}", d.spark_metrics),
+            iot_metadata: format!("{}-{tag}", d.iot_metadata),
+        }
+    }
+}
+
 impl Default for Topics {
     fn default() -> Self {
         Self {

@@ -127,12 +127,7 @@ pub struct LivePlane {
 impl LivePlane {
     pub async fn connect(endpoints: &Endpoints, settings: &Settings, start: &ScalingAction, tag: &str) -> Result<Self, PipelineError> {
         let mut settings = settings.clone();
-        settings.topics = Topics {
-            scaling_requests: format!("scaling-requests-{tag}"),
-            scaling_decisions: format!("scaling-decisions-{tag}"),
-            spark_metrics: format!("spark-metrics-{tag}"),
-            iot_metadata: format!("iot-metadata-{tag}"),
-        };
+        settings.topics = Topics::tagged(tag);
         settings.key_prefix = format!("replay-{tag}");
         let dlq = format!("sparkpilot-dlq-{tag}");
         let t = &settings.topics;
