@@ -205,7 +205,8 @@ pub struct DecisionRecord {
     pub model_version: String,
     pub weights_version: u64,
     pub dry_run: bool,
-    /// What happened at EMR Serverless: "updated", "unchanged", "deferred: ...", "dry run".
+    /// What happened to the maximum capacity at EMR Serverless: "updated", "unchanged", "pending: ..."
+    /// (waits for the next stop), "dry run". Every setting's own outcome is in `actuation`.
     pub emr: String,
     /// What happened at ElastiCache.
     pub hot_tier: String,
