@@ -6,7 +6,8 @@ the same (device_id, ts) within a 10-second event-time watermark, and in each mi
 aggregates per edge_id over 10-second event-time windows (count, mean, max), written to a
 counting sink. Per batch it can append one line of end-to-end latency (batch end minus the
 event's ``ts``) to ``--latency-out``:
-``{"batch_id", "end_s", "events", "p50_ms", "p95_ms", "p99_ms", "max_ms"}``.
+``{"batch_id", "end_s", "events", "p50_ms", "p95_ms", "p99_ms", "max_ms", "buckets_ms", "histogram"}``
+(the histogram counts the batch's events per bucket of ``buckets_ms`` upper bounds, plus one above).
 
     spark-submit --py-files sparkpilot_agent.py,kafka_source.py iot_job.py \
         --brokers 127.0.0.1:9092 --topic iot-raw-data --checkpoint /tmp/ckpt
@@ -48,6 +49,19 @@ def parse_events(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
             ("edge_id", pa.string()), ("device_id", pa.string()),
             ("ts", pa.float64()), ("value", pa.float64()),
         ]))
+
+
+# Upper bounds (ms) of the latency histogram each batch line carries, so that a reader can merge
+# batches into percentiles of the whole run; the last bucket is everything above 60 s.
+LATENCY_BUCKETS_MS = [100, 200, 300, 500, 750, 1000, 1500, 2000, 3000, 5000, 7500, 10000, 15000, 20000, 30000, 60000]
+
+
+def histogram(latencies_ms: list[float]) -> list[int]:
+    counts = [0] * (len(LATENCY_BUCKETS_MS) + 1)
+    for v in latencies_ms:
+        i = next((k for k, b in enumerate(LATENCY_BUCKETS_MS) if v <= b), len(LATENCY_BUCKETS_MS))
+        counts[i] += 1
+    return counts
 
 
 def percentile(sorted_values: list[float], q: float) -> float:
@@ -101,7 +115,8 @@ def main() -> None:
             lat = sorted(max(end - ts, 0.0) * 1000.0 for ts in sent)
             line = {"batch_id": batch_id, "end_s": end, "events": len(lat),
                     "p50_ms": percentile(lat, 0.50), "p95_ms": percentile(lat, 0.95),
-                    "p99_ms": percentile(lat, 0.99), "max_ms": lat[-1]}
+                    "p99_ms": percentile(lat, 0.99), "max_ms": lat[-1],
+                    "buckets_ms": LATENCY_BUCKETS_MS, "histogram": histogram(lat)}
             with open(args.latency_out, "a") as f:
                 f.write(json.dumps(line) + "\n")
 

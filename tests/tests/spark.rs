@@ -382,3 +382,30 @@ async fn the_job_and_its_agent_ride_out_the_broker_going_away_and_coming_back() 
     let _ = fed.await;
     drop(job);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replay_live_spark_plays_a_trace_against_the_real_job_beside_the_arena() {
+    let _one = ONE_JOB.lock().await;
+    service_env("KAFKA_BROKERS");
+    let out = tokio::process::Command::new(workspace_binary("sparkpilot"))
+        .args(["replay", "--live", "--spark", "--trace", "flash-crowd", "--seed", "1", "--max-executors", "3", "--spark-seconds", "45", "--spark-scale", "0.2"])
+        .current_dir(repo_root())
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .expect("sparkpilot runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    eprintln!("{stdout}");
+    let row = |name: &str| stdout.lines().find(|l| l.trim_start().starts_with(name)).unwrap_or_else(|| panic!("no {name} row in\n{stdout}")).to_string();
+    // Both sides report a share of events over the SLA and executors, from their own runs.
+    for name in ["real job", "arena"] {
+        let r = row(name);
+        let over: f64 = r.split_whitespace().rev().nth(1).and_then(|w| w.parse().ok()).unwrap_or_else(|| panic!("{r}"));
+        assert!((0.0..=100.0).contains(&over), "{r}");
+    }
+    // The real job had executors while the trace played, read from Spark's REST API.
+    let at_30 = row("30:");
+    let real: u32 = at_30.split_whitespace().nth(2).and_then(|w| w.parse().ok()).unwrap_or_else(|| panic!("{at_30}"));
+    assert!((1..=3).contains(&real), "{stdout}");
+}

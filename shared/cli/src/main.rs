@@ -168,6 +168,20 @@ struct ReplayArgs {
     /// through Kafka and the bridge to the handlers on Redis, moto (EMR Serverless, S3) and the broker.
     #[arg(long)]
     live: bool,
+    /// With --live: play the trace against the real example Spark job on the local cluster
+    /// (`infra/spark start` first), in real time, and print its latency and executors beside the
+    /// arena's for the same fitted trace. Executors are 1-core; pass --max-executors 3 for the local worker.
+    #[arg(long, requires = "live")]
+    spark: bool,
+    /// With --spark: events sent per event of the trace.
+    #[arg(long, default_value_t = 0.2)]
+    spark_scale: f64,
+    /// With --spark: seconds of the trace played.
+    #[arg(long, default_value_t = 300)]
+    spark_seconds: usize,
+    /// With --spark: the largest event sent, bytes.
+    #[arg(long, default_value_t = 2_000.0)]
+    spark_max_event_bytes: f64,
     #[command(flatten)]
     arena_opts: ArenaOpts,
 }
@@ -228,6 +242,42 @@ impl ArenaOpts {
         };
         Ok(Arena::new(config, prices, model)?)
     }
+}
+
+/// `replay --live --spark`: the trace against the real job, beside the arena.
+fn replay_spark_cmd(args: &ReplayArgs, scenario: control::Scenario) -> Result<()> {
+    if !(args.spark_scale.is_finite() && args.spark_scale > 0.0) {
+        bail!("--spark-scale must be a positive number, found {}", args.spark_scale);
+    }
+    // The local job's executors have one core each: the arena and the functions size for that.
+    let mut arena = args.arena_opts.arena()?;
+    arena.config.vcpu_per_executor = 1.0;
+    let trace = traces::resolve(&args.trace, args.seed)?;
+    let options = pipeline::spark::SparkReplayOptions {
+        scale: args.spark_scale,
+        seconds: args.spark_seconds,
+        max_event_bytes: args.spark_max_event_bytes,
+        root: std::env::current_dir()?,
+        scenario,
+    };
+    let endpoints = pipeline::live::Endpoints::from_env()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let r = runtime.block_on(pipeline::spark::replay_spark(&arena, &trace, args.seed, &options, &endpoints))?;
+    let sla = arena.config.sla_ms;
+    println!("{} (seed {}) against the real Spark job, {} decisions; SLA {sla:.0} ms", r.trace.name(), args.seed, r.decisions);
+    let bound = |v: f64| if v.is_finite() { format!("<= {v:.0}") } else { "> 60000".to_string() };
+    println!("  {:<28} {:>12} {:>12} {:>14} {:>16}", "", "P95 ms", "P99 ms", "over SLA %", "executors mean/max");
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
+    let real_ex: Vec<f64> = r.real_executors.iter().map(|&n| n as f64).collect();
+    let arena_ex: Vec<f64> = r.arena.timeline.executors.iter().map(|&n| n as f64).collect();
+    let max = |v: &[f64]| v.iter().copied().fold(0.0, f64::max);
+    println!("  {:<28} {:>12} {:>12} {:>14.2} {:>10.2}/{:.0}", "real job (histogram bounds)", bound(r.real.p95_ms), bound(r.real.p99_ms), r.real.over_sla_pct, mean(&real_ex), max(&real_ex));
+    println!("  {:<28} {:>12.0} {:>12.0} {:>14.2} {:>10.2}/{:.0}", "arena", r.arena.scores.p95_ms, r.arena.scores.p99_ms, r.arena.scores.sla_violation_pct, mean(&arena_ex), max(&arena_ex));
+    println!("  executors every 30 s (t: load events/s, real, arena):");
+    for t in (0..r.trace.len()).step_by(30) {
+        println!("    {t:>5}: {:>8.0} {:>4} {:>6.1}", r.trace.at(t).events_per_s, r.real_executors.get(t).copied().unwrap_or(0), arena_ex.get(t).copied().unwrap_or(0.0));
+    }
+    Ok(())
 }
 
 /// Fit a real job's processing figures and set them beside the arena's assumptions.
@@ -502,6 +552,9 @@ fn tournament_cmd(args: &TournamentArgs, scenario: control::Scenario) -> Result<
 
 fn replay_cmd(args: &ReplayArgs) -> Result<()> {
     let scenario = parse_scenario(&args.scenario)?;
+    if args.spark {
+        return replay_spark_cmd(args, scenario);
+    }
     let arena = args.arena_opts.arena()?;
     let trace = traces::resolve(&args.trace, args.seed)?;
     let options = pipeline::replay::ReplayOptions { scenario, ..Default::default() };

@@ -23,7 +23,9 @@
 pub mod bridge;
 mod error;
 pub mod gateways;
+pub mod http;
 pub mod live;
 pub mod replay;
+pub mod spark;
 
 pub use error::PipelineError;

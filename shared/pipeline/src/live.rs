@@ -301,7 +301,7 @@ impl ControlPlane for LivePlane {
 /// A STARTED application, as a streaming job keeps it, with room for the guardrails' ceiling of
 /// `most` executors: scaling-decision cannot update it, and the replayed job's agent moves the
 /// executors inside it.
-async fn create_application(client: &aws_sdk_emrserverless::Client, start: &ScalingAction, most: u32, vcpu: u32, tag: &str) -> Result<String, PipelineError> {
+pub(crate) async fn create_application(client: &aws_sdk_emrserverless::Client, start: &ScalingAction, most: u32, vcpu: u32, tag: &str) -> Result<String, PipelineError> {
     use aws_sdk_emrserverless::types::MaximumAllowedResources;
     let err = |op: &str, e: String| PipelineError::Protocol(format!("EMR Serverless {op}: {e}"));
     let max = MaximumAllowedResources::builder()
