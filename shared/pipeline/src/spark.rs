@@ -8,7 +8,7 @@
 //! histograms and Spark's live executors, read every second from its monitoring REST API, are the
 //! real side; the embedded replay of the same scaled trace and seed is the arena's.
 
-use crate::bridge::{create_topics, Bridge, BridgeConfig, Route};
+use crate::bridge::{create_topics, Bridge, BridgeConfig};
 use crate::gateways::EdgeGateways;
 use crate::live::{create_application, Endpoints};
 use crate::replay::{replay_embedded, replay_settings, ReplayOptions, ReplayReport};
@@ -168,11 +168,8 @@ pub async fn replay_spark(arena: &sim::Arena, trace: &Trace, seed: u64, options:
         extra: vec![("session.timeout.ms".into(), "6000".into())],
         ..BridgeConfig::default()
     };
-    let routes = vec![
-        Route { topic: t.iot_metadata.clone(), function: burst },
-        Route { topic: t.scaling_requests.clone(), function: decision.clone() },
-        Route { topic: t.spark_metrics.clone(), function: decision.clone() },
-    ];
+    let functions: std::collections::HashMap<&'static str, Arc<dyn handlers::Handler>> = [("burst-signal", burst), ("scaling-decision", decision.clone() as Arc<dyn handlers::Handler>)].into_iter().collect();
+    let routes = crate::live::standard_routes(&t, &functions)?;
     let bridge = Arc::new(Bridge::new(config, routes, vec![])?);
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let bridge_task = tokio::spawn(async move { bridge.run(stopped).await });
