@@ -1,7 +1,9 @@
 //! CSV traces: `time_s,events_per_s[,bytes_per_event]` with a header line.
 //!
 //! Rows may be spaced irregularly (every 10 s, say); the trace is resampled onto whole seconds by
-//! linear interpolation, starting at the first row's time.
+//! linear interpolation, starting at the first row's time. A trace spans at most [`MAX_SPAN_S`]
+//! (one point per second is held in memory); a row beyond it is an error naming its line. A UTF-8
+//! byte-order mark before the header is ignored.
 
 use crate::{Trace, TraceError, TracePoint};
 use std::path::{Path, PathBuf};
@@ -9,6 +11,10 @@ use std::path::{Path, PathBuf};
 /// Event size used when a CSV has no `bytes_per_event` column: the size of the real-shaped traces
 /// shipped with the project (a JSON sensor record of a few kilobytes).
 pub const DEFAULT_BYTES_PER_EVENT: f64 = 2_500.0;
+
+/// Longest trace accepted, seconds from its first row to its last: a week, 604,800 points of one
+/// second (about 10 MB). A mistyped time (milliseconds, or 1e12) would otherwise ask for terabytes.
+pub const MAX_SPAN_S: f64 = 7.0 * 86_400.0;
 
 /// Read a CSV trace from a file; errors name the file and the line.
 pub fn load_csv(path: &Path) -> Result<Trace, TraceError> {
@@ -22,6 +28,8 @@ pub fn parse_csv(name: &str, path: &Path, text: &str) -> Result<Trace, TraceErro
     let bad = |line: usize, message: String| TraceError::Malformed { path: PathBuf::from(path), line, message };
     let mut rows: Vec<(f64, f64, f64)> = Vec::new();
     let mut columns: Option<usize> = None;
+    // Spreadsheet exports often start with a byte-order mark; it is not part of the header.
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     for (index, raw) in text.lines().enumerate() {
         let line_no = index + 1;
         let line = raw.trim();
@@ -65,6 +73,14 @@ pub fn parse_csv(name: &str, path: &Path, text: &str) -> Result<Trace, TraceErro
                 return Err(bad(line_no, format!("time_s {t} does not increase (previous row {prev})")));
             }
         }
+        if let Some(&(first, _, _)) = rows.first() {
+            if !(t - first <= MAX_SPAN_S) {
+                return Err(bad(
+                    line_no,
+                    format!("time_s `{}` is more than {MAX_SPAN_S:.0} s (7 days) after the first row's; a trace spans at most that, one point per second (is the time in milliseconds?)", fields[0]),
+                ));
+            }
+        }
         rows.push((t, rate, bytes));
     }
     if rows.is_empty() {
@@ -73,21 +89,27 @@ pub fn parse_csv(name: &str, path: &Path, text: &str) -> Result<Trace, TraceErro
     Ok(Trace::new(name, resample(&rows)))
 }
 
-/// Linear interpolation onto whole seconds from the first row's time to the last's.
+/// Linear interpolation onto whole seconds from the first row's time to the last's. The span is at
+/// most [`MAX_SPAN_S`] (checked by the parser); times are taken relative to the first row, so a
+/// large absolute time (1e20) loses no precision in the one-second steps.
 fn resample(rows: &[(f64, f64, f64)]) -> Vec<TracePoint> {
     let t0 = rows[0].0;
     let span = rows[rows.len() - 1].0 - t0;
-    let n = span.floor() as usize + 1;
+    debug_assert!((0.0..=MAX_SPAN_S).contains(&span));
+    let n = span.clamp(0.0, MAX_SPAN_S).floor() as usize + 1;
+    let rel = |i: usize| rows[i].0 - t0;
     let mut out = Vec::with_capacity(n);
     let mut j = 0;
     for s in 0..n {
-        let t = t0 + s as f64;
-        while j + 1 < rows.len() && rows[j + 1].0 <= t {
+        let t = s as f64;
+        while j + 1 < rows.len() && rel(j + 1) <= t {
             j += 1;
         }
-        let (ta, ra, ba) = rows[j];
+        let (_, ra, ba) = rows[j];
+        let ta = rel(j);
         let point = if j + 1 < rows.len() {
-            let (tb, rb, bb) = rows[j + 1];
+            let (_, rb, bb) = rows[j + 1];
+            let tb = rel(j + 1);
             let w = (t - ta) / (tb - ta);
             TracePoint { events_per_s: ra + w * (rb - ra), bytes_per_event: ba + w * (bb - ba) }
         } else {
@@ -135,6 +157,36 @@ mod tests {
         let err = parse("time_s,events_per_s,bytes_per_event\n0,5\n").unwrap_err().to_string();
         assert!(err.contains("t.csv:2") && err.contains("expected 3 fields"), "{err}");
         assert!(matches!(parse("time_s,events_per_s\n"), Err(TraceError::Empty { .. })));
+    }
+
+    #[test]
+    fn a_huge_time_span_is_an_error_naming_the_line_not_an_allocation() {
+        // 1e12 tried to allocate 16 TB, 1e9 grew to 15 GB, 1e20 and 1e300 wrapped to an empty trace.
+        for big in ["1e12", "1e9", "1e20", "1e300", "604801"] {
+            let err = parse(&format!("time_s,events_per_s\n0,5\n10,6\n{big},7\n")).unwrap_err().to_string();
+            assert!(err.starts_with("t.csv:4:") && err.contains("604800 s (7 days)"), "{big}: {err}");
+            assert!(err.contains(&format!("time_s `{big}`")) && err.len() < 200, "{big}: {err}");
+        }
+        // Exactly a week is accepted.
+        assert_eq!(parse("time_s,events_per_s\n0,5\n604800,6\n").unwrap().len(), 604_801);
+        // A large absolute start with a short span is fine, and resampled relative to it.
+        let trace = parse("time_s,events_per_s\n1e15,100\n1.00000000000001e15,200\n").unwrap();
+        assert_eq!(trace.len(), 11);
+        assert_eq!(trace.at(5).events_per_s, 150.0);
+        // NaN and infinity never reach the span check.
+        for t in ["nan", "inf"] {
+            let err = parse(&format!("time_s,events_per_s\n0,5\n{t},6\n")).unwrap_err().to_string();
+            assert!(err.contains("t.csv:3") && err.contains("not finite"), "{t}: {err}");
+        }
+    }
+
+    #[test]
+    fn a_byte_order_mark_before_the_header_is_ignored() {
+        let trace = parse("\u{feff}time_s,events_per_s\n0,5\n2,7\n").unwrap();
+        assert_eq!(trace.len(), 3);
+        assert_eq!(trace.at(1).events_per_s, 6.0);
+        let trace = parse("\u{feff}time_s,events_per_s,bytes_per_event\r\n0,5,100\r\n1,6,100\r\n").unwrap();
+        assert_eq!(trace.len(), 2);
     }
 
     #[test]

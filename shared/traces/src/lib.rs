@@ -17,7 +17,7 @@ mod csv;
 mod error;
 
 pub use builtin::{builtin, BuiltinTrace, BUILTINS};
-pub use csv::{load_csv, parse_csv, DEFAULT_BYTES_PER_EVENT};
+pub use csv::{load_csv, parse_csv, DEFAULT_BYTES_PER_EVENT, MAX_SPAN_S};
 pub use error::TraceError;
 
 use std::path::Path;
