@@ -3,6 +3,14 @@
 //! load arrives. The forecast is deliberately simple and explainable: damped Holt trend, blended with
 //! the value one period ago when the history shows a strong period, plus a margin of the residual
 //! spread.
+//!
+//! The history it reads is bounded relative to the clock: [`LoadForecaster::forecast_at`] keeps the
+//! samples of the last [`ForecastConfig::history_buckets`] buckets before `now` (plus
+//! [`ForecastConfig::max_skew_s`] ahead of it) and ignores the rest, so one sample stamped a year
+//! back (or at 0) neither stretches the history into hundreds of thousands of buckets nor pushes
+//! the recent samples out of it. The work is then bounded: at most `history_buckets + skew` buckets,
+//! and the autocorrelation is quadratic in that bound only (two days of minutes: about 3 M
+//! multiply-adds).
 
 use crate::ControlError;
 use serde::{Deserialize, Serialize};
@@ -32,11 +40,17 @@ pub struct ForecastConfig {
     pub margin_sd: f64,
     /// Autocorrelation above which a period counts as found.
     pub min_periodicity: f64,
+    /// Buckets of history used, counted back from now: samples older are ignored. Two days of
+    /// minutes by default, so that a daily period can still be found.
+    pub history_buckets: usize,
+    /// How far ahead of now a sample may be stamped (clock skew between hosts), seconds; samples
+    /// further ahead are ignored.
+    pub max_skew_s: f64,
 }
 
 impl Default for ForecastConfig {
     fn default() -> Self {
-        Self { bucket_s: 60.0, horizon: 5, window: 15, level_alpha: 0.6, trend_beta: 0.4, damping: 0.98, margin_sd: 1.5, min_periodicity: 0.5 }
+        Self { bucket_s: 60.0, horizon: 5, window: 15, level_alpha: 0.6, trend_beta: 0.4, damping: 0.98, margin_sd: 1.5, min_periodicity: 0.5, history_buckets: 2 * 1_440, max_skew_s: 300.0 }
     }
 }
 
@@ -87,6 +101,12 @@ impl LoadForecaster {
         if !(c.bucket_s.is_finite() && c.bucket_s > 0.0) || c.horizon == 0 || c.window < 2 {
             return Err(ControlError::Forecast("bucket_s must be positive, horizon at least 1, window at least 2".into()));
         }
+        if !(c.window..=MAX_HISTORY_BUCKETS).contains(&c.history_buckets) {
+            return Err(ControlError::Forecast(format!("history_buckets {} must lie in window..={MAX_HISTORY_BUCKETS}", c.history_buckets)));
+        }
+        if !(c.max_skew_s.is_finite() && c.max_skew_s >= 0.0 && c.max_skew_s <= c.bucket_s * 60.0) {
+            return Err(ControlError::Forecast(format!("max_skew_s {} must lie in 0..=60 buckets", c.max_skew_s)));
+        }
         if !(unit(c.level_alpha) && unit(c.trend_beta) && unit(c.damping) && unit(c.min_periodicity)) {
             return Err(ControlError::Forecast("level_alpha, trend_beta, damping and min_periodicity must lie in 0..=1".into()));
         }
@@ -100,18 +120,40 @@ impl LoadForecaster {
         &self.config
     }
 
+    /// Most buckets [`Self::bucketise`] returns: the history plus the skew allowed ahead of now.
+    pub fn max_buckets(&self) -> usize {
+        let c = &self.config;
+        c.history_buckets + (c.max_skew_s / c.bucket_s).ceil() as usize + 1
+    }
+
+    /// The samples the forecast at `now_s` uses: those stamped within the last `history_buckets`
+    /// buckets before `now_s`, or at most `max_skew_s` after it. Returns them and how many were
+    /// ignored for their time (non-finite included).
+    pub fn window(&self, samples: &[LoadSample], now_s: f64) -> (Vec<LoadSample>, usize) {
+        let c = &self.config;
+        let from = now_s - c.history_buckets as f64 * c.bucket_s;
+        let to = now_s + c.max_skew_s;
+        let kept: Vec<LoadSample> = samples.iter().copied().filter(|s| s.time_s.is_finite() && s.time_s > from && s.time_s <= to).collect();
+        let ignored = samples.len() - kept.len();
+        (kept, ignored)
+    }
+
     /// Average the samples into buckets, oldest first; empty buckets between samples carry the last
-    /// value (a missing report is not a zero load). Non-finite or negative rates are skipped.
+    /// value (a missing report is not a zero load). Non-finite or negative rates are skipped. At
+    /// most [`Self::max_buckets`], ending at the newest sample: older samples are ignored, so a
+    /// clock jump in the input can neither blow up the work nor push the recent samples out.
     pub fn bucketise(&self, samples: &[LoadSample]) -> Vec<f64> {
         let mut good: Vec<LoadSample> = samples.iter().copied().filter(|s| s.time_s.is_finite() && s.rate.is_finite() && s.rate >= 0.0).collect();
         if good.is_empty() {
             return Vec::new();
         }
         good.sort_by(|a, b| a.time_s.total_cmp(&b.time_s));
-        let start = (good[0].time_s / self.config.bucket_s).floor();
         let last = (good[good.len() - 1].time_s / self.config.bucket_s).floor();
-        // A week of one-second buckets at most: a clock jump in the input cannot blow up memory.
-        let n = ((last - start) as usize + 1).min(7 * 86_400);
+        let cap = self.max_buckets();
+        let oldest_allowed = last - (cap - 1) as f64;
+        good.retain(|s| (s.time_s / self.config.bucket_s).floor() >= oldest_allowed);
+        let start = (good[0].time_s / self.config.bucket_s).floor();
+        let n = ((last - start) as usize + 1).min(cap);
         let mut sum = vec![0.0; n];
         let mut count = vec![0u32; n];
         for s in &good {
@@ -176,8 +218,17 @@ impl LoadForecaster {
         acf.into_iter().find(|&(_, r)| r >= 0.9 * best).map_or((None, 0.0), |(lag, r)| (Some(lag), r))
     }
 
-    /// Forecast the next `horizon` buckets from samples (any order). Empty history gives an empty
-    /// forecast with zero peak.
+    /// Forecast the next `horizon` buckets at `now_s` (the caller's clock) from samples in any
+    /// order, using only those [`Self::window`] keeps. Empty history gives an empty forecast with
+    /// zero peak.
+    pub fn forecast_at(&self, samples: &[LoadSample], now_s: f64) -> Forecast {
+        self.forecast(&self.window(samples, now_s).0)
+    }
+
+    /// Forecast the next `horizon` buckets from samples (any order), the newest sample's time taken
+    /// as now (the arena, whose history is its own). A function with a clock calls
+    /// [`Self::forecast_at`], so that a sample stamped in the future cannot stand for now. Empty
+    /// history gives an empty forecast with zero peak.
     pub fn forecast(&self, samples: &[LoadSample]) -> Forecast {
         let buckets = self.bucketise(samples);
         let now = samples.iter().map(|s| s.time_s).filter(|t| t.is_finite()).fold(0.0, f64::max);
@@ -221,6 +272,8 @@ impl LoadForecaster {
 
 /// Load samples the prewarmer forecasts from: two hours at one per second at most.
 pub const PREWARM_HISTORY: usize = 7_200;
+/// Largest `history_buckets` a forecaster accepts: a week of minutes.
+pub const MAX_HISTORY_BUCKETS: usize = 7 * 1_440;
 /// Utilisation the prewarmer sizes warm capacity for, by default.
 pub const PREWARM_UTILISATION: f64 = 0.8;
 /// Event size assumed when the job has not reported one, bytes (the embedded traces' typical size).
@@ -236,9 +289,13 @@ pub struct PrewarmPlan {
 }
 
 /// Plan the prewarm from the load history (any order): the prewarmer function and the tournament's
-/// learned bundle both call this.
+/// learned bundle both call this. The function, which has a clock, passes the samples
+/// [`LoadForecaster::window`] keeps at its time.
 pub fn plan_prewarm(forecaster: &LoadForecaster, samples: &[LoadSample], executor_rate: f64, utilisation: f64, max_prewarm: u32) -> PrewarmPlan {
-    let forecast = forecaster.forecast(samples);
+    plan_from(forecaster.forecast(samples), executor_rate, utilisation, max_prewarm)
+}
+
+fn plan_from(forecast: Forecast, executor_rate: f64, utilisation: f64, max_prewarm: u32) -> PrewarmPlan {
     let now_rate = forecast.features.rolling_mean;
     let baseline_executors = if now_rate > 0.0 && executor_rate > 0.0 && utilisation > 0.0 { (now_rate / (executor_rate * utilisation)).ceil() as u32 } else { 0 };
     let workers = prewarm_workers(forecast.peak(), executor_rate, utilisation, baseline_executors, max_prewarm);
@@ -296,6 +353,63 @@ mod tests {
         // Minutes 48..53: the next peak starts at minute 50.
         assert!(f.expected[2] > 3_000.0, "{:?}", f.expected);
         assert!(f.expected[0] < 2_500.0, "{:?}", f.expected);
+    }
+
+    /// Thirty minutes of a ramp ending at `NOW`, newest first as the prewarmer reads the history.
+    const NOW: f64 = 1_700_000_000.0 + 30.0 * 60.0;
+    fn recent() -> Vec<LoadSample> {
+        let mut s = samples(|m| 1_000.0 + 100.0 * m as f64, 30);
+        s.reverse();
+        s
+    }
+
+    #[test]
+    fn one_sample_stamped_a_year_back_neither_stretches_nor_pushes_out_the_history() {
+        // It made 525,600 one-minute buckets and a quadratic autocorrelation over them (255 s).
+        let f = LoadForecaster::default();
+        let mut history = recent();
+        history.push(LoadSample { time_s: NOW - 365.0 * 86_400.0, rate: 50.0 });
+        let clean = f.forecast_at(&recent(), NOW);
+        assert_eq!(f.window(&history, NOW), (recent(), 1));
+        assert_eq!(f.forecast_at(&history, NOW), clean);
+        // Without a clock too (the arena's call): bucketise keeps the newest max_buckets at most.
+        assert_eq!(f.bucketise(&history).len(), 30);
+        assert_eq!(f.forecast(&history), clean);
+        // The work is bounded by the bucket count whatever the spread of the input.
+        let spread: Vec<LoadSample> = (0..10_000).map(|i| LoadSample { time_s: NOW - i as f64 * 3_153.6, rate: 1_000.0 + (i % 7) as f64 }).collect();
+        assert!(f.bucketise(&spread).len() <= f.max_buckets());
+        assert_eq!(f.max_buckets(), 2 * 1_440 + 5 + 1);
+        let (kept, ignored) = f.window(&spread, NOW);
+        assert!(f.bucketise(&kept).len() <= 2 * 1_440 && ignored > 9_000, "{} kept", kept.len());
+    }
+
+    #[test]
+    fn a_timestamp_of_zero_or_far_ahead_is_ignored_and_the_recent_samples_are_kept() {
+        let f = LoadForecaster::default();
+        let clean = f.forecast_at(&recent(), NOW);
+        assert!(clean.features.rolling_mean > 3_000.0, "{:?}", clean.features);
+        for t in [0.0, -1e300, NOW + 86_400.0, 1e300, f64::INFINITY, f64::NAN] {
+            let mut history = recent();
+            history.insert(3, LoadSample { time_s: t, rate: 123.0 });
+            assert_eq!(f.window(&history, NOW).1, 1, "{t}");
+            assert_eq!(f.forecast_at(&history, NOW), clean, "{t}");
+        }
+        // Zero without a clock: it is older than the bucket bound, so dropped, not the recent ones.
+        let mut history = recent();
+        history.push(LoadSample { time_s: 0.0, rate: 123.0 });
+        assert_eq!(f.forecast(&history), clean);
+        // A sample within the allowed skew ahead counts.
+        let mut history = recent();
+        history.push(LoadSample { time_s: NOW + 200.0, rate: 9_000.0 });
+        assert_eq!(f.window(&history, NOW).1, 0);
+    }
+
+    #[test]
+    fn a_forecaster_rejects_an_unbounded_history() {
+        assert!(LoadForecaster::new(ForecastConfig { history_buckets: MAX_HISTORY_BUCKETS + 1, ..Default::default() }).is_err());
+        assert!(LoadForecaster::new(ForecastConfig { history_buckets: 1, ..Default::default() }).is_err());
+        assert!(LoadForecaster::new(ForecastConfig { max_skew_s: f64::INFINITY, ..Default::default() }).is_err());
+        assert!(LoadForecaster::new(ForecastConfig::default()).is_ok());
     }
 
     #[test]

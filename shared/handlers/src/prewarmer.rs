@@ -8,6 +8,12 @@
 //! changes only while the application is CREATED or STOPPED: then it is set at once (with any
 //! capacity scaling-decision left pending); while a job keeps the application STARTED it is stored
 //! for the next stop and the result says so (`applies: when_stopped`).
+//!
+//! The history is judged at the function's clock (the schedule's time): samples stamped before the
+//! forecaster's history window (two days of minute buckets) or more than its skew (300 s) ahead of
+//! now are ignored and counted (`ignored_samples`), so one sample stamped a year back, or at 0, can
+//! neither make the forecast quadratic in a year of buckets nor push the recent samples out; the
+//! buckets forecast from are at most [`LoadForecaster::max_buckets`] (`buckets` in the result).
 
 use crate::ports::Capacity;
 use crate::state::Keys;
@@ -62,6 +68,8 @@ impl Handler for Prewarmer {
                 }
             })
             .collect();
+        let (samples, ignored) = self.forecaster.window(&samples, now);
+        let buckets = self.forecaster.bucketise(&samples).len();
         let executor_rate = self.state.executor_rate(DEFAULT_BYTES_PER_EVENT);
         let plan = plan_prewarm(&self.forecaster, &samples, executor_rate, self.settings.prewarm_utilisation, self.settings.guardrails.max_prewarm);
         let (forecast, baseline, target) = (&plan.forecast, plan.baseline_executors, plan.workers);
@@ -91,6 +99,8 @@ impl Handler for Prewarmer {
             "time_s": now,
             "samples": samples.len(),
             "skipped_samples": skipped,
+            "ignored_samples": ignored,
+            "buckets": buckets,
             "features": forecast.features,
             "forecast": forecast.expected,
             "forecast_upper": forecast.upper,
@@ -103,5 +113,63 @@ impl Handler for Prewarmer {
         self.backends.store.set_many(&[(self.keys.prewarm(), to_json(&result))], None).await?;
         tracing::info!(prewarm = target, peak = forecast.peak(), "prewarm decision");
         Ok(result)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ports::StateStore;
+    use crate::Embedded;
+
+    const NOW: f64 = 1_795_341_900.0;
+
+    /// Half an hour of a steep ramp ending at `NOW`, one sample a second, plus `extra`, pushed as
+    /// scaling-decision pushes them; then one prewarmer run at `NOW`.
+    async fn run(extra: &[LoadSample]) -> serde_json::Value {
+        let env = Embedded::default();
+        let mut samples: Vec<LoadSample> = (0..1_800).map(|s| LoadSample { time_s: NOW - 1_800.0 + s as f64, rate: 500.0 + 3.0 * s as f64 }).collect();
+        samples.splice(900..900, extra.iter().copied());
+        let raw: Vec<Vec<u8>> = samples.iter().map(to_json).collect();
+        env.store.push_capped("{sparkpilot}:load-history", &raw, PREWARM_HISTORY).await.unwrap();
+        let prewarmer = Prewarmer::new(&Settings::default(), &env.backends()).unwrap();
+        prewarmer.handle(Trigger::Schedule { time_s: NOW }).await.unwrap()
+    }
+
+    fn same_plan(a: &serde_json::Value, b: &serde_json::Value) {
+        for k in ["forecast", "forecast_upper", "baseline_executors", "prewarm_workers", "buckets", "samples"] {
+            assert_eq!(a[k], b[k], "{k}: {a} vs {b}");
+        }
+    }
+
+    #[tokio::test]
+    async fn one_sample_stamped_a_year_back_is_ignored_and_the_work_stays_bounded() {
+        // Before: 525,601 one-minute buckets and a quadratic autocorrelation over them (255 s).
+        let clean = run(&[]).await;
+        assert_eq!(clean["buckets"], 30, "{clean}");
+        assert!(clean["prewarm_workers"].as_u64().unwrap() > 0, "{clean}");
+        let out = run(&[LoadSample { time_s: NOW - 365.0 * 86_400.0, rate: 700.0 }]).await;
+        assert_eq!(out["ignored_samples"], 1, "{out}");
+        same_plan(&out, &clean);
+    }
+
+    #[tokio::test]
+    async fn a_timestamp_of_zero_or_far_ahead_does_not_drop_the_recent_samples() {
+        // Before: a sample at 0 anchored the buckets at 1970 and every recent sample fell past the cap.
+        let clean = run(&[]).await;
+        for t in [0.0, -1e300, NOW + 30.0 * 86_400.0, 1e300] {
+            let out = run(&[LoadSample { time_s: t, rate: 700.0 }]).await;
+            assert_eq!(out["ignored_samples"], 1, "{t}: {out}");
+            same_plan(&out, &clean);
+        }
+    }
+
+    #[tokio::test]
+    async fn samples_spread_over_years_give_at_most_the_bounded_bucket_count() {
+        let spread: Vec<LoadSample> = (0..5_000).map(|i| LoadSample { time_s: NOW - i as f64 * 6_311.0, rate: 800.0 }).collect();
+        let out = run(&spread).await;
+        let buckets = out["buckets"].as_u64().unwrap() as usize;
+        assert!(buckets <= LoadForecaster::default().max_buckets(), "{out}");
+        assert!(out["ignored_samples"].as_u64().unwrap() > 4_900, "{out}");
     }
 }
