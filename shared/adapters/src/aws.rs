@@ -199,6 +199,38 @@ impl ObjectStore for S3Store {
         self.client.delete_object().bucket(&self.bucket).key(key).send().await.map_err(sdk_err("s3", "DeleteObject"))?;
         Ok(())
     }
+
+    async fn list(&self, prefix: &str, limit: usize) -> PortResult<Vec<ObjectInfo>> {
+        let mut out = Vec::new();
+        let mut token: Option<String> = None;
+        while out.len() < limit {
+            let page = self
+                .client
+                .list_objects_v2()
+                .bucket(&self.bucket)
+                .prefix(prefix)
+                .max_keys((limit - out.len()).min(1_000) as i32)
+                .set_continuation_token(token.take())
+                .send()
+                .await
+                .map_err(sdk_err("s3", "ListObjectsV2"))?;
+            for o in page.contents() {
+                let Some(key) = o.key() else { continue };
+                let modified_s = o.last_modified().map_or(0.0, |t| t.as_secs_f64());
+                out.push(ObjectInfo { key: key.to_string(), modified_s });
+            }
+            match page.next_continuation_token() {
+                Some(t) if page.is_truncated().unwrap_or(false) => token = Some(t.to_string()),
+                _ => break,
+            }
+        }
+        out.truncate(limit);
+        Ok(out)
+    }
+
+    fn bucket(&self) -> Option<&str> {
+        Some(&self.bucket)
+    }
 }
 
 #[cfg(test)]

@@ -144,6 +144,25 @@ pub enum ObjectRead {
     Missing,
 }
 
+/// An object as a listing shows it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ObjectInfo {
+    pub key: String,
+    /// Last written, Unix seconds.
+    pub modified_s: f64,
+}
+
+/// Who can read what an object store holds, and for how long.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reach {
+    /// Every instance of the function reads what any one wrote, and it outlives them (S3, an EFS
+    /// mount, a host directory all the function's processes share).
+    Shared,
+    /// Only this instance sees it and it goes when the instance is recycled (a Lambda's own /tmp, a
+    /// pod's container file system): why, to put in the placement record.
+    Instance(String),
+}
+
 /// Blob storage by key: S3 live, a directory for NVMe or EFS.
 #[async_trait]
 pub trait ObjectStore: Send + Sync {
@@ -152,4 +171,17 @@ pub trait ObjectStore: Send + Sync {
     /// Start a restore of an archived object for `days`.
     async fn restore(&self, key: &str, days: u32) -> PortResult<()>;
     async fn delete(&self, key: &str) -> PortResult<()>;
+    /// The objects whose keys start with `prefix`, at most `limit` of them, in key order (the
+    /// shuffle-router's sweep of orphaned copies). Stores that cannot list say so.
+    async fn list(&self, _prefix: &str, _limit: usize) -> PortResult<Vec<ObjectInfo>> {
+        Err(PortError::new("object store", "list", "this store cannot list its objects"))
+    }
+    /// Whether other instances see what this one writes here ([`Reach`]).
+    fn reach(&self) -> Reach {
+        Reach::Shared
+    }
+    /// The S3 bucket this store reads and writes, if it is one.
+    fn bucket(&self) -> Option<&str> {
+        None
+    }
 }
