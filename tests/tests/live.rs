@@ -163,7 +163,9 @@ async fn shuffle_blocks_on_every_tier_read_back_byte_identical() {
     let out = l.invoke("shuffle-router", decode_lambda(manifest.clone()).unwrap()).await;
     assert_eq!(out["tiers"], json!({"redis": 2, "nvme": 1, "s3": 1, "glacier": 1}), "{out}");
     // Glacier really is the GLACIER storage class on S3.
-    let head = l.s3.head_object().bucket(&l.bucket).key(format!("{}/shuffle/shuffle_5_0_0", l.settings.key_prefix)).send().await.unwrap();
+    let router = handlers::shuffle_router::ShuffleRouter::new(&l.settings, &l.backends).unwrap();
+    let archived = router.location("shuffle_5_0_0").await.unwrap().unwrap();
+    let head = l.s3.head_object().bucket(&l.bucket).key(&archived.key).send().await.unwrap();
     assert_eq!(head.storage_class().map(|c| c.as_str()), Some("GLACIER"));
     for block in manifest["blocks"].as_array().unwrap() {
         let id = block["block_id"].as_str().unwrap();
@@ -179,11 +181,13 @@ async fn shuffle_blocks_on_every_tier_read_back_byte_identical() {
         assert_eq!(got["payload_b64"], block["payload_b64"], "{id} came back different");
     }
     // A move copies, verifies, indexes, then deletes the old copy.
+    let on_nvme = router.location("shuffle_7_2_0").await.unwrap().unwrap();
     let moved = l.invoke("shuffle-router", decode_lambda(event("shuffle-router-move.json")).unwrap()).await;
     assert_eq!(moved["tier"], "s3");
-    let s3_copy = l.backends.objects.get(&format!("{}/shuffle/shuffle_7_2_0", l.settings.key_prefix)).await.unwrap();
+    let on_s3 = router.location("shuffle_7_2_0").await.unwrap().unwrap();
+    let s3_copy = l.backends.objects.get(&on_s3.key).await.unwrap();
     assert!(matches!(s3_copy, ObjectRead::Bytes(_)));
-    assert_eq!(l.backends.nvme.get(&format!("{}/shuffle/shuffle_7_2_0", l.settings.key_prefix)).await.unwrap(), ObjectRead::Missing);
+    assert_eq!(l.backends.nvme.get(&on_nvme.key).await.unwrap(), ObjectRead::Missing);
     let again = l.invoke("shuffle-router", Trigger::Direct(json!({"op": "read", "block_id": "shuffle_7_2_0"}))).await;
     assert_eq!(again["payload_b64"], manifest["blocks"][2]["payload_b64"]);
 }

@@ -312,7 +312,9 @@ async fn shuffle_blocks_land_by_temperature_and_read_back_byte_identical() {
     let out = invoke(&env, &settings, "shuffle-router", trigger("shuffle-router-manifest.json")).await.unwrap();
     assert_eq!(out["stored"], 5, "{out}");
     assert_eq!(out["tiers"], json!({"redis": 2, "nvme": 1, "s3": 1, "glacier": 1}));
-    assert_eq!(env.objects.class_of("sparkpilot/shuffle/shuffle_5_0_0"), Some(StorageClass::Glacier));
+    let router = handlers::shuffle_router::ShuffleRouter::new(&settings, &env.backends()).unwrap();
+    let archived = router.location("shuffle_5_0_0").await.unwrap().unwrap();
+    assert_eq!(env.objects.class_of(&archived.key), Some(StorageClass::Glacier));
     for block in manifest["blocks"].as_array().unwrap() {
         let id = block["block_id"].as_str().unwrap();
         let read = |id: &str| Trigger::Direct(json!({"op": "read", "block_id": id}));
@@ -324,9 +326,11 @@ async fn shuffle_blocks_land_by_temperature_and_read_back_byte_identical() {
         assert_eq!(got["status"], "ok", "{id}: {got}");
         assert_eq!(got["payload_b64"], block["payload_b64"], "{id} changed on the way");
     }
+    let on_nvme = router.location("shuffle_7_2_0").await.unwrap().unwrap();
     let moved = invoke(&env, &settings, "shuffle-router", trigger("shuffle-router-move.json")).await.unwrap();
     assert_eq!(moved["tier"], "s3");
-    assert!(matches!(env.nvme.get("sparkpilot/shuffle/shuffle_7_2_0").await.unwrap(), handlers::ports::ObjectRead::Missing), "old copy deleted after the move");
+    assert!(matches!(env.nvme.get(&on_nvme.key).await.unwrap(), handlers::ports::ObjectRead::Missing), "old copy deleted after the move");
+    assert!(env.nvme.is_empty());
     let back = invoke(&env, &settings, "shuffle-router", Trigger::Direct(json!({"op": "read", "block_id": "shuffle_7_2_0"}))).await.unwrap();
     assert_eq!(back["payload_b64"], manifest["blocks"][2]["payload_b64"]);
     let read = invoke(&env, &settings, "shuffle-router", trigger("shuffle-router-read.json")).await.unwrap();
