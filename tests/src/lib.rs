@@ -3,6 +3,7 @@
 //! prints: `REDIS_URL`, `AWS_ENDPOINT_URL` and test credentials.
 
 pub mod delay_proxy;
+pub mod fault_proxy;
 
 use std::path::PathBuf;
 
