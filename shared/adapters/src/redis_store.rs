@@ -8,6 +8,10 @@ use std::time::Duration;
 
 /// Compare the version counter (KEYS[1]) with ARGV[1]; if equal, SET every KEYS[i>1] to ARGV[i+1]
 /// (with PX ARGV[2] when it is not 0) and advance the counter. Atomic: Redis runs a script alone.
+/// Compare-and-delete: a lease is released only by its holder, never after it expired and another
+/// caller took it.
+static DELETE_IF_EQUALS: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| redis::Script::new("if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) else return 0 end"));
+
 static VERSIONED_SET: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
     redis::Script::new(
         r"
@@ -112,6 +116,12 @@ impl StateStore for RedisStore {
         let mut con = self.con.clone();
         let set: Option<String> = redis::cmd("SET").arg(key).arg(value).arg("NX").arg("PX").arg(ttl.as_millis().max(1) as u64).query_async(&mut con).await.map_err(err("SET NX"))?;
         Ok(set.is_some())
+    }
+
+    async fn delete_if_equals(&self, key: &str, value: &[u8]) -> PortResult<bool> {
+        let mut con = self.con.clone();
+        let deleted: i64 = DELETE_IF_EQUALS.key(key).arg(value).invoke_async(&mut con).await.map_err(err("delete-if-equals script"))?;
+        Ok(deleted == 1)
     }
 
     async fn delete(&self, keys: &[String]) -> PortResult<()> {

@@ -33,8 +33,8 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 /// A record on `iot-metadata`, sent by an edge gateway. Control messages carry `predicted_load` and
 /// `burst_signal` (the gateway's own detector); raw samples carry `rate`, the events/s the gateway
 /// forwarded in the second ending at `timestamp`. One record may carry both.
+/// Unknown fields are ignored, so that a gateway which adds one does not have every record refused.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct EdgeRecord {
     pub edge_id: String,
     /// Unix seconds.
@@ -46,6 +46,12 @@ pub struct EdgeRecord {
     #[serde(default)]
     pub burst_signal: Option<bool>,
 }
+
+/// Most events/s one gateway may report. Far above any gateway's link (a million 1 kB events/s is
+/// 8 Gbit/s), and low enough that the sums over a fleet of a million edges, and the detectors'
+/// squares of them, stay finite: a record of 1e308 once overflowed the cluster sums to infinity,
+/// which JSON stores as null, and the stored state could no longer be read.
+pub const MAX_EDGE_RATE: f64 = 1e9;
 
 impl EdgeRecord {
     /// What is wrong with this record, if anything, in words that name the field.
@@ -59,8 +65,9 @@ impl EdgeRecord {
         }
         for (name, v) in [("rate", self.rate), ("predicted_load", self.predicted_load)] {
             if let Some(v) = v {
-                if !(v.is_finite() && v >= 0.0) {
-                    return Err(format!("{name} {v} must be a non-negative number"));
+                if !(v.is_finite() && (0.0..=MAX_EDGE_RATE).contains(&v)) {
+                    let shown = if v.abs() >= 1e9 { format!("{v:e}") } else { v.to_string() };
+                    return Err(format!("{name} {shown} must be a number of events/s from 0 to {MAX_EDGE_RATE:e}"));
                 }
             }
         }

@@ -14,8 +14,13 @@ pub struct GuardrailConfig {
     pub min_executors: u32,
     /// Most executors ever asked for.
     pub max_executors: u32,
-    /// Largest change in executors from one decision to the next, up or down.
+    /// Largest change in executors within any [`step_window_s`](Self::step_window_s), up or down.
     pub max_step: u32,
+    /// The time the step limit holds over. Decisions come from metrics, burst events and a schedule,
+    /// so a limit per decision would let a flurry of them (or one burst event delivered three times)
+    /// take several steps in a few seconds. The default is the arena's decision interval, where a
+    /// limit per window and one per decision are the same thing.
+    pub step_window_s: f64,
     /// Seconds after the last scale-up during which a scale-down is refused; a scale-up is never held
     /// back. EMR Serverless bills every worker for at least a minute, so releasing one younger than
     /// that saves nothing and only risks asking for it again. The clock starts at scale-ups alone: when
@@ -31,7 +36,7 @@ pub struct GuardrailConfig {
 
 impl Default for GuardrailConfig {
     fn default() -> Self {
-        Self { min_executors: 1, max_executors: 64, max_step: 16, cooldown_s: 60.0, max_usd_per_hour: None, max_prewarm: 16 }
+        Self { min_executors: 1, max_executors: 64, max_step: 16, step_window_s: 5.0, cooldown_s: 60.0, max_usd_per_hour: None, max_prewarm: 16 }
     }
 }
 
@@ -46,6 +51,9 @@ impl GuardrailConfig {
         }
         if self.max_step == 0 {
             return bad("max_step must be at least 1".into());
+        }
+        if !(self.step_window_s.is_finite() && self.step_window_s >= 0.0) {
+            return bad(format!("step_window_s {} must be a non-negative number", self.step_window_s));
         }
         if !(self.cooldown_s.is_finite() && self.cooldown_s >= 0.0) {
             return bad(format!("cooldown_s {} must be a non-negative number", self.cooldown_s));
@@ -90,6 +98,32 @@ pub struct GuardrailContext {
     pub burst: bool,
     /// Dollars per hour one executor of the proposed memory costs.
     pub usd_per_executor_hour: f64,
+    /// The step window in force before this decision, if any (see [`StepWindow::after`]).
+    pub step_window: Option<StepWindow>,
+}
+
+/// Where the step limit counts from: the executors in force when the window opened.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct StepWindow {
+    pub start_s: f64,
+    pub executors: u32,
+}
+
+impl StepWindow {
+    /// Whether the window still holds at `now_s`. One opened in the future (a clock that jumped back,
+    /// or a bad stored value) does not: nothing may pin the limit.
+    fn open_at(&self, now_s: f64, window_s: f64) -> bool {
+        self.start_s <= now_s && now_s - self.start_s < window_s
+    }
+
+    /// The window in force once a decision at `now_s` replaces `current`: the same one while it holds,
+    /// else a new one from `current`.
+    pub fn after(previous: Option<StepWindow>, current: &ScalingAction, now_s: f64, config: &GuardrailConfig) -> StepWindow {
+        match previous {
+            Some(w) if w.open_at(now_s, config.step_window_s) => w,
+            _ => StepWindow { start_s: now_s, executors: current.executors },
+        }
+    }
 }
 
 /// The guardrails of one deployment.
@@ -126,13 +160,18 @@ impl Guardrails {
         if out.executors > c.max_executors {
             set(&mut out.executors, c.max_executors, GuardrailRule::MaxExecutors, "executors");
         }
-        let from = current.executors.clamp(c.min_executors, c.max_executors);
+        let base = match ctx.step_window {
+            Some(w) if w.open_at(ctx.now_s, c.step_window_s) => w.executors,
+            _ => current.executors,
+        };
+        let from = base.clamp(c.min_executors, c.max_executors);
         if out.executors > from.saturating_add(c.max_step) {
             set(&mut out.executors, from + c.max_step, GuardrailRule::MaxStep, "executors");
         } else if out.executors + c.max_step < from {
             set(&mut out.executors, from - c.max_step, GuardrailRule::MaxStep, "executors");
         }
-        let cooling = ctx.last_scale_up_s.is_some_and(|t| ctx.now_s - t < c.cooldown_s);
+        // A scale-up time ahead of now (a bad clock) does not hold anything back.
+        let cooling = ctx.last_scale_up_s.is_some_and(|t| t <= ctx.now_s && ctx.now_s - t < c.cooldown_s);
         if cooling && out.executors < current.executors {
             set(&mut out.executors, current.executors.min(c.max_executors), GuardrailRule::Cooldown, "executors");
         }
@@ -168,7 +207,37 @@ mod tests {
     use super::*;
 
     fn ctx(now: f64, last: Option<f64>, burst: bool) -> GuardrailContext {
-        GuardrailContext { now_s: now, last_scale_up_s: last, burst, usd_per_executor_hour: 0.3 }
+        GuardrailContext { now_s: now, last_scale_up_s: last, burst, usd_per_executor_hour: 0.3, step_window: None }
+    }
+
+    #[test]
+    fn the_step_limit_holds_per_window_not_per_decision() {
+        let g = Guardrails::new(GuardrailConfig { max_step: 8, step_window_s: 5.0, ..Default::default() }).unwrap();
+        let ten = ScalingAction::spark_default(10);
+        let window = StepWindow::after(None, &ten, 100.0, g.config());
+        let (a, _) = g.apply(ScalingAction::spark_default(64), &ten, &GuardrailContext { step_window: Some(window), ..ctx(100.0, None, true) });
+        assert_eq!(a.executors, 18);
+        // Three more decisions within the window (say, one burst event delivered three times) add nothing.
+        let window = StepWindow::after(Some(window), &a, 101.0, g.config());
+        for t in [101.0, 102.0, 104.9] {
+            let (b, ch) = g.apply(ScalingAction::spark_default(64), &a, &GuardrailContext { step_window: Some(window), ..ctx(t, None, true) });
+            assert_eq!((b.executors, ch.last().unwrap().rule), (18, GuardrailRule::MaxStep));
+        }
+        // Once the window has passed, the next step is allowed.
+        let later = StepWindow::after(Some(window), &a, 105.0, g.config());
+        assert_eq!(later, StepWindow { start_s: 105.0, executors: 18 });
+        let (c, _) = g.apply(ScalingAction::spark_default(64), &a, &GuardrailContext { step_window: Some(later), ..ctx(105.0, None, true) });
+        assert_eq!(c.executors, 26);
+        // A window stamped in the future does not pin the limit.
+        let future = StepWindow { start_s: 1e12, executors: 1 };
+        assert_eq!(StepWindow::after(Some(future), &a, 106.0, g.config()).start_s, 106.0);
+    }
+
+    #[test]
+    fn a_scale_up_time_in_the_future_does_not_pin_the_cooldown() {
+        let g = Guardrails::new(GuardrailConfig::default()).unwrap();
+        let (a, ch) = g.apply(ScalingAction::spark_default(12), &ScalingAction::spark_default(20), &ctx(100.0, Some(9_999_999_999.0), false));
+        assert_eq!((a.executors, ch.len()), (12, 0));
     }
 
     #[test]

@@ -8,6 +8,7 @@
 pub mod actuation;
 mod burst;
 pub mod cluster;
+pub mod reference_rule;
 mod error;
 mod features;
 mod forecast;
@@ -23,5 +24,5 @@ pub use features::{StateBuilder, ACTION_DIMS, BACKLOG_DRAIN_S, EXECUTOR_HEADROOM
 pub use meta::{recent_summary, MetaContext, Scenario, META_FEATURES};
 pub use state::{Observation, ScalingAction, MEMORY_CHOICES_GB};
 pub use forecast::{plan_prewarm, prewarm_workers, Forecast, ForecastConfig, LoadForecaster, LoadSample, PatternFeatures, PrewarmPlan, DEFAULT_BYTES_PER_EVENT, PREWARM_HISTORY, PREWARM_UTILISATION};
-pub use guardrails::{scale_up_time, GuardrailChange, GuardrailConfig, GuardrailContext, GuardrailRule, Guardrails};
+pub use guardrails::{scale_up_time, GuardrailChange, GuardrailConfig, GuardrailContext, GuardrailRule, Guardrails, StepWindow};
 pub use tier_router::{BlockStats, Placement, TierRouter, TierRouterConfig};

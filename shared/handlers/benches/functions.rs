@@ -54,8 +54,8 @@ fn burst_signal(c: &mut Criterion) {
         b.iter(|| black_box(serde_json::from_slice::<aws_lambda_events::event::kafka::KafkaEvent>(black_box(&bytes)).unwrap()))
     });
     let Trigger::Kafka(records) = decode_lambda(serde_json::from_slice(&bytes).unwrap()).unwrap() else { unreachable!() };
-    group.bench_function("stage: record JSON", |b| b.iter(|| black_box(decode_records(black_box(&records)))));
-    let (good, _, _) = decode_records(&records);
+    group.bench_function("stage: record JSON", |b| b.iter(|| black_box(decode_records(black_box(&records), f64::MAX / 2.0, 0.0))));
+    let (good, _, _) = decode_records(&records, f64::MAX / 2.0, 0.0);
     group.bench_function("stage: detectors", |b| {
         b.iter_batched(
             || good.clone(),
@@ -72,7 +72,7 @@ fn burst_signal(c: &mut Criterion) {
             || bytes.clone(),
             |bytes| {
                 let Trigger::Kafka(records) = decode_lambda_bytes(&bytes).unwrap() else { unreachable!() };
-                let (mut good, _, errors) = decode_records(&records);
+                let (mut good, _, errors) = decode_records(&records, f64::MAX / 2.0, 0.0);
                 assert!(errors.is_empty());
                 let mut edges = HashMap::new();
                 let mut cluster = handlers::ClusterBurst::new(settings.cluster.cluster_detector).unwrap();
@@ -109,7 +109,7 @@ fn scaling_decision(c: &mut Criterion) {
     c.bench_function("scaling-decision/state to guarded action", |b| {
         b.iter(|| {
             let obs = handler.observe(black_box(&state), black_box(&app), 1_795_341_660.0);
-            black_box(handler.decide(&obs, None).unwrap())
+            black_box(handler.decide(&obs, None, None).unwrap())
         })
     });
 }

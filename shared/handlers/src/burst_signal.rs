@@ -13,7 +13,7 @@
 //! cluster and the version in one MGET first, and if another writer wins the race it reads again.
 
 use crate::state::{ClusterBurst, EdgeRecord, EdgeState, Keys};
-use crate::{from_json, record_json, to_json, Backends, BurstEvent, Handler, HandlerError, RecordError, Settings, Trigger};
+use crate::{read_or_discard, record_json, to_json, Backends, BurstEvent, Handler, HandlerError, RecordError, Settings, Trigger};
 use async_trait::async_trait;
 pub use control::cluster::apply_batch;
 use control::cluster::Applied;
@@ -60,16 +60,20 @@ impl BurstSignal {
             None => 0,
             Some(v) => std::str::from_utf8(&v).ok().and_then(|s| s.parse().ok()).ok_or_else(|| HandlerError::State(format!("{} is not a counter", self.keys.burst_version())))?,
         };
+        // State that cannot be read, or that is stamped ahead of the clock (written before records were
+        // checked against it), is started afresh and overwritten by this batch's write.
+        let ahead = crate::events::now_s() + self.settings.max_clock_skew_s;
+        let mut discarded = Vec::new();
         let cluster_raw = values.pop().flatten();
-        let cluster = match from_json::<ClusterBurst>(&self.keys.cluster(), cluster_raw.as_ref())? {
-            Some(c) => c,
-            None => ClusterBurst::new(self.settings.cluster.cluster_detector)?,
+        let cluster = match read_or_discard::<ClusterBurst>(&self.keys.cluster(), cluster_raw.as_ref(), &mut discarded) {
+            Some(c) if (c.last_second as f64) <= ahead && c.edges.values().all(|e| e.last_ts <= ahead) => c,
+            _ => ClusterBurst::new(self.settings.cluster.cluster_detector)?,
         };
         let mut edges = HashMap::with_capacity(ids.len());
         for ((id, key), raw) in ids.iter().zip(&keys).zip(&values) {
-            let state = match from_json::<EdgeState>(key, raw.as_ref())? {
-                Some(state) => state,
-                None => EdgeState::new(self.settings.cluster.edge_detector)?,
+            let state = match read_or_discard::<EdgeState>(key, raw.as_ref(), &mut discarded) {
+                Some(state) if state.last_ts <= ahead => state,
+                _ => EdgeState::new(self.settings.cluster.edge_detector)?,
             };
             edges.insert(id.clone(), state);
         }
@@ -77,15 +81,22 @@ impl BurstSignal {
     }
 }
 
-/// Decode a batch's records: good ones with their position, and an error for each bad one.
-pub fn decode_records(records: &[crate::KafkaMessage]) -> (Vec<EdgeRecord>, usize, Vec<RecordError>) {
+/// Decode a batch's records: good ones with their position, and an error for each bad one. Records
+/// stamped more than `max_skew_s` ahead of `now_s` are refused: a gateway stamping milliseconds as
+/// seconds would otherwise be an edge that never goes stale, its load counted forever.
+pub fn decode_records(records: &[crate::KafkaMessage], now_s: f64, max_skew_s: f64) -> (Vec<EdgeRecord>, usize, Vec<RecordError>) {
     let mut good = Vec::with_capacity(records.len());
     let mut errors = Vec::new();
     let mut tombstones = 0;
     for m in records {
+        if m.ahead_of_clock(max_skew_s, now_s) {
+            errors.push(RecordError { record: m.locator(), error: format!("record timestamp {} ms is more than {max_skew_s} s ahead of this function's clock", m.timestamp_ms) });
+            continue;
+        }
         match record_json::<EdgeRecord>(m) {
             Ok(None) => tombstones += 1,
             Ok(Some(r)) => match r.check() {
+                Ok(()) if r.timestamp > now_s + max_skew_s => errors.push(RecordError { record: m.locator(), error: format!("timestamp {} is more than {max_skew_s} s ahead of this function's clock (seconds, not milliseconds?)", r.timestamp) }),
                 Ok(()) => good.push(r),
                 Err(e) => errors.push(RecordError { record: m.locator(), error: e }),
             },
@@ -121,7 +132,7 @@ impl Handler for BurstSignal {
                     .collect()
             }
         };
-        let (mut good, tombstones, errors) = decode_records(&records);
+        let (mut good, tombstones, errors) = decode_records(&records, crate::events::now_s(), self.settings.max_clock_skew_s);
         let mut ids: Vec<String> = good.iter().map(|r| r.edge_id.clone()).collect();
         ids.sort();
         ids.dedup();

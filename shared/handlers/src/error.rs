@@ -8,6 +8,9 @@ pub enum HandlerError {
     BadEvent(String),
     #[error("bad request: {0}")]
     BadRequest(String),
+    /// Another invocation holds what this one needs (the decision lease): deliver the event again.
+    #[error("busy: {0}")]
+    Busy(String),
     #[error("stored state: {0}")]
     State(String),
     #[error("configuration: {0}")]

@@ -20,6 +20,11 @@ pub struct KafkaMessage {
 }
 
 impl KafkaMessage {
+    /// Whether the record is stamped more than `max_skew_s` ahead of `now_s`.
+    pub fn ahead_of_clock(&self, max_skew_s: f64, now_s: f64) -> bool {
+        self.timestamp_ms as f64 / 1_000.0 > now_s + max_skew_s
+    }
+
     /// Where the record came from, for error reports.
     pub fn locator(&self) -> RecordRef {
         RecordRef { topic: self.topic.to_string(), partition: self.partition, offset: self.offset }
@@ -55,13 +60,16 @@ pub enum Trigger {
 impl Trigger {
     /// When the triggering event happened, Unix seconds: a schedule's time, the newest record's
     /// Kafka timestamp (event time, so that a replay or a delayed batch is judged at the time its
-    /// records describe), or the clock when neither says.
-    pub fn time_s(&self) -> f64 {
+    /// records describe), or the clock when neither says. Records stamped more than `max_skew_s`
+    /// ahead of this machine's clock do not count: one record stamped in the year 2286 once set a
+    /// scale-up time that held every scale-down back for hours.
+    pub fn time_s(&self, max_skew_s: f64) -> f64 {
+        let now = now_s();
         match self {
             Trigger::Schedule { time_s } => *time_s,
-            Trigger::Kafka(records) => match records.iter().map(|r| r.timestamp_ms).max() {
+            Trigger::Kafka(records) => match records.iter().filter(|r| !r.ahead_of_clock(max_skew_s, now)).map(|r| r.timestamp_ms).max() {
                 Some(ms) if ms > 0 => ms as f64 / 1_000.0,
-                _ => now_s(),
+                _ => now,
             },
             Trigger::Direct(_) => now_s(),
         }
@@ -82,18 +90,106 @@ struct LeanKafkaEvent<'a> {
     records: std::collections::HashMap<JsonStr<'a>, Vec<LeanKafkaRecord<'a>>>,
 }
 
+/// One record of a batch as sent, every field taken as whatever JSON it is: a record with a field of
+/// the wrong type (`partition` missing, `offset` a string, `value` a number) is then one record's
+/// error, not the whole batch's. Unknown fields (`headers`, `timestampType`) are skipped.
 #[derive(serde::Deserialize)]
 struct LeanKafkaRecord<'a> {
     #[serde(borrow, default)]
-    topic: Option<JsonStr<'a>>,
-    partition: i64,
-    offset: i64,
-    #[serde(default)]
-    timestamp: i64,
+    topic: Option<Loose<'a>>,
     #[serde(borrow, default)]
-    key: Option<JsonStr<'a>>,
+    partition: Option<Loose<'a>>,
     #[serde(borrow, default)]
-    value: Option<JsonStr<'a>>,
+    offset: Option<Loose<'a>>,
+    #[serde(borrow, default)]
+    timestamp: Option<Loose<'a>>,
+    #[serde(borrow, default)]
+    key: Option<Loose<'a>>,
+    #[serde(borrow, default)]
+    value: Option<Loose<'a>>,
+}
+
+/// Any JSON value, kept only as far as the envelope needs: integers, strings (borrowed when they
+/// have no escapes) and the kind of anything else, for the error message. `null` reads as `None` of
+/// the surrounding `Option`.
+enum Loose<'a> {
+    Int(i64),
+    Str(JsonStr<'a>),
+    Other(&'static str),
+}
+
+impl<'de: 'a, 'a> serde::Deserialize<'de> for Loose<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = Loose<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+                Ok(Loose::Other("a boolean"))
+            }
+            fn visit_i64<E>(self, v: i64) -> Result<Self::Value, E> {
+                Ok(Loose::Int(v))
+            }
+            fn visit_u64<E>(self, v: u64) -> Result<Self::Value, E> {
+                Ok(i64::try_from(v).map_or(Loose::Other("an integer beyond 64 bits"), Loose::Int))
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+                Ok(Loose::Other("a fractional number"))
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(Loose::Str(JsonStr(std::borrow::Cow::Borrowed(v))))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(Loose::Str(JsonStr(std::borrow::Cow::Owned(v.to_owned()))))
+            }
+            fn visit_string<E>(self, v: String) -> Result<Self::Value, E> {
+                Ok(Loose::Str(JsonStr(std::borrow::Cow::Owned(v))))
+            }
+            fn visit_unit<E>(self) -> Result<Self::Value, E> {
+                Ok(Loose::Other("null"))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+                Ok(Loose::Other("a list"))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                while map.next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?.is_some() {}
+                Ok(Loose::Other("an object"))
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
+}
+
+impl Loose<'_> {
+    fn kind(&self) -> &'static str {
+        match self {
+            Loose::Int(_) => "an integer",
+            Loose::Str(_) => "a string",
+            Loose::Other(k) => k,
+        }
+    }
+}
+
+/// An integer field of the envelope.
+fn envelope_int(field: &str, v: Option<&Loose<'_>>, required: bool) -> Result<Option<i64>, String> {
+    match v {
+        Some(Loose::Int(i)) => Ok(Some(*i)),
+        None if !required => Ok(None),
+        None => Err(format!("record has no {field}")),
+        Some(other) => Err(format!("{field} is {}, expected an integer", other.kind())),
+    }
+}
+
+/// A base64 string field of the envelope (`None` when absent or null).
+fn envelope_b64(field: &str, v: Option<&Loose<'_>>) -> Option<Result<Vec<u8>, String>> {
+    match v {
+        None => None,
+        Some(Loose::Str(s)) => Some(b64(s).map_err(|e| format!("{field}: {e}"))),
+        Some(other) => Some(Err(format!("{field} is {}, expected a base64 string", other.kind()))),
+    }
 }
 
 /// A JSON string borrowed from the payload when it has no escapes (topic names and base64 never
@@ -162,30 +258,53 @@ fn kafka_messages(event: LeanKafkaEvent<'_>) -> Vec<KafkaMessage> {
         .into_iter()
         .map(|(k, v)| {
             // "topic-partition" keys: a stable order, partitions in numeric order.
-            let (t, p) = k.rsplit_once('-').unwrap_or((&*k, "0"));
-            (t.to_string(), p.parse::<i64>().unwrap_or(0), v)
+            let (t, p) = k.rsplit_once('-').unwrap_or((&*k, "-1"));
+            (t.to_string(), p.parse::<i64>().unwrap_or(-1), v)
         })
         .collect();
     batches.sort_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
     let mut out = Vec::with_capacity(batches.iter().map(|b| b.2.len()).sum());
     let mut topic: std::sync::Arc<str> = std::sync::Arc::from("");
-    for (_, _, records) in batches {
+    for (batch_topic, batch_partition, records) in batches {
         for r in records {
-            let name = r.topic.as_deref().unwrap_or_default();
+            let name = match &r.topic {
+                Some(Loose::Str(t)) => &**t,
+                _ => batch_topic.as_str(),
+            };
             if *topic != *name {
                 topic = std::sync::Arc::from(name);
             }
-            out.push(KafkaMessage {
-                topic: topic.clone(),
-                partition: r.partition,
-                offset: r.offset,
-                timestamp_ms: r.timestamp,
-                key: r.key.as_deref().and_then(|k| b64(k).ok()),
-                value: r.value.as_deref().map(b64),
-            });
+            out.push(envelope_message(topic.clone(), batch_partition, &r));
         }
     }
     out
+}
+
+/// A record of the batch; a malformed envelope becomes the record's error (its `value`), with what
+/// position it has (-1 where the envelope does not say).
+fn envelope_message(topic: std::sync::Arc<str>, batch_partition: i64, r: &LeanKafkaRecord<'_>) -> KafkaMessage {
+    let partition = envelope_int("partition", r.partition.as_ref(), true);
+    let offset = envelope_int("offset", r.offset.as_ref(), true);
+    let timestamp = envelope_int("timestamp", r.timestamp.as_ref(), false);
+    let key = envelope_b64("key", r.key.as_ref());
+    let topic_error = match &r.topic {
+        None | Some(Loose::Str(_)) => None,
+        Some(other) => Some(format!("topic is {}, expected a string", other.kind())),
+    };
+    let mut message = KafkaMessage {
+        topic,
+        partition: partition.as_ref().ok().copied().flatten().unwrap_or(batch_partition),
+        offset: offset.as_ref().ok().copied().flatten().unwrap_or(-1),
+        timestamp_ms: timestamp.as_ref().ok().copied().flatten().unwrap_or(0),
+        key: None,
+        value: envelope_b64("value", r.value.as_ref()),
+    };
+    let error = topic_error.or(partition.err()).or(offset.err()).or(timestamp.err());
+    match (error, key) {
+        (Some(e), _) | (None, Some(Err(e))) => message.value = Some(Err(e)),
+        (None, key) => message.key = key.and_then(Result::ok),
+    }
+    message
 }
 
 /// Decode a Lambda invocation payload from its bytes (the function binaries' path).
@@ -265,8 +384,8 @@ mod tests {
         // A direct call carrying its own `records` list is not a Kafka batch.
         let direct = br#"{"records": [{"edge_id": "e1", "timestamp": 1.0, "rate": 5.0}]}"#;
         assert!(matches!(decode_lambda_bytes(direct).unwrap(), Trigger::Direct(_)));
-        // A Kafka batch whose records have the wrong shape is a Kafka error, not a direct call.
-        let bad = br#"{"eventSource": "aws:kafka", "records": {"t-0": [{"partition": "zero"}]}}"#;
+        // A Kafka batch whose record lists have the wrong shape is a Kafka error, not a direct call.
+        let bad = br#"{"eventSource": "aws:kafka", "records": {"t-0": 5}}"#;
         let err = decode_lambda_bytes(bad).unwrap_err().to_string();
         assert!(err.contains("Kafka event"), "{err}");
         // Not JSON at all.
@@ -286,6 +405,46 @@ mod tests {
         assert_eq!(records[0].key.as_deref(), Some(&b"key"[..]));
     }
     use serde_json::json;
+
+    #[test]
+    fn a_malformed_envelope_is_one_records_error_and_the_batch_goes_on() {
+        let event = br#"{"eventSource": "aws:kafka", "records": {"t-3": [
+            {"topic": "t", "offset": 1, "value": "e30="},
+            {"topic": "t", "partition": 3, "offset": "2", "value": "e30="},
+            {"topic": "t", "partition": 3, "offset": 3, "value": 42},
+            {"topic": "t", "partition": 3, "offset": 4, "timestamp": 1.5, "value": "e30="},
+            {"topic": "t", "partition": 3, "offset": 5, "key": 7, "value": "e30="},
+            {"topic": 9, "partition": 3, "offset": 6, "value": "e30="},
+            {"topic": "t", "partition": 3, "offset": 7, "value": "e30=", "timestamp": 1700000000000, "extra": {"a": [1]}}
+        ]}}"#;
+        let Trigger::Kafka(records) = decode_lambda_bytes(event).unwrap() else { panic!("a Kafka batch") };
+        let errors: Vec<String> = records.iter().map(|r| match &r.value {
+            Some(Err(e)) => e.clone(),
+            _ => String::new(),
+        }).collect();
+        assert_eq!(errors[0], "record has no partition");
+        assert_eq!(errors[1], "offset is a string, expected an integer");
+        assert_eq!(errors[2], "value is an integer, expected a base64 string");
+        assert_eq!(errors[3], "timestamp is a fractional number, expected an integer");
+        assert_eq!(errors[4], "key is an integer, expected a base64 string");
+        assert_eq!(errors[5], "topic is an integer, expected a string");
+        assert_eq!(errors[6], "");
+        // Each error still says where the record was, as far as the envelope tells.
+        assert_eq!((records[0].partition, records[0].offset), (3, 1));
+        assert_eq!((records[1].partition, records[1].offset), (3, -1));
+        assert_eq!((records[6].offset, records[6].timestamp_ms, records[6].value.clone()), (7, 1_700_000_000_000, Some(Ok(b"{}".to_vec()))));
+    }
+
+    #[test]
+    fn records_stamped_ahead_of_the_clock_do_not_set_the_time() {
+        let now = now_s();
+        let at = |ms: i64| KafkaMessage { topic: "t".into(), partition: 0, offset: 0, timestamp_ms: ms, key: None, value: None };
+        let trigger = Trigger::Kafka(vec![at(((now - 10.0) * 1e3) as i64), at(9_999_999_999_999)]);
+        let t = trigger.time_s(300.0);
+        assert!((t - (now - 10.0)).abs() < 1.0, "{t}");
+        assert!(!at(((now + 60.0) * 1e3) as i64).ahead_of_clock(300.0, now));
+        assert!(at(9_999_999_999_999).ahead_of_clock(300.0, now));
+    }
 
     #[test]
     fn msk_batches_decode_with_tombstones_and_bad_base64_kept_per_record() {

@@ -119,6 +119,21 @@ pub(crate) fn to_json<T: serde::Serialize>(v: &T) -> Vec<u8> {
     serde_json::to_vec(v).expect("plain data serialises")
 }
 
+/// Read stored state that the function can do without: a value that does not parse (written by a
+/// bug, an older version, or by hand) is logged, named in `discarded`, and read as absent, so that
+/// the function starts that part afresh and overwrites it, instead of failing every invocation
+/// until someone deletes the key.
+pub(crate) fn read_or_discard<T: serde::de::DeserializeOwned>(key: &str, bytes: Option<&Vec<u8>>, discarded: &mut Vec<String>) -> Option<T> {
+    match from_json(key, bytes) {
+        Ok(v) => v,
+        Err(e) => {
+            tracing::error!(key, error = %e, "stored state unreadable; starting that part afresh");
+            discarded.push(key.to_string());
+            None
+        }
+    }
+}
+
 pub(crate) fn from_json<T: serde::de::DeserializeOwned>(key: &str, bytes: Option<&Vec<u8>>) -> Result<Option<T>, HandlerError> {
     match bytes {
         None => Ok(None),

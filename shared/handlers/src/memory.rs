@@ -101,6 +101,16 @@ impl StateStore for MemoryStore {
         values.insert(key.to_string(), (value.to_vec(), Some(now + ttl)));
         Ok(true)
     }
+    async fn delete_if_equals(&self, key: &str, value: &[u8]) -> PortResult<bool> {
+        self.trip();
+        let now = Instant::now();
+        let mut values = lock(&self.values);
+        let holds = values.get(key).is_some_and(|(v, exp)| v == value && exp.is_none_or(|e| e > now));
+        if holds {
+            values.remove(key);
+        }
+        Ok(holds)
+    }
     async fn delete(&self, keys: &[String]) -> PortResult<()> {
         self.trip();
         let mut values = lock(&self.values);

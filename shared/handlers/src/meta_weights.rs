@@ -89,7 +89,7 @@ impl Handler for MetaWeights {
         let stored: Option<Context> = from_json(&self.keys.context(), got[0].as_ref())?;
         let (mut ctx, now) = match &trigger {
             Trigger::Schedule { time_s } => (stored.clone(), *time_s),
-            _ => (stored.clone(), trigger.time_s()),
+            _ => (stored.clone(), trigger.time_s(self.settings.max_clock_skew_s)),
         };
         let mut current = ctx.clone().unwrap_or(Context {
             scenario: self.settings.scenario,

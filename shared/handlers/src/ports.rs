@@ -36,6 +36,8 @@ pub trait StateStore: Send + Sync {
     /// Set `key` only if it does not exist (SET NX), with a TTL; true if this call set it.
     async fn set_if_absent(&self, key: &str, value: &[u8], ttl: Duration) -> PortResult<bool>;
     async fn delete(&self, keys: &[String]) -> PortResult<()>;
+    /// Delete `key` only if it holds `value` (releasing a lease this caller took); true if deleted.
+    async fn delete_if_equals(&self, key: &str, value: &[u8]) -> PortResult<bool>;
     /// Push to the front of a list and trim it to `cap` entries (LPUSH + LTRIM).
     async fn push_capped(&self, key: &str, values: &[Vec<u8>], cap: usize) -> PortResult<()>;
     /// The newest `n` entries of a list, newest first.

@@ -19,20 +19,31 @@
 //! 5. record the decision (store, `scaling-decisions`, a JSON log line). With dry run on, steps 3
 //!    and 4 are skipped and the record says so.
 //!
-//! A redelivered batch (same topic, partition and offsets) is recognised and not decided again: the
-//! batch is marked in the transaction that records its decision, so a batch whose invocation failed
-//! or died is decided when it comes again. Round trips to the store: one read (state and mark), one
-//! transaction (everything written), with the decision published while the transaction is in flight.
+//! Exactly one decision per set of records. Decisions take a lease in the store (one at a time, across
+//! the Kafka mappings and the schedule); under it, each record is checked against the highest offset
+//! already decided on its topic and partition, and records without an offset (an OpenFaaS request
+//! without the header) and burst events (one republished gets new offsets) against a digest of their
+//! content. Records seen before are dropped; a batch of nothing new decides nothing. The offsets and
+//! digests are written in the transaction that records the decision, so a batch whose invocation
+//! failed or died is decided when it comes again, however its records are cut into batches. A Kafka
+//! batch that finds the lease taken fails (the event source delivers it again); a schedule tick skips.
+//! Round trips to the store: the lease, one read (state and marks), one transaction (everything
+//! written, the decision published while it is in flight), the lease's release.
+//!
+//! When the model cannot be loaded (a missing, truncated or tampered file; `SPARKPILOT_SCALING_MODEL_SHA256`
+//! pins its digest) or fails to run, decisions come from the reference rule the policy was trained
+//! from (`control::reference_rule`), and each record says so in `fallback` and `model_version`.
 
 use crate::ports::{AppStatus, Capacity, StoreWrite};
 use crate::state::{ClusterBurst, DecisionRecord, Keys};
-use crate::{from_json, record_json, to_json, ActuationPart, Applies, Backends, BurstEvent, ExecutorReport, Handler, HandlerError, JobRunConfig, RecordError, Setting, Settings, SparkMetrics, Trigger, Weights};
+use crate::{read_or_discard, record_json, to_json, ActuationPart, Applies, Backends, BurstEvent, ExecutorReport, Handler, HandlerError, JobRunConfig, RecordError, Setting, Settings, SparkMetrics, Trigger, Weights};
 use control::actuation::Lever;
 use async_trait::async_trait;
-use control::{GuardrailChange, GuardrailContext, Guardrails, Observation, ScalingAction, StateBuilder};
+use control::{GuardrailChange, GuardrailContext, Guardrails, Observation, ScalingAction, StateBuilder, StepWindow};
 use cost_model::{PriceBook, WorkerSpec};
 use latency_model::{LatencyModel, Tier};
 use policy::ScalingPolicy;
+use std::collections::HashMap;
 use serde_json::json;
 use std::time::Duration;
 
@@ -42,17 +53,40 @@ pub const EMBEDDED_MODEL: &[u8] = include_bytes!("../../../models/scaling-ppo.on
 const DECISION_LOG: usize = 1_000;
 /// Load samples kept for the prewarmer (one a second for two hours at most).
 const LOAD_HISTORY: usize = control::PREWARM_HISTORY;
-/// How long a batch is remembered for redelivery detection.
+/// How long a record without an offset is remembered for redelivery detection.
 const SEEN_TTL: Duration = Duration::from_secs(24 * 3_600);
+/// How long the highest decided offset of a partition is kept after its last decision: far longer than
+/// an event source's redelivery, short enough that a topic deleted and created again (offsets from 0)
+/// is muted for minutes only.
+const OFFSETS_TTL: Duration = Duration::from_secs(15 * 60);
+/// Longest a decision holds the lease: past it (an invocation that died) the next one goes ahead.
+const LEASE_TTL: Duration = Duration::from_secs(30);
+/// How long an invocation waits for the lease before giving up.
+const LEASE_WAIT: Duration = Duration::from_secs(5);
+/// Largest latency an observation carries, ms (a day): backlog over a rate near zero is unbounded.
+const MAX_LATENCY_MS: f64 = 86_400_000.0;
 use control::DEFAULT_BYTES_PER_EVENT;
 
 pub struct ScalingDecision {
     settings: Settings,
     keys: Keys,
     backends: Backends,
-    policy: ScalingPolicy,
+    /// `None` when the model could not be loaded: the reference rule decides.
+    policy: Option<ScalingPolicy>,
+    state: StateBuilder,
+    /// Why the model is not in use, when it is not.
+    model_problem: Option<String>,
     guardrails: Guardrails,
     prices: PriceBook,
+}
+
+/// The version recorded with decisions made by the reference rule.
+pub const REFERENCE_RULE_VERSION: &str = "reference-rule";
+
+/// SHA-256 of `bytes`, hex.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// The stored state a decision starts from.
@@ -81,21 +115,46 @@ pub struct Decision {
     pub proposed: ScalingAction,
     pub applied: ScalingAction,
     pub changes: Vec<GuardrailChange>,
+    /// Why the reference rule decided instead of the model, when it did.
+    pub fallback: Option<String>,
 }
 
 impl ScalingDecision {
     pub fn new(settings: &Settings, backends: &Backends) -> Result<Self, HandlerError> {
         let state = StateBuilder::for_policy(settings.vcpu_per_executor as f64, LatencyModel::embedded().processing);
-        let policy = match &settings.scaling_model {
-            Some(path) => ScalingPolicy::load(path, state)?,
-            None => ScalingPolicy::from_bytes("embedded:scaling-ppo.onnx", EMBEDDED_MODEL, state)?,
+        let (policy, model_problem) = match Self::load_model(settings, state.clone()) {
+            Ok(p) => (Some(p), None),
+            Err(problem) => {
+                tracing::error!(%problem, "scaling model unusable; deciding with the reference rule");
+                (None, Some(problem))
+            }
         };
         let prices = PriceBook::embedded(&settings.region).map_err(|e| HandlerError::Config(e.to_string()))?;
-        Ok(Self { settings: settings.clone(), keys: Keys::new(&settings.key_prefix), backends: backends.clone(), policy, guardrails: Guardrails::new(settings.guardrails)?, prices })
+        Ok(Self { settings: settings.clone(), keys: Keys::new(&settings.key_prefix), backends: backends.clone(), policy, state, model_problem, guardrails: Guardrails::new(settings.guardrails)?, prices })
+    }
+
+    /// The configured model, checked against the pinned digest if one is set.
+    fn load_model(settings: &Settings, state: StateBuilder) -> Result<ScalingPolicy, String> {
+        let (label, bytes) = match &settings.scaling_model {
+            Some(path) => (path.display().to_string(), std::borrow::Cow::Owned(std::fs::read(path).map_err(|e| format!("SPARKPILOT_SCALING_MODEL {}: {e}", path.display()))?)),
+            None => ("embedded:scaling-ppo.onnx".to_string(), std::borrow::Cow::Borrowed(EMBEDDED_MODEL)),
+        };
+        if let Some(want) = &settings.scaling_model_sha256 {
+            let got = sha256_hex(&bytes);
+            if &got != want {
+                return Err(format!("{label}: SHA-256 {got} is not the pinned {want} (SPARKPILOT_SCALING_MODEL_SHA256)"));
+            }
+        }
+        ScalingPolicy::from_bytes(&label, &bytes, state).map_err(|e| e.to_string())
     }
 
     pub fn model_version(&self) -> &str {
-        self.policy.version()
+        self.policy.as_ref().map_or(REFERENCE_RULE_VERSION, |p| p.version())
+    }
+
+    /// Why decisions come from the reference rule, if they do.
+    pub fn model_problem(&self) -> Option<&str> {
+        self.model_problem.as_deref()
     }
 
     fn executors_of(&self, capacity: &Capacity) -> u32 {
@@ -115,9 +174,9 @@ impl ScalingDecision {
         let input_rate = m.map_or(0.0, |m| m.input_rate);
         let processing_rate = m.map_or(0.0, |m| m.processing_rate);
         let backlog = m.map_or(0.0, |m| m.backlog);
-        let capacity_rate = running as f64 * self.policy.state.executor_rate(bytes);
+        let capacity_rate = running as f64 * self.state.executor_rate(bytes);
         let cpu = m.and_then(|m| m.cpu_utilisation).unwrap_or(if capacity_rate > 0.0 { processing_rate / capacity_rate } else { 0.0 });
-        let latency_ms = m.map_or(0.0, |m| m.batch_duration_ms + if processing_rate > 0.0 { backlog / processing_rate * 1_000.0 } else { 0.0 });
+        let latency_ms = m.map_or(0.0, |m| (m.batch_duration_ms + if processing_rate > 0.0 { backlog / processing_rate * 1_000.0 } else { 0.0 }).min(MAX_LATENCY_MS));
         let burst = state.cluster.as_ref().is_some_and(|c| c.burst);
         let predicted = state.cluster.as_ref().map_or(input_rate, |c| c.predicted_or(input_rate));
         let [alpha, beta, _] = self.settings.scenario.weights();
@@ -145,13 +204,21 @@ impl ScalingDecision {
         }
     }
 
-    /// Policy, then guardrails. No I/O: this is what the decision benchmark measures.
-    pub fn decide(&self, obs: &Observation, last_scale_up_s: Option<f64>) -> Result<Decision, HandlerError> {
-        let proposed = self.policy.decide(obs)?;
+    /// Policy (or the reference rule when the model is unusable), then guardrails. No I/O: this is
+    /// what the decision benchmark measures.
+    pub fn decide(&self, obs: &Observation, last_scale_up_s: Option<f64>, step_window: Option<StepWindow>) -> Result<Decision, HandlerError> {
+        let model = match &self.policy {
+            Some(p) => p.decide(obs).map_err(|e| format!("the model failed: {e}")),
+            None => Err(self.model_problem.clone().unwrap_or_default()),
+        };
+        let (proposed, fallback) = match model {
+            Ok(a) => (a, None),
+            Err(why) => (control::reference_rule::reference_action(&self.state, obs)?, Some(why)),
+        };
         let worker = WorkerSpec { vcpu: self.settings.vcpu_per_executor as f64, memory_gb: proposed.memory_gb as f64, disk_gb: 20.0 };
-        let ctx = GuardrailContext { now_s: obs.time_s, last_scale_up_s, burst: obs.burst_signal, usd_per_executor_hour: self.prices.emr_rate_per_second(&worker) * 3_600.0 };
+        let ctx = GuardrailContext { now_s: obs.time_s, last_scale_up_s, burst: obs.burst_signal, usd_per_executor_hour: self.prices.emr_rate_per_second(&worker) * 3_600.0, step_window };
         let (applied, changes) = self.guardrails.apply(proposed, &obs.current, &ctx);
-        Ok(Decision { observation: *obs, proposed, applied, changes })
+        Ok(Decision { observation: *obs, proposed, applied, changes, fallback })
     }
 
     /// The application's capacity for a decision: the maximum is the guardrails' ceiling on executors
@@ -267,19 +334,108 @@ impl ScalingDecision {
     }
 }
 
-/// A digest of the batch's record positions: a redelivered batch has the same one.
-fn batch_digest(records: &[crate::KafkaMessage]) -> Option<String> {
-    if records.is_empty() || records.iter().any(|r| r.offset < 0) {
-        return None;
-    }
+/// Who a record is, for redelivery detection.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum RecordId {
+    /// Kafka's own position.
+    Offset { topic: String, partition: i64, offset: i64 },
+    /// A digest of the record's topic, key and value: for records without a position, and for burst
+    /// events (one event republished gets new offsets, and must not take a second step).
+    Content(String),
+}
+
+/// FNV-1a over the record's topic, key and value.
+fn content_digest(m: &crate::KafkaMessage) -> String {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for r in records {
-        for b in r.topic.bytes().chain(r.partition.to_le_bytes()).chain(r.offset.to_le_bytes()) {
+    let value = match &m.value {
+        Some(Ok(v)) => v.as_slice(),
+        _ => &[],
+    };
+    let parts: [&[u8]; 3] = [m.topic.as_bytes(), m.key.as_deref().unwrap_or_default(), value];
+    for part in parts {
+        for &b in part.iter().chain((part.len() as u64).to_le_bytes().iter()) {
             h ^= b as u64;
             h = h.wrapping_mul(0x0100_0000_01b3);
         }
     }
-    Some(format!("{h:016x}"))
+    format!("{h:016x}")
+}
+
+/// A usable record of a batch.
+enum Input {
+    Metrics(SparkMetrics),
+    Burst(BurstEvent),
+}
+
+/// A Kafka batch decoded: usable records with who they are, and an error for each bad one.
+#[derive(Default)]
+struct Batch {
+    inputs: Vec<(Vec<RecordId>, Input)>,
+    errors: Vec<RecordError>,
+    /// Positions of the bad records: they are not decided on, but a redelivery of them is still a
+    /// redelivery.
+    bad: Vec<RecordId>,
+}
+
+impl ScalingDecision {
+    fn decode_batch(&self, records: &[crate::KafkaMessage], wall_s: f64) -> Batch {
+        let skew = self.settings.max_clock_skew_s;
+        let mut batch = Batch::default();
+        for m in records {
+            let mut ids = Vec::with_capacity(2);
+            if m.offset >= 0 {
+                ids.push(RecordId::Offset { topic: m.topic.to_string(), partition: m.partition, offset: m.offset });
+            }
+            let is_metrics = *m.topic == *self.settings.topics.spark_metrics;
+            if m.offset < 0 || !is_metrics {
+                ids.push(RecordId::Content(content_digest(m)));
+            }
+            let input = if m.ahead_of_clock(skew, wall_s) {
+                Err(format!("record timestamp {} ms is more than {skew} s ahead of this function's clock", m.timestamp_ms))
+            } else if is_metrics {
+                match record_json::<SparkMetrics>(m) {
+                    Ok(Some(x)) => match x.invalid_field() {
+                        Some(f) => Err(format!("spark-metrics: {f}")),
+                        None if x.timestamp > wall_s + skew => Err(format!("spark-metrics timestamp {} is more than {skew} s ahead of this function's clock", x.timestamp)),
+                        None => Ok(Some(Input::Metrics(x))),
+                    },
+                    other => other.map(|_| None),
+                }
+            } else {
+                match record_json::<BurstEvent>(m) {
+                    Ok(Some(x)) if !(x.time_s.is_finite() && x.predicted_load.is_finite() && x.predicted_peak.is_finite() && x.total_rate.is_finite()) => Err("burst event has a field that is not a finite number".into()),
+                    Ok(Some(x)) if x.time_s > wall_s + skew => Err(format!("burst event time_s {} is more than {skew} s ahead of this function's clock", x.time_s)),
+                    other => other.map(|x| x.map(Input::Burst)),
+                }
+            };
+            match input {
+                Ok(Some(x)) => batch.inputs.push((ids, x)),
+                Ok(None) => batch.bad.extend(ids),
+                Err(error) => {
+                    batch.errors.push(RecordError { record: m.locator(), error });
+                    batch.bad.extend(ids);
+                }
+            }
+        }
+        batch
+    }
+
+    /// Take the decision lease, waiting a little for another decision to finish. `None` if it
+    /// stayed taken.
+    async fn take_lease(&self) -> Result<Option<Vec<u8>>, HandlerError> {
+        static TAKEN: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let token = format!("{}-{}-{}", std::process::id(), crate::events::now_s(), TAKEN.fetch_add(1, std::sync::atomic::Ordering::Relaxed)).into_bytes();
+        let deadline = tokio::time::Instant::now() + LEASE_WAIT;
+        loop {
+            if self.backends.store.set_if_absent(&self.keys.decision_lease(), &token, LEASE_TTL).await? {
+                return Ok(Some(token));
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Ok(None);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
 }
 
 #[async_trait]
@@ -289,24 +445,28 @@ impl Handler for ScalingDecision {
     }
 
     async fn handle(&self, trigger: Trigger) -> Result<serde_json::Value, HandlerError> {
-        // A batch is marked decided in the same transaction that records its decision, and the mark
-        // is read with the state: a redelivery after success is skipped, and one after a failure,
-        // a timeout or a crash is decided, since nothing was marked.
-        let seen = match &trigger {
-            Trigger::Kafka(records) => batch_digest(records).map(|d| self.keys.seen(&d)),
-            _ => None,
+        let Some(token) = self.take_lease().await? else {
+            let why = format!("another decision has held the lease for more than {} s", LEASE_WAIT.as_secs());
+            return match trigger {
+                // The event source delivers the batch again; its records are then decided once.
+                Trigger::Kafka(_) => Err(HandlerError::Busy(why)),
+                _ => Ok(json!({ "skipped": why })),
+            };
         };
-        self.decide_and_apply(trigger, seen).await
+        let result = self.decide_and_apply(trigger).await;
+        // Released whatever happened: a failed decision must not hold the next one back for the TTL.
+        if let Err(e) = self.backends.store.delete_if_equals(&self.keys.decision_lease(), &token).await {
+            tracing::warn!(error = %e, "decision lease not released; it expires by itself");
+        }
+        result
     }
 }
 
 impl ScalingDecision {
-    async fn decide_and_apply(&self, trigger: Trigger, seen: Option<String>) -> Result<serde_json::Value, HandlerError> {
+    async fn decide_and_apply(&self, trigger: Trigger) -> Result<serde_json::Value, HandlerError> {
         let store = &self.backends.store;
-        let mut errors = Vec::new();
-        let mut new_metrics: Vec<SparkMetrics> = Vec::new();
-        let mut burst_events: Vec<BurstEvent> = Vec::new();
-        let now = trigger.time_s();
+        let wall = crate::events::now_s();
+        let now = trigger.time_s(self.settings.max_clock_skew_s);
         let trigger_name = match &trigger {
             Trigger::Schedule { .. } => "schedule".to_string(),
             Trigger::Direct(_) => "direct".to_string(),
@@ -317,53 +477,81 @@ impl ScalingDecision {
                 topics.join(",")
             }
         };
-        if let Trigger::Kafka(records) = &trigger {
-            for m in records {
-                let err = |e: String| RecordError { record: m.locator(), error: e };
-                if *m.topic == *self.settings.topics.spark_metrics {
-                    match record_json::<SparkMetrics>(m) {
-                        Ok(Some(x)) => match x.invalid_field() {
-                            None => new_metrics.push(x),
-                            Some(f) => errors.push(err(format!("spark-metrics field {f} must be a non-negative number"))),
-                        },
-                        Ok(None) => {}
-                        Err(e) => errors.push(err(e)),
-                    }
-                } else {
-                    match record_json::<BurstEvent>(m) {
-                        Ok(Some(x)) => burst_events.push(x),
-                        Ok(None) => {}
-                        Err(e) => errors.push(err(e)),
-                    }
-                }
-            }
-        }
+        let mut batch = match &trigger {
+            Trigger::Kafka(records) => self.decode_batch(records, wall),
+            _ => Batch::default(),
+        };
         if let Trigger::Direct(v) = &trigger {
             // A direct call may carry metrics to decide on: {"spark_metrics": {...}}.
             if let Some(m) = v.get("spark_metrics") {
                 let x: SparkMetrics = serde_json::from_value(m.clone()).map_err(|e| HandlerError::BadRequest(format!("spark_metrics: {e}")))?;
                 if let Some(f) = x.invalid_field() {
-                    return Err(HandlerError::BadRequest(format!("spark_metrics field {f} must be a non-negative number")));
+                    return Err(HandlerError::BadRequest(format!("spark_metrics: {f}")));
                 }
-                new_metrics.push(x);
+                batch.inputs.push((Vec::new(), Input::Metrics(x)));
             }
         }
+        // What was decided before: the highest offset per partition, and the content digests.
+        let all_ids: Vec<RecordId> = batch.inputs.iter().flat_map(|(ids, _)| ids).chain(&batch.bad).cloned().collect();
+        let mut partitions: Vec<(String, i64)> = all_ids.iter().filter_map(|id| match id {
+            RecordId::Offset { topic, partition, .. } => Some((topic.clone(), *partition)),
+            RecordId::Content(_) => None,
+        }).collect();
+        partitions.sort();
+        partitions.dedup();
+        let digests: Vec<String> = all_ids.iter().filter_map(|id| match id {
+            RecordId::Content(d) => Some(d.clone()),
+            RecordId::Offset { .. } => None,
+        }).collect();
         let mut keys = vec![self.keys.metrics(), self.keys.cluster(), self.keys.weights(), self.keys.last_decision(), self.keys.shuffle_temperature(), self.keys.pending_capacity()];
-        let seen_at = keys.len();
-        keys.extend(seen.clone());
+        let state_keys = keys.len();
+        keys.extend(partitions.iter().map(|(t, p)| self.keys.decided_offset(t, *p)));
+        keys.extend(digests.iter().map(|d| self.keys.seen(d)));
         let got = store.get_many(&keys).await?;
-        if let (Some(key), Some(Some(_))) = (&seen, got.get(seen_at)) {
-            tracing::info!(key, "batch already decided; skipped");
-            return Ok(json!({"duplicate": true, "batch": key.rsplit(':').next().unwrap_or(key)}));
-        }
-        let mut state = DecisionState {
-            metrics: from_json(&keys[0], got[0].as_ref())?,
-            cluster: from_json(&keys[1], got[1].as_ref())?,
-            weights: from_json(&keys[2], got[2].as_ref())?,
-            last: from_json(&keys[3], got[3].as_ref())?,
-            shuffle_temperature: from_json(&keys[4], got[4].as_ref())?,
+        let decided: HashMap<(String, i64), i64> = partitions.iter().zip(&got[state_keys..]).filter_map(|(p, v)| {
+            let offset = std::str::from_utf8(v.as_deref()?).ok()?.parse().ok()?;
+            Some((p.clone(), offset))
+        }).collect();
+        let seen: std::collections::HashSet<&String> = digests.iter().zip(&got[state_keys + partitions.len()..]).filter(|(_, v)| v.is_some()).map(|(d, _)| d).collect();
+        let is_old = |id: &RecordId| match id {
+            RecordId::Offset { topic, partition, offset } => decided.get(&(topic.clone(), *partition)).is_some_and(|&o| *offset <= o),
+            RecordId::Content(d) => seen.contains(d),
         };
-        let pending: Option<Capacity> = from_json(&keys[5], got[5].as_ref())?;
+        let records = match &trigger {
+            Trigger::Kafka(r) => r.len(),
+            _ => 0,
+        };
+        let before = batch.inputs.len();
+        batch.inputs.retain(|(ids, _)| !ids.iter().any(is_old));
+        let repeated = before - batch.inputs.len();
+        let bad_new = batch.bad.iter().any(|id| !is_old(id));
+        if records > 0 && batch.inputs.is_empty() && !bad_new {
+            tracing::info!(records, "every record of the batch was decided on before; skipped");
+            return Ok(json!({ "duplicate": true, "records": records, "seen_before": records }));
+        }
+        // Stored state that cannot be read (or that is stamped ahead of the clock) is started afresh.
+        let mut discarded = Vec::new();
+        let mut state = DecisionState {
+            metrics: read_or_discard(&keys[0], got[0].as_ref(), &mut discarded),
+            cluster: read_or_discard(&keys[1], got[1].as_ref(), &mut discarded),
+            weights: read_or_discard(&keys[2], got[2].as_ref(), &mut discarded),
+            last: read_or_discard(&keys[3], got[3].as_ref(), &mut discarded),
+            shuffle_temperature: read_or_discard(&keys[4], got[4].as_ref(), &mut discarded),
+        };
+        let pending: Option<Capacity> = read_or_discard(&keys[5], got[5].as_ref(), &mut discarded);
+        let skew = self.settings.max_clock_skew_s;
+        if state.metrics.as_ref().is_some_and(|m| m.timestamp > wall + skew || m.invalid_field().is_some()) {
+            discarded.push(format!("{} (stamped ahead of the clock or out of range)", keys[0]));
+            state.metrics = None;
+        }
+        let mut new_metrics = Vec::new();
+        let mut burst_events = Vec::new();
+        for (_, input) in std::mem::take(&mut batch.inputs) {
+            match input {
+                Input::Metrics(m) => new_metrics.push(m),
+                Input::Burst(b) => burst_events.push(b),
+            }
+        }
         // Everything this invocation stores goes in one batch at the end, with the decision.
         let mut writes = Vec::new();
         if let Some(newest) = new_metrics.iter().max_by(|a, b| a.timestamp.total_cmp(&b.timestamp)).cloned() {
@@ -382,15 +570,55 @@ impl ScalingDecision {
                 c.predicted_peak = c.predicted_peak.max(event.predicted_peak);
             }
         }
+        // Mark every record of the batch decided, in the transaction that records the decision.
+        let mut highest: HashMap<(String, i64), i64> = HashMap::new();
+        for id in &all_ids {
+            match id {
+                RecordId::Offset { topic, partition, offset } => {
+                    let h = highest.entry((topic.clone(), *partition)).or_insert(*offset);
+                    *h = (*h).max(*offset);
+                }
+                RecordId::Content(d) => writes.push(StoreWrite::Set { key: self.keys.seen(d), value: b"1".to_vec(), ttl: Some(SEEN_TTL) }),
+            }
+        }
+        for ((topic, partition), offset) in highest {
+            let offset = offset.max(decided.get(&(topic.clone(), partition)).copied().unwrap_or(-1));
+            writes.push(StoreWrite::Set { key: self.keys.decided_offset(&topic, partition), value: offset.to_string().into_bytes(), ttl: Some(OFFSETS_TTL) });
+        }
+        let reason = if !burst_events.is_empty() {
+            "burst"
+        } else if !new_metrics.is_empty() {
+            "new spark metrics"
+        } else {
+            "periodic check"
+        };
+        let record = self.decide_and_record(&state, pending.as_ref(), now, trigger_name, reason, &mut writes).await?;
+        let mut out = json!({ "decision": record, "errors": batch.errors });
+        if repeated > 0 {
+            out["seen_before"] = json!(repeated);
+        }
+        if !discarded.is_empty() {
+            out["discarded_state"] = json!(discarded);
+        }
+        Ok(out)
+    }
+
+    /// Decide from the state, apply, and store and publish the record with `writes`.
+    async fn decide_and_record(&self, state: &DecisionState, pending: Option<&Capacity>, now: f64, trigger: String, reason: &str, writes: &mut Vec<StoreWrite>) -> Result<DecisionRecord, HandlerError> {
         let app = self.backends.emr.get_application().await?;
-        let obs = self.observe(&state, &app, now);
-        let last_scale_up = state.last.as_ref().and_then(|d| d.last_scale_up_s);
-        let decision = self.decide(&obs, last_scale_up)?;
+        let obs = self.observe(state, &app, now);
+        // Times ahead of now (written under a clock that was wrong) hold nothing back.
+        let last = state.last.as_ref();
+        let last_scale_up = last.and_then(|d| d.last_scale_up_s).filter(|&t| t <= now);
+        let window = last.and_then(|d| d.step_window).filter(|w| w.start_s <= now);
+        let decision = self.decide(&obs, last_scale_up, window)?;
         let agent_seen = state.metrics.as_ref().is_some_and(|m| m.agent.is_some());
-        let actuated = self.actuate(&decision, &app, &obs.current, pending.as_ref(), agent_seen, &mut writes).await?;
+        let actuated = self.actuate(&decision, &app, &obs.current, pending, agent_seen, writes).await?;
         let hot_tier = self.apply_hot_tier(&decision).await?;
-        // A dry run changes nothing, so it starts no cooldown.
-        let last_scale_up_s = if self.settings.dry_run { last_scale_up } else { control::scale_up_time(last_scale_up, &obs.current, &decision.applied, now) };
+        // A dry run changes nothing, so it starts no cooldown and no step window.
+        let dry = self.settings.dry_run;
+        let last_scale_up_s = if dry { last_scale_up } else { control::scale_up_time(last_scale_up, &obs.current, &decision.applied, now) };
+        let step_window = if dry { window } else { Some(StepWindow::after(window, &obs.current, now, self.guardrails.config())) };
         let agent = state.metrics.as_ref().and_then(|m| m.agent.as_ref());
         let executors = ExecutorReport {
             requested: decision.applied.executors,
@@ -399,24 +627,24 @@ impl ScalingDecision {
             agent_decision_time_s: agent.and_then(|a| a.decision_time_s),
             agent_status: agent.map(|a| a.status.clone()),
         };
-        let reason = if !burst_events.is_empty() {
-            format!("burst {}", if obs.burst_signal { "raised" } else { "cleared" })
-        } else if !new_metrics.is_empty() {
-            "new spark metrics".to_string()
-        } else {
-            "periodic check".to_string()
+        let reason = match reason {
+            "burst" => format!("burst {}", if obs.burst_signal { "raised" } else { "cleared" }),
+            other => other.to_string(),
         };
+        if let Some(why) = &decision.fallback {
+            tracing::error!(why, "decided with the reference rule");
+        }
         let record = DecisionRecord {
             time_s: now,
-            trigger: trigger_name,
+            trigger,
             reason,
             inputs: obs,
             proposed: decision.proposed,
             applied: decision.applied,
             guardrail_changes: decision.changes.clone(),
-            model_version: self.policy.version().to_string(),
+            model_version: if decision.fallback.is_some() { REFERENCE_RULE_VERSION.to_string() } else { self.model_version().to_string() },
             weights_version: state.weights.as_ref().map_or(0, |w| w.version),
-            dry_run: self.settings.dry_run,
+            dry_run: dry,
             emr: actuated.emr,
             hot_tier,
             last_scale_up_s,
@@ -424,19 +652,18 @@ impl ScalingDecision {
             actuation: actuated.parts,
             executors: Some(executors),
             next_run: actuated.next_run,
+            step_window,
+            fallback: decision.fallback,
         };
         let bytes = to_json(&record);
         writes.push(StoreWrite::Set { key: self.keys.last_decision(), value: bytes.clone(), ttl: None });
         writes.push(StoreWrite::PushCapped { key: self.keys.decisions(), values: vec![bytes.clone()], cap: DECISION_LOG });
-        if let Some(key) = seen {
-            writes.push(StoreWrite::Set { key, value: b"1".to_vec(), ttl: Some(SEEN_TTL) });
-        }
         // The store and the topic are independent: write both at once, one round trip each.
         let publish = self.backends.publisher.publish_at(&self.settings.topics.scaling_decisions, "decision", &bytes, now);
-        let (stored, published) = tokio::join!(store.write(&writes), publish);
+        let (stored, published) = tokio::join!(self.backends.store.write(writes), publish);
         stored?;
         published?;
         tracing::info!(decision = %String::from_utf8_lossy(&bytes), "scaling decision");
-        Ok(json!({ "decision": record, "errors": errors }))
+        Ok(record)
     }
 }

@@ -67,6 +67,12 @@ pub struct Settings {
     pub pipeline_bytes: usize,
     /// Target utilisation the prewarmer sizes warm capacity for.
     pub prewarm_utilisation: f64,
+    /// Records and reports stamped more than this far ahead of the function's clock are refused,
+    /// seconds: producers' clocks drift, but a time far ahead would pin state (the cooldown, the newest
+    /// metrics, an edge that never goes stale).
+    pub max_clock_skew_s: f64,
+    /// The SHA-256 (hex) the scaling model file must have; unset: any file that loads.
+    pub scaling_model_sha256: Option<String>,
 }
 
 impl Default for Settings {
@@ -90,6 +96,8 @@ impl Default for Settings {
             block_ttl_s: 3_600,
             pipeline_bytes: 10 * 1024 * 1024,
             prewarm_utilisation: control::PREWARM_UTILISATION,
+            max_clock_skew_s: 300.0,
+            scaling_model_sha256: None,
         }
     }
 }
@@ -131,6 +139,18 @@ impl Settings {
         parse(g, "SPARKPILOT_MAX_EXECUTORS", &mut s.guardrails.max_executors)?;
         parse(g, "SPARKPILOT_MAX_STEP", &mut s.guardrails.max_step)?;
         parse(g, "SPARKPILOT_COOLDOWN_S", &mut s.guardrails.cooldown_s)?;
+        parse(g, "SPARKPILOT_STEP_WINDOW_S", &mut s.guardrails.step_window_s)?;
+        parse(g, "SPARKPILOT_MAX_CLOCK_SKEW_S", &mut s.max_clock_skew_s)?;
+        if !(s.max_clock_skew_s.is_finite() && s.max_clock_skew_s >= 0.0) {
+            return Err(HandlerError::Config(format!("SPARKPILOT_MAX_CLOCK_SKEW_S must be a non-negative number of seconds, got {}", s.max_clock_skew_s)));
+        }
+        if let Some(v) = get("SPARKPILOT_SCALING_MODEL_SHA256") {
+            let hex = v.trim().to_ascii_lowercase();
+            if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(HandlerError::Config(format!("SPARKPILOT_SCALING_MODEL_SHA256={v:?}: expected 64 hex digits")));
+            }
+            s.scaling_model_sha256 = Some(hex);
+        }
         parse(g, "SPARKPILOT_MAX_PREWARM", &mut s.guardrails.max_prewarm)?;
         if let Some(v) = get("SPARKPILOT_MAX_USD_PER_HOUR") {
             let cap: f64 = v.trim().parse().map_err(|e| HandlerError::Config(format!("SPARKPILOT_MAX_USD_PER_HOUR={v:?}: {e}")))?;

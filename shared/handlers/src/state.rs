@@ -59,6 +59,14 @@ impl Keys {
     pub fn prewarm(&self) -> String {
         format!("{}:prewarm:last", self.prefix)
     }
+    /// The highest offset of `topic`'s `partition` that scaling-decision has decided on.
+    pub fn decided_offset(&self, topic: &str, partition: i64) -> String {
+        format!("{}:offsets:{topic}:{partition}", self.prefix)
+    }
+    /// Held by the scaling decision under way.
+    pub fn decision_lease(&self) -> String {
+        format!("{}:decision:lease", self.prefix)
+    }
     pub fn seen(&self, digest: &str) -> String {
         format!("{}:seen:{digest}", self.prefix)
     }
@@ -94,9 +102,9 @@ pub struct BurstEvent {
 }
 
 /// Micro-batch progress the Spark job publishes to `spark-metrics` (StreamingQueryProgress, reduced);
-/// the in-job agent (`spark/sparkpilot_agent.py`) writes one per micro-batch.
+/// the in-job agent (`spark/sparkpilot_agent.py`) writes one per micro-batch. Unknown fields are
+/// ignored, so a job that reports more does not have every record refused.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct SparkMetrics {
     /// Unix seconds.
     pub timestamp: f64,
@@ -126,7 +134,6 @@ pub struct SparkMetrics {
 
 /// The in-job agent's account of the executor target it set, with each micro-batch.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct AgentReport {
     /// Executors the agent asked Spark for.
     pub target_executors: u32,
@@ -147,26 +154,45 @@ pub struct AgentReport {
     pub failed_tasks: Option<u64>,
 }
 
+/// Physical bounds of a micro-batch report. Each is far beyond a real job, and small enough that every
+/// quantity the decision derives from them (latency = backlog / rate, cost, the policy's features)
+/// stays finite: a backlog of 1e308 drained at 1e-300 events/s once made the latency infinite, which
+/// JSON stores as null, and every later decision failed on the stored record.
+pub mod bounds {
+    /// Events/s in or out of a job.
+    pub const RATE: f64 = 1e9;
+    /// Events waiting.
+    pub const BACKLOG: f64 = 1e13;
+    /// A micro-batch's duration: a day.
+    pub const BATCH_MS: f64 = 86_400_000.0;
+    /// Utilisation is a share; agents round, so a little over 1 is accepted (and clamped later).
+    pub const UTILISATION: f64 = 2.0;
+    pub const SHUFFLE_MB_PER_S: f64 = 1e7;
+    /// A gigabyte per event.
+    pub const BYTES_PER_EVENT: f64 = 1e9;
+    pub const EXECUTORS: u32 = 100_000;
+}
+
 impl SparkMetrics {
-    /// The first field that is negative or not a number, if any.
-    pub fn invalid_field(&self) -> Option<&'static str> {
-        let bad = |v: f64| !(v.is_finite() && v >= 0.0);
-        let opt = |v: Option<f64>| v.is_some_and(bad);
-        [
-            ("timestamp", bad(self.timestamp)),
-            ("input_rate", bad(self.input_rate)),
-            ("processing_rate", bad(self.processing_rate)),
-            ("batch_duration_ms", bad(self.batch_duration_ms)),
-            ("backlog", bad(self.backlog)),
-            ("cpu_utilisation", opt(self.cpu_utilisation)),
-            ("memory_utilisation", opt(self.memory_utilisation)),
-            ("shuffle_mb_per_s", opt(self.shuffle_mb_per_s)),
-            ("bytes_per_event", opt(self.bytes_per_event)),
-            ("agent.decision_time_s", opt(self.agent.as_ref().and_then(|a| a.decision_time_s))),
-        ]
-        .into_iter()
-        .find(|(_, b)| *b)
-        .map(|(n, _)| n)
+    /// The first field out of its physical range (or not a number), with the range, if any.
+    pub fn invalid_field(&self) -> Option<String> {
+        let out = |v: f64, max: f64| !(v.is_finite() && (0.0..=max).contains(&v));
+        let opt = |v: Option<f64>, max: f64| v.is_some_and(|v| out(v, max));
+        let checks = [
+            ("timestamp", out(self.timestamp, f64::MAX), f64::MAX),
+            ("input_rate", out(self.input_rate, bounds::RATE), bounds::RATE),
+            ("processing_rate", out(self.processing_rate, bounds::RATE), bounds::RATE),
+            ("batch_duration_ms", out(self.batch_duration_ms, bounds::BATCH_MS), bounds::BATCH_MS),
+            ("backlog", out(self.backlog, bounds::BACKLOG), bounds::BACKLOG),
+            ("cpu_utilisation", opt(self.cpu_utilisation, bounds::UTILISATION), bounds::UTILISATION),
+            ("memory_utilisation", opt(self.memory_utilisation, bounds::UTILISATION), bounds::UTILISATION),
+            ("shuffle_mb_per_s", opt(self.shuffle_mb_per_s, bounds::SHUFFLE_MB_PER_S), bounds::SHUFFLE_MB_PER_S),
+            ("bytes_per_event", opt(self.bytes_per_event, bounds::BYTES_PER_EVENT), bounds::BYTES_PER_EVENT),
+            ("running_executors", self.running_executors.is_some_and(|n| n > bounds::EXECUTORS), bounds::EXECUTORS as f64),
+            ("pending_executors", self.pending_executors.is_some_and(|n| n > bounds::EXECUTORS), bounds::EXECUTORS as f64),
+            ("agent.decision_time_s", opt(self.agent.as_ref().and_then(|a| a.decision_time_s), f64::MAX), f64::MAX),
+        ];
+        checks.into_iter().find(|c| c.1).map(|(name, _, max)| if max == f64::MAX { format!("{name} must be a non-negative number") } else { format!("{name} must be a number from 0 to {max:e}") })
     }
 }
 
@@ -230,6 +256,12 @@ pub struct DecisionRecord {
     /// The Spark parameters the next job run should start with, when they differ from this run's.
     #[serde(default)]
     pub next_run: Option<JobRunConfig>,
+    /// The step window in force after this decision (the guardrails' step limit counts from it).
+    #[serde(default)]
+    pub step_window: Option<control::StepWindow>,
+    /// Why the decision comes from the reference rule instead of the model, when it does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fallback: Option<String>,
 }
 
 impl DecisionRecord {

@@ -87,6 +87,7 @@ fn diagnostic(e: &HandlerError) -> lambda_runtime::Diagnostic {
         HandlerError::Config(_) | HandlerError::Policy(_) | HandlerError::Control(_) => "NonRetryable.Configuration",
         HandlerError::State(_) => "NonRetryable.State",
         HandlerError::Port(_) => "Retryable.Backend",
+        HandlerError::Busy(_) => "Retryable.Busy",
     };
     lambda_runtime::Diagnostic { error_type: kind.to_string(), error_message: e.to_string() }
 }
@@ -142,6 +143,7 @@ async fn respond(handler: Arc<dyn Handler>, req: Request<Incoming>) -> Result<Re
         Err(e) => {
             let status = match e {
                 HandlerError::BadEvent(_) | HandlerError::BadRequest(_) => StatusCode::BAD_REQUEST,
+                HandlerError::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
                 _ => StatusCode::INTERNAL_SERVER_ERROR,
             };
             tracing::error!(error = %e, "invocation failed");

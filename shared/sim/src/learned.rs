@@ -117,19 +117,21 @@ impl SeedPolicy for RlSeed {
 pub struct ArenaGuardrails {
     guardrails: Guardrails,
     last_scale_up_s: Option<f64>,
+    step_window: Option<control::StepWindow>,
 }
 
 impl ArenaGuardrails {
     pub fn new(max_executors: u32) -> Self {
         let config = GuardrailConfig { max_executors: max_executors.max(1), ..GuardrailConfig::default() };
-        Self { guardrails: Guardrails::new(config).expect("default guardrails with a maximum of at least one are valid"), last_scale_up_s: None }
+        Self { guardrails: Guardrails::new(config).expect("default guardrails with a maximum of at least one are valid"), last_scale_up_s: None, step_window: None }
     }
 
     /// The action to apply for `proposed` at observation `obs`.
     pub fn apply(&mut self, proposed: ScalingAction, obs: &Observation) -> ScalingAction {
         // No spend cap in the arena, so the executor price does not matter here.
-        let ctx = GuardrailContext { now_s: obs.time_s, last_scale_up_s: self.last_scale_up_s, burst: obs.burst_signal, usd_per_executor_hour: 0.0 };
+        let ctx = GuardrailContext { now_s: obs.time_s, last_scale_up_s: self.last_scale_up_s, burst: obs.burst_signal, usd_per_executor_hour: 0.0, step_window: self.step_window };
         let (action, _) = self.guardrails.apply(proposed, &obs.current, &ctx);
+        self.step_window = Some(control::StepWindow::after(self.step_window, &obs.current, obs.time_s, self.guardrails.config()));
         self.last_scale_up_s = control::scale_up_time(self.last_scale_up_s, &obs.current, &action, obs.time_s);
         action
     }
