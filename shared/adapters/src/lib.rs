@@ -22,7 +22,7 @@ mod redis_store;
 pub use aws::{parse_quantity, ElastiCacheHotTier, EmrServerless, S3Store};
 pub use error::AdapterError;
 pub use kafka::KafkaPublisher;
-pub use redis_store::RedisStore;
+pub use redis_store::{redact_url, RedisStore};
 
 use async_trait::async_trait;
 use handlers::ports::*;
@@ -104,6 +104,23 @@ impl ObjectStore for NotConfigured {
     }
 }
 
+/// Time limits on every AWS call. The functions' timeout is 60 s and a decision makes two or three
+/// calls; without an operation timeout a call to an endpoint that accepts and never answers would
+/// use all of it.
+pub fn aws_timeouts() -> aws_config::timeout::TimeoutConfig {
+    aws_config::timeout::TimeoutConfig::builder()
+        .connect_timeout(std::time::Duration::from_secs(3))
+        .operation_attempt_timeout(std::time::Duration::from_secs(5))
+        .operation_timeout(std::time::Duration::from_secs(15))
+        .build()
+}
+
+/// Throttling and 5xx answers are retried with the SDK's standard back-off, three attempts at most
+/// (inside [`aws_timeouts`]' operation timeout).
+pub fn aws_retries() -> aws_config::retry::RetryConfig {
+    aws_config::retry::RetryConfig::standard().with_max_attempts(3)
+}
+
 /// Build `function`'s backends from the environment. A needed setting that is missing is an error
 /// naming the variable; with `SPARKPILOT_BACKEND=embedded` everything is in memory.
 pub async fn connect(function: &str) -> Result<Backends, AdapterError> {
@@ -125,7 +142,8 @@ pub async fn connect_with(function: &str, env: impl Fn(&str) -> Option<String>) 
         nvme: Arc::new(NotConfigured("nvme")),
     };
     if needs.store {
-        b.store = Arc::new(RedisStore::connect(&require("REDIS_URL")?).await?);
+        let ca = env("SPARKPILOT_REDIS_CA_FILE").filter(|v| !v.trim().is_empty()).map(std::path::PathBuf::from);
+        b.store = Arc::new(RedisStore::connect_with_ca(&require("REDIS_URL")?, ca.as_deref()).await?);
     }
     if needs.publisher {
         let extra: Vec<(String, String)> = std::env::vars()
@@ -134,7 +152,7 @@ pub async fn connect_with(function: &str, env: impl Fn(&str) -> Option<String>) 
         b.publisher = Arc::new(KafkaPublisher::new(&require("KAFKA_BROKERS")?, &extra)?);
     }
     if needs.emr || needs.hot_tier || needs.objects {
-        let conf = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+        let conf = aws_config::defaults(aws_config::BehaviorVersion::latest()).timeout_config(aws_timeouts()).retry_config(aws_retries()).load().await;
         if needs.emr {
             b.emr = Arc::new(EmrServerless::new(aws_sdk_emrserverless::Client::new(&conf), &require("SPARKPILOT_EMR_APPLICATION_ID")?));
         }

@@ -52,12 +52,56 @@ fn err(op: &'static str) -> impl Fn(redis::RedisError) -> PortError {
     move |e| PortError::new("redis", op, e)
 }
 
+/// Longest a command may wait for its reply, and a connection for its handshake. A decision makes a
+/// handful of round trips and the function's timeout is 60 s: a Redis that stopped answering must
+/// fail the invocation (the event source delivers the batch again) long before that.
+pub const RESPONSE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+pub const CONNECTION_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+/// Reconnection attempts after the connection drops (exponential back-off, at most a second apart).
+const RECONNECT_ATTEMPTS: usize = 4;
+/// Attempts at a read. Reads are retried; writes are not, since a write whose reply was lost may
+/// have been applied: the handler fails and the event source redelivers its batch, which the
+/// functions recognise (scaling-decision's decided offsets, burst-signal's per-edge timestamps).
+const READ_ATTEMPTS: u32 = 3;
+
+/// `url` with its password replaced, for messages and logs.
+pub fn redact_url(url: &str) -> String {
+    let Some(scheme_end) = url.find("://").map(|i| i + 3) else { return url.to_string() };
+    let rest = &url[scheme_end..];
+    let host_end = rest.find('/').unwrap_or(rest.len());
+    match rest[..host_end].rfind('@') {
+        Some(at) => {
+            let user = rest[..at].split(':').next().unwrap_or_default();
+            format!("{}{user}:***{}", &url[..scheme_end], &rest[at..])
+        }
+        None => url.to_string(),
+    }
+}
+
 impl RedisStore {
-    /// Connect to `url` (`redis://host:port/db`, `rediss://` for TLS).
+    /// Connect to `url` (`redis://[user:password@]host:port/db`, `rediss://` for TLS, checked against
+    /// the system's roots, or against the PEM file `ca_file` when given: a private CA, or a test's).
     pub async fn connect(url: &str) -> Result<Self, AdapterError> {
-        let fail = |e: redis::RedisError| AdapterError::Redis { url: url.to_string(), message: e.to_string() };
-        let client = redis::Client::open(url).map_err(fail)?;
-        let con = ConnectionManager::new(client).await.map_err(fail)?;
+        Self::connect_with_ca(url, None).await
+    }
+
+    pub async fn connect_with_ca(url: &str, ca_file: Option<&std::path::Path>) -> Result<Self, AdapterError> {
+        let fail = |e: redis::RedisError| AdapterError::Redis { url: redact_url(url), message: e.to_string() };
+        // Already installed (by this or another client) is fine.
+        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+        let client = match ca_file {
+            None => redis::Client::open(url).map_err(fail)?,
+            Some(path) => {
+                let root_cert = std::fs::read(path).map_err(|e| AdapterError::Config(format!("Redis CA file {}: {e}", path.display())))?;
+                redis::Client::build_with_tls(url, redis::TlsCertificates { client_tls: None, root_cert: Some(root_cert) }).map_err(fail)?
+            }
+        };
+        let config = redis::aio::ConnectionManagerConfig::new()
+            .set_response_timeout(Some(RESPONSE_TIMEOUT))
+            .set_connection_timeout(Some(CONNECTION_TIMEOUT))
+            .set_number_of_retries(RECONNECT_ATTEMPTS)
+            .set_max_delay(std::time::Duration::from_secs(1));
+        let con = ConnectionManager::new_with_config(client, config).await.map_err(fail)?;
         Ok(Self { con })
     }
 
@@ -67,14 +111,30 @@ impl RedisStore {
     }
 }
 
+impl RedisStore {
+    async fn mget(&self, keys: &[String]) -> PortResult<Vec<Option<Vec<u8>>>> {
+        let mut con = self.con.clone();
+        redis::cmd("MGET").arg(keys).query_async(&mut con).await.map_err(err("MGET"))
+    }
+}
+
 #[async_trait]
 impl StateStore for RedisStore {
     async fn get_many(&self, keys: &[String]) -> PortResult<Vec<Option<Vec<u8>>>> {
         if keys.is_empty() {
             return Ok(Vec::new());
         }
-        let mut con = self.con.clone();
-        redis::cmd("MGET").arg(keys).query_async(&mut con).await.map_err(err("MGET"))
+        let mut attempt = 1;
+        loop {
+            match self.mget(keys).await {
+                Err(e) if attempt < READ_ATTEMPTS => {
+                    tracing::warn!(attempt, error = %e, "redis read failed; retrying");
+                    tokio::time::sleep(std::time::Duration::from_millis(50 << attempt)).await;
+                    attempt += 1;
+                }
+                other => return other,
+            }
+        }
     }
 
     async fn set_many(&self, entries: &[(String, Vec<u8>)], ttl: Option<Duration>) -> PortResult<()> {
@@ -174,5 +234,15 @@ impl StateStore for RedisStore {
             }
         }
         pipe.query_async::<()>(&mut con).await.map_err(err("MULTI/EXEC"))
+    }
+}
+
+#[cfg(test)]
+mod redact_tests {
+    #[test]
+    fn passwords_never_reach_a_message() {
+        assert_eq!(super::redact_url("rediss://default:s3cret@cache.example:6379/0"), "rediss://default:***@cache.example:6379/0");
+        assert_eq!(super::redact_url("redis://:s3cret@127.0.0.1:6379"), "redis://:***@127.0.0.1:6379");
+        assert_eq!(super::redact_url("redis://127.0.0.1:6379/0"), "redis://127.0.0.1:6379/0");
     }
 }
