@@ -696,7 +696,13 @@ impl Handler for ShuffleRouter {
     async fn handle(&self, trigger: Trigger) -> Result<serde_json::Value, HandlerError> {
         let mut manifests: Vec<(Option<RecordRef>, Result<Manifest, String>)> = Vec::new();
         match trigger {
-            Trigger::Schedule { .. } => return Err(HandlerError::BadEvent("shuffle-router takes manifests, not a schedule".into())),
+            // A schedule (EventBridge with its input, or OpenFaaS' cron-connector, which posts no body)
+            // runs the sweep at its default age.
+            Trigger::Schedule { .. } => {
+                let report = self.sweep(SWEEP_MIN_AGE_S).await?;
+                tracing::info!(listed = report.listed, deleted = report.deleted, "scheduled sweep");
+                return Ok(json!({"status": "swept", "report": report}));
+            }
             Trigger::Direct(v) if v.get("op").is_some() => {
                 let req: OpRequest = serde_json::from_value(v).map_err(|e| HandlerError::BadRequest(format!("request: {e}")))?;
                 let block_id = || req.block_id.clone().ok_or_else(|| HandlerError::BadRequest(format!("op {:?} needs a block_id", req.op)));

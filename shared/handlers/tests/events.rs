@@ -397,5 +397,8 @@ async fn each_function_rejects_triggers_it_does_not_take_with_a_clear_error() {
     let e = invoke(&env, &Settings::default(), "prewarmer", trigger("burst-signal-msk.json")).await.unwrap_err();
     assert!(e.to_string().contains("schedule"), "{e}");
     assert!(build("nope", &Settings::default(), &env.backends()).is_err());
+    // A schedule runs shuffle-router's sweep.
+    let swept = invoke(&env, &Settings::default(), "shuffle-router", trigger("schedule.json")).await.unwrap();
+    assert_eq!(swept["status"], "swept", "{swept}");
     let _ = env.objects.put("x", vec![1], StorageClass::Standard).await;
 }
