@@ -148,7 +148,7 @@ async fn the_prewarmer_sets_initial_capacity_on_the_emulator() {
     assert_eq!(executors, Some(target.min(4)), "{out}");
     // Quiet again: the pre-initialised executors are released.
     let flat: Vec<Vec<u8>> = (0..1_800)
-        .map(|s| serde_json::to_vec(&control::LoadSample { time_s: 1_795_342_000.0 + s as f64, rate: 1_000.0 }).unwrap())
+        .map(|s| serde_json::to_vec(&control::LoadSample { time_s: 1_795_340_100.0 + s as f64, rate: 1_000.0 }).unwrap())
         .collect();
     l.redis.push_capped(&format!("{{{}}}:load-history", l.settings.key_prefix), &flat, 1_800).await.unwrap();
     let out = l.invoke("prewarmer", decode_lambda(event("schedule.json")).unwrap()).await;

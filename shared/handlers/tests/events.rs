@@ -381,7 +381,7 @@ async fn prewarmer_sets_initial_capacity_ahead_of_a_rising_load_and_releases_it_
     assert_eq!(env.emr.get_application().await.unwrap().capacity.initial_executors as u64, target.min(4));
     // Then flat: nothing to prepare for.
     let flat: Vec<Vec<u8>> = (0..1_800)
-        .map(|s| serde_json::to_vec(&control::LoadSample { time_s: 1_795_342_000.0 + s as f64, rate: 1_000.0 }).unwrap())
+        .map(|s| serde_json::to_vec(&control::LoadSample { time_s: 1_795_340_100.0 + s as f64, rate: 1_000.0 }).unwrap())
         .collect();
     handlers::ports::StateStore::push_capped(store.as_ref(), "{sparkpilot}:load-history", &flat, 1_800).await.unwrap();
     let out = invoke(&env, &settings, "prewarmer", trigger("schedule.json")).await.unwrap();
