@@ -227,6 +227,11 @@ async fn futures_join<T>(handles: impl Iterator<Item = tokio::task::JoinHandle<T
     out
 }
 
+/// `PROPTEST_CASES` when set (a longer run), else the modest default `./infra/test` runs.
+fn cases(default: u32) -> u32 {
+    std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
 /// Any JSON a producer might send, weighted toward the numbers that once broke the state.
 fn wild_number() -> impl Strategy<Value = Value> {
     prop_oneof![
@@ -255,7 +260,7 @@ fn wild_edge(now: f64) -> impl Strategy<Value = Value> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: cases(48), failure_persistence: None, ..ProptestConfig::default() })]
 
     /// After any sequence of wild batches through both functions, every stored value reads back and the
     /// next valid batch is decided.
@@ -309,5 +314,51 @@ proptest! {
         let event = json!({"eventSource": "aws:kafka", "records": {"t-0": records}});
         let Ok(Trigger::Kafka(decoded)) = handlers::decode_lambda_bytes(&serde_json::to_vec(&event).unwrap()) else { panic!("a Kafka batch decodes") };
         prop_assert_eq!(decoded.len(), fields.len());
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: cases(48), failure_persistence: None, ..ProptestConfig::default() })]
+
+    /// OpenFaaS requests: any headers and body decode to a trigger or a clear error, never a panic;
+    /// a kafka-connector request is exactly one record.
+    #[test]
+    fn any_openfaas_request_decodes_or_is_refused(topic in prop::option::of("[a-z-]{1,12}"), offset in prop::option::of(".{0,8}"), key in prop::option::of(".{0,8}"), b64 in any::<bool>(), body in prop::collection::vec(any::<u8>(), 0..64)) {
+        let header = |h: &str| match h {
+            "x-topic" => topic.clone(),
+            "x-kafka-offset" => offset.clone(),
+            "x-kafka-key" => key.clone(),
+            "x-kafka-key-enc" => b64.then(|| "b64".to_string()),
+            _ => None,
+        };
+        match handlers::decode_http(header, &body, 1.0) {
+            Ok(Trigger::Kafka(records)) => prop_assert_eq!(records.len(), 1),
+            Ok(_) => prop_assert!(topic.is_none()),
+            Err(e) => prop_assert!(!e.to_string().is_empty()),
+        }
+    }
+
+    /// meta-weights and the prewarmer: any direct payload and any stored load history give an answer
+    /// or a clear error, and a valid call after them works.
+    #[test]
+    fn meta_weights_and_prewarmer_survive_wild_input(payloads in prop::collection::vec((prop_oneof![Just(json!("healthcare_critical")), Just(json!("mars")), Just(json!(5)), Just(Value::Null)], wild_number()), 1..4), history in prop::collection::vec((wild_number(), wild_number()), 0..40)) {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async {
+            let env = Embedded::default();
+            let settings = Settings::default();
+            let meta = handler(&env, &settings, "meta-weights");
+            for (scenario, budget) in &payloads {
+                let _ = meta.handle(Trigger::Direct(json!({"scenario": scenario, "budget_remaining": budget}))).await;
+            }
+            let ok = meta.handle(Trigger::Direct(json!({"scenario": "balanced", "budget_remaining": 40.0}))).await;
+            prop_assert!(ok.is_ok(), "meta-weights after wild input: {:?}", ok.err());
+            let keys = handlers::Keys::new(&settings.key_prefix);
+            let now = handlers::events::now_s();
+            let samples: Vec<Vec<u8>> = history.iter().map(|(t, r)| serde_json::to_vec(&json!({"time_s": t, "rate": r})).unwrap()).chain((0..30).map(|s| serde_json::to_vec(&json!({"time_s": now - s as f64, "rate": 100.0})).unwrap())).collect();
+            env.store.push_capped(&keys.load_history(), &samples, 7_200).await.unwrap();
+            let out = handler(&env, &settings, "prewarmer").handle(Trigger::Schedule { time_s: now }).await;
+            prop_assert!(out.is_ok(), "prewarmer: {:?}", out.err());
+            Ok(())
+        })?;
     }
 }
