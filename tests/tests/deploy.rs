@@ -353,3 +353,37 @@ async fn function_binaries_serve_openfaas_connector_requests() {
     let (status, out) = http(&addr, "POST", "/", &[("X-Topic", "iot-metadata")], b"{}").await;
     assert_eq!(status, 400, "prewarmer refuses Kafka records: {out}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scaling_decision_writes_cloudwatch_embedded_metric_lines() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let addr = format!("127.0.0.1:{port}");
+    let out_path = std::env::temp_dir().join(integration::unique("emf")).with_extension("log");
+    let stdout = std::fs::File::create(&out_path).unwrap();
+    let mut cmd = Command::new(workspace_binary("scaling-decision"));
+    cmd.env("SPARKPILOT_BACKEND", "embedded").env("RUST_LOG", "warn").env("SPARKPILOT_METRICS", "emf").env("SPARKPILOT_HTTP_ADDR", &addr).stdout(Stdio::from(stdout)).stderr(Stdio::null());
+    let child = Killed(cmd.spawn().expect("spawn scaling-decision"));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while TcpStream::connect(&addr).await.is_err() {
+        assert!(Instant::now() < deadline, "scaling-decision never listened on {addr}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for _ in 0..2 {
+        let (status, out) = http(&addr, "POST", "/", &[("X-Connector", "cron-connector")], b"").await;
+        assert_eq!(status, 200, "{out}");
+    }
+    drop(child);
+    let text = std::fs::read_to_string(&out_path).unwrap();
+    let lines: Vec<serde_json::Value> = text.lines().filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()).filter(|v| v.get("_aws").is_some()).collect();
+    assert_eq!(lines.len(), 2, "one EMF line per decision:\n{text}");
+    for v in &lines {
+        let spec = &v["_aws"]["CloudWatchMetrics"][0];
+        assert_eq!(spec["Namespace"], "sparkpilot");
+        for m in spec["Metrics"].as_array().unwrap() {
+            let name = m["Name"].as_str().unwrap();
+            assert!(v[name].is_number(), "{name} has no value: {v}");
+        }
+        assert_eq!((v["Function"].as_str(), v["Decisions"].as_f64(), v["ModelFallback"].as_f64()), (Some("scaling-decision"), Some(1.0), Some(0.0)), "{v}");
+    }
+    std::fs::remove_file(out_path).ok();
+}

@@ -23,6 +23,7 @@ mod error;
 pub mod events;
 pub mod memory;
 pub mod meta_weights;
+pub mod metrics;
 pub mod ports;
 pub mod prewarmer;
 mod settings;

@@ -664,6 +664,9 @@ impl ScalingDecision {
         stored?;
         published?;
         tracing::info!(decision = %String::from_utf8_lossy(&bytes), "scaling decision");
+        if self.settings.emf_metrics {
+            println!("{}", crate::metrics::emf_line("scaling-decision", now, &crate::metrics::decision_metrics(&record)));
+        }
         Ok(record)
     }
 }

@@ -73,6 +73,8 @@ pub struct Settings {
     pub max_clock_skew_s: f64,
     /// The SHA-256 (hex) the scaling model file must have; unset: any file that loads.
     pub scaling_model_sha256: Option<String>,
+    /// Write CloudWatch embedded-metric-format lines to stdout (`SPARKPILOT_METRICS=emf`).
+    pub emf_metrics: bool,
 }
 
 impl Default for Settings {
@@ -98,6 +100,7 @@ impl Default for Settings {
             prewarm_utilisation: control::PREWARM_UTILISATION,
             max_clock_skew_s: 300.0,
             scaling_model_sha256: None,
+            emf_metrics: false,
         }
     }
 }
@@ -143,6 +146,13 @@ impl Settings {
         parse(g, "SPARKPILOT_MAX_CLOCK_SKEW_S", &mut s.max_clock_skew_s)?;
         if !(s.max_clock_skew_s.is_finite() && s.max_clock_skew_s >= 0.0) {
             return Err(HandlerError::Config(format!("SPARKPILOT_MAX_CLOCK_SKEW_S must be a non-negative number of seconds, got {}", s.max_clock_skew_s)));
+        }
+        if let Some(v) = get("SPARKPILOT_METRICS") {
+            s.emf_metrics = match v.trim() {
+                "emf" => true,
+                "" | "off" | "log" => false,
+                other => return Err(HandlerError::Config(format!("SPARKPILOT_METRICS={other:?}: expected emf or off"))),
+            };
         }
         if let Some(v) = get("SPARKPILOT_SCALING_MODEL_SHA256") {
             let hex = v.trim().to_ascii_lowercase();
