@@ -4,6 +4,7 @@
 
 pub mod delay_proxy;
 pub mod fault_proxy;
+pub mod lambda_api;
 
 use std::path::PathBuf;
 

@@ -7,8 +7,8 @@ use integration::{event, repo_root, workspace_binary};
 use serde_json::Value;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
 
 /// The directory infra/tools-env links the Python-packaged tools into (moto_server, cfn-lint, sam,
 /// cargo-lambda): `$SPARKPILOT_TOOLS/bin`, by default `~/.cache/sparkpilot/tools/bin`.
@@ -146,85 +146,13 @@ fn function(name: &str, envs: &[(&str, String)]) -> Killed {
     Killed(cmd.spawn().expect("spawn function"))
 }
 
-async fn read_request(stream: &mut BufReader<TcpStream>) -> Option<(String, String, Vec<u8>)> {
-    let mut line = String::new();
-    if stream.read_line(&mut line).await.ok()? == 0 {
-        return None;
-    }
-    let mut parts = line.split_whitespace();
-    let (method, path) = (parts.next()?.to_string(), parts.next()?.to_string());
-    let mut length = 0;
-    loop {
-        let mut h = String::new();
-        stream.read_line(&mut h).await.ok()?;
-        if h.trim().is_empty() {
-            break;
-        }
-        if let Some((k, v)) = h.split_once(':') {
-            if k.eq_ignore_ascii_case("content-length") {
-                length = v.trim().parse().unwrap_or(0);
-            }
-        }
-    }
-    let mut body = vec![0; length];
-    stream.read_exact(&mut body).await.ok()?;
-    Some((method, path, body))
-}
-
-/// Play the Lambda Runtime API for one invocation of `payload`; return the function's response.
-/// Every connection is served on its own task: the runtime client keeps a pool, and may post the
-/// response on a second connection while the first sits idle, kept alive.
+/// Play the Lambda Runtime API for one invocation of `payload` to the workspace's `function_name`
+/// binary (embedded backends); return the function's response.
 async fn lambda_invoke(function_name: &str, payload: &Value) -> (String, Value) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let _child = function(
-        function_name,
-        &[
-            ("AWS_LAMBDA_RUNTIME_API", addr.to_string()),
-            ("AWS_LAMBDA_FUNCTION_NAME", function_name.to_string()),
-            ("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "256".into()),
-            ("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST".into()),
-            ("AWS_LAMBDA_LOG_STREAM_NAME", "test".into()),
-            ("AWS_LAMBDA_LOG_GROUP_NAME", "test".into()),
-        ],
-    );
-    let body = std::sync::Arc::new(payload.to_string());
-    let served = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<(String, Value)>(1);
-    let function_name = function_name.to_string();
-    let server = tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            let (body, served, tx, function_name) = (body.clone(), served.clone(), tx.clone(), function_name.clone());
-            tokio::spawn(async move {
-                let mut stream = BufReader::new(stream);
-                while let Some((method, path, req_body)) = read_request(&mut stream).await {
-                    if method == "GET" && path.ends_with("/runtime/invocation/next") {
-                        if served.swap(true, std::sync::atomic::Ordering::SeqCst) {
-                            // Hold the next poll open: one invocation is all this test wants.
-                            tokio::time::sleep(Duration::from_secs(60)).await;
-                            return;
-                        }
-                        let deadline_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() + 60_000;
-                        let head = format!(
-                            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\nlambda-runtime-aws-request-id: req-1\r\nlambda-runtime-deadline-ms: {deadline_ms}\r\nlambda-runtime-invoked-function-arn: arn:aws:lambda:us-east-1:123456789012:function:{function_name}\r\nlambda-runtime-trace-id: Root=1-00000000-000000000000000000000000\r\ncontent-length: {}\r\n\r\n",
-                            body.len()
-                        );
-                        let _ = stream.get_mut().write_all(head.as_bytes()).await;
-                        let _ = stream.get_mut().write_all(body.as_bytes()).await;
-                    } else if method == "POST" && (path.ends_with("/response") || path.ends_with("/error")) {
-                        let _ = stream.get_mut().write_all(b"HTTP/1.1 202 Accepted\r\ncontent-length: 0\r\n\r\n").await;
-                        let kind = if path.ends_with("/response") { "response" } else { "error" };
-                        let _ = tx.send((kind.into(), serde_json::from_slice(&req_body).unwrap_or(Value::Null))).await;
-                    } else {
-                        let _ = stream.get_mut().write_all(b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n").await;
-                    }
-                }
-            });
-        }
-    });
-    let out = tokio::time::timeout(Duration::from_secs(30), rx.recv()).await.expect("the function answered through the runtime API within 30 s").expect("runtime API server stopped");
-    server.abort();
-    out
+    let mut cmd = tokio::process::Command::new(workspace_binary(function_name));
+    cmd.env("SPARKPILOT_BACKEND", "embedded").env("RUST_LOG", "warn");
+    let out = integration::lambda_api::invoke(cmd, function_name, payload, Duration::from_secs(30)).await;
+    (out.kind, out.body)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

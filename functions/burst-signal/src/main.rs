@@ -1,6 +1,6 @@
-//! The burst-signal function. Everything it does is in the shared crates; see `handlers::build`.
+//! The burst-signal function. Everything it does is in the shared crates; see `handlers::burst_signal`.
 
 #[tokio::main]
 async fn main() -> Result<(), serve::Error> {
-    serve::start("burst-signal").await
+    serve::start::<handlers::burst_signal::BurstSignal>().await
 }

@@ -1,6 +1,6 @@
-//! The prewarmer function. Everything it does is in the shared crates; see `handlers::build`.
+//! The prewarmer function. Everything it does is in the shared crates; see `handlers::prewarmer`.
 
 #[tokio::main]
 async fn main() -> Result<(), serve::Error> {
-    serve::start("prewarmer").await
+    serve::start::<handlers::prewarmer::Prewarmer>().await
 }

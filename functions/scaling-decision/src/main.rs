@@ -1,6 +1,6 @@
-//! The scaling-decision function. Everything it does is in the shared crates; see `handlers::build`.
+//! The scaling-decision function. Everything it does is in the shared crates; see `handlers::scaling_decision`.
 
 #[tokio::main]
 async fn main() -> Result<(), serve::Error> {
-    serve::start("scaling-decision").await
+    serve::start::<handlers::scaling_decision::ScalingDecision>().await
 }

@@ -1,6 +1,6 @@
-//! The shuffle-router function. Everything it does is in the shared crates; see `handlers::build`.
+//! The shuffle-router function. Everything it does is in the shared crates; see `handlers::shuffle_router`.
 
 #[tokio::main]
 async fn main() -> Result<(), serve::Error> {
-    serve::start("shuffle-router").await
+    serve::start::<handlers::shuffle_router::ShuffleRouter>().await
 }

@@ -1,59 +1,53 @@
 //! Real backends behind the handlers' ports, and [`connect`], which builds the ones a function
 //! needs from its environment, once, at init.
 //!
-//! | port | adapter | configured by |
-//! |---|---|---|
-//! | `StateStore` | [`RedisStore`] (ElastiCache or any Redis) | `REDIS_URL` |
-//! | `Publisher` | [`KafkaPublisher`] (MSK or any Kafka) | `KAFKA_BROKERS`, `SPARKPILOT_KAFKA_CONFIG_*` |
-//! | `EmrControl` | [`EmrServerless`] | `SPARKPILOT_EMR_APPLICATION_ID` |
-//! | `HotTier` | [`ElastiCacheHotTier`] | `SPARKPILOT_CACHE_REPLICATION_GROUP` |
-//! | `ObjectStore` (S3) | [`S3Store`] | `SPARKPILOT_BUCKET` |
-//! | `ObjectStore` (NVMe) | `handlers::memory::DirStore` | `SPARKPILOT_NVME_DIR` (default `/tmp/sparkpilot-nvme`) |
+//! | port | adapter | configured by | feature |
+//! |---|---|---|---|
+//! | `StateStore` | `RedisStore` (ElastiCache or any Redis) | `REDIS_URL` | always |
+//! | `Publisher` | `KafkaPublisher` (MSK or any Kafka) | `KAFKA_BROKERS`, `SPARKPILOT_KAFKA_CONFIG_*` | `kafka` |
+//! | `EmrControl` | `EmrServerless` | `SPARKPILOT_EMR_APPLICATION_ID` | `emr` |
+//! | `HotTier` | `ElastiCacheHotTier` | `SPARKPILOT_CACHE_REPLICATION_GROUP` | `elasticache` |
+//! | `ObjectStore` (S3) | `S3Store` | `SPARKPILOT_BUCKET` | `s3` |
+//! | `ObjectStore` (NVMe) | `handlers::memory::DirStore` | `SPARKPILOT_NVME_DIR` (default `/tmp/sparkpilot-nvme`) | always |
+//!
+//! Every client is a feature (all on by default): a function crate turns on only those of its
+//! ports, so that building it (`sam build` builds one function crate at a time) compiles no C
+//! library it does not use — librdkafka and OpenSSL only where something is published.
 //!
 //! AWS clients take the usual SDK configuration (region, credentials) and honour
 //! `AWS_ENDPOINT_URL` / `AWS_ENDPOINT_URL_<SERVICE>`, so they run against a local emulator.
 //! `SPARKPILOT_BACKEND=embedded` uses the in-memory backends instead, with no network at all.
 
+#[cfg(feature = "aws")]
 mod aws;
+#[cfg(feature = "elasticache")]
+mod elasticache;
+#[cfg(feature = "emr")]
+mod emr;
 mod error;
+#[cfg(feature = "kafka")]
 mod kafka;
 mod redis_store;
+#[cfg(feature = "s3")]
+mod s3;
 
-pub use aws::{parse_quantity, ElastiCacheHotTier, EmrServerless, S3Store};
+#[cfg(feature = "aws")]
+pub use aws::{aws_retries, aws_timeouts, sdk_config};
+#[cfg(feature = "elasticache")]
+pub use elasticache::ElastiCacheHotTier;
+#[cfg(feature = "emr")]
+pub use emr::{parse_quantity, EmrServerless};
 pub use error::AdapterError;
+#[cfg(feature = "kafka")]
 pub use kafka::KafkaPublisher;
 pub use redis_store::{redact_url, RedisStore};
+#[cfg(feature = "s3")]
+pub use s3::S3Store;
 
 use async_trait::async_trait;
 use handlers::ports::*;
-use handlers::Backends;
+use handlers::{Backends, Ports};
 use std::sync::Arc;
-
-/// What a function needs from the outside world.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Needs {
-    pub store: bool,
-    pub publisher: bool,
-    pub emr: bool,
-    pub hot_tier: bool,
-    pub objects: bool,
-    pub nvme: bool,
-}
-
-impl Needs {
-    /// The ports each of the five functions uses.
-    pub fn of(function: &str) -> Result<Self, AdapterError> {
-        let n = Needs { store: true, ..Default::default() };
-        Ok(match function {
-            "burst-signal" => Needs { publisher: true, ..n },
-            "meta-weights" => n,
-            "scaling-decision" => Needs { publisher: true, emr: true, hot_tier: true, ..n },
-            "shuffle-router" => Needs { objects: true, nvme: true, ..n },
-            "prewarmer" => Needs { emr: true, ..n },
-            other => return Err(AdapterError::Config(format!("unknown function {other:?}"))),
-        })
-    }
-}
 
 /// A port the function was not configured for: every call says so.
 struct NotConfigured(&'static str);
@@ -104,31 +98,23 @@ impl ObjectStore for NotConfigured {
     }
 }
 
-/// Time limits on every AWS call. The functions' timeout is 60 s and a decision makes two or three
-/// calls; without an operation timeout a call to an endpoint that accepts and never answers would
-/// use all of it.
-pub fn aws_timeouts() -> aws_config::timeout::TimeoutConfig {
-    aws_config::timeout::TimeoutConfig::builder()
-        .connect_timeout(std::time::Duration::from_secs(3))
-        .operation_attempt_timeout(std::time::Duration::from_secs(5))
-        .operation_timeout(std::time::Duration::from_secs(15))
-        .build()
-}
-
-/// Throttling and 5xx answers are retried with the SDK's standard back-off, three attempts at most
-/// (inside [`aws_timeouts`]' operation timeout).
-pub fn aws_retries() -> aws_config::retry::RetryConfig {
-    aws_config::retry::RetryConfig::standard().with_max_attempts(3)
-}
-
 /// Build `function`'s backends from the environment. A needed setting that is missing is an error
 /// naming the variable; with `SPARKPILOT_BACKEND=embedded` everything is in memory.
 pub async fn connect(function: &str) -> Result<Backends, AdapterError> {
     connect_with(function, |k| std::env::var(k).ok()).await
 }
 
+/// [`connect`], reading settings through `env`.
 pub async fn connect_with(function: &str, env: impl Fn(&str) -> Option<String>) -> Result<Backends, AdapterError> {
-    let needs = Needs::of(function)?;
+    let ports = Ports::of(function).map_err(|e| AdapterError::Config(e.to_string()))?;
+    connect_ports(function, ports, env).await
+}
+
+/// Build the backends a function with `ports` needs, reading settings through `env`. A function
+/// binary passes its [`handlers::Function::PORTS`], a constant, so the clients of the other ports
+/// are not linked into it; a port whose client this build of the crate leaves out (see the crate's
+/// features) is an error naming the feature.
+pub async fn connect_ports(function: &str, ports: Ports, env: impl Fn(&str) -> Option<String>) -> Result<Backends, AdapterError> {
     if env("SPARKPILOT_BACKEND").as_deref() == Some("embedded") {
         return Ok(Backends::embedded());
     }
@@ -141,34 +127,87 @@ pub async fn connect_with(function: &str, env: impl Fn(&str) -> Option<String>) 
         objects: Arc::new(NotConfigured("s3")),
         nvme: Arc::new(NotConfigured("nvme")),
     };
-    if needs.store {
+    if ports.store {
         let ca = env("SPARKPILOT_REDIS_CA_FILE").filter(|v| !v.trim().is_empty()).map(std::path::PathBuf::from);
         b.store = Arc::new(RedisStore::connect_with_ca(&require("REDIS_URL")?, ca.as_deref()).await?);
     }
-    if needs.publisher {
-        let extra: Vec<(String, String)> = std::env::vars()
-            .filter_map(|(k, v)| k.strip_prefix("SPARKPILOT_KAFKA_CONFIG_").map(|s| (s.to_ascii_lowercase().replace('_', "."), v)))
-            .collect();
-        b.publisher = Arc::new(KafkaPublisher::new(&require("KAFKA_BROKERS")?, &extra)?);
+    if ports.publisher {
+        b.publisher = publisher(&require)?;
     }
-    if needs.emr || needs.hot_tier || needs.objects {
-        let conf = aws_config::defaults(aws_config::BehaviorVersion::latest()).timeout_config(aws_timeouts()).retry_config(aws_retries()).load().await;
-        if needs.emr {
-            b.emr = Arc::new(EmrServerless::new(aws_sdk_emrserverless::Client::new(&conf), &require("SPARKPILOT_EMR_APPLICATION_ID")?));
-        }
-        if needs.hot_tier {
-            b.hot_tier = Arc::new(ElastiCacheHotTier::new(aws_sdk_elasticache::Client::new(&conf), &require("SPARKPILOT_CACHE_REPLICATION_GROUP")?));
-        }
-        if needs.objects {
-            // Emulators answer on one host: address buckets by path when the endpoint is overridden.
-            let path_style = env("AWS_ENDPOINT_URL").is_some() || env("AWS_ENDPOINT_URL_S3").is_some();
-            let s3 = aws_sdk_s3::config::Builder::from(&conf).force_path_style(path_style).build();
-            b.objects = Arc::new(S3Store::new(aws_sdk_s3::Client::from_conf(s3), &require("SPARKPILOT_BUCKET")?));
-        }
+    #[cfg(feature = "aws")]
+    let conf = if ports.emr || ports.hot_tier || ports.objects { Some(sdk_config().await) } else { None };
+    #[cfg(not(feature = "aws"))]
+    let conf: Option<SdkConfig> = None;
+    if ports.emr {
+        b.emr = emr(conf.as_ref(), &require)?;
     }
-    if needs.nvme {
+    if ports.hot_tier {
+        b.hot_tier = hot_tier(conf.as_ref(), &require)?;
+    }
+    if ports.objects {
+        b.objects = objects(conf.as_ref(), &require, &env)?;
+    }
+    if ports.nvme {
         let dir = env("SPARKPILOT_NVME_DIR").unwrap_or_else(|| "/tmp/sparkpilot-nvme".into());
         b.nvme = Arc::new(handlers::memory::DirStore::new(dir)?);
     }
     Ok(b)
+}
+
+// Unused when every client is compiled in.
+#[allow(dead_code)]
+fn left_out(port: &str, feature: &str) -> AdapterError {
+    AdapterError::Config(format!("this binary was built without the {port} client (the adapters crate's `{feature}` feature)"))
+}
+
+type Require<'a> = dyn Fn(&str) -> Result<String, AdapterError> + 'a;
+
+#[cfg(feature = "kafka")]
+fn publisher(require: &Require) -> Result<Arc<dyn Publisher>, AdapterError> {
+    let extra: Vec<(String, String)> = std::env::vars()
+        .filter_map(|(k, v)| k.strip_prefix("SPARKPILOT_KAFKA_CONFIG_").map(|s| (s.to_ascii_lowercase().replace('_', "."), v)))
+        .collect();
+    Ok(Arc::new(KafkaPublisher::new(&require("KAFKA_BROKERS")?, &extra)?))
+}
+#[cfg(not(feature = "kafka"))]
+fn publisher(_: &Require) -> Result<Arc<dyn Publisher>, AdapterError> {
+    Err(left_out("Kafka", "kafka"))
+}
+
+#[cfg(not(feature = "aws"))]
+type SdkConfig = ();
+#[cfg(feature = "aws")]
+type SdkConfig = aws_config::SdkConfig;
+
+#[cfg(feature = "emr")]
+fn emr(conf: Option<&SdkConfig>, require: &Require) -> Result<Arc<dyn EmrControl>, AdapterError> {
+    let conf = conf.expect("the SDK configuration is loaded when an AWS port is needed");
+    Ok(Arc::new(EmrServerless::new(aws_sdk_emrserverless::Client::new(conf), &require("SPARKPILOT_EMR_APPLICATION_ID")?)))
+}
+#[cfg(not(feature = "emr"))]
+fn emr(_: Option<&SdkConfig>, _: &Require) -> Result<Arc<dyn EmrControl>, AdapterError> {
+    Err(left_out("EMR Serverless", "emr"))
+}
+
+#[cfg(feature = "elasticache")]
+fn hot_tier(conf: Option<&SdkConfig>, require: &Require) -> Result<Arc<dyn HotTier>, AdapterError> {
+    let conf = conf.expect("the SDK configuration is loaded when an AWS port is needed");
+    Ok(Arc::new(ElastiCacheHotTier::new(aws_sdk_elasticache::Client::new(conf), &require("SPARKPILOT_CACHE_REPLICATION_GROUP")?)))
+}
+#[cfg(not(feature = "elasticache"))]
+fn hot_tier(_: Option<&SdkConfig>, _: &Require) -> Result<Arc<dyn HotTier>, AdapterError> {
+    Err(left_out("ElastiCache", "elasticache"))
+}
+
+#[cfg(feature = "s3")]
+fn objects(conf: Option<&SdkConfig>, require: &Require, env: &dyn Fn(&str) -> Option<String>) -> Result<Arc<dyn ObjectStore>, AdapterError> {
+    let conf = conf.expect("the SDK configuration is loaded when an AWS port is needed");
+    // Emulators answer on one host: address buckets by path when the endpoint is overridden.
+    let path_style = env("AWS_ENDPOINT_URL").is_some() || env("AWS_ENDPOINT_URL_S3").is_some();
+    let s3 = aws_sdk_s3::config::Builder::from(conf).force_path_style(path_style).build();
+    Ok(Arc::new(S3Store::new(aws_sdk_s3::Client::from_conf(s3), &require("SPARKPILOT_BUCKET")?)))
+}
+#[cfg(not(feature = "s3"))]
+fn objects(_: Option<&SdkConfig>, _: &Require, _: &dyn Fn(&str) -> Option<String>) -> Result<Arc<dyn ObjectStore>, AdapterError> {
+    Err(left_out("S3", "s3"))
 }

@@ -109,7 +109,7 @@ pub fn decode_records(records: &[crate::KafkaMessage], now_s: f64, max_skew_s: f
 #[async_trait]
 impl Handler for BurstSignal {
     fn name(&self) -> &'static str {
-        "burst-signal"
+        <Self as crate::Function>::NAME
     }
 
     async fn handle(&self, trigger: Trigger) -> Result<serde_json::Value, HandlerError> {

@@ -92,15 +92,76 @@ impl Backends {
     }
 }
 
-/// Build the handler of a function by name.
+/// The ports a function reaches, so its binary connects those and links no client for the others.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Ports {
+    pub store: bool,
+    pub publisher: bool,
+    pub emr: bool,
+    pub hot_tier: bool,
+    pub objects: bool,
+    pub nvme: bool,
+}
+
+impl Ports {
+    const STORE: Ports = Ports { store: true, publisher: false, emr: false, hot_tier: false, objects: false, nvme: false };
+
+    /// The ports of a function named at run time (the CLI and the local bridge, which run all five).
+    pub fn of(name: &str) -> Result<Ports, HandlerError> {
+        Ok(match name {
+            burst_signal::BurstSignal::NAME => burst_signal::BurstSignal::PORTS,
+            meta_weights::MetaWeights::NAME => meta_weights::MetaWeights::PORTS,
+            scaling_decision::ScalingDecision::NAME => scaling_decision::ScalingDecision::PORTS,
+            shuffle_router::ShuffleRouter::NAME => shuffle_router::ShuffleRouter::PORTS,
+            prewarmer::Prewarmer::NAME => prewarmer::Prewarmer::PORTS,
+            other => return Err(unknown_function(other)),
+        })
+    }
+}
+
+/// A function known at compile time. A function binary is generic over one of these, so that it
+/// links that handler and the clients of its [`Ports`] only: no policy runtime in the shuffle
+/// router, no Kafka client where nothing is published.
+pub trait Function: Handler + Sized + 'static {
+    /// Folder, crate, binary and deployment name.
+    const NAME: &'static str;
+    const PORTS: Ports;
+    /// Build the handler once, at init.
+    fn init(settings: &Settings, backends: &Backends) -> Result<Self, HandlerError>;
+}
+
+macro_rules! function {
+    ($ty:ty, $name:literal, $ports:expr) => {
+        impl Function for $ty {
+            const NAME: &'static str = $name;
+            const PORTS: Ports = $ports;
+            fn init(settings: &Settings, backends: &Backends) -> Result<Self, HandlerError> {
+                <$ty>::new(settings, backends)
+            }
+        }
+    };
+}
+
+function!(burst_signal::BurstSignal, "burst-signal", Ports { publisher: true, ..Ports::STORE });
+function!(meta_weights::MetaWeights, "meta-weights", Ports::STORE);
+function!(scaling_decision::ScalingDecision, "scaling-decision", Ports { publisher: true, emr: true, hot_tier: true, ..Ports::STORE });
+function!(shuffle_router::ShuffleRouter, "shuffle-router", Ports { objects: true, nvme: true, ..Ports::STORE });
+function!(prewarmer::Prewarmer, "prewarmer", Ports { emr: true, ..Ports::STORE });
+
+fn unknown_function(name: &str) -> HandlerError {
+    HandlerError::Config(format!("unknown function {name:?}; expected one of {}", FUNCTIONS.join(", ")))
+}
+
+/// Build the handler of a function named at run time (links all five; a function binary uses
+/// [`Function::init`] instead).
 pub fn build(name: &str, settings: &Settings, backends: &Backends) -> Result<Arc<dyn Handler>, HandlerError> {
     Ok(match name {
-        "burst-signal" => Arc::new(burst_signal::BurstSignal::new(settings, backends)?),
-        "meta-weights" => Arc::new(meta_weights::MetaWeights::new(settings, backends)?),
-        "scaling-decision" => Arc::new(scaling_decision::ScalingDecision::new(settings, backends)?),
-        "shuffle-router" => Arc::new(shuffle_router::ShuffleRouter::new(settings, backends)?),
-        "prewarmer" => Arc::new(prewarmer::Prewarmer::new(settings, backends)?),
-        other => return Err(HandlerError::Config(format!("unknown function {other:?}; expected one of {}", FUNCTIONS.join(", ")))),
+        burst_signal::BurstSignal::NAME => Arc::new(burst_signal::BurstSignal::new(settings, backends)?),
+        meta_weights::MetaWeights::NAME => Arc::new(meta_weights::MetaWeights::new(settings, backends)?),
+        scaling_decision::ScalingDecision::NAME => Arc::new(scaling_decision::ScalingDecision::new(settings, backends)?),
+        shuffle_router::ShuffleRouter::NAME => Arc::new(shuffle_router::ShuffleRouter::new(settings, backends)?),
+        prewarmer::Prewarmer::NAME => Arc::new(prewarmer::Prewarmer::new(settings, backends)?),
+        other => return Err(unknown_function(other)),
     })
 }
 

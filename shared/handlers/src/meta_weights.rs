@@ -80,7 +80,7 @@ pub fn recent_history(decisions: &[DecisionRecord], prices: &PriceBook, vcpu: f6
 #[async_trait]
 impl Handler for MetaWeights {
     fn name(&self) -> &'static str {
-        "meta-weights"
+        <Self as crate::Function>::NAME
     }
 
     async fn handle(&self, trigger: Trigger) -> Result<serde_json::Value, HandlerError> {

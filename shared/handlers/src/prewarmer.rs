@@ -47,7 +47,7 @@ impl Prewarmer {
 #[async_trait]
 impl Handler for Prewarmer {
     fn name(&self) -> &'static str {
-        "prewarmer"
+        <Self as crate::Function>::NAME
     }
 
     async fn handle(&self, trigger: Trigger) -> Result<serde_json::Value, HandlerError> {

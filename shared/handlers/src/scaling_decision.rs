@@ -441,7 +441,7 @@ impl ScalingDecision {
 #[async_trait]
 impl Handler for ScalingDecision {
     fn name(&self) -> &'static str {
-        "scaling-decision"
+        <Self as crate::Function>::NAME
     }
 
     async fn handle(&self, trigger: Trigger) -> Result<serde_json::Value, HandlerError> {

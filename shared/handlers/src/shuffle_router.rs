@@ -690,7 +690,7 @@ fn no_record() -> RecordRef {
 #[async_trait]
 impl Handler for ShuffleRouter {
     fn name(&self) -> &'static str {
-        "shuffle-router"
+        <Self as crate::Function>::NAME
     }
 
     async fn handle(&self, trigger: Trigger) -> Result<serde_json::Value, HandlerError> {

@@ -34,12 +34,13 @@ pub fn init_tracing() {
 }
 
 /// A function binary's whole `main`: tracing, settings, backends and handler built once, then
-/// served. Errors at init name what was wrong (a missing variable, an unreachable Redis).
-pub async fn start(function: &'static str) -> Result<(), Error> {
+/// served. Errors at init name what was wrong (a missing variable, an unreachable Redis). The
+/// function is a type, so the binary links its handler and the clients of its ports only.
+pub async fn start<F: handlers::Function>() -> Result<(), Error> {
     init_tracing();
     let settings = handlers::Settings::from_env()?;
-    let backends = adapters::connect(function).await?;
-    let handler = handlers::build(function, &settings, &backends)?;
+    let backends = adapters::connect_ports(F::NAME, F::PORTS, |k| std::env::var(k).ok()).await?;
+    let handler: Arc<dyn Handler> = Arc::new(F::init(&settings, &backends)?);
     run(handler).await
 }
 

@@ -1,0 +1,93 @@
+//! The Lambda bundle as a user builds it: `sam build` on template.yaml (for each function
+//! `cargo lambda build --release` in its folder, C compiled with zig), then each artifact as
+//! `sam deploy` uploads it: zipped within the size budget, linking only the clients of its own
+//! ports, and answering an event through the Lambda Runtime API.
+//!
+//! A cold run compiles the release profile (LTO) five times over; it shares the cargo target
+//! directory, so a warm run only relinks what changed.
+
+use integration::{event, repo_root};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+/// Largest zip per function (issue: each function's package at most 5 MB).
+const ZIP_LIMIT_BYTES: u64 = 5_000_000;
+
+/// Text that a dependency leaves in a stripped binary (the source paths of its panic locations,
+/// or librdkafka's own name), and the functions that may contain it: whatever else links it
+/// carries code it never runs.
+const MARKERS: [(&str, &[&str]); 5] = [
+    ("/tract-core-", &["meta-weights", "scaling-decision"]),
+    ("librdkafka", &["burst-signal", "scaling-decision"]),
+    ("/aws-sdk-emrserverless-", &["scaling-decision", "prewarmer"]),
+    ("/aws-sdk-elasticache-", &["scaling-decision"]),
+    ("/aws-sdk-s3-", &["shuffle-router"]),
+];
+
+/// (function, template resource, event it answers)
+const FUNCTIONS: [(&str, &str, &str); 5] = [
+    ("burst-signal", "BurstSignalFunction", "burst-signal-msk.json"),
+    ("meta-weights", "MetaWeightsFunction", "schedule.json"),
+    ("scaling-decision", "ScalingDecisionFunction", "scaling-decision-spark-metrics.json"),
+    ("shuffle-router", "ShuffleRouterFunction", "shuffle-router-manifest.json"),
+    ("prewarmer", "PrewarmerFunction", "schedule.json"),
+];
+
+fn tools_bin() -> PathBuf {
+    let tools = std::env::var_os("SPARKPILOT_TOOLS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/sparkpilot/tools"));
+    tools.join("bin")
+}
+
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| repo_root().join("target"))
+}
+
+/// Zip `bootstrap` as SAM does (Python's zipfile, deflated), return the zip's size.
+fn zipped_size(bootstrap: &Path, zip: &Path) -> u64 {
+    let python = tools_bin().with_file_name("venv").join("bin/python");
+    let script = "import sys, zipfile\nwith zipfile.ZipFile(sys.argv[2], 'w', zipfile.ZIP_DEFLATED) as z:\n    z.write(sys.argv[1], 'bootstrap')\n";
+    let status = Command::new(if python.exists() { python.into_os_string() } else { "python3".into() }).arg("-c").arg(script).arg(bootstrap).arg(zip).status().expect("python runs");
+    assert!(status.success(), "zipping {}", bootstrap.display());
+    std::fs::metadata(zip).unwrap().len()
+}
+
+fn contains(haystack: &[u8], needle: &str) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle.as_bytes())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sam_build_makes_small_lean_artifacts_that_answer_events() {
+    let build_dir = target_dir().join("sam-build");
+    let path = format!("{}:{}", tools_bin().display(), std::env::var("PATH").unwrap_or_default());
+    let out = Command::new(tools_bin().join("sam"))
+        .args(["build", "--template", "template.yaml", "--build-dir"])
+        .arg(&build_dir)
+        .current_dir(repo_root())
+        .env("PATH", &path)
+        .env("SAM_CLI_TELEMETRY", "0")
+        .env("CARGO_TARGET_DIR", target_dir())
+        .output()
+        .expect("sam is installed by infra/setup");
+    let log = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "sam build failed:\n{log}");
+
+    for (function, resource, event_file) in FUNCTIONS {
+        let bootstrap = build_dir.join(resource).join("bootstrap");
+        let binary = std::fs::read(&bootstrap).unwrap_or_else(|e| panic!("{}: {e}", bootstrap.display()));
+        let zip = zipped_size(&bootstrap, &build_dir.join(format!("{function}.zip")));
+        eprintln!("{function}: binary {:.2} MB, zip {:.2} MB", binary.len() as f64 / 1e6, zip as f64 / 1e6);
+        assert!(zip <= ZIP_LIMIT_BYTES, "{function}'s zip is {zip} bytes, above {ZIP_LIMIT_BYTES}");
+        for (marker, users) in MARKERS {
+            assert_eq!(contains(&binary, marker), users.contains(&function), "{function} {} {marker:?}", if users.contains(&function) { "lacks" } else { "links" });
+        }
+
+        let mut cmd = tokio::process::Command::new(&bootstrap);
+        cmd.env("SPARKPILOT_BACKEND", "embedded").env("RUST_LOG", "warn");
+        let answer = integration::lambda_api::invoke(cmd, function, &event(event_file), Duration::from_secs(30)).await;
+        assert_eq!(answer.kind, "response", "{function}: {}", answer.body);
+        eprintln!("{function}: ready after {:?}, answered {}", answer.ready_after, answer.body.to_string().chars().take(120).collect::<String>());
+    }
+}
