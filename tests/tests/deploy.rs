@@ -73,15 +73,26 @@ fn template_yaml_passes_sam_validate_lint() {
     assert!(output_text(&out).contains("is a valid SAM Template"), "{}", output_text(&out));
 }
 
-/// infra/check-template.py on `path`: whether it passed, and what it printed.
+/// The metrics each function emits, from the compiled code.
+fn code_metrics() -> Value {
+    handlers::FUNCTIONS.iter().map(|f| (f.to_string(), serde_json::json!(handlers::metrics::metric_names(f)))).collect::<serde_json::Map<_, _>>().into()
+}
+
+/// infra/check-template.py on `path`, with the metrics the compiled functions emit: whether it
+/// passed, and what it printed.
 fn check_template(path: &std::path::Path) -> (bool, String) {
+    let metrics = std::env::temp_dir().join(integration::unique("metrics")).with_extension("json");
+    std::fs::write(&metrics, code_metrics().to_string()).unwrap();
     let out = Command::new(tools_python())
         .arg(repo_root().join("infra/check-template.py"))
         .arg("--repo")
         .arg(repo_root())
+        .arg("--metrics")
+        .arg(&metrics)
         .arg(path)
         .output()
         .expect("python with PyYAML (infra/tools-env)");
+    let _ = std::fs::remove_file(&metrics);
     (out.status.success(), output_text(&out))
 }
 
@@ -89,10 +100,11 @@ fn check_template(path: &std::path::Path) -> (bool, String) {
 fn template_yaml_iam_destinations_schedules_and_concurrency() {
     let (ok, text) = check_template(&repo_root().join("template.yaml"));
     assert!(ok, "infra/check-template.py:\n{text}");
-    assert!(text.contains("4 Kafka mappings, 4 schedules"), "{text}");
+    assert!(text.contains("4 Kafka mappings, 4 schedules, 1 dashboard"), "{text}");
+    assert!(text.contains("10 alarms"), "{text}");
     // The checker itself catches each kind of break.
     let template = std::fs::read_to_string(repo_root().join("template.yaml")).unwrap();
-    let cases: [(&str, &str, &str); 9] = [
+    let cases: [(&str, &str, &str); 15] = [
         ("                - s3:DeleteObject\n", "                - s3:*\n", "action wildcard 's3:*'"),
         ("            # Lambda's event poller inspects the cluster's network; these Describe actions have no\n            # resource-level permissions, so IAM accepts only \"*\" for them.\n", "", "Resource \"*\" without a justifying comment"),
         ("        - !Ref FailedBatchesWritePolicy\n        - Statement:\n            # The object calls", "        - S3CrudPolicy:\n            BucketName: !Ref ShuffleBucket\n        - !Ref FailedBatchesWritePolicy\n        - Statement:\n            # The object calls", "does not spell out its actions"),
@@ -102,6 +114,13 @@ fn template_yaml_iam_destinations_schedules_and_concurrency() {
         ("Topics: [shuffle-manifests]", "Topics: [shuffle-blocks]", "reads topic 'shuffle-manifests' but no mapping"),
         ("              MaximumEventAgeInSeconds: 300\n", "              MaximumEventAgeInSeconds: 600\n", "delivered 600 s late"),
         ("ReservedConcurrentExecutions: 1", "ReservedConcurrentExecutions: 2", "ReservedConcurrentExecutions must be 1"),
+        // Monitoring: metrics the code does not emit, and alarms an operator needs.
+        ("\"ExecutorsRequested\", \"Function\", \"scaling-decision\"", "\"ExecutorsAsked\", \"Function\", \"scaling-decision\"", "ExecutorsAsked is not a metric scaling-decision emits"),
+        ("MetricName: ModelFallback", "MetricName: FallbackInUse", "no alarm on ModelFallback of scaling-decision"),
+        ("TreatMissingData: breaching", "TreatMissingData: notBreaching", "must treat missing data as breaching"),
+        ("Value: !Ref PrewarmerFunction", "Value: prewarmer", "no Errors alarm for PrewarmerFunction"),
+        ("        - Id: FailedBatches\n", "        - Id: Failed\n", "has no MetricsConfigurations entry with Id 'FailedBatches'"),
+        ("\"Throttles\", \"FunctionName\", \"${ShuffleRouterFunction}\"", "\"Throttles\", \"FunctionName\", \"${ShuffleRouterFunctio}\"", "does not show ShuffleRouterFunction's Lambda Throttles"),
     ];
     for (from, to, expect) in cases {
         assert!(template.contains(from), "the test's anchor {from:?} is gone from template.yaml");
@@ -111,6 +130,17 @@ fn template_yaml_iam_destinations_schedules_and_concurrency() {
         let _ = std::fs::remove_file(&bad);
         assert!(!ok && text.contains(expect), "expected {expect:?} from the checker:\n{text}");
     }
+}
+
+#[test]
+fn check_template_reads_the_metrics_the_code_emits() {
+    // Run on its own (CI, by hand), the checker reads the metric lists from metrics.rs: the same as compiled.
+    let out = Command::new(tools_python()).arg(repo_root().join("infra/check-template.py")).arg("--repo").arg(repo_root()).arg("--print-metrics").output().unwrap();
+    assert!(out.status.success(), "{}", output_text(&out));
+    let parsed: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", output_text(&out)));
+    assert_eq!(parsed, code_metrics());
+    let out = Command::new(tools_python()).arg(repo_root().join("infra/check-template.py")).arg("--repo").arg(repo_root()).arg(repo_root().join("template.yaml")).output().unwrap();
+    assert!(out.status.success(), "{}", output_text(&out));
 }
 
 #[test]
