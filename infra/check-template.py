@@ -13,10 +13,18 @@
   an EventInvokeConfig that drops stale ticks likewise.
 * scaling-decision has a reserved concurrency of 1; every function logs JSON; the architecture is a
   parameter allowing x86_64 and arm64; RedisUrl is NoEcho.
+* Monitoring: a dashboard whose body is JSON, showing the operator's metrics and every function's
+  Lambda errors and throttles; alarms on model fallback, on decisions stopping (missing data
+  breaching), on events over the SLA, on each function's errors and on the failed-batches bucket
+  receiving a batch (with its request metrics configured); every alarm notifies AlarmTopicArn when
+  set. Every sparkpilot metric the dashboard or an alarm names is one the function in its Function
+  dimension emits: the lists in shared/handlers/src/metrics.rs (`pub const X_METRICS`), or a JSON
+  file of them given with --metrics (the deploy tests write it from the compiled code).
 
-Usage: check-template.py [--repo DIR] TEMPLATE   (DIR: where events/ and infra/ are; default the
-template's directory). Prints one line per problem and exits 1 if there is any. Needs PyYAML (the
-tools virtualenv has it: infra/tools-env).
+Usage: check-template.py [--repo DIR] [--metrics FILE] TEMPLATE   (DIR: where events/, infra/ and
+shared/ are; default the template's directory). Prints one line per problem and exits 1 if there is
+any. `check-template.py [--repo DIR] --print-metrics` prints the metrics read from the code as JSON.
+Needs PyYAML (the tools virtualenv has it: infra/tools-env).
 """
 import glob, json, os, re, sys
 import yaml
@@ -97,7 +105,54 @@ def rate_seconds(expr):
     return int(m.group(1)) * unit
 
 
-def check(path, repo):
+METRICS_RS = os.path.join("shared", "handlers", "src", "metrics.rs")
+# What the dashboard must show, besides every function's Lambda errors and throttles.
+DASHBOARD_METRICS = [
+    ("scaling-decision", "ExecutorsRequested"), ("scaling-decision", "BurstSignal"), ("burst-signal", "ClusterBurst"),
+    ("scaling-decision", "LatencyMs"), ("scaling-decision", "EventsPerSecondOverSla"), ("scaling-decision", "Decisions"),
+    ("scaling-decision", "GuardrailChanges"), ("scaling-decision", "SettingsWaiting"), ("scaling-decision", "ModelFallback"),
+    ("shuffle-router", "BlockFailures"),
+]
+
+
+def code_metrics(repo):
+    """{function: [metric names]} from the `pub const X_METRICS: [&str; N] = [...]` lists of metrics.rs."""
+    text = open(os.path.join(repo, METRICS_RS)).read()
+    out = {}
+    for const, body in re.findall(r"pub const ([A-Z_]+)_METRICS: \[&str; \d+\] =\s*\[(.*?)\];", text, re.S):
+        out[const.lower().replace("_", "-")] = re.findall(r'"([^"]+)"', body)
+    return out
+
+
+def sub_text(value):
+    """The text of an Fn::Sub (or a plain string) with ${X} replaced by X, and the X it names."""
+    if isinstance(value, dict) and "Fn::Sub" in value:
+        value = value["Fn::Sub"]
+        if isinstance(value, list):
+            value = value[0]
+    if not isinstance(value, str):
+        return None, set()
+    names = set(re.findall(r"\$\{([^}!]+)\}", value))
+    return re.sub(r"\$\{([^}!]+)\}", lambda m: m.group(1), value), names
+
+
+def dashboard_rows(body):
+    """(namespace, metric, {dimension: value}) of every metric row of every widget, with the
+    dashboard's "." shorthand (same as the row above) resolved."""
+    rows = []
+    for w in body.get("widgets", []):
+        prev = []
+        for row in ((w.get("properties") or {}).get("metrics") or []):
+            plain = [x for x in row if not isinstance(x, dict)]
+            if not plain:
+                continue  # a metric-math expression
+            plain = [prev[i] if x == "." and i < len(prev) else x for i, x in enumerate(plain)]
+            prev = plain
+            rows.append((plain[0], plain[1], dict(zip(plain[2::2], plain[3::2]))))
+    return rows
+
+
+def check(path, repo, emitted=None):
     problems = []
     text = open(path).read()
     lines = text.splitlines()
@@ -267,19 +322,117 @@ def check(path, repo):
     if (params.get("RedisUrl") or {}).get("NoEcho") is not True:
         problems.append("Parameters.RedisUrl must be NoEcho (it carries the Redis password)")
 
-    return problems, f"{n_statements} IAM statements, {len([m for m in mappings.values() if (m.get('Properties') or {}).get('Topics')])} Kafka mappings, {n_schedules} schedules"
+    # ----------------------------------------------------------------------------- monitoring
+    if emitted is None:
+        emitted = code_metrics(repo)
+    fn_by_id = {v: k for k, v in by_name.items()}
+
+    def known(where, metric, dims):
+        fn = dims.get("Function")
+        if fn not in emitted:
+            problems.append(f"{where}: sparkpilot metric {metric} has no Function dimension naming a function ({fn!r})")
+        elif metric not in emitted[fn]:
+            problems.append(f"{where}: {metric} is not a metric {fn} emits (shared/handlers/src/metrics.rs)")
+
+    dashboards = {k: r for k, r in resources.items() if r.get("Type") == "AWS::CloudWatch::Dashboard"}
+    n_dash_metrics = 0
+    if not dashboards:
+        problems.append("no AWS::CloudWatch::Dashboard")
+    for key, r in dashboards.items():
+        text, names = sub_text((r.get("Properties") or {}).get("DashboardBody"))
+        for n in sorted(names):
+            base = n.split(".")[0]
+            if not n.startswith("AWS::") and base not in resources and base not in params:
+                problems.append(f"{key}: DashboardBody names ${{{n}}}, which the template does not define")
+        try:
+            body = json.loads(text) if text is not None else None
+        except ValueError as e:
+            body = None
+            problems.append(f"{key}: DashboardBody is not JSON: {e}")
+        if not isinstance(body, dict):
+            continue
+        rows = dashboard_rows(body)
+        n_dash_metrics += len(rows)
+        shown = set()
+        for ns, metric, dims in rows:
+            if ns == "sparkpilot":
+                known(key, metric, dims)
+                shown.add((dims.get("Function"), metric))
+            elif ns == "AWS/Lambda":
+                shown.add((dims.get("FunctionName"), metric))
+        for fn, metric in DASHBOARD_METRICS:
+            if (fn, metric) not in shown:
+                problems.append(f"{key}: the dashboard does not show {metric} of {fn}")
+        for fn_key in functions:
+            for metric in ("Errors", "Throttles"):
+                if (fn_key, metric) not in shown:
+                    problems.append(f"{key}: the dashboard does not show {fn_key}'s Lambda {metric}")
+
+    alarms = {k: r for k, r in resources.items() if r.get("Type") == "AWS::CloudWatch::Alarm"}
+    alarmed = {}  # (namespace, metric, function or bucket logical id) -> alarm properties
+    for key, r in alarms.items():
+        props = r.get("Properties") or {}
+        ns, metric = props.get("Namespace"), props.get("MetricName")
+        if props.get("Metrics"):
+            continue  # metric math: not checked here
+        dims = {d.get("Name"): d.get("Value") for d in props.get("Dimensions") or []}
+        if ns == "sparkpilot":
+            known(key, metric, dims)
+            alarmed[(ns, metric, dims.get("Function"))] = props
+        elif ns == "AWS/Lambda":
+            alarmed[(ns, metric, next(iter(refs(dims.get("FunctionName"))), None))] = props
+        elif ns == "AWS/S3":
+            bucket = next(iter(refs(dims.get("BucketName"))), None)
+            alarmed[(ns, metric, bucket)] = props
+            configs = ((resources.get(bucket) or {}).get("Properties") or {}).get("MetricsConfigurations") or []
+            if metric in ("PutRequests", "AllRequests") and dims.get("FilterId") not in {c.get("Id") for c in configs}:
+                problems.append(f"{key}: {bucket} has no MetricsConfigurations entry with Id {dims.get('FilterId')!r}, so S3 publishes no {metric} for it")
+        actions = json.dumps(props.get("AlarmActions"))
+        if "AlarmTopicArn" not in actions:
+            problems.append(f"{key}: AlarmActions does not notify AlarmTopicArn")
+    for metric in ("ModelFallback", "Decisions", "EventsPerSecondOverSla"):
+        if ("sparkpilot", metric, "scaling-decision") not in alarmed:
+            problems.append(f"no alarm on {metric} of scaling-decision")
+    stopped = alarmed.get(("sparkpilot", "Decisions", "scaling-decision"))
+    if stopped and stopped.get("TreatMissingData") != "breaching":
+        problems.append("the Decisions alarm must treat missing data as breaching (no decision is what it watches for)")
+    for fn_key in functions:
+        if ("AWS/Lambda", "Errors", fn_key) not in alarmed:
+            problems.append(f"no Errors alarm for {fn_key}")
+    destinations = set()
+    for m in mappings.values():
+        dest = (((m.get("Properties") or {}).get("DestinationConfig") or {}).get("OnFailure") or {}).get("Destination")
+        destinations |= {t for t in refs(dest) if (resources.get(t) or {}).get("Type") == "AWS::S3::Bucket"}
+    for bucket in sorted(destinations):
+        if not any(k[0] == "AWS/S3" and k[2] == bucket for k in alarmed):
+            problems.append(f"no alarm on the failed-batch destination {bucket} receiving a batch")
+    n_alarms = len(alarms)
+
+    return problems, f"{n_statements} IAM statements, {len([m for m in mappings.values() if (m.get('Properties') or {}).get('Topics')])} Kafka mappings, {n_schedules} schedules, {len(dashboards)} dashboard ({n_dash_metrics} metrics), {n_alarms} alarms"
 
 
 def main(argv):
-    repo = None
-    if len(argv) >= 2 and argv[0] == "--repo":
-        repo, argv = argv[1], argv[2:]
+    repo = metrics_file = None
+    print_metrics = False
+    while argv and argv[0] in ("--repo", "--metrics", "--print-metrics"):
+        if argv[0] == "--print-metrics":
+            print_metrics, argv = True, argv[1:]
+        elif len(argv) >= 2 and argv[0] == "--repo":
+            repo, argv = argv[1], argv[2:]
+        elif len(argv) >= 2:
+            metrics_file, argv = argv[1], argv[2:]
+        else:
+            break
+    if print_metrics and not argv:
+        print(json.dumps(code_metrics(repo or os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), sort_keys=True))
+        return 0
     if len(argv) != 1:
-        print(__doc__.strip().splitlines()[-4], file=sys.stderr)
+        print(next(l for l in __doc__.splitlines() if l.startswith("Usage:")), file=sys.stderr)
         return 2
     path = argv[0]
     repo = repo or os.path.dirname(os.path.abspath(path))
-    problems, summary = check(path, repo)
+    emitted = json.load(open(metrics_file)) if metrics_file else None
+    problems, summary = check(path, repo, emitted)
     for p in problems:
         print(f"{path}: {p}")
     if not problems:

@@ -73,15 +73,26 @@ fn template_yaml_passes_sam_validate_lint() {
     assert!(output_text(&out).contains("is a valid SAM Template"), "{}", output_text(&out));
 }
 
-/// infra/check-template.py on `path`: whether it passed, and what it printed.
+/// The metrics each function emits, from the compiled code.
+fn code_metrics() -> Value {
+    handlers::FUNCTIONS.iter().map(|f| (f.to_string(), serde_json::json!(handlers::metrics::metric_names(f)))).collect::<serde_json::Map<_, _>>().into()
+}
+
+/// infra/check-template.py on `path`, with the metrics the compiled functions emit: whether it
+/// passed, and what it printed.
 fn check_template(path: &std::path::Path) -> (bool, String) {
+    let metrics = std::env::temp_dir().join(integration::unique("metrics")).with_extension("json");
+    std::fs::write(&metrics, code_metrics().to_string()).unwrap();
     let out = Command::new(tools_python())
         .arg(repo_root().join("infra/check-template.py"))
         .arg("--repo")
         .arg(repo_root())
+        .arg("--metrics")
+        .arg(&metrics)
         .arg(path)
         .output()
         .expect("python with PyYAML (infra/tools-env)");
+    let _ = std::fs::remove_file(&metrics);
     (out.status.success(), output_text(&out))
 }
 
@@ -89,10 +100,11 @@ fn check_template(path: &std::path::Path) -> (bool, String) {
 fn template_yaml_iam_destinations_schedules_and_concurrency() {
     let (ok, text) = check_template(&repo_root().join("template.yaml"));
     assert!(ok, "infra/check-template.py:\n{text}");
-    assert!(text.contains("4 Kafka mappings, 4 schedules"), "{text}");
+    assert!(text.contains("4 Kafka mappings, 4 schedules, 1 dashboard"), "{text}");
+    assert!(text.contains("10 alarms"), "{text}");
     // The checker itself catches each kind of break.
     let template = std::fs::read_to_string(repo_root().join("template.yaml")).unwrap();
-    let cases: [(&str, &str, &str); 9] = [
+    let cases: [(&str, &str, &str); 15] = [
         ("                - s3:DeleteObject\n", "                - s3:*\n", "action wildcard 's3:*'"),
         ("            # Lambda's event poller inspects the cluster's network; these Describe actions have no\n            # resource-level permissions, so IAM accepts only \"*\" for them.\n", "", "Resource \"*\" without a justifying comment"),
         ("        - !Ref FailedBatchesWritePolicy\n        - Statement:\n            # The object calls", "        - S3CrudPolicy:\n            BucketName: !Ref ShuffleBucket\n        - !Ref FailedBatchesWritePolicy\n        - Statement:\n            # The object calls", "does not spell out its actions"),
@@ -102,6 +114,13 @@ fn template_yaml_iam_destinations_schedules_and_concurrency() {
         ("Topics: [shuffle-manifests]", "Topics: [shuffle-blocks]", "reads topic 'shuffle-manifests' but no mapping"),
         ("              MaximumEventAgeInSeconds: 300\n", "              MaximumEventAgeInSeconds: 600\n", "delivered 600 s late"),
         ("ReservedConcurrentExecutions: 1", "ReservedConcurrentExecutions: 2", "ReservedConcurrentExecutions must be 1"),
+        // Monitoring: metrics the code does not emit, and alarms an operator needs.
+        ("\"ExecutorsRequested\", \"Function\", \"scaling-decision\"", "\"ExecutorsAsked\", \"Function\", \"scaling-decision\"", "ExecutorsAsked is not a metric scaling-decision emits"),
+        ("MetricName: ModelFallback", "MetricName: FallbackInUse", "no alarm on ModelFallback of scaling-decision"),
+        ("TreatMissingData: breaching", "TreatMissingData: notBreaching", "must treat missing data as breaching"),
+        ("Value: !Ref PrewarmerFunction", "Value: prewarmer", "no Errors alarm for PrewarmerFunction"),
+        ("        - Id: FailedBatches\n", "        - Id: Failed\n", "has no MetricsConfigurations entry with Id 'FailedBatches'"),
+        ("\"Throttles\", \"FunctionName\", \"${ShuffleRouterFunction}\"", "\"Throttles\", \"FunctionName\", \"${ShuffleRouterFunctio}\"", "does not show ShuffleRouterFunction's Lambda Throttles"),
     ];
     for (from, to, expect) in cases {
         assert!(template.contains(from), "the test's anchor {from:?} is gone from template.yaml");
@@ -111,6 +130,17 @@ fn template_yaml_iam_destinations_schedules_and_concurrency() {
         let _ = std::fs::remove_file(&bad);
         assert!(!ok && text.contains(expect), "expected {expect:?} from the checker:\n{text}");
     }
+}
+
+#[test]
+fn check_template_reads_the_metrics_the_code_emits() {
+    // Run on its own (CI, by hand), the checker reads the metric lists from metrics.rs: the same as compiled.
+    let out = Command::new(tools_python()).arg(repo_root().join("infra/check-template.py")).arg("--repo").arg(repo_root()).arg("--print-metrics").output().unwrap();
+    assert!(out.status.success(), "{}", output_text(&out));
+    let parsed: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", output_text(&out)));
+    assert_eq!(parsed, code_metrics());
+    let out = Command::new(tools_python()).arg(repo_root().join("infra/check-template.py")).arg("--repo").arg(repo_root()).arg(repo_root().join("template.yaml")).output().unwrap();
+    assert!(out.status.success(), "{}", output_text(&out));
 }
 
 #[test]
@@ -282,36 +312,159 @@ async fn function_binaries_serve_openfaas_connector_requests() {
     assert_eq!(status, 400, "prewarmer refuses Kafka records: {out}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn scaling_decision_writes_cloudwatch_embedded_metric_lines() {
+/// A function binary serving HTTP with its stdout (metrics and record lines) going to a file.
+async fn serve_logged(name: &str, rust_log: &str) -> (Killed, String, std::path::PathBuf) {
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let addr = format!("127.0.0.1:{port}");
-    let out_path = std::env::temp_dir().join(integration::unique("emf")).with_extension("log");
+    let out_path = std::env::temp_dir().join(integration::unique(name)).with_extension("log");
     let stdout = std::fs::File::create(&out_path).unwrap();
-    let mut cmd = Command::new(workspace_binary("scaling-decision"));
-    cmd.env("SPARKPILOT_BACKEND", "embedded").env("RUST_LOG", "warn").env("SPARKPILOT_METRICS", "emf").env("SPARKPILOT_HTTP_ADDR", &addr).stdout(Stdio::from(stdout)).stderr(Stdio::null());
-    let child = Killed(cmd.spawn().expect("spawn scaling-decision"));
+    let mut cmd = Command::new(workspace_binary(name));
+    cmd.env("SPARKPILOT_BACKEND", "embedded").env("RUST_LOG", rust_log).env("SPARKPILOT_METRICS", "emf").env("SPARKPILOT_HTTP_ADDR", &addr).stdout(Stdio::from(stdout)).stderr(Stdio::null());
+    let child = Killed(cmd.spawn().unwrap_or_else(|e| panic!("spawn {name}: {e}")));
     let deadline = Instant::now() + Duration::from_secs(20);
     while TcpStream::connect(&addr).await.is_err() {
-        assert!(Instant::now() < deadline, "scaling-decision never listened on {addr}");
+        assert!(Instant::now() < deadline, "{name} never listened on {addr}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    (child, addr, out_path)
+}
+
+/// The JSON lines of a finished function's stdout (the file is removed).
+fn json_lines(child: Killed, out_path: &std::path::Path) -> (Vec<Value>, String) {
+    drop(child);
+    let text = std::fs::read_to_string(out_path).unwrap();
+    std::fs::remove_file(out_path).ok();
+    (text.lines().filter_map(|l| serde_json::from_str::<Value>(l).ok()).collect(), text)
+}
+
+/// The EMF lines among `lines`, each checked as CloudWatch reads it: namespace sparkpilot, the
+/// Function dimension naming `function`, exactly the metrics the code lists for it
+/// (`handlers::metrics::metric_names`), valid units, and a number for every metric.
+fn emf_lines(function: &str, lines: &[Value]) -> Vec<Value> {
+    let emf: Vec<Value> = lines.iter().filter(|v| v.get("_aws").is_some()).cloned().collect();
+    for v in &emf {
+        let spec = &v["_aws"]["CloudWatchMetrics"][0];
+        assert_eq!(spec["Namespace"], "sparkpilot");
+        assert_eq!(spec["Dimensions"], serde_json::json!([["Function"]]));
+        assert_eq!(v["Function"], function);
+        let names: Vec<&str> = spec["Metrics"].as_array().unwrap().iter().map(|m| m["Name"].as_str().unwrap()).collect();
+        assert_eq!(names, handlers::metrics::metric_names(function), "{function}: {v}");
+        for m in spec["Metrics"].as_array().unwrap() {
+            let name = m["Name"].as_str().unwrap();
+            assert!(handlers::metrics::UNITS.contains(&m["Unit"].as_str().unwrap()), "{name}: not a CloudWatch unit: {v}");
+            assert!(v[name].is_number(), "{name} has no value: {v}");
+        }
+    }
+    emf
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scaling_decision_writes_cloudwatch_embedded_metric_lines() {
+    let (child, addr, out_path) = serve_logged("scaling-decision", "warn").await;
     for _ in 0..2 {
         let (status, out) = http(&addr, "POST", "/", &[("X-Connector", "cron-connector")], b"").await;
         assert_eq!(status, 200, "{out}");
     }
-    drop(child);
-    let text = std::fs::read_to_string(&out_path).unwrap();
-    let lines: Vec<serde_json::Value> = text.lines().filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()).filter(|v| v.get("_aws").is_some()).collect();
-    assert_eq!(lines.len(), 2, "one EMF line per decision:\n{text}");
+    // A spark-metrics record that is not one: rejected, and the decision still made.
+    let (status, out) = http(&addr, "POST", "/", &[("X-Topic", "spark-metrics"), ("X-Kafka-Offset", "4")], b"{broken").await;
+    assert_eq!(status, 200, "{out}");
+    let (lines, text) = json_lines(child, &out_path);
+    let lines = emf_lines("scaling-decision", &lines);
+    assert_eq!(lines.len(), 3, "one EMF line per decision:\n{text}");
     for v in &lines {
-        let spec = &v["_aws"]["CloudWatchMetrics"][0];
-        assert_eq!(spec["Namespace"], "sparkpilot");
-        for m in spec["Metrics"].as_array().unwrap() {
-            let name = m["Name"].as_str().unwrap();
-            assert!(v[name].is_number(), "{name} has no value: {v}");
-        }
-        assert_eq!((v["Function"].as_str(), v["Decisions"].as_f64(), v["ModelFallback"].as_f64()), (Some("scaling-decision"), Some(1.0), Some(0.0)), "{v}");
+        assert_eq!((v["Decisions"].as_f64(), v["ModelFallback"].as_f64()), (Some(1.0), Some(0.0)), "{v}");
     }
-    std::fs::remove_file(out_path).ok();
+    let rejected: Vec<f64> = lines.iter().map(|v| v["RecordsRejected"].as_f64().unwrap()).collect();
+    assert_eq!(rejected, [0.0, 0.0, 1.0], "{text}");
+    assert!(!text.contains("\"type\":\"decision\""), "RUST_LOG=warn holds the decision record lines back:\n{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_function_writes_its_embedded_metric_lines() {
+    // burst-signal: a good record, then one that is not JSON.
+    let (child, addr, out) = serve_logged("burst-signal", "warn").await;
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let record = format!(r#"{{"edge_id":"gw-9","timestamp":{now},"rate":120.5}}"#);
+    let (status, _) = http(&addr, "POST", "/", &[("X-Topic", "iot-metadata"), ("X-Kafka-Offset", "1")], record.as_bytes()).await;
+    assert_eq!(status, 200);
+    let (status, _) = http(&addr, "POST", "/", &[("X-Topic", "iot-metadata"), ("X-Kafka-Offset", "2")], b"{broken").await;
+    assert_eq!(status, 200);
+    let (lines, text) = json_lines(child, &out);
+    let emf = emf_lines("burst-signal", &lines);
+    assert_eq!(emf.len(), 2, "{text}");
+    assert_eq!((emf[0]["RecordsAccepted"].as_f64(), emf[0]["RecordsRejected"].as_f64(), emf[0]["EdgesReporting"].as_f64()), (Some(1.0), Some(0.0), Some(1.0)), "{text}");
+    assert_eq!((emf[1]["RecordsAccepted"].as_f64(), emf[1]["RecordsRejected"].as_f64()), (Some(0.0), Some(1.0)), "{text}");
+    assert!(matches!(emf[1]["ClusterBurst"].as_f64(), Some(b) if b == 0.0 || b == 1.0), "{text}");
+
+    // shuffle-router: a write of one good and one bad manifest, a read, and a read of a block that is not there.
+    let (child, addr, out) = serve_logged("shuffle-router", "warn").await;
+    let write = serde_json::json!({"blocks": [
+        {"block_id": "m1", "size_bytes": 5, "access_count": 3, "age_s": 1.0, "payload_b64": "aGVsbG8="},
+        {"block_id": "m2", "size_bytes": 5},
+    ]});
+    let (status, body) = http(&addr, "POST", "/", &[], write.to_string().as_bytes()).await;
+    assert_eq!((status, body["stored"].as_u64()), (200, Some(1)), "{body}");
+    let (status, body) = http(&addr, "POST", "/", &[], br#"{"op": "read", "block_id": "m1"}"#).await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = http(&addr, "POST", "/", &[], br#"{"op": "read", "block_id": "gone"}"#).await;
+    assert_ne!(status, 200, "{body}");
+    let (lines, text) = json_lines(child, &out);
+    let emf = emf_lines("shuffle-router", &lines);
+    assert_eq!(emf.len(), 3, "{text}");
+    let row = |v: &Value| ["BlocksWritten", "BlocksRead", "BlockFailures", "RecordsRejected", "BytesWritten"].map(|n| v[n].as_f64().unwrap());
+    assert_eq!(row(&emf[0]), [1.0, 0.0, 0.0, 1.0, 5.0], "{text}");
+    assert_eq!(row(&emf[1]), [0.0, 1.0, 0.0, 0.0, 0.0], "{text}");
+    assert_eq!(row(&emf[2]), [0.0, 0.0, 1.0, 0.0, 0.0], "a failed read is a failure:\n{text}");
+
+    // prewarmer and meta-weights: one scheduled run each.
+    for function in ["prewarmer", "meta-weights"] {
+        let (child, addr, out) = serve_logged(function, "warn").await;
+        let (status, body) = http(&addr, "POST", "/", &[("X-Connector", "cron-connector")], b"").await;
+        assert_eq!(status, 200, "{body}");
+        let (lines, text) = json_lines(child, &out);
+        let emf = emf_lines(function, &lines);
+        assert_eq!(emf.len(), 1, "{text}");
+        if function == "meta-weights" {
+            for w in ["WeightAlpha", "WeightBeta", "WeightGamma"] {
+                assert!((0.0..=1.0).contains(&emf[0][w].as_f64().unwrap()), "{w}: {text}");
+            }
+            assert_eq!(emf[0]["WeightAlpha"], body["weights"]["alpha"], "{text}");
+        } else {
+            assert_eq!(emf[0]["PrewarmWorkers"].as_f64(), body["prewarm_workers"].as_f64(), "{text}");
+            assert_eq!(emf[0]["PrewarmApplied"].as_f64().unwrap() + emf[0]["PrewarmDeferred"].as_f64().unwrap() <= 1.0, true, "{text}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scaling_decision_logs_its_record_as_json_fields() {
+    let (child, addr, out) = serve_logged("scaling-decision", "info").await;
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64();
+    let metrics = serde_json::json!({"timestamp": now - 5.0, "input_rate": 1_500.0, "processing_rate": 1_400.0, "batch_duration_ms": 900.0, "backlog": 3_000.0});
+    let (status, body) = http(&addr, "POST", "/", &[("X-Topic", "spark-metrics"), ("X-Kafka-Partition", "0"), ("X-Kafka-Offset", "7")], metrics.to_string().as_bytes()).await;
+    assert_eq!(status, 200, "{body}");
+    let (lines, text) = json_lines(child, &out);
+    let records: Vec<&Value> = lines.iter().filter(|v| v["type"] == "decision").collect();
+    assert_eq!(records.len(), 1, "one decision record line:\n{text}");
+    let line = records[0];
+    assert_eq!((line["message"].as_str(), line["level"].as_str()), (Some("scaling decision"), Some("INFO")), "{line}");
+    // The record's fields are JSON fields (what Logs Insights indexes as decision.applied.executors, ...).
+    let d = &line["decision"];
+    assert!(d.is_object(), "the record is an object, not a string: {line}");
+    assert_eq!(d["applied"]["executors"], body["decision"]["applied"]["executors"], "{line}");
+    assert!(d["applied"]["executors"].as_u64().is_some_and(|n| n >= 1), "{line}");
+    assert_eq!((d["trigger"].as_str(), d["inputs"]["input_rate"].as_f64()), (Some("spark-metrics"), Some(1_500.0)), "{line}");
+    assert!(d["inputs"]["latency_ms"].as_f64().is_some_and(|l| l > 0.0), "{line}");
+    assert!(d["actuation"].as_array().is_some_and(|a| !a.is_empty() && a.iter().all(|p| p["setting"].is_string() && p["applies"].is_string())), "{line}");
+    assert_eq!(d, &body["decision"], "the line carries the whole record the function returned");
+    // Nothing in it is JSON hidden inside a string.
+    fn no_escaped_json(v: &Value) -> bool {
+        match v {
+            Value::String(s) => serde_json::from_str::<Value>(s).map_or(true, |x| !x.is_object() && !x.is_array()),
+            Value::Array(a) => a.iter().all(no_escaped_json),
+            Value::Object(o) => o.values().all(no_escaped_json),
+            _ => true,
+        }
+    }
+    assert!(no_escaped_json(line), "{line}");
 }

@@ -5,7 +5,8 @@
 //! the arena runs over its simulated gateways: records in time order, a cluster-level
 //! [`control::BurstDetector`] over the summed edge load (one sample per second), and a cluster burst
 //! raised when that detector fires or a quorum of edges signal, cleared only when both have settled.
-//! A change is published to `scaling-requests`.
+//! A change is published to `scaling-requests`. Each batch reports the burst state, the edges
+//! reporting and the records refused as metrics ([`crate::metrics::burst_metrics`]).
 //!
 //! Round trips: the state is written with a versioned write (one atomic script). A warm container
 //! whose last write is still the newest version, and which has seen all of the batch's edges, skips
@@ -193,6 +194,7 @@ impl Handler for BurstSignal {
         for e in &errors {
             tracing::warn!(topic = %e.record.topic, partition = e.record.partition, offset = e.record.offset, error = %e.error, "record skipped");
         }
+        crate::metrics::emit(self.settings.emf_metrics, "burst-signal", crate::events::now_s(), &crate::metrics::burst_metrics(&cluster, changed, accepted, errors.len()));
         Ok(json!({
             "records": records.len(),
             "accepted": accepted,

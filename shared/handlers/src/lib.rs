@@ -26,6 +26,7 @@ pub mod meta_weights;
 pub mod metrics;
 pub mod ports;
 pub mod prewarmer;
+pub mod records;
 mod settings;
 pub mod scaling_decision;
 pub mod shuffle_router;

@@ -3,7 +3,8 @@
 //!
 //! Runs every five minutes and on context changes (`{"scenario", "budget_remaining"}`, optionally
 //! `"budget_usd"` and `"horizon_s"`). Reads the context and the recent decisions from the store, runs
-//! meta-td3.onnx, and stores the weights with a new version number.
+//! meta-td3.onnx, and stores the weights with a new version number; the weights are also metrics
+//! ([`crate::metrics::weights_metrics`]).
 
 use crate::state::{Context, DecisionRecord, Keys};
 use crate::{from_json, record_json, to_json, Backends, Handler, HandlerError, RecordError, Settings, Trigger, Weights};
@@ -143,6 +144,7 @@ impl Handler for MetaWeights {
         let weights = Weights { alpha, beta, version, scenario: context.scenario, time_s: now, model_version: self.model.version().to_string() };
         store.set_many(&[(self.keys.weights(), to_json(&weights)), (self.keys.context(), to_json(&context))], None).await?;
         tracing::info!(alpha, beta, version, scenario = context.scenario.name(), "weights stored");
+        crate::metrics::emit(self.settings.emf_metrics, "meta-weights", now, &crate::metrics::weights_metrics(&weights, violations, errors.len()));
         Ok(json!({
             "weights": weights,
             "context": { "scenario": context.scenario.name(), "budget_usd": context.budget_usd, "budget_remaining": context.budget_remaining, "horizon_s": context.horizon_s },

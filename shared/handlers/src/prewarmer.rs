@@ -112,6 +112,7 @@ impl Handler for Prewarmer {
         });
         self.backends.store.set_many(&[(self.keys.prewarm(), to_json(&result))], None).await?;
         tracing::info!(prewarm = target, peak = forecast.peak(), "prewarm decision");
+        crate::metrics::emit(self.settings.emf_metrics, "prewarmer", now, &crate::metrics::prewarm_metrics(target, applies, forecast.peak(), skipped + ignored));
         Ok(result)
     }
 }

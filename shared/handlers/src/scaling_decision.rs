@@ -16,8 +16,9 @@
 //!    is the next run's. The record lists every setting with when it applies, through what, and why;
 //!    nothing is left silently pending;
 //! 4. when the policy picks the Redis tier under a burst, grow the ElastiCache hot tier by a shard;
-//! 5. record the decision (store, `scaling-decisions`, a JSON log line). With dry run on, steps 3
-//!    and 4 are skipped and the record says so.
+//! 5. record the decision (store, `scaling-decisions`, a log line whose `decision` field is the
+//!    record as a JSON object, see [`crate::records`]) and its metrics ([`crate::metrics`]). With
+//!    dry run on, steps 3 and 4 are skipped and the record says so.
 //!
 //! Exactly one decision per set of records. Decisions take a lease in the store (one at a time, across
 //! the Kafka mappings and the schedule); under it, each record is checked against the highest offset
@@ -593,6 +594,7 @@ impl ScalingDecision {
             "periodic check"
         };
         let record = self.decide_and_record(&state, pending.as_ref(), now, trigger_name, reason, &mut writes).await?;
+        crate::metrics::emit(self.settings.emf_metrics, "scaling-decision", now, &crate::metrics::decision_metrics(&record, batch.errors.len()));
         let mut out = json!({ "decision": record, "errors": batch.errors });
         if repeated > 0 {
             out["seen_before"] = json!(repeated);
@@ -663,9 +665,12 @@ impl ScalingDecision {
         let (stored, published) = tokio::join!(self.backends.store.write(writes), publish);
         stored?;
         published?;
-        tracing::info!(decision = %String::from_utf8_lossy(&bytes), "scaling decision");
-        if self.settings.emf_metrics {
-            println!("{}", crate::metrics::emf_line("scaling-decision", now, &crate::metrics::decision_metrics(&record)));
+        // The record's fields as JSON fields of the line (not one escaped string), for Logs Insights.
+        if tracing::enabled!(tracing::Level::INFO) {
+            match serde_json::value::RawValue::from_string(String::from_utf8_lossy(&bytes).into_owned()) {
+                Ok(raw) => println!("{}", crate::records::record_line(module_path!(), "decision", "scaling decision", &raw)),
+                Err(_) => println!("{}", crate::records::record_line(module_path!(), "decision", "scaling decision", &record)),
+            }
         }
         Ok(record)
     }

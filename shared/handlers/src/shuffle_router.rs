@@ -46,6 +46,9 @@
 //! `{prefix}/shuffle/` (the producer's staging area, e.g. `{prefix}/shuffle/incoming/…`), not one
 //! of the router's own copies under `{prefix}/shuffle/blocks/`: the router reads nothing else.
 //!
+//! **Metrics.** Each invocation reports blocks written, moved and read, the ones that failed, NVMe
+//! fallbacks, orphans left and removed, and manifests refused ([`crate::metrics::shuffle_metrics`]).
+//!
 //! Requests: `{"blocks": [manifest...]}` (or one manifest) to write; `{"op": "read", "block_id"}`;
 //! `{"op": "move", "block_id", "tier": "s3"}`; `{"op": "sweep", "min_age_s": 900}`. From Kafka,
 //! each record is a manifest.
@@ -694,12 +697,43 @@ impl Handler for ShuffleRouter {
     }
 
     async fn handle(&self, trigger: Trigger) -> Result<serde_json::Value, HandlerError> {
+        let mut counts = crate::metrics::ShuffleCounts::default();
+        let mut attempted = Attempted::Nothing;
+        let result = self.route(trigger, &mut counts, &mut attempted).await;
+        if result.is_err() {
+            // What the invocation set out to do failed as a whole: the blocks of a write, a move, a
+            // read, or a sweep.
+            match attempted {
+                Attempted::Nothing => {}
+                Attempted::Blocks(n) => counts.failures += n,
+                Attempted::Sweep => counts.sweep_errors += 1,
+            }
+        }
+        crate::metrics::emit(self.settings.emf_metrics, "shuffle-router", unix_now(), &crate::metrics::shuffle_metrics(&counts));
+        result
+    }
+}
+
+/// What a shuffle-router invocation was doing, for its failure's metric.
+#[derive(Clone, Copy)]
+enum Attempted {
+    Nothing,
+    /// Writing, moving or reading this many blocks.
+    Blocks(usize),
+    Sweep,
+}
+
+impl ShuffleRouter {
+    /// One invocation, counting what it does in `counts` and what it is about to try in `attempted`.
+    async fn route(&self, trigger: Trigger, counts: &mut crate::metrics::ShuffleCounts, attempted: &mut Attempted) -> Result<serde_json::Value, HandlerError> {
         let mut manifests: Vec<(Option<RecordRef>, Result<Manifest, String>)> = Vec::new();
         match trigger {
             // A schedule (EventBridge with its input, or OpenFaaS' cron-connector, which posts no body)
             // runs the sweep at its default age.
             Trigger::Schedule { .. } => {
+                *attempted = Attempted::Sweep;
                 let report = self.sweep(SWEEP_MIN_AGE_S).await?;
+                (counts.swept, counts.sweep_errors) = (report.deleted, report.errors.len());
                 tracing::info!(listed = report.listed, deleted = report.deleted, "scheduled sweep");
                 return Ok(json!({"status": "swept", "report": report}));
             }
@@ -709,19 +743,27 @@ impl Handler for ShuffleRouter {
                 return match req.op.as_str() {
                     "read" => {
                         let id = block_id()?;
+                        *attempted = Attempted::Blocks(1);
                         match self.read(&id).await? {
-                            BlockRead::Bytes(b) => Ok(json!({"block_id": id, "status": "ok", "size_bytes": b.len(), "payload_b64": base64::engine::general_purpose::STANDARD.encode(&b)})),
+                            BlockRead::Bytes(b) => {
+                                counts.read = 1;
+                                Ok(json!({"block_id": id, "status": "ok", "size_bytes": b.len(), "payload_b64": base64::engine::general_purpose::STANDARD.encode(&b)}))
+                            }
                             BlockRead::Restoring => Ok(json!({"block_id": id, "status": "restoring"})),
                         }
                     }
                     "move" => {
                         let id = block_id()?;
                         let tier = parse_tier(req.tier.as_deref().unwrap_or_default()).map_err(HandlerError::BadRequest)?;
+                        *attempted = Attempted::Blocks(1);
                         let loc = self.move_block(&id, tier).await?;
+                        counts.moved = 1;
                         Ok(json!({"block_id": id, "status": "moved", "tier": tier_name(loc.tier)}))
                     }
                     "sweep" => {
+                        *attempted = Attempted::Sweep;
                         let report = self.sweep(req.min_age_s.unwrap_or(SWEEP_MIN_AGE_S)).await?;
+                        (counts.swept, counts.sweep_errors) = (report.deleted, report.errors.len());
                         tracing::info!(listed = report.listed, deleted = report.deleted, "sweep");
                         Ok(json!({"status": "swept", "report": report}))
                     }
@@ -767,7 +809,10 @@ impl Handler for ShuffleRouter {
             }
         }
         let fallback_ids: std::collections::HashSet<String> = prepared.iter().filter(|p| p.nvme_fallback).map(|p| p.id.clone()).collect();
+        counts.rejected = errors.len();
+        *attempted = Attempted::Blocks(prepared.len());
         let out = self.store_all(prepared, None).await?;
+        counts.failures = out.failed.len();
         for (at, e) in out.failed {
             errors.push(RecordError { record: at.unwrap_or_else(no_record), error: e });
         }
@@ -778,6 +823,7 @@ impl Handler for ShuffleRouter {
             *n = json!(n.as_u64().unwrap_or(0) + 1);
         }
         let bytes_in: u64 = stored.iter().map(|(_, l)| l.size_bytes).sum();
+        (counts.written, counts.bytes_written, counts.orphans_left) = (stored.len(), bytes_in, out.orphans_left);
         let bytes_stored: u64 = stored.iter().map(|(_, l)| l.stored_bytes).sum();
         for e in &errors {
             tracing::warn!(offset = e.record.offset, error = %e.error, "manifest skipped");
@@ -795,6 +841,7 @@ impl Handler for ShuffleRouter {
             let prefix = self.blocks_prefix();
             let id_of = |key: &str| key.strip_prefix(&prefix).and_then(|k| k.split_once('~')).map(|(id, _)| id.to_string());
             let n = stored.iter().filter(|(_, l)| id_of(&l.key).is_some_and(|id| fallback_ids.contains(&id))).count();
+            counts.nvme_fallbacks = n;
             result["nvme_fallback"] = json!({"blocks": n, "to": "s3", "reason": self.nvme_unavailable});
         }
         Ok(result)
