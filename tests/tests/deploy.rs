@@ -132,6 +132,19 @@ fn template_yaml_iam_destinations_schedules_and_concurrency() {
     }
 }
 
+/// infra/check-stack.py with `args`, in `dir`, the tools directory first on the PATH (cargo-chef).
+fn check_stack(dir: &std::path::Path, args: &[&str]) -> (bool, String) {
+    let path = format!("{}:{}", tools_bin().display(), std::env::var("PATH").unwrap_or_default());
+    let out = Command::new(tools_python())
+        .arg(repo_root().join("infra/check-stack.py"))
+        .args(args)
+        .current_dir(dir)
+        .env("PATH", path)
+        .output()
+        .expect("python with PyYAML (infra/tools-env)");
+    (out.status.success(), output_text(&out))
+}
+
 #[test]
 fn check_template_reads_the_metrics_the_code_emits() {
     // Run on its own (CI, by hand), the checker reads the metric lists from metrics.rs: the same as compiled.
@@ -145,18 +158,55 @@ fn check_template_reads_the_metrics_the_code_emits() {
 
 #[test]
 fn stack_yml_matches_the_openfaas_schema_and_the_repository() {
-    let out = Command::new(tools_python()).args(["infra/check-stack.py", "stack.yml"]).current_dir(repo_root()).output().unwrap();
-    assert!(out.status.success(), "{}", output_text(&out));
+    let (ok, text) = check_stack(&repo_root(), &["stack.yml"]);
+    assert!(ok, "infra/check-stack.py:\n{text}");
     let stack = std::fs::read_to_string(repo_root().join("stack.yml")).unwrap();
     for f in handlers::FUNCTIONS {
         assert!(stack.contains(&format!("handler: ./functions/{f}")), "{f} missing from stack.yml");
     }
-    // The checker itself catches a broken file.
-    let bad = std::env::temp_dir().join(integration::unique("stack")).with_extension("yml");
-    std::fs::write(&bad, stack.replace("lang: sparkpilot-rust", "language: rust").replace("*/5 * * * *", "every five minutes")).unwrap();
-    let out = Command::new(tools_python()).arg(repo_root().join("infra/check-stack.py")).arg(&bad).output().unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(!out.status.success() && text.contains("unknown key 'language'") && text.contains("not a 5-field cron"), "{text}");
+    // The checker itself catches each kind of break, in a copy of the project (what faas-cli reads
+    // from its working directory: stack.yml, template/ and the copied paths) with one thing changed.
+    let dockerfile = std::fs::read_to_string(repo_root().join("template/sparkpilot-rust/Dockerfile")).unwrap();
+    let cases: [(&str, &str, &str, &str); 7] = [
+        ("stack", "lang: sparkpilot-rust", "language: rust", "unknown key 'language'"),
+        ("stack", "*/5 * * * *", "every five minutes", "not a 5-field cron"),
+        ("stack", "    - ./tests\n", "", "workspace member tests is not copied"),
+        ("stack", "      AWS_SHARED_CREDENTIALS_FILE: /var/openfaas/secrets/aws-credentials\n", "", "AWS_SHARED_CREDENTIALS_FILE is not /var/openfaas/secrets/aws-credentials"),
+        ("stack", "      FUNCTION: prewarmer", "      FUNCTION: pre-warmer", "build_args.FUNCTION must be the handler's package, 'prewarmer'"),
+        ("Dockerfile", "COPY function/models models", "COPY models models", "copies models, which is not in the build context"),
+        ("Dockerfile", "upstream_url=\"http://127.0.0.1:8082\"", "upstream_url=\"http://127.0.0.1:8081\"", "is not the port the function listens on"),
+    ];
+    for (file, from, to, expect) in cases {
+        let dir = std::env::temp_dir().join(integration::unique("stack"));
+        std::fs::create_dir_all(dir.join("template/sparkpilot-rust")).unwrap();
+        for entry in ["Cargo.toml", "Cargo.lock", "shared", "functions", "tests", "models"] {
+            std::os::unix::fs::symlink(repo_root().join(entry), dir.join(entry)).unwrap();
+        }
+        std::fs::copy(repo_root().join("template/sparkpilot-rust/template.yml"), dir.join("template/sparkpilot-rust/template.yml")).unwrap();
+        let (text_of, original) = if file == "stack" { (&stack, "stack.yml") } else { (&dockerfile, "template/sparkpilot-rust/Dockerfile") };
+        assert!(text_of.contains(from), "the test's anchor {from:?} is gone from {original}");
+        let changed = text_of.replacen(from, to, 1);
+        std::fs::write(dir.join("stack.yml"), if file == "stack" { &changed } else { &stack }).unwrap();
+        std::fs::write(dir.join("template/sparkpilot-rust/Dockerfile"), if file == "stack" { &dockerfile } else { &changed }).unwrap();
+        let (ok, text) = check_stack(&dir, &["stack.yml"]);
+        let _ = std::fs::remove_dir_all(&dir);
+        assert!(!ok && text.contains(expect), "expected {expect:?} from the checker:\n{text}");
+    }
+}
+
+/// `faas-cli build` of meta-weights, without Docker: infra/check-stack.py lays out its build
+/// context as faas-cli does (template, handler and `copy:` paths), checks every COPY source is in
+/// it, follows the Dockerfile's stages and runs their cargo steps (`cargo chef prepare`, `cargo
+/// chef cook`, `cargo build --release -p meta-weights`) with the shared CARGO_TARGET_DIR, then runs
+/// the binary the runtime stage copies: it initialises, and answers of-watchdog's ready path over
+/// HTTP. Warm, about 40 s (the workspace's own crates, release); cold, about 15 minutes on 2 cores.
+#[test]
+fn openfaas_build_context_builds_meta_weights() {
+    let (ok, text) = check_stack(&repo_root(), &["--build", "meta-weights", "stack.yml"]);
+    assert!(ok, "infra/check-stack.py --build meta-weights:\n{text}");
+    for expect in ["RUN cargo chef prepare", "RUN cargo chef cook --release --locked -p \"${FUNCTION}\"", "RUN cargo build --release --locked -p \"${FUNCTION}\"", "meta-weights: initialises, and answers /_/health over HTTP"] {
+        assert!(text.contains(expect), "{expect:?} not in:\n{text}");
+    }
 }
 
 struct Killed(Child);
