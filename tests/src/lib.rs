@@ -45,6 +45,36 @@ pub fn workspace_binary(name: &str) -> PathBuf {
     path
 }
 
+/// The directory infra/setup builds tools into and infra/tools-env links the Python-packaged ones
+/// into (moto_server, cfn-lint, sam, cargo-lambda, tansu): `$SPARKPILOT_TOOLS/bin`, by default
+/// `~/.cache/sparkpilot/tools/bin`.
+pub fn tools_bin() -> PathBuf {
+    let tools = std::env::var_os("SPARKPILOT_TOOLS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/sparkpilot/tools"));
+    tools.join("bin")
+}
+
+/// A tool from the tools directory, else by name from the PATH.
+pub fn tool(name: &str) -> std::ffi::OsString {
+    let linked = tools_bin().join(name);
+    if linked.exists() {
+        linked.into_os_string()
+    } else {
+        name.into()
+    }
+}
+
+/// The tools virtualenv's Python (PyYAML for cfn-lint, botocore from SAM CLI), else `python3`.
+pub fn tools_python() -> std::ffi::OsString {
+    let venv = tools_bin().with_file_name("venv").join("bin/python");
+    if venv.exists() {
+        venv.into_os_string()
+    } else {
+        "python3".into()
+    }
+}
+
 /// SDK configuration pointing at the emulator.
 pub async fn aws_config() -> aws_config::SdkConfig {
     service_env("AWS_ENDPOINT_URL");
@@ -103,3 +133,45 @@ pub async fn wait_until_every<F: std::future::Future<Output = bool>>(every: std:
     }
     panic!("{what} did not happen within {deadline:?}");
 }
+
+/// A tansu broker of a test's own (memory storage) on `port`, to stop and start again: a Kafka that
+/// goes away and comes back empty.
+pub struct OwnBroker {
+    pub port: u16,
+    child: Option<tokio::process::Child>,
+}
+
+impl OwnBroker {
+    fn tansu() -> PathBuf {
+        tools_bin().join("tansu")
+    }
+
+    pub async fn start(port: u16, topics: &[&str]) -> OwnBroker {
+        let url = format!("tcp://127.0.0.1:{port}");
+        let child = tokio::process::Command::new(Self::tansu())
+            .args(["broker", "--storage-engine", "memory://tansu/", "--listener-url", &url, "--advertised-listener-url", &url])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("tansu starts");
+        let brokers = format!("127.0.0.1:{port}");
+        let start = std::time::Instant::now();
+        loop {
+            if pipeline::bridge::create_topics(&brokers, topics).await.is_ok() {
+                break;
+            }
+            assert!(start.elapsed() < std::time::Duration::from_secs(30), "tansu on {port} did not answer");
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+        OwnBroker { port, child: Some(child) }
+    }
+
+    pub async fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill().await;
+        }
+    }
+}
+

@@ -3,41 +3,13 @@
 //! `cargo lambda watch` itself, driven with `cargo lambda invoke`) and the of-watchdog's HTTP
 //! upstream.
 
-use integration::{event, repo_root, workspace_binary};
+use integration::{event, repo_root, tool, tools_bin, tools_python, workspace_binary};
 use serde_json::Value;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-/// The directory infra/tools-env links the Python-packaged tools into (moto_server, cfn-lint, sam,
-/// cargo-lambda): `$SPARKPILOT_TOOLS/bin`, by default `~/.cache/sparkpilot/tools/bin`.
-fn tools_bin() -> std::path::PathBuf {
-    let tools = std::env::var_os("SPARKPILOT_TOOLS")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| std::path::PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/sparkpilot/tools"));
-    tools.join("bin")
-}
-
-/// A tool from the tools directory, else by name from the PATH.
-fn tool(name: &str) -> std::ffi::OsString {
-    let linked = tools_bin().join(name);
-    if linked.exists() {
-        linked.into_os_string()
-    } else {
-        name.into()
-    }
-}
-
-/// The tools virtualenv's Python (it has PyYAML, which cfn-lint needs), else `python3`.
-fn tools_python() -> std::ffi::OsString {
-    let venv = tools_bin().with_file_name("venv").join("bin/python");
-    if venv.exists() {
-        venv.into_os_string()
-    } else {
-        "python3".into()
-    }
-}
 
 fn output_text(out: &std::process::Output) -> String {
     format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
@@ -200,15 +172,6 @@ fn stack_yml_matches_the_openfaas_schema_and_the_repository() {
 /// chef cook`, `cargo build --release -p meta-weights`) with the shared CARGO_TARGET_DIR, then runs
 /// the binary the runtime stage copies: it initialises, and answers of-watchdog's ready path over
 /// HTTP. Warm, about 40 s (the workspace's own crates, release); cold, about 15 minutes on 2 cores.
-#[test]
-fn openfaas_build_context_builds_meta_weights() {
-    let (ok, text) = check_stack(&repo_root(), &["--build", "meta-weights", "stack.yml"]);
-    assert!(ok, "infra/check-stack.py --build meta-weights:\n{text}");
-    for expect in ["RUN cargo chef prepare", "RUN cargo chef cook --release --locked -p \"${FUNCTION}\"", "RUN cargo build --release --locked -p \"${FUNCTION}\"", "meta-weights: initialises, and answers /_/health over HTTP"] {
-        assert!(text.contains(expect), "{expect:?} not in:\n{text}");
-    }
-}
-
 struct Killed(Child);
 impl Drop for Killed {
     fn drop(&mut self) {

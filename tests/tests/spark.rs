@@ -17,10 +17,9 @@ use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::Message;
 use serde_json::{json, Value};
-use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 static ONE_JOB: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 /// How often the tests ask Spark's REST API.
@@ -289,46 +288,6 @@ async fn a_step_burst_moves_the_real_jobs_executors_up_and_back_down_without_a_f
 
 /// A broker of its own (so that stopping it disturbs no other test), from the tansu `infra/setup`
 /// built.
-struct OwnBroker {
-    port: u16,
-    child: Option<tokio::process::Child>,
-}
-
-impl OwnBroker {
-    fn tansu() -> PathBuf {
-        let tools = std::env::var("SPARKPILOT_TOOLS").map(PathBuf::from).unwrap_or_else(|_| PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/sparkpilot/tools"));
-        tools.join("bin/tansu")
-    }
-
-    async fn start(port: u16, topics: &[&str]) -> OwnBroker {
-        let url = format!("tcp://127.0.0.1:{port}");
-        let child = tokio::process::Command::new(Self::tansu())
-            .args(["broker", "--storage-engine", "memory://tansu/", "--listener-url", &url, "--advertised-listener-url", &url])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("tansu starts");
-        let brokers = format!("127.0.0.1:{port}");
-        let start = Instant::now();
-        loop {
-            if pipeline::bridge::create_topics(&brokers, topics).await.is_ok() {
-                break;
-            }
-            assert!(start.elapsed() < Duration::from_secs(30), "tansu on {port} did not answer");
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-        OwnBroker { port, child: Some(child) }
-    }
-
-    async fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill().await;
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_job_and_its_agent_ride_out_the_broker_going_away_and_coming_back() {
     let _one = ONE_JOB.lock().await;
@@ -338,7 +297,7 @@ async fn the_job_and_its_agent_ride_out_the_broker_going_away_and_coming_back() 
     let topics = Topics::tagged(&tag);
     let raw = format!("iot-raw-data-{tag}");
     let all = [raw.as_str(), topics.spark_metrics.as_str(), topics.scaling_decisions.as_str()];
-    let mut broker = OwnBroker::start(port, &all).await;
+    let mut broker = integration::OwnBroker::start(port, &all).await;
     let rate = Arc::new(Mutex::new(200.0));
     let (stop_feed, feeding) = tokio::sync::watch::channel(false);
     let fed = feed(&brokers, &raw, rate.clone(), feeding);
@@ -368,7 +327,7 @@ async fn the_job_and_its_agent_ride_out_the_broker_going_away_and_coming_back() 
     assert!(job.alive().await, "the driver still answers");
     assert_eq!(job.executors().await.len(), 1);
     // It comes back empty (memory storage), on the same port, with the topics re-created.
-    let _broker = OwnBroker::start(broker.port, &all).await;
+    let _broker = integration::OwnBroker::start(broker.port, &all).await;
     let back = now_s();
     let resumed = next_metrics(metrics_reader()).await;
     assert!(resumed.timestamp >= back - 1.0, "metrics resume after the outage: {resumed:?}");

@@ -4,7 +4,7 @@
 //! | port | adapter | configured by | feature |
 //! |---|---|---|---|
 //! | `StateStore` | `RedisStore` (ElastiCache or any Redis) | `REDIS_URL` | always |
-//! | `Publisher` | `KafkaPublisher` (MSK or any Kafka) | `KAFKA_BROKERS`, `SPARKPILOT_KAFKA_CONFIG_*` | `kafka` |
+//! | `Publisher` | `KafkaPublisher` (MSK or any Kafka) | `KAFKA_BROKERS`, `SPARKPILOT_KAFKA_AUTH` (+ `_SECRET_ARN` / `_SECRET_FILE`), `SPARKPILOT_KAFKA_CONFIG_*` | `kafka` |
 //! | `EmrControl` | `EmrServerless` | `SPARKPILOT_EMR_APPLICATION_ID` | `emr` |
 //! | `HotTier` | `ElastiCacheHotTier` | `SPARKPILOT_CACHE_REPLICATION_GROUP` | `elasticache` |
 //! | `ObjectStore` (S3) | `S3Store` | `SPARKPILOT_BUCKET` | `s3` |
@@ -39,7 +39,7 @@ pub use elasticache::ElastiCacheHotTier;
 pub use emr::{parse_quantity, EmrServerless};
 pub use error::AdapterError;
 #[cfg(feature = "kafka")]
-pub use kafka::KafkaPublisher;
+pub use kafka::{msk_iam_token, parse_scram_secret, Delivery, EnqueueError, KafkaAuth, KafkaAuthKind, KafkaPublisher, ScramMechanism, Secret};
 pub use redis_store::{redact_url, RedisStore};
 #[cfg(feature = "s3")]
 pub use s3::S3Store;
@@ -131,13 +131,17 @@ pub async fn connect_ports(function: &str, ports: Ports, env: impl Fn(&str) -> O
         let ca = env("SPARKPILOT_REDIS_CA_FILE").filter(|v| !v.trim().is_empty()).map(std::path::PathBuf::from);
         b.store = Arc::new(RedisStore::connect_with_ca(&require("REDIS_URL")?, ca.as_deref()).await?);
     }
-    if ports.publisher {
-        b.publisher = publisher(&require)?;
-    }
     #[cfg(feature = "aws")]
-    let conf = if ports.emr || ports.hot_tier || ports.objects { Some(sdk_config().await) } else { None };
+    let conf = if ports.emr || ports.hot_tier || ports.objects || (ports.publisher && kafka_needs_aws(&env)?) {
+        Some(sdk_config().await)
+    } else {
+        None
+    };
     #[cfg(not(feature = "aws"))]
     let conf: Option<SdkConfig> = None;
+    if ports.publisher {
+        b.publisher = publisher(conf.as_ref(), &require, &env).await?;
+    }
     if ports.emr {
         b.emr = emr(conf.as_ref(), &require)?;
     }
@@ -162,15 +166,74 @@ fn left_out(port: &str, feature: &str) -> AdapterError {
 
 type Require<'a> = dyn Fn(&str) -> Result<String, AdapterError> + 'a;
 
+/// Whether the producer's sign-in needs the AWS SDK: MSK IAM (credentials, region) or a SCRAM
+/// secret in Secrets Manager.
+#[cfg(feature = "aws")]
+fn kafka_needs_aws(env: &dyn Fn(&str) -> Option<String>) -> Result<bool, AdapterError> {
+    #[cfg(feature = "kafka")]
+    {
+        let kind: KafkaAuthKind = env("SPARKPILOT_KAFKA_AUTH").unwrap_or_default().parse()?;
+        Ok(kind == KafkaAuthKind::MskIam || (matches!(kind, KafkaAuthKind::Scram(_)) && env("SPARKPILOT_KAFKA_SECRET_ARN").is_some()))
+    }
+    #[cfg(not(feature = "kafka"))]
+    {
+        let _ = env;
+        Ok(false)
+    }
+}
+
+/// `SPARKPILOT_KAFKA_AUTH` with its credentials looked up (see the `kafka` module).
 #[cfg(feature = "kafka")]
-fn publisher(require: &Require) -> Result<Arc<dyn Publisher>, AdapterError> {
+pub async fn kafka_auth(conf: Option<&SdkConfig>, env: &dyn Fn(&str) -> Option<String>) -> Result<KafkaAuth, AdapterError> {
+    let kind: KafkaAuthKind = env("SPARKPILOT_KAFKA_AUTH").unwrap_or_default().parse()?;
+    let set = |k: &str| env(k).filter(|v| !v.trim().is_empty());
+    Ok(match kind {
+        KafkaAuthKind::Plaintext => KafkaAuth::Plaintext,
+        KafkaAuthKind::Tls => KafkaAuth::Tls,
+        KafkaAuthKind::MskIam => {
+            let conf = conf.ok_or_else(|| AdapterError::Config("MSK IAM needs the AWS SDK configuration".into()))?;
+            let region = conf.region().map(|r| r.to_string()).ok_or_else(|| AdapterError::Config("SPARKPILOT_KAFKA_AUTH=msk-iam needs AWS_REGION".into()))?;
+            let credentials = conf
+                .credentials_provider()
+                .ok_or_else(|| AdapterError::Config("SPARKPILOT_KAFKA_AUTH=msk-iam found no AWS credentials provider".into()))?;
+            KafkaAuth::MskIam { region, credentials }
+        }
+        KafkaAuthKind::Scram(mechanism) => {
+            let (username, password) = match (set("SPARKPILOT_KAFKA_SECRET_ARN"), set("SPARKPILOT_KAFKA_SECRET_FILE")) {
+                (Some(arn), _) => {
+                    let conf = conf.ok_or_else(|| AdapterError::Config("a Secrets Manager secret needs the AWS SDK configuration".into()))?;
+                    let client = aws_sdk_secretsmanager::Client::new(conf);
+                    let out = client.get_secret_value().secret_id(&arn).send().await.map_err(|e| {
+                        AdapterError::Config(format!("Kafka SCRAM secret {arn}: {}", aws_smithy_types::error::display::DisplayErrorContext(&e)))
+                    })?;
+                    let text = out.secret_string().ok_or_else(|| AdapterError::Config(format!("Kafka SCRAM secret {arn} has no SecretString")))?;
+                    parse_scram_secret(text, &arn)?
+                }
+                (None, Some(path)) => {
+                    let text = std::fs::read_to_string(&path).map_err(|e| AdapterError::Config(format!("Kafka SCRAM secret file {path}: {e}")))?;
+                    parse_scram_secret(&text, &path)?
+                }
+                (None, None) => {
+                    return Err(AdapterError::Config(
+                        "SPARKPILOT_KAFKA_AUTH=scram-* needs SPARKPILOT_KAFKA_SECRET_ARN (Secrets Manager) or SPARKPILOT_KAFKA_SECRET_FILE".into(),
+                    ))
+                }
+            };
+            KafkaAuth::Scram { mechanism, username, password }
+        }
+    })
+}
+
+#[cfg(feature = "kafka")]
+async fn publisher(conf: Option<&SdkConfig>, require: &Require<'_>, env: &dyn Fn(&str) -> Option<String>) -> Result<Arc<dyn Publisher>, AdapterError> {
     let extra: Vec<(String, String)> = std::env::vars()
         .filter_map(|(k, v)| k.strip_prefix("SPARKPILOT_KAFKA_CONFIG_").map(|s| (s.to_ascii_lowercase().replace('_', "."), v)))
         .collect();
-    Ok(Arc::new(KafkaPublisher::new(&require("KAFKA_BROKERS")?, &extra)?))
+    let auth = kafka_auth(conf, env).await?;
+    Ok(Arc::new(KafkaPublisher::with_auth(&require("KAFKA_BROKERS")?, &auth, &extra)?))
 }
 #[cfg(not(feature = "kafka"))]
-fn publisher(_: &Require) -> Result<Arc<dyn Publisher>, AdapterError> {
+async fn publisher(_: Option<&SdkConfig>, _: &Require<'_>, _: &dyn Fn(&str) -> Option<String>) -> Result<Arc<dyn Publisher>, AdapterError> {
     Err(left_out("Kafka", "kafka"))
 }
 

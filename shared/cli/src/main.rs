@@ -2,6 +2,15 @@
 
 mod card;
 
+/// `println!` that returns the write's error instead of panicking, so that a closed pipe
+/// (`sparkpilot ... | head`) ends the command quietly (see `main`).
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout().lock(), $($arg)*)?
+    }};
+}
+
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -65,6 +74,38 @@ enum Command {
         #[arg(long)]
         no_schedules: bool,
     },
+    /// Run the edge agent of an IoT gateway: count the devices' MQTT messages each second, run the
+    /// burst detector on the rate, publish an iot-metadata record a second and forward every message
+    /// to iot-raw-data, at least once (acknowledged to the broker once Kafka has it). Kafka from
+    /// KAFKA_BROKERS, SPARKPILOT_KAFKA_AUTH and SPARKPILOT_KAFKA_CONFIG_* (as the functions); the MQTT
+    /// password from SPARKPILOT_MQTT_PASSWORD. Stops on Ctrl-C.
+    Edge {
+        /// The MQTT broker: mqtt://host[:1883] or mqtts://host[:8883].
+        #[arg(long, env = "SPARKPILOT_MQTT_URL", default_value = "mqtt://127.0.0.1:1883")]
+        mqtt: String,
+        /// Topic filter the devices publish under (repeatable).
+        #[arg(long = "topic", default_value = "devices/#")]
+        topics: Vec<String>,
+        /// This gateway's id (its records' edge_id and its MQTT client id).
+        #[arg(long, env = "SPARKPILOT_EDGE_ID")]
+        gateway_id: String,
+        /// MQTT user name (the password from SPARKPILOT_MQTT_PASSWORD).
+        #[arg(long, env = "SPARKPILOT_MQTT_USERNAME")]
+        mqtt_username: Option<String>,
+        #[arg(long, default_value = "iot-metadata")]
+        metadata_topic: String,
+        #[arg(long, default_value = "iot-raw-data")]
+        raw_topic: String,
+        /// Report rates only; do not forward the messages.
+        #[arg(long)]
+        no_forward: bool,
+        /// Most records held while Kafka is away; beyond, device messages are dropped and counted.
+        #[arg(long, default_value_t = 100_000)]
+        buffer: usize,
+        /// Stop after this many seconds (default: run until Ctrl-C).
+        #[arg(long)]
+        seconds: Option<u64>,
+    },
     /// Train a policy on the simulator and export it as ONNX (with a model card).
     Train {
         #[arg(value_enum)]
@@ -74,9 +115,13 @@ enum Command {
         steps: usize,
         #[arg(long, default_value_t = 1)]
         seed: u64,
-        /// Directory for the model and its card.
-        #[arg(long, default_value = "models")]
+        /// Directory for the model and its card. The committed models are in `models/`: writing
+        /// there (or over any existing model) needs --overwrite.
+        #[arg(long, default_value = "trained")]
         out: PathBuf,
+        /// Replace a model already in --out.
+        #[arg(long)]
+        overwrite: bool,
         /// Seeds of the evaluation tournament written into the card.
         #[arg(long, default_value_t = 20)]
         eval_seeds: u64,
@@ -136,9 +181,10 @@ struct TournamentArgs {
     /// Output directory for results.csv and timeline.svg.
     #[arg(long, default_value = "results")]
     out: PathBuf,
-    /// Where the learned policies' models are (`rl`, `rl-meta`).
-    #[arg(long, default_value = "models")]
-    models: PathBuf,
+    /// Where the learned policies' models are (`rl`, `rl-meta`). Default: ./models when it has
+    /// them, else the models built into sparkpilot (seed-compat's `rl` has none built in).
+    #[arg(long)]
+    models: Option<PathBuf>,
     /// Business scenario the meta-controller (`rl-meta`) serves: healthcare_critical,
     /// industrial_high_throughput, smart_city_budget or balanced.
     #[arg(long, default_value = "balanced")]
@@ -264,18 +310,18 @@ fn replay_spark_cmd(args: &ReplayArgs, scenario: control::Scenario) -> Result<()
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     let r = runtime.block_on(pipeline::spark::replay_spark(&arena, &trace, args.seed, &options, &endpoints))?;
     let sla = arena.config.sla_ms;
-    println!("{} (seed {}) against the real Spark job, {} decisions; SLA {sla:.0} ms", r.trace.name(), args.seed, r.decisions);
+    out!("{} (seed {}) against the real Spark job, {} decisions; SLA {sla:.0} ms", r.trace.name(), args.seed, r.decisions);
     let bound = |v: f64| if v.is_finite() { format!("<= {v:.0}") } else { "> 60000".to_string() };
-    println!("  {:<28} {:>12} {:>12} {:>14} {:>16}", "", "P95 ms", "P99 ms", "over SLA %", "executors mean/max");
+    out!("  {:<28} {:>12} {:>12} {:>14} {:>16}", "", "P95 ms", "P99 ms", "over SLA %", "executors mean/max");
     let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
     let real_ex: Vec<f64> = r.real_executors.iter().map(|&n| n as f64).collect();
     let arena_ex: Vec<f64> = r.arena.timeline.executors.iter().map(|&n| n as f64).collect();
     let max = |v: &[f64]| v.iter().copied().fold(0.0, f64::max);
-    println!("  {:<28} {:>12} {:>12} {:>14.2} {:>10.2}/{:.0}", "real job (histogram bounds)", bound(r.real.p95_ms), bound(r.real.p99_ms), r.real.over_sla_pct, mean(&real_ex), max(&real_ex));
-    println!("  {:<28} {:>12.0} {:>12.0} {:>14.2} {:>10.2}/{:.0}", "arena", r.arena.scores.p95_ms, r.arena.scores.p99_ms, r.arena.scores.sla_violation_pct, mean(&arena_ex), max(&arena_ex));
-    println!("  executors every 30 s (t: load events/s, real, arena):");
+    out!("  {:<28} {:>12} {:>12} {:>14.2} {:>10.2}/{:.0}", "real job (histogram bounds)", bound(r.real.p95_ms), bound(r.real.p99_ms), r.real.over_sla_pct, mean(&real_ex), max(&real_ex));
+    out!("  {:<28} {:>12.0} {:>12.0} {:>14.2} {:>10.2}/{:.0}", "arena", r.arena.scores.p95_ms, r.arena.scores.p99_ms, r.arena.scores.sla_violation_pct, mean(&arena_ex), max(&arena_ex));
+    out!("  executors every 30 s (t: load events/s, real, arena):");
     for t in (0..r.trace.len()).step_by(30) {
-        println!("    {t:>5}: {:>8.0} {:>4} {:>6.1}", r.trace.at(t).events_per_s, r.real_executors.get(t).copied().unwrap_or(0), arena_ex.get(t).copied().unwrap_or(0.0));
+        out!("    {t:>5}: {:>8.0} {:>4} {:>6.1}", r.trace.at(t).events_per_s, r.real_executors.get(t).copied().unwrap_or(0), arena_ex.get(t).copied().unwrap_or(0.0));
     }
     Ok(())
 }
@@ -327,27 +373,30 @@ fn calibrate_job(path: &std::path::Path) -> Result<()> {
     };
     let f = fit(&points).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
     let assumed = LatencyModel::embedded().processing;
-    println!("real job, {} micro-batches in {} fitted points, R^2 {:.3}:", batches.len(), f.samples, f.r_squared);
+    out!("real job, {} micro-batches in {} fitted points, R^2 {:.3}:", batches.len(), f.samples, f.r_squared);
     for p in &points {
-        println!("  {:>7.0} events of {:>6.0} B on {:.0} core(s): {:>7.0} ms", p.rows, p.bytes_per_event, p.cores, p.duration_ms);
+        out!("  {:>7.0} events of {:>6.0} B on {:.0} core(s): {:>7.0} ms", p.rows, p.bytes_per_event, p.cores, p.duration_ms);
     }
-    println!("  {:<34} {:>12} {:>14} {:>8}", "figure", "measured", "latency.toml", "ratio");
-    let row = |name: &str, m: f64, a: f64| println!("  {name:<34} {m:>12.3} {a:>14.3} {:>7.2}x", m / a);
-    row("batch overhead, ms", f.batch_overhead_ms, assumed.batch_overhead_ms);
-    row("CPU per event per core, ms", f.per_event_cpu_ms, assumed.per_event_cpu_ms);
+    out!("  {:<34} {:>12} {:>14} {:>8}", "figure", "measured", "latency.toml", "ratio");
+    let row = |name: &str, m: f64, a: f64| -> Result<()> {
+        out!("  {name:<34} {m:>12.3} {a:>14.3} {:>7.2}x", m / a);
+        Ok(())
+    };
+    row("batch overhead, ms", f.batch_overhead_ms, assumed.batch_overhead_ms)?;
+    row("CPU per event per core, ms", f.per_event_cpu_ms, assumed.per_event_cpu_ms)?;
     if let Some(mb) = f.per_mb_cpu_ms {
-        row("CPU per MB per core, ms", mb, assumed.per_mb_cpu_ms);
+        row("CPU per MB per core, ms", mb, assumed.per_mb_cpu_ms)?;
     } else {
-        println!("  CPU per MB per core: not fitted (every batch had the same event size)");
+        out!("  CPU per MB per core: not fitted (every batch had the same event size)");
     }
     let mean_bytes = batches.iter().map(|b| b.bytes_per_event).sum::<f64>() / batches.len().max(1) as f64;
     let measured_ms = f.per_event_cpu_ms + f.per_mb_cpu_ms.unwrap_or(0.0) * mean_bytes / 1e6;
     let assumed_ms = assumed.cpu_ms_per_event(mean_bytes);
     if measured_ms <= 0.0 || f.r_squared < 0.5 {
-        println!("the per-event cost is not resolved above the batches' noise (R^2 {:.2}): at these loads the batch overhead decides the latency; give the job larger batches (higher rates, larger events)", f.r_squared);
+        out!("the per-event cost is not resolved above the batches' noise (R^2 {:.2}): at these loads the batch overhead decides the latency; give the job larger batches (higher rates, larger events)", f.r_squared);
         return Ok(());
     }
-    println!(
+    out!(
         "at {:.0} B a core handles {:.0} events/s measured against {:.0} assumed: a policy sized on latency.toml asks for {:.2}x the executors this job needs.",
         mean_bytes,
         1_000.0 / measured_ms.max(1e-9),
@@ -360,9 +409,55 @@ fn calibrate_job(path: &std::path::Path) -> Result<()> {
 const SEED_MODEL: &str = "seed-compat-ppo.onnx";
 const SCALING_MODEL: &str = "scaling-ppo.onnx";
 
-fn seed_contender(name: &str, models: &std::path::Path) -> Result<SeedContender> {
+/// Where the learned contenders' models come from.
+#[derive(Clone, Copy)]
+enum Models<'a> {
+    /// A directory (--models, or a training run's --out): a missing model is an error naming it.
+    Dir(&'a Path),
+    /// No --models: `./models` when it has the model, else the one built into sparkpilot.
+    Default,
+}
+
+impl Models<'_> {
+    fn path(&self, file: &str) -> PathBuf {
+        match self {
+            Models::Dir(dir) => dir.join(file),
+            Models::Default => Path::new("models").join(file),
+        }
+    }
+
+    /// Whether `file` can be had: on disk, or built in (scaling and meta).
+    fn has(&self, file: &str) -> bool {
+        self.path(file).exists() || (matches!(self, Models::Default) && file != SEED_MODEL)
+    }
+
+    /// A note for a learned contender left out of the default line-up.
+    fn left_out(&self, name: &str, file: &str) {
+        eprintln!("note: `{name}` left out: no {} (pass --models DIR)", self.path(file).display());
+    }
+
+    fn scaling(&self, arena: &Arena) -> Result<policy::ScalingPolicy> {
+        let path = self.path(SCALING_MODEL);
+        Ok(if matches!(self, Models::Default) && !path.exists() {
+            policy::ScalingPolicy::from_bytes("embedded:scaling-ppo.onnx", handlers::scaling_decision::EMBEDDED_MODEL, arena.state_builder())?
+        } else {
+            policy::ScalingPolicy::load(&path, arena.state_builder())?
+        })
+    }
+
+    fn meta(&self) -> Result<policy::MetaPolicy> {
+        let path = self.path(META_MODEL);
+        Ok(if matches!(self, Models::Default) && !path.exists() {
+            policy::MetaPolicy::from_bytes("embedded:meta-td3.onnx", handlers::meta_weights::EMBEDDED_MODEL)?
+        } else {
+            policy::MetaPolicy::load(&path)?
+        })
+    }
+}
+
+fn seed_contender(name: &str, models: Models) -> Result<SeedContender> {
     if name == "rl" {
-        let model = policy::SeedCompatPolicy::load(&models.join(SEED_MODEL))?;
+        let model = policy::SeedCompatPolicy::load(&models.path(SEED_MODEL))?;
         return Ok(SeedContender::Policy(Box::new(sim::learned::RlSeed::new(model))));
     }
     tournament::seed_baseline(name).ok_or_else(|| {
@@ -371,13 +466,12 @@ fn seed_contender(name: &str, models: &std::path::Path) -> Result<SeedContender>
     })
 }
 
-fn realistic_contender(name: &str, models: &std::path::Path, arena: &Arena, scenario: control::Scenario) -> Result<Contender> {
+fn realistic_contender(name: &str, models: Models, arena: &Arena, scenario: control::Scenario) -> Result<Contender> {
     if name == "rl-meta" {
         return meta_contender(models, arena, scenario);
     }
     if name == "rl" {
-        let model = policy::ScalingPolicy::load(&models.join(SCALING_MODEL), arena.state_builder())?;
-        return Ok(Contender::Policy(Box::new(sim::learned::RlScaling::new("rl", model))));
+        return Ok(Contender::Policy(Box::new(sim::learned::RlScaling::new("rl", models.scaling(arena)?))));
     }
     tournament::realistic_baseline(name).ok_or_else(|| {
         SimError::UnknownPolicy { name: name.into(), arena: ArenaKind::Realistic.name(), known: format!("{}, rl, rl-meta", tournament::REALISTIC_BASELINES.join(", ")) }
@@ -387,14 +481,13 @@ fn realistic_contender(name: &str, models: &std::path::Path, arena: &Arena, scen
 
 const META_MODEL: &str = "meta-td3.onnx";
 
-fn meta_contender(models: &std::path::Path, arena: &Arena, scenario: control::Scenario) -> Result<Contender> {
-    let meta = policy::MetaPolicy::load(&models.join(META_MODEL))?;
-    let scaling = policy::ScalingPolicy::load(&models.join(SCALING_MODEL), arena.state_builder())?;
+fn meta_contender(models: Models, arena: &Arena, scenario: control::Scenario) -> Result<Contender> {
+    let (meta, scaling) = (models.meta()?, models.scaling(arena)?);
     // As deployed: meta-weights on its schedule and the prewarmer beside scaling-decision.
     Ok(Contender::Policy(Box::new(sim::learned::Prewarmed::new(sim::learned::RlMeta::new(meta, scaling, arena.clone(), scenario), arena))))
 }
 
-fn train_cmd(what: TrainWhat, steps: usize, seed: u64, out: &std::path::Path, eval_seeds: u64) -> Result<()> {
+fn train_cmd(what: TrainWhat, steps: usize, seed: u64, out: &std::path::Path, overwrite: bool, eval_seeds: u64) -> Result<()> {
     let bar = ProgressBar::new(steps as u64);
     bar.set_style(
         ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:40} {pos}/{len} steps, return {msg} (eta {eta})")
@@ -407,14 +500,14 @@ fn train_cmd(what: TrainWhat, steps: usize, seed: u64, out: &std::path::Path, ev
             bar.set_message(format!("{:.2}", p.mean_return));
         }
     };
-    let command = format!("sparkpilot train {} --steps {steps} --seed {seed} --out {}", train_name(what), out.display());
+    let command = format!("sparkpilot train {} --steps {steps} --seed {seed} --out {}{}", train_name(what), out.display(), if overwrite { " --overwrite" } else { "" });
     match what {
         TrainWhat::SeedCompat => {
             let report = trainer::train_seed_compat(steps, seed, out, &mut on_progress)?;
             bar.finish_and_clear();
             let seeds: Vec<u64> = (0..eval_seeds.max(1)).collect();
             let mut contenders: Vec<SeedContender> =
-                ["fixed", "dexter", "seer", "clairvoyant", "rl"].iter().map(|n| seed_contender(n, out)).collect::<Result<_>>()?;
+                ["fixed", "dexter", "seer", "clairvoyant", "rl"].iter().map(|n| seed_contender(n, Models::Dir(out))).collect::<Result<_>>()?;
             let result = tournament::run_seed_compat(&seeds, &mut contenders, &|| {});
             print!("{}", result.table());
             card::write_seed_compat(out, &command, &report, &result)?;
@@ -429,7 +522,7 @@ fn train_cmd(what: TrainWhat, steps: usize, seed: u64, out: &std::path::Path, ev
                 let mut contenders: Vec<Contender> = tournament::REALISTIC_BASELINES
                     .iter()
                     .chain(std::iter::once(&"rl"))
-                    .map(|n| realistic_contender(n, out, &arena, control::Scenario::Balanced))
+                    .map(|n| realistic_contender(n, Models::Dir(out), &arena, control::Scenario::Balanced))
                     .collect::<Result<_>>()?;
                 let make = |seed: u64| traces::resolve(&trace, seed).map_err(SimError::from);
                 let result = tournament::run_realistic(&arena, &trace, &make, &seeds, &mut contenders, &|| {})?;
@@ -453,7 +546,7 @@ fn train_cmd(what: TrainWhat, steps: usize, seed: u64, out: &std::path::Path, ev
             let mut rows = Vec::new();
             for trace in evaluation_traces() {
                 for scenario in control::Scenario::ALL {
-                    let mut contenders = vec![meta_contender(out, &arena, scenario)?];
+                    let mut contenders = vec![meta_contender(Models::Dir(out), &arena, scenario)?];
                     let make = |seed: u64| traces::resolve(&trace, seed).map_err(SimError::from);
                     let result = tournament::run_realistic(&arena, &trace, &make, &seeds, &mut contenders, &|| {})?;
                     rows.push((trace.clone(), scenario, result.rows[0].clone()));
@@ -463,7 +556,7 @@ fn train_cmd(what: TrainWhat, steps: usize, seed: u64, out: &std::path::Path, ev
             print!("{}", std::fs::read_to_string(out.join("meta-td3.md")).unwrap_or_default());
         }
     }
-    println!("wrote {}", out.display());
+    out!("wrote {}", out.display());
     Ok(())
 }
 
@@ -498,7 +591,8 @@ fn progress(total: u64) -> ProgressBar {
 
 fn tournament_cmd(args: &TournamentArgs, scenario: control::Scenario) -> Result<()> {
     let TournamentArgs { arena: arena_kind, trace, seeds, first_seed, policies, out, models, arena_opts: opts, .. } = args;
-    let (trace, seeds, first_seed, models) = (trace.as_str(), *seeds, *first_seed, models.as_path());
+    let (trace, seeds, first_seed) = (trace.as_str(), *seeds, *first_seed);
+    let models = models.as_deref().map_or(Models::Default, Models::Dir);
     if seeds == 0 {
         bail!("--seeds must be at least 1");
     }
@@ -507,8 +601,10 @@ fn tournament_cmd(args: &TournamentArgs, scenario: control::Scenario) -> Result<
         ArenaArg::SeedCompat => {
             let names: Vec<String> = if policies.is_empty() {
                 let mut all: Vec<String> = tournament::SEED_BASELINES.iter().map(|s| s.to_string()).collect();
-                if models.join(SEED_MODEL).exists() {
+                if models.has(SEED_MODEL) {
                     all.push("rl".into());
+                } else {
+                    models.left_out("rl", SEED_MODEL);
                 }
                 all
             } else {
@@ -524,11 +620,15 @@ fn tournament_cmd(args: &TournamentArgs, scenario: control::Scenario) -> Result<
             let arena = opts.arena()?;
             let names: Vec<String> = if policies.is_empty() {
                 let mut all: Vec<String> = tournament::REALISTIC_BASELINES.iter().map(|s| s.to_string()).collect();
-                if models.join(SCALING_MODEL).exists() {
+                if models.has(SCALING_MODEL) {
                     all.push("rl".into());
-                    if models.join(META_MODEL).exists() {
+                    if models.has(META_MODEL) {
                         all.push("rl-meta".into());
+                    } else {
+                        models.left_out("rl-meta", META_MODEL);
                     }
+                } else {
+                    models.left_out("rl", SCALING_MODEL);
                 }
                 all
             } else {
@@ -546,7 +646,7 @@ fn tournament_cmd(args: &TournamentArgs, scenario: control::Scenario) -> Result<
     };
     print!("{}", result.table());
     result.write(out)?;
-    println!("wrote {} and {}", out.join("results.csv").display(), out.join("timeline.svg").display());
+    out!("wrote {} and {}", out.join("results.csv").display(), out.join("timeline.svg").display());
     Ok(())
 }
 
@@ -568,20 +668,20 @@ fn replay_cmd(args: &ReplayArgs) -> Result<()> {
         (runtime.block_on(pipeline::replay::replay_embedded(&arena, &trace, args.seed, &options))?, "the embedded backends".to_string())
     };
     let elapsed = started.elapsed();
-    println!(
+    out!(
         "replay of {} (seed {}, {} s) through the five handlers on {backends}, in {:.1} s:",
         trace.name(),
         args.seed,
         trace.len(),
         elapsed.as_secs_f64()
     );
-    println!(
+    out!(
         "  {} control messages from {} edges, {} raw-data summaries, {} shuffle blocks, {} decisions ({} executor changes), {} record errors",
         report.control_messages, arena.config.edge.gateways, report.raw_summaries, report.shuffle_blocks, report.decisions, report.executor_changes, report.record_errors
     );
     let calls: Vec<String> = report.invocations.iter().map(|(f, n)| format!("{f} {n}")).collect();
-    println!("  invocations: {}", calls.join(", "));
-    println!(
+    out!("  invocations: {}", calls.join(", "));
+    out!(
         "  what scaling-decision saw against the arena: observation drift {:.1e}, burst signal agreed on {:.1} % of decisions, temperature within {:.3}",
         report.observation_drift,
         report.burst_agreement * 100.0,
@@ -616,7 +716,7 @@ fn replay_cmd(args: &ReplayArgs) -> Result<()> {
     };
     print!("{}", board.table());
     board.write(&args.out)?;
-    println!("wrote {} and {}", args.out.join("results.csv").display(), args.out.join("timeline.svg").display());
+    out!("wrote {} and {}", args.out.join("results.csv").display(), args.out.join("timeline.svg").display());
     Ok(())
 }
 
@@ -648,6 +748,50 @@ fn bridge_cmd(config: pipeline::bridge::BridgeConfig, schedules: bool) -> Result
     })
 }
 
+fn edge_cmd(config: edge::EdgeConfig, run_for: Option<Duration>) -> Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    runtime.block_on(async {
+        let brokers = std::env::var("KAFKA_BROKERS").map_err(|_| anyhow::anyhow!("KAFKA_BROKERS is not set: the brokers the agent publishes to"))?;
+        let env = |k: &str| std::env::var(k).ok();
+        let kind: adapters::KafkaAuthKind = env("SPARKPILOT_KAFKA_AUTH").unwrap_or_default().parse()?;
+        let conf = if kind == adapters::KafkaAuthKind::MskIam || env("SPARKPILOT_KAFKA_SECRET_ARN").is_some() { Some(adapters::sdk_config().await) } else { None };
+        let auth = adapters::kafka_auth(conf.as_ref(), &env).await?;
+        let mut settings = config.producer_settings();
+        settings.extend(
+            std::env::vars().filter_map(|(k, v)| k.strip_prefix("SPARKPILOT_KAFKA_CONFIG_").map(|s| (s.to_ascii_lowercase().replace('_', "."), v))),
+        );
+        let kafka = std::sync::Arc::new(adapters::KafkaPublisher::with_auth(&brokers, &auth, &settings)?);
+        let stats = std::sync::Arc::new(edge::EdgeStats::default());
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            match run_for {
+                Some(d) => tokio::time::sleep(d).await,
+                None => {
+                    let _ = tokio::signal::ctrl_c().await;
+                }
+            }
+            let _ = stop.send(true);
+        });
+        eprintln!("edge {}: {} {} -> {} (reports) and {} (messages); Ctrl-C stops", config.gateway_id, config.mqtt_url, config.topics.join(","), config.metadata_topic, if config.forward_raw { config.raw_topic.as_str() } else { "nowhere" });
+        let result = edge::run(&config, kafka.clone(), stats.clone(), stopped).await;
+        let _ = tokio::task::spawn_blocking(move || kafka.flush(Duration::from_secs(5))).await;
+        let g = edge::EdgeStats::get;
+        eprintln!(
+            "edge {}: {} messages ({} bytes), {} forwarded, {} reports, dropped {} messages and {} reports (buffer full), {} refused by Kafka, {} MQTT reconnects",
+            config.gateway_id,
+            g(&stats.messages),
+            g(&stats.bytes),
+            g(&stats.forwarded),
+            g(&stats.reports),
+            g(&stats.dropped_raw),
+            g(&stats.dropped_reports),
+            g(&stats.failed),
+            g(&stats.mqtt_reconnects)
+        );
+        Ok(result?)
+    })
+}
+
 fn parse_scenario(name: &str) -> Result<control::Scenario> {
     control::Scenario::from_name(name).ok_or_else(|| {
         anyhow::anyhow!("unknown scenario `{}` (known: {})", name, control::Scenario::ALL.iter().map(|s| s.name()).collect::<Vec<_>>().join(", "))
@@ -676,13 +820,17 @@ fn invoke_cmd(function: &str, event: &Path, dry_run: bool) -> Result<()> {
         .collect();
     let emr = runtime.block_on(async { handlers::ports::EmrControl::get_application(embedded.emr.as_ref()).await })?;
     let out = serde_json::json!({"function": function, "result": result, "published": published, "emr_application": emr});
-    println!("{}", serde_json::to_string_pretty(&out)?);
+    out!("{}", serde_json::to_string_pretty(&out)?);
     Ok(())
 }
 
 fn main() -> std::process::ExitCode {
     match run(Cli::parse()) {
         Ok(()) => std::process::ExitCode::SUCCESS,
+        // The reader went away (`| head`): what it wanted it has.
+        Err(err) if err.chain().any(|c| c.downcast_ref::<std::io::Error>().is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)) => {
+            std::process::ExitCode::SUCCESS
+        }
         Err(err) => {
             // The whole chain on one line, without a backtrace: the message names what was wrong.
             eprintln!("error: {err:#}");
@@ -712,20 +860,57 @@ fn run(cli: Cli) -> Result<()> {
             };
             bridge_cmd(config, !no_schedules)
         }
-        Command::Train { what, steps, seed, out, eval_seeds } => train_cmd(what, steps, seed, &out, eval_seeds),
+        Command::Edge { mqtt, topics, gateway_id, mqtt_username, metadata_topic, raw_topic, no_forward, buffer, seconds } => {
+            let password = std::env::var("SPARKPILOT_MQTT_PASSWORD").ok();
+            let mqtt_credentials = match (mqtt_username, password) {
+                (Some(user), Some(password)) => Some((user, password)),
+                (Some(_), None) => bail!("--mqtt-username is set but SPARKPILOT_MQTT_PASSWORD is not"),
+                (None, _) => None,
+            };
+            let config = edge::EdgeConfig {
+                mqtt_url: mqtt,
+                mqtt_credentials,
+                topics,
+                gateway_id,
+                metadata_topic,
+                raw_topic,
+                forward_raw: !no_forward,
+                buffer_messages: buffer,
+                ..edge::EdgeConfig::default()
+            };
+            edge_cmd(config, seconds.map(Duration::from_secs))
+        }
+        Command::Train { what, steps, seed, out, overwrite, eval_seeds } => {
+            let model = out.join(match what {
+                TrainWhat::Scaling => SCALING_MODEL,
+                TrainWhat::Meta => META_MODEL,
+                TrainWhat::SeedCompat => SEED_MODEL,
+            });
+            if model.exists() && !overwrite {
+                bail!("{} exists (the committed models are in models/): pass --overwrite to replace it, or --out another directory", model.display());
+            }
+            if matches!(what, TrainWhat::Meta) && !out.join(SCALING_MODEL).exists() {
+                bail!(
+                    "the meta-controller is trained over the scaling policy in --out, and {} is missing: train scaling into {} first, or copy models/{SCALING_MODEL} there",
+                    out.join(SCALING_MODEL).display(),
+                    out.display()
+                );
+            }
+            train_cmd(what, steps, seed, &out, overwrite, eval_seeds)
+        }
         Command::Invoke { function, event, dry_run } => invoke_cmd(&function, &event, dry_run),
         Command::Traces { show: None, .. } => {
-            println!("built-in traces (any CSV file `time_s,events_per_s[,bytes_per_event]` works too):");
+            out!("built-in traces (any CSV file `time_s,events_per_s[,bytes_per_event]` works too):");
             for (name, description) in traces::BUILTINS {
-                println!("  {name:<12} {description}");
+                out!("  {name:<12} {description}");
             }
             Ok(())
         }
         Command::Traces { show: Some(name), seed } => {
             let trace = traces::resolve(&name, seed)?;
-            println!("time_s,events_per_s,bytes_per_event");
+            out!("time_s,events_per_s,bytes_per_event");
             for (t, p) in trace.points().iter().enumerate() {
-                println!("{t},{:.1},{:.0}", p.events_per_s, p.bytes_per_event);
+                out!("{t},{:.1},{:.0}", p.events_per_s, p.bytes_per_event);
             }
             Ok(())
         }
@@ -734,8 +919,8 @@ fn run(cli: Cli) -> Result<()> {
             let payload = calibrate::iot_payload(calibrate::CALIBRATION_SEED, calibrate::CALIBRATION_BYTES);
             let table = calibrate::measure(&payload, calibrate::CALIBRATION_BLOCK, Duration::from_millis(budget_ms))?;
             std::fs::write(&out, calibrate::to_toml(&table)).with_context(|| format!("writing {}", out.display()))?;
-            println!("{}", calibrate::to_toml(&table));
-            println!("wrote {}", out.display());
+            out!("{}", calibrate::to_toml(&table));
+            out!("wrote {}", out.display());
             Ok(())
         }
     }

@@ -1,7 +1,7 @@
 //! The `sparkpilot` binary end to end: tables, files, and clear errors on bad input.
 
 use std::path::PathBuf;
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
 
 fn sparkpilot(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_sparkpilot")).args(args).output().expect("run sparkpilot")
@@ -25,7 +25,8 @@ fn realistic_tournament_prints_the_table_and_writes_csv_and_svg() {
     let o = sparkpilot(&["tournament", "--trace", "flash-crowd", "--seeds", "2", "--out", out.to_str().unwrap()]);
     assert!(o.status.success(), "{}", text(&o.stderr));
     let stdout = text(&o.stdout);
-    for policy in ["fixed", "dexter", "seer", "keda", "spark-dra", "clairvoyant", "clairvoyant-schedule"] {
+    // The learned ones too: the models built in, as there is no ./models here.
+    for policy in ["fixed", "dexter", "seer", "keda", "spark-dra", "clairvoyant", "clairvoyant-schedule", "rl", "rl-meta"] {
         assert!(stdout.lines().any(|l| l.split_whitespace().next() == Some(policy)), "{policy} missing from\n{stdout}");
     }
     let csv = std::fs::read_to_string(out.join("results.csv")).unwrap();
@@ -35,7 +36,7 @@ fn realistic_tournament_prints_the_table_and_writes_csv_and_svg() {
         "policy,cost_usd,p95_ms,p99_ms,sla_violation_pct,sla_step_violation_pct,stability,cpu_util_pct,throughput_mb_s"
     );
     let rows: Vec<&str> = lines.collect();
-    assert_eq!(rows.len(), 7);
+    assert_eq!(rows.len(), 9);
     for row in rows {
         let fields: Vec<&str> = row.split(',').collect();
         assert_eq!(fields.len(), 9);
@@ -140,6 +141,12 @@ fn train_to_onnx_to_tract_to_tournament_smoke() {
     }
     let card = std::fs::read_to_string(models.join("scaling-ppo.md")).unwrap();
     assert!(card.contains("sparkpilot train scaling --steps 4096 --seed 5"), "{card}");
+    // A second run would replace the model: refused unless asked for, and the model is untouched.
+    let before = std::fs::read(models.join("scaling-ppo.onnx")).unwrap();
+    let o = sparkpilot(&["train", "scaling", "--steps", "64", "--out", m]);
+    assert!(!o.status.success());
+    assert!(text(&o.stderr).contains("scaling-ppo.onnx exists") && text(&o.stderr).contains("--overwrite"), "{}", text(&o.stderr));
+    assert_eq!(std::fs::read(models.join("scaling-ppo.onnx")).unwrap(), before);
 
     let out = dir.join("out");
     let o = sparkpilot(&["tournament", "--arena", "seed-compat", "--seeds", "2", "--models", m, "--out", out.to_str().unwrap()]);
@@ -163,6 +170,30 @@ fn a_model_of_the_wrong_shape_is_refused_by_the_tournament() {
     assert!(!o.status.success());
     let err = text(&o.stderr);
     assert!(err.contains("scaling-ppo.onnx") && err.contains("not a valid ONNX model"), "{err}");
+}
+
+#[test]
+fn outside_the_repository_the_tournament_uses_the_built_in_models_and_says_what_is_missing() {
+    let dir = scratch("elsewhere");
+    let run = |args: &[&str]| Command::new(env!("CARGO_BIN_EXE_sparkpilot")).args(args).current_dir(&dir).output().unwrap();
+    // Realistic arena: rl and rl-meta from the models built in (no ./models here).
+    let o = run(&["tournament", "--trace", "step-burst", "--seeds", "1", "--policies", "fixed,rl,rl-meta"]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let table = text(&o.stdout);
+    assert!(table.lines().any(|l| l.starts_with("rl ")) && table.lines().any(|l| l.starts_with("rl-meta ")), "{table}");
+    // Seed-compat has no built-in model: the default line-up says it left `rl` out, and where it looked.
+    let o = run(&["tournament", "--arena", "seed-compat", "--seeds", "1"]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert!(text(&o.stderr).contains("`rl` left out: no models/seed-compat-ppo.onnx"), "{}", text(&o.stderr));
+    // Asked for by name with a --models that lacks it: one error naming the file, the cause once.
+    let o = run(&["tournament", "--policies", "rl,fixed", "--seeds", "1", "--models", "nowhere"]);
+    assert!(!o.status.success());
+    let err = text(&o.stderr);
+    assert!(err.contains("nowhere/scaling-ppo.onnx") && err.matches("No such file or directory").count() == 1, "{err}");
+    // An unknown name is named, with the known ones.
+    let o = run(&["tournament", "--policies", "rl,foo", "--seeds", "1"]);
+    assert!(!o.status.success());
+    assert!(text(&o.stderr).contains("foo") && text(&o.stderr).contains("rl-meta"), "{}", text(&o.stderr));
 }
 
 #[test]
@@ -214,4 +245,20 @@ fn calibrate_job_fits_the_recorded_batches_of_the_real_job_and_names_bad_lines()
     let o = sparkpilot(&["calibrate", "--job", bad.to_str().unwrap()]);
     assert!(!o.status.success());
     assert!(text(&o.stderr).contains("bad.jsonl:1"), "{}", text(&o.stderr));
+}
+
+#[test]
+fn a_reader_that_stops_early_ends_the_command_quietly() {
+    // `sparkpilot traces --show step-burst | head -0`: the reader is gone before the first line
+    // (the output would fit a pipe's buffer, so the pipe is closed before anything is written).
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sparkpilot"))
+        .args(["traces", "--show", "step-burst"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{:?}: {}", out.status, text(&out.stderr));
+    assert!(!text(&out.stderr).contains("panicked"), "{}", text(&out.stderr));
 }

@@ -8,6 +8,7 @@
 pub mod actuation;
 mod burst;
 pub mod cluster;
+pub mod gateway;
 pub mod reference_rule;
 mod error;
 mod features;

@@ -151,7 +151,7 @@ impl PriceBook {
 
     /// A user's price file with the same layout.
     pub fn from_file(path: &Path, region: &str) -> Result<Self, PriceError> {
-        let text = std::fs::read_to_string(path).map_err(|source| PriceError::Io { path: path.to_path_buf(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|error| PriceError::Io { path: path.to_path_buf(), error })?;
         Self::parse(path, &text, region)
     }
 

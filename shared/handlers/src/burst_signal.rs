@@ -44,6 +44,10 @@ struct Snapshot {
     cluster: ClusterBurst,
 }
 
+fn round1(x: f64) -> f64 {
+    (x * 10.0).round() / 10.0
+}
+
 impl BurstSignal {
     pub fn new(settings: &Settings, backends: &Backends) -> Result<Self, HandlerError> {
         settings.cluster.validate()?;
@@ -203,9 +207,14 @@ impl Handler for BurstSignal {
             "errors": errors,
             "burst": cluster.burst,
             "changed": changed,
-            "total_rate": cluster.total_rate,
-            "predicted_load": cluster.predicted_load,
-            "predicted_peak": cluster.predicted_peak,
+            // Events per second, rounded for a reader: the measured rate, the edges' newest summed
+            // forecast (one lead time ahead), the peak of the smoothed forecasts over the forecast
+            // window (below the newest forecast on a sharp rise: it is of the smoothed sums), and
+            // the larger of the two, which is what the scaling policy is given as predicted load.
+            "total_rate": round1(cluster.total_rate),
+            "predicted_load": round1(cluster.predicted_load),
+            "smoothed_peak": round1(cluster.predicted_peak),
+            "load_for_scaling": round1(cluster.predicted_or(cluster.total_rate)),
             "edges": cluster.edges.len(),
             "edges_bursting": cluster.edges_bursting,
         }))

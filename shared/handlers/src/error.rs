@@ -17,8 +17,17 @@ pub enum HandlerError {
     Config(String),
     #[error(transparent)]
     Port(#[from] PortError),
-    #[error(transparent)]
-    Policy(#[from] policy::PolicyError),
+    /// The policy model failed (loading or running); only the functions built with the `policy`
+    /// feature have one.
+    #[error("policy: {0}")]
+    Policy(String),
     #[error(transparent)]
     Control(#[from] control::ControlError),
+}
+
+#[cfg(feature = "policy")]
+impl From<policy::PolicyError> for HandlerError {
+    fn from(e: policy::PolicyError) -> Self {
+        HandlerError::Policy(e.to_string())
+    }
 }

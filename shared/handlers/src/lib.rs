@@ -8,7 +8,11 @@
 //! the in-memory backends of [`memory`], and in tests. The decisions themselves come from the
 //! `control` and `policy` crates, the code the simulator evaluates.
 //!
+//! The two functions that run a policy model (meta-weights, scaling-decision) need the `policy`
+//! feature (on by default), which links the ONNX runtime; the other three are built without it.
+//!
 //! ```
+//! # #[cfg(feature = "policy")] {
 //! use handlers::{Backends, Handler, Settings, Trigger};
 //! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
 //! let backends = Backends::embedded();
@@ -16,18 +20,21 @@
 //! let out = meta.handle(Trigger::Direct(serde_json::json!({"scenario": "healthcare_critical", "budget_remaining": 40.0}))).await.unwrap();
 //! assert!(out["weights"]["alpha"].as_f64().unwrap() <= 1.0);
 //! # });
+//! # }
 //! ```
 
 pub mod burst_signal;
 mod error;
 pub mod events;
 pub mod memory;
+#[cfg(feature = "policy")]
 pub mod meta_weights;
 pub mod metrics;
 pub mod ports;
 pub mod prewarmer;
 pub mod records;
 mod settings;
+#[cfg(feature = "policy")]
 pub mod scaling_decision;
 pub mod shuffle_router;
 mod state;
@@ -106,15 +113,20 @@ pub struct Ports {
 
 impl Ports {
     const STORE: Ports = Ports { store: true, publisher: false, emr: false, hot_tier: false, objects: false, nvme: false };
+    pub const BURST_SIGNAL: Ports = Ports { publisher: true, ..Ports::STORE };
+    pub const META_WEIGHTS: Ports = Ports::STORE;
+    pub const SCALING_DECISION: Ports = Ports { publisher: true, emr: true, hot_tier: true, ..Ports::STORE };
+    pub const SHUFFLE_ROUTER: Ports = Ports { objects: true, nvme: true, ..Ports::STORE };
+    pub const PREWARMER: Ports = Ports { emr: true, ..Ports::STORE };
 
     /// The ports of a function named at run time (the CLI and the local bridge, which run all five).
     pub fn of(name: &str) -> Result<Ports, HandlerError> {
         Ok(match name {
-            burst_signal::BurstSignal::NAME => burst_signal::BurstSignal::PORTS,
-            meta_weights::MetaWeights::NAME => meta_weights::MetaWeights::PORTS,
-            scaling_decision::ScalingDecision::NAME => scaling_decision::ScalingDecision::PORTS,
-            shuffle_router::ShuffleRouter::NAME => shuffle_router::ShuffleRouter::PORTS,
-            prewarmer::Prewarmer::NAME => prewarmer::Prewarmer::PORTS,
+            "burst-signal" => Ports::BURST_SIGNAL,
+            "meta-weights" => Ports::META_WEIGHTS,
+            "scaling-decision" => Ports::SCALING_DECISION,
+            "shuffle-router" => Ports::SHUFFLE_ROUTER,
+            "prewarmer" => Ports::PREWARMER,
             other => return Err(unknown_function(other)),
         })
     }
@@ -143,11 +155,13 @@ macro_rules! function {
     };
 }
 
-function!(burst_signal::BurstSignal, "burst-signal", Ports { publisher: true, ..Ports::STORE });
-function!(meta_weights::MetaWeights, "meta-weights", Ports::STORE);
-function!(scaling_decision::ScalingDecision, "scaling-decision", Ports { publisher: true, emr: true, hot_tier: true, ..Ports::STORE });
-function!(shuffle_router::ShuffleRouter, "shuffle-router", Ports { objects: true, nvme: true, ..Ports::STORE });
-function!(prewarmer::Prewarmer, "prewarmer", Ports { emr: true, ..Ports::STORE });
+function!(burst_signal::BurstSignal, "burst-signal", Ports::BURST_SIGNAL);
+#[cfg(feature = "policy")]
+function!(meta_weights::MetaWeights, "meta-weights", Ports::META_WEIGHTS);
+#[cfg(feature = "policy")]
+function!(scaling_decision::ScalingDecision, "scaling-decision", Ports::SCALING_DECISION);
+function!(shuffle_router::ShuffleRouter, "shuffle-router", Ports::SHUFFLE_ROUTER);
+function!(prewarmer::Prewarmer, "prewarmer", Ports::PREWARMER);
 
 fn unknown_function(name: &str) -> HandlerError {
     HandlerError::Config(format!("unknown function {name:?}; expected one of {}", FUNCTIONS.join(", ")))
@@ -158,8 +172,12 @@ fn unknown_function(name: &str) -> HandlerError {
 pub fn build(name: &str, settings: &Settings, backends: &Backends) -> Result<Arc<dyn Handler>, HandlerError> {
     Ok(match name {
         burst_signal::BurstSignal::NAME => Arc::new(burst_signal::BurstSignal::new(settings, backends)?),
+        #[cfg(feature = "policy")]
         meta_weights::MetaWeights::NAME => Arc::new(meta_weights::MetaWeights::new(settings, backends)?),
+        #[cfg(feature = "policy")]
         scaling_decision::ScalingDecision::NAME => Arc::new(scaling_decision::ScalingDecision::new(settings, backends)?),
+        #[cfg(not(feature = "policy"))]
+        "meta-weights" | "scaling-decision" => return Err(HandlerError::Config(format!("{name} needs the handlers crate's `policy` feature"))),
         shuffle_router::ShuffleRouter::NAME => Arc::new(shuffle_router::ShuffleRouter::new(settings, backends)?),
         prewarmer::Prewarmer::NAME => Arc::new(prewarmer::Prewarmer::new(settings, backends)?),
         other => return Err(unknown_function(other)),
@@ -201,5 +219,24 @@ pub(crate) fn from_json<T: serde::de::DeserializeOwned>(key: &str, bytes: Option
     match bytes {
         None => Ok(None),
         Some(b) => serde_json::from_slice(b).map(Some).map_err(|e| HandlerError::State(format!("{key} is unreadable: {e}"))),
+    }
+}
+
+#[cfg(all(test, feature = "policy"))]
+mod function_tests {
+    use super::*;
+
+    #[test]
+    fn each_function_type_has_the_ports_and_name_the_runtime_lookup_gives() {
+        fn check<F: Function>() {
+            assert_eq!(Ports::of(F::NAME).unwrap(), F::PORTS, "{}", F::NAME);
+            assert!(FUNCTIONS.contains(&F::NAME));
+        }
+        check::<burst_signal::BurstSignal>();
+        check::<meta_weights::MetaWeights>();
+        check::<scaling_decision::ScalingDecision>();
+        check::<shuffle_router::ShuffleRouter>();
+        check::<prewarmer::Prewarmer>();
+        assert!(Ports::of("nope").is_err());
     }
 }

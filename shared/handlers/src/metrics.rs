@@ -229,6 +229,7 @@ mod tests {
         v
     }
 
+    #[cfg(feature = "policy")]
     #[tokio::test]
     async fn a_decisions_line_counts_it_and_its_rejected_records() {
         let backends = crate::Backends::embedded();

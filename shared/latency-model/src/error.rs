@@ -2,13 +2,10 @@ use std::path::PathBuf;
 
 /// Why a latency or compression model file could not be used.
 #[derive(Debug, thiserror::Error)]
+// I/O errors are in the message only: as a `source` too, a chain printer would repeat them.
 pub enum ModelError {
-    #[error("cannot read {path}: {source}")]
-    Io {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error("cannot read {path}: {error}")]
+    Io { path: PathBuf, error: std::io::Error },
     #[error("{path}:{line}: {message}")]
     Parse { path: PathBuf, line: usize, message: String },
     #[error("{path}: {message}")]

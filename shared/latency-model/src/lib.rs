@@ -220,7 +220,7 @@ impl LatencyModel {
 
     /// Load a user's latency and compression files.
     pub fn from_files(latency: &Path, compression: &Path) -> Result<Self, ModelError> {
-        let read = |p: &Path| std::fs::read_to_string(p).map_err(|source| ModelError::Io { path: p.to_path_buf(), source });
+        let read = |p: &Path| std::fs::read_to_string(p).map_err(|error| ModelError::Io { path: p.to_path_buf(), error });
         Self::from_strs(latency, &read(latency)?, compression, &read(compression)?)
     }
 

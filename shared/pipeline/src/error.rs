@@ -6,12 +6,9 @@ pub enum PipelineError {
     Config(String),
     #[error(transparent)]
     Sim(#[from] sim::SimError),
-    #[error("{function}: {source}")]
-    Handler {
-        function: &'static str,
-        #[source]
-        source: handlers::HandlerError,
-    },
+    // The handler's error in the message only: as a `source` too, a chain printer would repeat it.
+    #[error("{function}: {error}")]
+    Handler { function: &'static str, error: handlers::HandlerError },
     #[error(transparent)]
     Build(#[from] handlers::HandlerError),
     #[error("kafka: {0}")]

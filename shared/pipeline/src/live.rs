@@ -214,7 +214,7 @@ impl LivePlane {
     async fn invoke(&mut self, name: &'static str, trigger: Trigger) -> Result<Value, PipelineError> {
         let h = self.direct.get(name).cloned().ok_or_else(|| PipelineError::Config(format!("no handler {name}")))?;
         *self.invocations.entry(name.to_string()).or_default() += 1;
-        let out = h.handle(trigger).await.map_err(|source| PipelineError::Handler { function: name, source })?;
+        let out = h.handle(trigger).await.map_err(|error| PipelineError::Handler { function: name, error })?;
         self.record_errors += out.get("errors").and_then(|e| e.as_array()).map_or(0, |a| a.len());
         Ok(out)
     }

@@ -429,7 +429,7 @@ impl InProcess {
     async fn invoke(&mut self, name: &'static str, trigger: Trigger) -> Result<serde_json::Value, PipelineError> {
         let handler = self.handlers.get(name).ok_or_else(|| PipelineError::Config(format!("no handler {name}")))?.clone();
         *self.invocations.entry(name.to_string()).or_default() += 1;
-        let out = handler.handle(trigger).await.map_err(|source| PipelineError::Handler { function: name, source })?;
+        let out = handler.handle(trigger).await.map_err(|error| PipelineError::Handler { function: name, error })?;
         self.record_errors += out.get("errors").and_then(|e| e.as_array()).map_or(0, |a| a.len());
         Ok(out)
     }

@@ -3,12 +3,9 @@ use std::path::PathBuf;
 /// Why a policy model could not be loaded or run.
 #[derive(Debug, thiserror::Error)]
 pub enum PolicyError {
-    #[error("cannot read model {path}: {source}")]
-    Io {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    // The I/O error is in the message and not a `source` too, or a chain printer says it twice.
+    #[error("cannot read model {path}: {error}")]
+    Io { path: PathBuf, error: std::io::Error },
     #[error("model {path} is not a valid {format} model: {message}")]
     Corrupt { path: PathBuf, format: &'static str, message: String },
     #[error("model {path}: {what} is {found}, expected {expected}")]

@@ -111,7 +111,7 @@ impl PolicyModel {
     /// Load `path` (format from its extension) and check it takes `input` and returns `output`.
     pub fn load(path: &Path, input: TensorSpec, output: TensorSpec) -> Result<Self, PolicyError> {
         let format = ModelFormat::of(path).ok_or_else(|| PolicyError::UnknownFormat { path: path.to_path_buf() })?;
-        let bytes = std::fs::read(path).map_err(|source| PolicyError::Io { path: path.to_path_buf(), source })?;
+        let bytes = std::fs::read(path).map_err(|error| PolicyError::Io { path: path.to_path_buf(), error })?;
         Self::from_bytes(path, format, &bytes, input, output)
     }
 
@@ -260,7 +260,7 @@ impl PolicyModel {
             .and_then(|m| m.into_typed())
             .and_then(|m| m.into_decluttered())
             .map_err(|e| corrupt(onnx, ModelFormat::Onnx, e))?;
-        let file = std::fs::File::create(nnef_out).map_err(|source| PolicyError::Io { path: nnef_out.to_path_buf(), source })?;
+        let file = std::fs::File::create(nnef_out).map_err(|error| PolicyError::Io { path: nnef_out.to_path_buf(), error })?;
         tract_nnef::nnef()
             .with_onnx()
             .write_to_tar(&model, file)

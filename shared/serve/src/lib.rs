@@ -27,10 +27,17 @@ pub type Error = Box<dyn std::error::Error + Send + Sync>;
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// JSON log lines to stderr (CloudWatch and the OpenFaaS gateway both collect them), filtered by
-/// `RUST_LOG` (default info).
+/// `RUST_LOG`: a level (`warn`) and/or `target=level` pairs (`info,handlers=debug`); default info.
+/// The filter is tracing-subscriber's `Targets`, not `EnvFilter`: it takes no span or field
 pub fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt().json().with_env_filter(filter).with_writer(std::io::stderr).with_current_span(false).try_init();
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    let filter = std::env::var("RUST_LOG")
+        .ok()
+        .and_then(|v| v.parse::<tracing_subscriber::filter::Targets>().ok())
+        .unwrap_or_else(|| tracing_subscriber::filter::Targets::new().with_default(tracing::Level::INFO));
+    let json = tracing_subscriber::fmt::layer().json().with_writer(std::io::stderr).with_current_span(false);
+    let _ = tracing_subscriber::registry().with(json).with(filter).try_init();
 }
 
 /// A function binary's whole `main`: tracing, settings, backends and handler built once, then

@@ -2,7 +2,7 @@
 //!
 //! [`EdgeFleet`] is many gateways over one trace: each carries a fixed share of the load (shares drawn
 //! once per seed), sees its share `lead_s` seconds before it reaches the cluster, with its own noise,
-//! runs the shared [`BurstDetector`] on what it sees, and now and then raises a false alarm. Every
+//! runs the shared [`control::gateway::Gateway`] (its burst detector) on what it sees, and now and then raises a false alarm. Every
 //! second it reports one `iot-metadata` [`EdgeRecord`] per gateway.
 //!
 //! [`EdgeSignal`] feeds those records, second by second, through [`control::cluster::apply_batch`],
@@ -13,7 +13,7 @@
 use crate::config::EdgeConfig;
 use crate::SimError;
 use control::cluster::{apply_batch, ClusterBurst, EdgeState};
-use control::{BurstDetector, EdgeRecord};
+use control::EdgeRecord;
 use rand::{Rng, SeedableRng};
 use rand_distr::{Distribution, Normal};
 use rand_xoshiro::Xoshiro256PlusPlus;
@@ -25,9 +25,8 @@ pub const EPOCH_S: f64 = 1_767_225_600.0;
 
 #[derive(Debug, Clone)]
 struct Gateway {
-    id: String,
+    reporter: control::gateway::Gateway,
     share: f64,
-    detector: BurstDetector,
     false_alarm_left: usize,
 }
 
@@ -55,7 +54,7 @@ impl EdgeFleet {
         let total: f64 = weights.iter().sum();
         let mut gateways = Vec::with_capacity(config.gateways);
         for (i, w) in weights.into_iter().enumerate() {
-            gateways.push(Gateway { id: format!("edge-{i:04}"), share: w / total, detector: BurstDetector::new(config.detector)?, false_alarm_left: 0 });
+            gateways.push(Gateway { reporter: control::gateway::Gateway::new(format!("edge-{i:04}"), config.detector)?, share: w / total, false_alarm_left: 0 });
         }
         Ok(Self { config: config.clone(), gateways, noise, rng, false_alarm_p: (config.false_alarms_per_hour / 3_600.0).clamp(0.0, 1.0) })
     }
@@ -70,7 +69,7 @@ impl EdgeFleet {
 
     /// Each gateway's id and share of the load.
     pub fn shares(&self) -> impl Iterator<Item = (&str, f64)> {
-        self.gateways.iter().map(|g| (g.id.as_str(), g.share))
+        self.gateways.iter().map(|g| (g.reporter.id(), g.share))
     }
 
     /// Unix time of trace second `t`.
@@ -87,9 +86,7 @@ impl EdgeFleet {
         for k in 0..window {
             let ts = EPOCH_S - (window - k) as f64;
             for g in &mut self.gateways {
-                let rate = first * g.share;
-                g.detector.observe(rate);
-                out.push(EdgeRecord { edge_id: g.id.clone(), timestamp: ts, rate: Some(rate), predicted_load: Some(g.detector.short_average()), burst_signal: Some(false) });
+                out.push(g.reporter.warm(ts, first * g.share));
             }
         }
         out
@@ -101,13 +98,12 @@ impl EdgeFleet {
         let ts = EPOCH_S + t as f64;
         for g in &mut self.gateways {
             let seen = ahead * g.share * (1.0 + self.noise.sample(&mut self.rng)).max(0.0);
-            let real = g.detector.observe(seen);
             if g.false_alarm_left > 0 {
                 g.false_alarm_left -= 1;
             } else if self.false_alarm_p > 0.0 && self.rng.random::<f64>() < self.false_alarm_p {
                 g.false_alarm_left = self.config.false_alarm_s;
             }
-            out.push(EdgeRecord { edge_id: g.id.clone(), timestamp: ts, rate: Some(seen), predicted_load: Some(g.detector.short_average()), burst_signal: Some(real || g.false_alarm_left > 0) });
+            out.push(g.reporter.report(ts, seen, g.false_alarm_left > 0));
         }
     }
 }

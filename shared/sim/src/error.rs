@@ -11,12 +11,11 @@ pub enum SimError {
     Control(#[from] control::ControlError),
     #[error("invalid arena configuration: {0}")]
     Config(String),
+    #[error("timeline.svg: {0}")]
+    Plot(String),
     #[error("unknown policy `{name}` for the {arena} arena (known: {known})")]
     UnknownPolicy { name: String, arena: &'static str, known: String },
-    #[error("cannot write {path}: {source}")]
-    Write {
-        path: std::path::PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    // The I/O error in the message only: as a `source` too, a chain printer would say it twice.
+    #[error("cannot write {path}: {error}")]
+    Write { path: std::path::PathBuf, error: std::io::Error },
 }

@@ -1,97 +1,152 @@
-//! A dependency-free SVG plot of load, executors and latency over time, one row per policy.
+//! The tournament's `timeline.svg`, drawn with plotters: three panels over a shared time axis
+//! (the load and what each policy processed, each policy's running executors, each policy's latency
+//! on a log scale with the SLA), with axes, units and a legend naming every policy in full.
 
 use crate::Timeline;
-use std::fmt::Write;
+use plotters::prelude::*;
 
-const PANEL_W: f64 = 380.0;
-const PANEL_H: f64 = 120.0;
-const MARGIN_L: f64 = 150.0;
-const GAP: f64 = 30.0;
-const ROW_H: f64 = PANEL_H + 40.0;
-const MAX_POINTS: usize = 600;
+/// Most points drawn per series; longer series keep each bucket's maximum (spikes stay visible).
+const MAX_POINTS: usize = 800;
 
-/// Reduce a series to at most `MAX_POINTS` points, keeping each bucket's maximum (spikes stay visible).
-fn downsample(series: &[f32]) -> Vec<f64> {
-    if series.len() <= MAX_POINTS {
-        return series.iter().map(|&v| v as f64).collect();
-    }
-    let per = series.len().div_ceil(MAX_POINTS);
-    series.chunks(per).map(|c| c.iter().fold(f32::MIN, |a, &b| a.max(b)) as f64).collect()
+/// The time axis: what one timeline step is.
+#[derive(Debug, Clone, Copy)]
+pub struct TimeAxis {
+    pub label: &'static str,
+    /// Axis units per timeline step (1/60 for one-second steps shown in minutes).
+    pub per_step: f64,
 }
 
-fn polyline(out: &mut String, values: &[f64], x0: f64, y0: f64, ymax: f64, log: bool, colour: &str) {
-    if values.is_empty() {
-        return;
-    }
-    let scale = |v: f64| {
-        if log {
-            let lo = 1.0f64.ln();
-            ((v.max(1.0)).ln() - lo) / ((ymax.max(10.0)).ln() - lo)
-        } else if ymax > 0.0 {
-            v / ymax
-        } else {
-            0.0
+impl TimeAxis {
+    /// One point per second, shown in minutes.
+    pub const SECONDS_AS_MINUTES: TimeAxis = TimeAxis { label: "time (min)", per_step: 1.0 / 60.0 };
+    /// One point per environment step.
+    pub const STEPS: TimeAxis = TimeAxis { label: "step", per_step: 1.0 };
+}
+
+fn downsample(series: &[f32], axis: TimeAxis) -> Vec<(f64, f64)> {
+    let per = series.len().div_ceil(MAX_POINTS).max(1);
+    series
+        .chunks(per)
+        .enumerate()
+        .map(|(i, c)| ((i * per) as f64 * axis.per_step, c.iter().fold(f32::MIN, |a, &b| a.max(b)) as f64))
+        .collect()
+}
+
+fn colour(i: usize) -> RGBColor {
+    // Tableau's ten, then plotters' palette.
+    const TEN: [(u8, u8, u8); 10] = [
+        (31, 119, 180),
+        (255, 127, 14),
+        (44, 160, 44),
+        (214, 39, 40),
+        (148, 103, 189),
+        (140, 86, 75),
+        (227, 119, 194),
+        (127, 127, 127),
+        (188, 189, 34),
+        (23, 190, 207),
+    ];
+    match TEN.get(i) {
+        Some(&(r, g, b)) => RGBColor(r, g, b),
+        None => {
+            let c = Palette99::pick(i).to_rgba();
+            RGBColor(c.0, c.1, c.2)
         }
-    };
-    let dx = PANEL_W / (values.len().max(2) - 1) as f64;
-    let _ = write!(out, "<polyline fill=\"none\" stroke=\"{colour}\" stroke-width=\"1.2\" points=\"");
-    for (i, v) in values.iter().enumerate() {
-        let y = y0 + PANEL_H - PANEL_H * scale(*v).clamp(0.0, 1.0);
-        let _ = write!(out, "{:.1},{:.1} ", x0 + i as f64 * dx, y);
     }
-    out.push_str("\"/>\n");
 }
 
-fn frame(out: &mut String, x0: f64, y0: f64, title: &str) {
-    let _ = writeln!(
-        out,
-        "<rect x=\"{x0}\" y=\"{y0}\" width=\"{PANEL_W}\" height=\"{PANEL_H}\" fill=\"#fafafa\" stroke=\"#999\"/>\
-         <text x=\"{x0}\" y=\"{}\" font-size=\"11\">{title}</text>",
-        y0 - 4.0
-    );
+/// Tick labels without decimals: ticks fall on whole minutes, events, executors and milliseconds.
+fn whole(v: &f64) -> String {
+    format!("{v:.0}")
 }
 
-/// Render one row per (policy, timeline); `sla_ms` is drawn on the latency panels.
-pub fn render(title: &str, rows: &[(String, Timeline)], sla_ms: f64) -> String {
-    let width = MARGIN_L + 3.0 * PANEL_W + 3.0 * GAP;
-    let height = 40.0 + rows.len() as f64 * ROW_H;
-    let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width}\" height=\"{height}\" font-family=\"sans-serif\">\
-         <rect width=\"100%\" height=\"100%\" fill=\"white\"/>\
-         <text x=\"10\" y=\"20\" font-size=\"14\">{}</text>",
-        escape(title)
-    );
-    let load_max = rows.iter().flat_map(|(_, t)| t.load.iter()).fold(0.0f32, |a, &b| a.max(b)) as f64 * 1.05;
-    let exec_max = rows.iter().flat_map(|(_, t)| t.executors.iter()).fold(1.0f32, |a, &b| a.max(b)) as f64 * 1.1;
-    let lat_max = rows.iter().flat_map(|(_, t)| t.latency_ms.iter()).fold(sla_ms as f32 * 2.0, |a, &b| a.max(b)) as f64;
+fn max_of<'a>(series: impl Iterator<Item = &'a f32>, floor: f64) -> f64 {
+    series.fold(floor as f32, |a, &b| if b.is_finite() { a.max(b) } else { a }) as f64
+}
+
+/// Render the timelines (the first seed's, one per policy); `sla_ms` is drawn on the latency panel.
+pub fn render(title: &str, rows: &[(String, Timeline)], sla_ms: f64, axis: TimeAxis) -> Result<String, String> {
+    let mut svg = String::new();
+    draw(&mut svg, title, rows, sla_ms, axis).map_err(|e| format!("drawing the timeline: {e}"))?;
+    Ok(svg)
+}
+
+fn draw(svg: &mut String, title: &str, rows: &[(String, Timeline)], sla_ms: f64, axis: TimeAxis) -> Result<(), Box<dyn std::error::Error>> {
+    let steps = rows.iter().map(|(_, t)| t.load.len()).max().unwrap_or(0).max(2);
+    let x_max = (steps - 1) as f64 * axis.per_step;
+    let load_max = max_of(rows.iter().flat_map(|(_, t)| t.load.iter().chain(&t.processed)), 1.0) * 1.05;
+    let exec_max = max_of(rows.iter().flat_map(|(_, t)| t.executors.iter()), 1.0) * 1.1;
+    let lat_max = max_of(rows.iter().flat_map(|(_, t)| t.latency_ms.iter()), sla_ms * 2.0).max(10.0) * 1.2;
+
+    let root = SVGBackend::with_string(svg, (1200, 1000)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let root = root.titled(title, ("sans-serif", 20))?;
+    let panels = root.split_evenly((3, 1));
+
+    // Load and processed.
+    let mut chart = ChartBuilder::on(&panels[0])
+        .caption("Load and events processed", ("sans-serif", 15))
+        .margin(12)
+        .x_label_area_size(36)
+        .y_label_area_size(80)
+        .build_cartesian_2d(0.0..x_max, 0.0..load_max)?;
+    chart.configure_mesh().x_desc(axis.label).y_desc("events/s").x_label_formatter(&whole).y_label_formatter(&whole).light_line_style(WHITE.mix(0.0)).draw()?;
+    if let Some((_, first)) = rows.first() {
+        chart
+            .draw_series(LineSeries::new(downsample(&first.load, axis), BLACK.mix(0.35).stroke_width(3)))?
+            .label("load (the trace)")
+            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLACK.mix(0.35).stroke_width(3)));
+    }
     for (i, (name, tl)) in rows.iter().enumerate() {
-        let y0 = 45.0 + i as f64 * ROW_H;
-        let _ = writeln!(out, "<text x=\"10\" y=\"{}\" font-size=\"13\" font-weight=\"bold\">{}</text>", y0 + PANEL_H / 2.0, escape(name));
-        let x_load = MARGIN_L;
-        let x_exec = MARGIN_L + PANEL_W + GAP;
-        let x_lat = MARGIN_L + 2.0 * (PANEL_W + GAP);
-        frame(&mut out, x_load, y0, &format!("load (grey) and processed (blue), events/s, max {load_max:.0}"));
-        polyline(&mut out, &downsample(&tl.load), x_load, y0, load_max, false, "#999");
-        polyline(&mut out, &downsample(&tl.processed), x_load, y0, load_max, false, "#1f77b4");
-        frame(&mut out, x_exec, y0, &format!("running executors, max {exec_max:.0}"));
-        polyline(&mut out, &downsample(&tl.executors), x_exec, y0, exec_max, false, "#2ca02c");
-        frame(&mut out, x_lat, y0, &format!("latency ms (log), SLA {sla_ms:.0} ms dashed"));
-        let sla_y = y0 + PANEL_H - PANEL_H * (sla_ms.ln() / lat_max.max(10.0).ln()).clamp(0.0, 1.0);
-        let _ = writeln!(
-            out,
-            "<line x1=\"{x_lat}\" x2=\"{}\" y1=\"{sla_y:.1}\" y2=\"{sla_y:.1}\" stroke=\"#d62728\" stroke-dasharray=\"4 3\"/>",
-            x_lat + PANEL_W
-        );
-        polyline(&mut out, &downsample(&tl.latency_ms), x_lat, y0, lat_max, true, "#ff7f0e");
+        let c = colour(i);
+        chart
+            .draw_series(LineSeries::new(downsample(&tl.processed, axis), c.stroke_width(1)))?
+            .label(name.as_str())
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(2)));
     }
-    out.push_str("</svg>\n");
-    out
-}
+    chart.configure_series_labels().position(SeriesLabelPosition::UpperLeft).background_style(WHITE.mix(0.85)).border_style(BLACK.mix(0.4)).draw()?;
 
-fn escape(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+    // Running executors.
+    let mut chart = ChartBuilder::on(&panels[1])
+        .caption("Running executors", ("sans-serif", 15))
+        .margin(12)
+        .x_label_area_size(36)
+        .y_label_area_size(80)
+        .build_cartesian_2d(0.0..x_max, 0.0..exec_max)?;
+    chart.configure_mesh().x_desc(axis.label).y_desc("executors").x_label_formatter(&whole).y_label_formatter(&whole).light_line_style(WHITE.mix(0.0)).draw()?;
+    for (i, (name, tl)) in rows.iter().enumerate() {
+        let c = colour(i);
+        chart
+            .draw_series(LineSeries::new(downsample(&tl.executors, axis), c.stroke_width(1)))?
+            .label(name.as_str())
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(2)));
+    }
+    chart.configure_series_labels().position(SeriesLabelPosition::UpperLeft).background_style(WHITE.mix(0.85)).border_style(BLACK.mix(0.4)).draw()?;
+
+    // Latency, log scale, with the SLA.
+    let mut chart = ChartBuilder::on(&panels[2])
+        .caption("Event latency (log scale)", ("sans-serif", 15))
+        .margin(12)
+        .x_label_area_size(36)
+        .y_label_area_size(80)
+        .build_cartesian_2d(0.0..x_max, (1.0..lat_max).log_scale())?;
+    chart.configure_mesh().x_desc(axis.label).y_desc("latency (ms)").x_label_formatter(&whole).y_label_formatter(&whole).light_line_style(WHITE.mix(0.0)).draw()?;
+    let sla = RED.mix(0.8).stroke_width(1);
+    chart
+        .draw_series(DashedLineSeries::new(vec![(0.0, sla_ms), (x_max, sla_ms)], 6, 4, sla))?
+        .label(format!("SLA {sla_ms:.0} ms"))
+        .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], sla));
+    for (i, (name, tl)) in rows.iter().enumerate() {
+        let c = colour(i);
+        let points: Vec<(f64, f64)> = downsample(&tl.latency_ms, axis).into_iter().map(|(x, y)| (x, y.max(1.0))).collect();
+        chart
+            .draw_series(LineSeries::new(points, c.stroke_width(1)))?
+            .label(name.as_str())
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(2)));
+    }
+    chart.configure_series_labels().position(SeriesLabelPosition::UpperLeft).background_style(WHITE.mix(0.85)).border_style(BLACK.mix(0.4)).draw()?;
+    root.present()?;
+    Ok(())
 }
 
 #[cfg(test)]
@@ -99,11 +154,20 @@ mod tests {
     use super::*;
 
     #[test]
-    fn renders_one_row_per_policy_and_escapes_names() {
-        let tl = Timeline { load: vec![1.0; 2_000], processed: vec![1.0; 2_000], executors: vec![2.0; 2_000], latency_ms: vec![300.0; 2_000], tier: vec![] };
-        let svg = render("t<1>", &[("a".into(), tl.clone()), ("b&c".into(), tl)], 1_000.0);
+    fn draws_three_panels_with_axes_units_and_every_policy_in_the_legend() {
+        let tl = Timeline { load: vec![100.0; 2_000], processed: vec![90.0; 2_000], executors: vec![2.0; 2_000], latency_ms: vec![300.0; 2_000], tier: vec![] };
+        let long = "clairvoyant-schedule-with-a-long-name";
+        let svg = render("t<1>", &[("a".into(), tl.clone()), (format!("b&c {long}"), tl)], 1_000.0, TimeAxis::SECONDS_AS_MINUTES).unwrap();
         assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
-        assert_eq!(svg.matches("<polyline").count(), 8);
-        assert!(svg.contains("b&amp;c") && svg.contains("t&lt;1&gt;"));
+        for text in ["time (min)", "events/s", "executors", "latency (ms)", "SLA 1000 ms", "load (the trace)", "Running executors"] {
+            assert!(svg.contains(text), "{text}");
+        }
+        // Every policy once per panel's legend, names escaped and whole.
+        assert_eq!(svg.matches(&format!("b&amp;c {long}")).count(), 3);
+        assert!(svg.contains("t&lt;1&gt;"));
+        // Tick labels on the time axis: 2,000 s is about 33 minutes.
+        let texts: Vec<&str> = svg.split("<text").skip(1).filter_map(|t| t.split('>').nth(1)).map(|t| t.trim_end_matches("</text").trim()).collect();
+        assert!(texts.contains(&"30"), "a 30-minute tick: {texts:?}");
+        assert!(texts.contains(&"1000"), "a 1000 ms tick on the latency axis: {texts:?}");
     }
 }

@@ -261,12 +261,17 @@ impl Tournament {
     pub fn write(&self, dir: &Path) -> Result<(), SimError> {
         let write = |name: &str, text: &str| {
             let path = dir.join(name);
-            std::fs::write(&path, text).map_err(|source| SimError::Write { path, source })
+            std::fs::write(&path, text).map_err(|error| SimError::Write { path, error })
         };
-        std::fs::create_dir_all(dir).map_err(|source| SimError::Write { path: dir.to_path_buf(), source })?;
+        std::fs::create_dir_all(dir).map_err(|error| SimError::Write { path: dir.to_path_buf(), error })?;
         write("results.csv", &self.csv())?;
         let title = format!("{} arena, trace {}, seed {}", self.arena.name(), self.trace, self.seeds.first().copied().unwrap_or(0));
-        write("timeline.svg", &crate::svg::render(&title, &self.timelines, self.sla_ms))?;
+        let axis = match self.arena {
+            ArenaKind::Realistic => crate::svg::TimeAxis::SECONDS_AS_MINUTES,
+            ArenaKind::SeedCompat => crate::svg::TimeAxis::STEPS,
+        };
+        let svg = crate::svg::render(&title, &self.timelines, self.sla_ms, axis).map_err(SimError::Plot)?;
+        write("timeline.svg", &svg)?;
         Ok(())
     }
 }

@@ -18,53 +18,74 @@ pub const MAX_SPAN_S: f64 = 7.0 * 86_400.0;
 
 /// Read a CSV trace from a file; errors name the file and the line.
 pub fn load_csv(path: &Path) -> Result<Trace, TraceError> {
-    let text = std::fs::read_to_string(path).map_err(|source| TraceError::Io { path: path.to_path_buf(), source })?;
+    let text = std::fs::read_to_string(path).map_err(|error| TraceError::Io { path: path.to_path_buf(), error })?;
     let name = path.file_stem().and_then(|s| s.to_str()).unwrap_or("trace").to_string();
     parse_csv(&name, path, &text)
 }
 
 /// Parse CSV text; `path` is only used in error messages.
+///
+/// Read with the `csv` crate: quoted fields, CRLF line ends and a leading byte-order mark are
+/// handled; lines starting with `#` are comments. Columns are found by their header names, so
+/// their order does not matter and other columns are ignored.
 pub fn parse_csv(name: &str, path: &Path, text: &str) -> Result<Trace, TraceError> {
     let bad = |line: usize, message: String| TraceError::Malformed { path: PathBuf::from(path), line, message };
-    let mut rows: Vec<(f64, f64, f64)> = Vec::new();
-    let mut columns: Option<usize> = None;
-    // Spreadsheet exports often start with a byte-order mark; it is not part of the header.
+    // The csv crate skips a BOM itself; stripping it here keeps the header message free of it.
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
-    for (index, raw) in text.lines().enumerate() {
-        let line_no = index + 1;
-        let line = raw.trim();
-        if line.is_empty() || line.starts_with('#') {
+    let mut reader = ::csv::ReaderBuilder::new()
+        .has_headers(false)
+        .flexible(true)
+        .trim(::csv::Trim::All)
+        .comment(Some(b'#'))
+        .from_reader(text.as_bytes());
+    let mut rows: Vec<(f64, f64, f64)> = Vec::new();
+    // (time, rate, bytes) column indices and the header's width, once the header is read.
+    let mut layout: Option<(usize, usize, Option<usize>, usize)> = None;
+    let mut record = ::csv::StringRecord::new();
+    loop {
+        match reader.read_record(&mut record) {
+            Ok(true) => {}
+            Ok(false) => break,
+            Err(e) => {
+                let line = e.position().map_or(0, |p| p.line() as usize);
+                return Err(bad(line, format!("unreadable CSV: {e}")));
+            }
+        }
+        let line_no = record.position().map_or(0, |p| p.line() as usize);
+        if record.iter().all(str::is_empty) {
             continue;
         }
-        let fields: Vec<&str> = line.split(',').map(str::trim).collect();
-        let Some(ncols) = columns else {
-            let expected3 = ["time_s", "events_per_s", "bytes_per_event"];
-            let ok = (fields.len() == 2 || fields.len() == 3) && fields.iter().zip(expected3).all(|(f, e)| *f == e);
-            if !ok {
-                return Err(bad(
-                    line_no,
-                    format!("expected the header `time_s,events_per_s[,bytes_per_event]`, found `{line}`"),
-                ));
+        let Some((ti, ri, bi, width)) = layout else {
+            let column = |want: &str| record.iter().position(|f| f == want);
+            match (column("time_s"), column("events_per_s")) {
+                (Some(t), Some(r)) => layout = Some((t, r, column("bytes_per_event"), record.len())),
+                _ => {
+                    let found: Vec<&str> = record.iter().collect();
+                    return Err(bad(line_no, format!("expected the header `time_s,events_per_s[,bytes_per_event]`, found `{}`", found.join(","))));
+                }
             }
-            columns = Some(fields.len());
             continue;
         };
-        if fields.len() != ncols {
-            return Err(bad(line_no, format!("expected {ncols} fields, found {}", fields.len())));
+        if record.len() != width {
+            return Err(bad(line_no, format!("expected {width} fields, found {}", record.len())));
         }
         let number = |i: usize, what: &str| -> Result<f64, TraceError> {
-            let v: f64 = fields[i].parse().map_err(|_| bad(line_no, format!("{what} `{}` is not a number", fields[i])))?;
+            let field = &record[i];
+            let v: f64 = field.parse().map_err(|_| bad(line_no, format!("{what} `{field}` is not a number")))?;
             if !v.is_finite() {
-                return Err(bad(line_no, format!("{what} `{}` is not finite", fields[i])));
+                return Err(bad(line_no, format!("{what} `{field}` is not finite")));
             }
             Ok(v)
         };
-        let t = number(0, "time_s")?;
-        let rate = number(1, "events_per_s")?;
+        let t = number(ti, "time_s")?;
+        let rate = number(ri, "events_per_s")?;
         if rate < 0.0 {
             return Err(bad(line_no, format!("events_per_s {rate} is negative")));
         }
-        let bytes = if ncols == 3 { number(2, "bytes_per_event")? } else { DEFAULT_BYTES_PER_EVENT };
+        let bytes = match bi {
+            Some(i) => number(i, "bytes_per_event")?,
+            None => DEFAULT_BYTES_PER_EVENT,
+        };
         if bytes <= 0.0 {
             return Err(bad(line_no, format!("bytes_per_event {bytes} must be positive")));
         }
@@ -77,7 +98,7 @@ pub fn parse_csv(name: &str, path: &Path, text: &str) -> Result<Trace, TraceErro
             if !(t - first <= MAX_SPAN_S) {
                 return Err(bad(
                     line_no,
-                    format!("time_s `{}` is more than {MAX_SPAN_S:.0} s (7 days) after the first row's; a trace spans at most that, one point per second (is the time in milliseconds?)", fields[0]),
+                    format!("time_s `{}` is more than {MAX_SPAN_S:.0} s (7 days) after the first row's; a trace spans at most that, one point per second (is the time in milliseconds?)", &record[ti]),
                 ));
             }
         }
@@ -187,6 +208,19 @@ mod tests {
         assert_eq!(trace.at(1).events_per_s, 6.0);
         let trace = parse("\u{feff}time_s,events_per_s,bytes_per_event\r\n0,5,100\r\n1,6,100\r\n").unwrap();
         assert_eq!(trace.len(), 2);
+    }
+
+    #[test]
+    fn quoted_fields_reordered_and_extra_columns_are_read() {
+        let trace = parse("\"events_per_s\",\"time_s\",\"note\"\n\"100\",\"0\",\"a, b\"\n200,2,\"\"\n").unwrap();
+        assert_eq!(trace.len(), 3);
+        assert_eq!(trace.at(1).events_per_s, 150.0);
+        assert_eq!(trace.at(1).bytes_per_event, DEFAULT_BYTES_PER_EVENT);
+        // A comment line and a blank line between rows.
+        let trace = parse("time_s,events_per_s\n0,5\n# a pause\n\n1,6\n").unwrap();
+        assert_eq!(trace.len(), 2);
+        let err = parse("time_s,events_per_s\n0,5\n1,\"6 x\"\n").unwrap_err().to_string();
+        assert!(err.starts_with("t.csv:3:") && err.contains("`6 x` is not a number"), "{err}");
     }
 
     #[test]

@@ -2,13 +2,10 @@ use std::path::PathBuf;
 
 /// Why a trace could not be built or read.
 #[derive(Debug, thiserror::Error)]
+// I/O errors are in the message only: as a `source` too, a chain printer would repeat them.
 pub enum TraceError {
-    #[error("cannot read trace file {path}: {source}")]
-    Io {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error("cannot read trace file {path}: {error}")]
+    Io { path: PathBuf, error: std::io::Error },
     #[error("{path}:{line}: {message}")]
     Malformed {
         path: PathBuf,

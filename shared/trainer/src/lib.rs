@@ -79,7 +79,7 @@ pub fn train_seed_compat(steps: usize, seed: u64, out_dir: &Path, progress: &mut
         }
         progress(p)
     })?;
-    std::fs::create_dir_all(out_dir).map_err(|source| TrainError::Write { path: out_dir.to_path_buf(), source })?;
+    std::fs::create_dir_all(out_dir).map_err(|error| TrainError::Write { path: out_dir.to_path_buf(), error })?;
     let path = out_dir.join("seed-compat-ppo.onnx");
     onnx::export_seed_relative(
         &path,
@@ -108,7 +108,7 @@ pub fn train_scaling(steps: usize, seed: u64, out_dir: &Path, progress: &mut dyn
         }
         progress(p)
     })?;
-    std::fs::create_dir_all(out_dir).map_err(|source| TrainError::Write { path: out_dir.to_path_buf(), source })?;
+    std::fs::create_dir_all(out_dir).map_err(|error| TrainError::Write { path: out_dir.to_path_buf(), error })?;
     let path = out_dir.join("scaling-ppo.onnx");
     onnx::export_multidiscrete(
         &path,

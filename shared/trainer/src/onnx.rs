@@ -182,7 +182,7 @@ impl Graph {
             }),
             ..Default::default()
         };
-        std::fs::write(path, model.encode_to_vec()).map_err(|source| TrainError::Write { path: path.to_path_buf(), source })
+        std::fs::write(path, model.encode_to_vec()).map_err(|error| TrainError::Write { path: path.to_path_buf(), error })
     }
 }
 
