@@ -35,6 +35,12 @@ pub fn event(name: &str) -> serde_json::Value {
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
+/// Cargo's target directory (`CARGO_TARGET_DIR`, or the repository's `target`): where tests leave
+/// artefacts worth looking at (the bundle's zips, the dashboard's screenshot).
+pub fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| repo_root().join("target"))
+}
+
 /// A built binary of the workspace (cargo test builds every member's binaries into the same
 /// profile directory as this test).
 pub fn workspace_binary(name: &str) -> PathBuf {

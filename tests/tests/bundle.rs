@@ -8,8 +8,8 @@
 //! A cold run compiles the release profile (LTO) five times over; it shares the cargo target
 //! directory, so a warm run only relinks what changed.
 
-use integration::{event, repo_root, tools_bin, tools_python};
-use std::path::{Path, PathBuf};
+use integration::{event, repo_root, target_dir, tools_bin, tools_python};
+use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
@@ -40,10 +40,6 @@ const FUNCTIONS: [(&str, &str, &str); 5] = [
 ];
 
 
-fn target_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| repo_root().join("target"))
-}
-
 /// Zip `bootstrap` as SAM does (Python's zipfile, deflated), return the zip's size.
 fn zipped_size(bootstrap: &Path, zip: &Path) -> u64 {
     let script = "import sys, zipfile\nwith zipfile.ZipFile(sys.argv[2], 'w', zipfile.ZIP_DEFLATED) as z:\n    z.write(sys.argv[1], 'bootstrap')\n";
@@ -67,6 +63,12 @@ async fn sam_build_makes_small_lean_artifacts_that_answer_events() {
         .env("PATH", &path)
         .env("SAM_CLI_TELEMETRY", "0")
         .env("CARGO_TARGET_DIR", target_dir())
+        // `cargo test` runs this test with .cargo/config.toml's [env] applied, which a user's shell
+        // does not have. With C_INCLUDE_PATH set, cargo-lambda (cargo-zigbuild 0.23, computing
+        // bindgen's include paths from `zig cc -v` for C and for C++) finds a C-only directory and
+        // panics ("range start index 18446744073709551615 out of range"). The C build scripts get
+        // the variable from cargo again, as they do when a user runs `sam build`.
+        .env_remove("C_INCLUDE_PATH")
         .output()
         .expect("sam is installed by infra/setup");
     let log = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));

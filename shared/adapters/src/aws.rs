@@ -4,6 +4,7 @@ use handlers::ports::PortError;
 
 /// Turn an SDK error into the port's error, with the whole cause chain (service error code and
 /// message, or the dispatch failure) in the text.
+#[cfg(any(feature = "emr", feature = "elasticache", feature = "s3"))]
 pub(crate) fn sdk_err<E: std::error::Error + 'static>(
     backend: &'static str,
     op: &'static str,

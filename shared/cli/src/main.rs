@@ -106,6 +106,20 @@ enum Command {
         #[arg(long)]
         seconds: Option<u64>,
     },
+    /// Serve the dashboard on the store the functions write (Redis: REDIS_URL, SPARKPILOT_KEY_PREFIX,
+    /// SPARKPILOT_REDIS_CA_FILE, as the functions read them), and a tournament's results with
+    /// --results. Stops on Ctrl-C.
+    Dashboard {
+        /// Address to listen on (port 0: any free port).
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: String,
+        /// A tournament's or replay's output directory (results.csv, timeline.svg).
+        #[arg(long)]
+        results: Option<PathBuf>,
+        /// Only the results: read no store.
+        #[arg(long, requires = "results")]
+        no_store: bool,
+    },
     /// Train a policy on the simulator and export it as ONNX (with a model card).
     Train {
         #[arg(value_enum)]
@@ -228,6 +242,14 @@ struct ReplayArgs {
     /// With --spark: the largest event sent, bytes.
     #[arg(long, default_value_t = 2_000.0)]
     spark_max_event_bytes: f64,
+    /// Serve the dashboard on this address (port 0: any free port) while the replay runs, and
+    /// after it until Ctrl-C. On the embedded backends only (for --live, run `sparkpilot dashboard`).
+    #[arg(long, conflicts_with = "live")]
+    dashboard: Option<String>,
+    /// Trace seconds replayed per wall-clock second (default: as fast as it goes; with
+    /// --dashboard, 60: a minute of trace a second).
+    #[arg(long)]
+    pace: Option<f64>,
     #[command(flatten)]
     arena_opts: ArenaOpts,
 }
@@ -560,11 +582,11 @@ fn train_cmd(what: TrainWhat, steps: usize, seed: u64, out: &std::path::Path, ov
     Ok(())
 }
 
-/// The traces a scaling model is evaluated on: every built-in, and the real-shaped traces beside the
-/// repository when they are there (they are never used for training).
+/// The traces a scaling model is evaluated on: every built-in, and the real-shaped traces of
+/// `data/traces/real/` when run from the repository root (they are never used for training).
 fn evaluation_traces() -> Vec<String> {
     let mut all: Vec<String> = traces::BUILTINS.iter().map(|(n, _)| n.to_string()).collect();
-    for real in ["../shared/traces/real/aws-elb-requests.csv", "../shared/traces/real/nyc-taxi-week.csv"] {
+    for real in ["data/traces/real/aws-elb-requests.csv", "data/traces/real/nyc-taxi-week.csv"] {
         if std::path::Path::new(real).exists() {
             all.push(real.to_string());
         }
@@ -657,15 +679,32 @@ fn replay_cmd(args: &ReplayArgs) -> Result<()> {
     }
     let arena = args.arena_opts.arena()?;
     let trace = traces::resolve(&args.trace, args.seed)?;
-    let options = pipeline::replay::ReplayOptions { scenario, ..Default::default() };
+    if let Some(p) = args.pace.filter(|p| !(p.is_finite() && *p > 0.0)) {
+        bail!("--pace must be a positive number of trace seconds per second, not {p}");
+    }
+    let pace = args.pace.or(args.dashboard.as_ref().map(|_| DASHBOARD_PACE));
+    let options = pipeline::replay::ReplayOptions { scenario, pace, ..Default::default() };
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let embedded = handlers::Embedded::default();
+    let dashboard = match &args.dashboard {
+        Some(addr) => {
+            let source = dashboard::Source {
+                title: format!("replay of {} (seed {})", trace.name(), args.seed),
+                store: embedded.store.clone(),
+                keys: handlers::Keys::new(&pipeline::replay::replay_settings(&arena, scenario).key_prefix),
+                results: Some(args.out.clone()),
+            };
+            Some(runtime.block_on(start_dashboard(source, addr))?)
+        }
+        None => None,
+    };
     let started = std::time::Instant::now();
     let (report, backends) = if args.live {
         let endpoints = pipeline::live::Endpoints::from_env()?;
         let report = runtime.block_on(pipeline::live::replay_live(&arena, &trace, args.seed, &options, &endpoints))?;
         (report, format!("the live stack (Kafka {}, Redis, AWS at {})", endpoints.kafka_brokers, std::env::var("AWS_ENDPOINT_URL").unwrap_or_else(|_| "the default endpoints".into())))
     } else {
-        (runtime.block_on(pipeline::replay::replay_embedded(&arena, &trace, args.seed, &options))?, "the embedded backends".to_string())
+        (runtime.block_on(pipeline::replay::replay_embedded_on(&arena, &trace, args.seed, &options, &embedded))?, "the embedded backends".to_string())
     };
     let elapsed = started.elapsed();
     out!(
@@ -717,7 +756,59 @@ fn replay_cmd(args: &ReplayArgs) -> Result<()> {
     print!("{}", board.table());
     board.write(&args.out)?;
     out!("wrote {} and {}", args.out.join("results.csv").display(), args.out.join("timeline.svg").display());
+    if let Some(server) = dashboard {
+        eprintln!("the replay is over; the dashboard stays at {} until Ctrl-C", server.url);
+        runtime.block_on(async {
+            let _ = tokio::signal::ctrl_c().await;
+        });
+        let _ = server.stop.send(());
+        runtime.block_on(server.task)??;
+    }
     Ok(())
+}
+
+/// Trace seconds a second when a replay is watched on the dashboard.
+const DASHBOARD_PACE: f64 = 60.0;
+
+/// A dashboard serving in the background.
+struct DashboardServer {
+    url: String,
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<Result<(), dashboard::DashboardError>>,
+}
+
+/// Bind `addr` and serve `source` on the current runtime; the URL is printed for the user (and for
+/// the tests, which look for it).
+async fn start_dashboard(source: dashboard::Source, addr: &str) -> Result<DashboardServer> {
+    let listener = dashboard::bind(addr).await?;
+    let url = format!("http://{}/", listener.local_addr()?);
+    eprintln!("dashboard: {url}");
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(dashboard::Dashboard::new(source).serve(listener, async move {
+        let _ = stopped.await;
+    }));
+    Ok(DashboardServer { url, stop, task })
+}
+
+fn dashboard_cmd(listen: &str, results: Option<PathBuf>, no_store: bool) -> Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    runtime.block_on(async {
+        let settings = handlers::Settings::from_env()?;
+        let (store, title): (std::sync::Arc<dyn handlers::ports::StateStore>, String) = if no_store {
+            (std::sync::Arc::new(handlers::memory::MemoryStore::default()), "results".into())
+        } else {
+            let url = std::env::var("REDIS_URL").map_err(|_| anyhow::anyhow!("REDIS_URL is not set: the Redis the functions write (or pass --no-store with --results)"))?;
+            let ca = std::env::var("SPARKPILOT_REDIS_CA_FILE").ok().filter(|v| !v.trim().is_empty()).map(PathBuf::from);
+            let store = adapters::RedisStore::connect_with_ca(&url, ca.as_deref()).await?;
+            (std::sync::Arc::new(store), format!("{} (prefix {})", adapters::redact_url(&url), settings.key_prefix))
+        };
+        let source = dashboard::Source { title, store, keys: handlers::Keys::new(&settings.key_prefix), results };
+        let server = start_dashboard(source, listen).await?;
+        let _ = tokio::signal::ctrl_c().await;
+        let _ = server.stop.send(());
+        server.task.await??;
+        Ok(())
+    })
 }
 
 fn bridge_cmd(config: pipeline::bridge::BridgeConfig, schedules: bool) -> Result<()> {
@@ -860,6 +951,7 @@ fn run(cli: Cli) -> Result<()> {
             };
             bridge_cmd(config, !no_schedules)
         }
+        Command::Dashboard { listen, results, no_store } => dashboard_cmd(&listen, results, no_store),
         Command::Edge { mqtt, topics, gateway_id, mqtt_username, metadata_topic, raw_topic, no_forward, buffer, seconds } => {
             let password = std::env::var("SPARKPILOT_MQTT_PASSWORD").ok();
             let mqtt_credentials = match (mqtt_username, password) {

@@ -26,7 +26,8 @@ pub struct GuardrailConfig {
     /// that saves nothing and only risks asking for it again. The clock starts at scale-ups alone: when
     /// it also restarted at every scale-down, a falling or noisy load could step down only once a
     /// minute, and the 1.0 x demand rule paid 1.18 x the clairvoyant bound on step-burst instead of
-    /// 1.11 x, with the same events over the SLA (`README.md`, "Learned policies").
+    /// 1.11 x, with the same events over the SLA (`models/scaling-ppo.md`, "History and ablations",
+    /// change 6).
     pub cooldown_s: f64,
     /// Most dollars per hour the executors may cost; `None` for no cap.
     pub max_usd_per_hour: Option<f64>,

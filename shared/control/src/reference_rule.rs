@@ -18,7 +18,8 @@
 /// and leaves 1.6 % of step-burst's events over the SLA, which a scenario that weighs cost 18 times
 /// more than latency accepts; 1.0 / 1.6 is the most cautious pair, 0.19-0.37 % on the bursty
 /// built-in traces at 1.06-1.21 x. A rule fixed for all weights taught a policy that ignored them,
-/// and the meta-controller then had nothing to steer (README, "Learned policies").
+/// and the meta-controller then had nothing to steer (`models/scaling-ppo.md`, "History and
+/// ablations", change 7).
 pub const TEACHER_BURST_HEADROOM: [f64; 3] = [1.0, 1.2, 1.6];
 /// The reference rule's headroom while the burst signal is down: below and from [`TEACHER_CAUTIOUS_RISK`].
 pub const TEACHER_QUIET_HEADROOM: (f64, f64) = (0.95, 1.0);

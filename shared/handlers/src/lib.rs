@@ -42,7 +42,7 @@ mod state;
 pub use error::HandlerError;
 pub use events::{decode_http, decode_lambda, decode_lambda_bytes, KafkaMessage, RecordError, RecordRef, Trigger};
 pub use settings::{Settings, Topics};
-pub use state::{ActuationPart, AgentReport, Applies, BurstEvent, ClusterBurst, DecisionRecord, EdgeRecord, ExecutorReport, JobRunConfig, Keys, Setting, SparkMetrics, Weights};
+pub use state::{ActuationPart, AgentReport, Applies, BurstEvent, ClusterBurst, Context, DecisionRecord, EdgeRecord, ExecutorReport, JobRunConfig, Keys, Setting, SparkMetrics, Weights};
 
 use async_trait::async_trait;
 use ports::{EmrControl, HotTier, ObjectStore, Publisher, StateStore};

@@ -208,7 +208,6 @@ pub struct Weights {
 }
 
 /// The business context the meta-controller steers for.
-#[cfg_attr(not(feature = "policy"), allow(dead_code))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Context {
     pub scenario: Scenario,

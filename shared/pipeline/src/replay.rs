@@ -42,11 +42,14 @@ pub struct ReplayOptions {
     /// Shuffle blocks the simulated job writes per interval, and their size.
     pub blocks_per_interval: usize,
     pub block_bytes: usize,
+    /// Trace seconds per wall-clock second: the replay waits between intervals so that it runs no
+    /// faster (to be watched on the dashboard). None: as fast as it goes.
+    pub pace: Option<f64>,
 }
 
 impl Default for ReplayOptions {
     fn default() -> Self {
-        Self { scenario: Scenario::Balanced, blocks_per_interval: 2, block_bytes: 4_096 }
+        Self { scenario: Scenario::Balanced, blocks_per_interval: 2, block_bytes: 4_096, pace: None }
     }
 }
 
@@ -203,8 +206,13 @@ pub async fn run(arena: &Arena, trace: &Trace, seed: u64, options: &ReplayOption
     let mut burst = false;
     let mut last_executors: Option<u32> = None;
     let (mut drift, mut temperature_drift, mut latency_drift, mut burst_agree) = (0.0_f64, 0.0_f64, 0.0_f64, 0usize);
+    let started = tokio::time::Instant::now();
+    let pace = options.pace.filter(|p| p.is_finite() && *p > 0.0);
     while !episode.done() {
         let t = episode.time();
+        if let Some(pace) = pace {
+            tokio::time::sleep_until(started + std::time::Duration::from_secs_f64(t as f64 / pace)).await;
+        }
         let time_s = gateways.unix_time(t as f64);
         let mut control = warm.take().unwrap_or_default();
         let mut raw = Vec::new();
@@ -413,10 +421,15 @@ pub struct InProcess {
 impl InProcess {
     /// Handlers on in-memory backends, the application starting at the episode's opening capacity.
     pub fn new(settings: &Settings, start: &ScalingAction) -> Result<Self, PipelineError> {
+        Self::on(settings, start, &handlers::Embedded::default())
+    }
+
+    /// [`InProcess::new`] on the given in-memory backends (whose store a dashboard can read).
+    pub fn on(settings: &Settings, start: &ScalingAction, embedded: &handlers::Embedded) -> Result<Self, PipelineError> {
         let bus = Arc::new(InProcessBus::default());
         // The job was started with room for the guardrails' ceiling, as a deployment starts it.
         let emr = Arc::new(SimulatedEmr::new(settings.guardrails.max_executors.max(start.executors), settings.vcpu_per_executor.max(1), start.memory_gb));
-        let mut backends: Backends = handlers::Embedded::default().backends();
+        let mut backends: Backends = embedded.backends();
         backends.publisher = bus.clone();
         backends.emr = emr.clone();
         let mut built = HashMap::new();
@@ -479,9 +492,15 @@ impl ControlPlane for InProcess {
 
 /// Replay `trace` on the embedded default: the handlers in-process, the arena as EMR Serverless.
 pub async fn replay_embedded(arena: &Arena, trace: &Trace, seed: u64, options: &ReplayOptions) -> Result<ReplayReport, PipelineError> {
+    replay_embedded_on(arena, trace, seed, options, &handlers::Embedded::default()).await
+}
+
+/// [`replay_embedded`] on the given in-memory backends: what the handlers store stays readable
+/// (by the dashboard) during and after the replay.
+pub async fn replay_embedded_on(arena: &Arena, trace: &Trace, seed: u64, options: &ReplayOptions, embedded: &handlers::Embedded) -> Result<ReplayReport, PipelineError> {
     let settings = replay_settings(arena, options.scenario);
     let start = Episode::new(arena, trace, seed)?.action();
-    let mut plane = InProcess::new(&settings, &start)?;
+    let mut plane = InProcess::on(&settings, &start, embedded)?;
     run(arena, trace, seed, options, &settings, &mut plane).await
 }
 

@@ -14,7 +14,7 @@ use fixed_indices::FixedIndices;
 use sim::config::ArenaConfig;
 use sim::Arena;
 
-const TRACES: [&str; 7] = ["step-burst", "burst-4x", "rush-hour", "slow-ramp", "flash-crowd", "../shared/traces/real/nyc-taxi-week.csv", "../shared/traces/real/aws-elb-requests.csv"];
+const TRACES: [&str; 7] = ["step-burst", "burst-4x", "rush-hour", "slow-ramp", "flash-crowd", "data/traces/real/nyc-taxi-week.csv", "data/traces/real/aws-elb-requests.csv"];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let seeds: u64 = std::env::args().nth(1).map(|s| s.parse()).transpose()?.unwrap_or(5);

@@ -30,7 +30,7 @@ pub const SCALING_GAMMA: f64 = 0.99;
 /// and a policy kept broad by the full bonus learns the margins its own random picks need: at 0.01
 /// the greedy policy carried 1.2 to 1.8 x the demand on step-burst, where a fixed 1.05 x had no
 /// violations. At 0.001 every head collapsed to one action whatever the state, burst or weights
-/// (`README.md`, "Learned policies").
+/// (`models/scaling-ppo.md`, "History and ablations", change 3).
 pub const SCALING_ENT_COEF: f64 = 0.003;
 
 /// The scaling PPO's hyper-parameters for a run of `steps` decisions: CleanRL's defaults but for
