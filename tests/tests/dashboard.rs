@@ -179,6 +179,14 @@ fn chromium_shows_the_replays_decisions_charts_and_results() {
     let results = dom.split("id=\"results\"").nth(1).expect("the results table").split("</table>").next().unwrap();
     assert!(results.contains("replay"), "the replay's row in the results table");
     assert!(dom.contains("/results/timeline.svg"), "the timeline image");
+    // The budget readings carry the replay's clock, as the decisions do, so the budget line is
+    // drawn under them (stamped with the wall clock they would all lie past the last decision).
+    let snap = snapshot(&run.url);
+    let times: Vec<f64> = snap["series"]["time_s"].as_array().unwrap().iter().filter_map(serde_json::Value::as_f64).collect();
+    let (first, last) = (times[0], *times.last().unwrap());
+    let spend: Vec<f64> = snap["spend"].as_array().expect("budget readings").iter().filter_map(|p| p["time_s"].as_f64()).collect();
+    assert!(spend.iter().any(|t| (first..=last).contains(t)), "no budget reading within the decisions' {first}..{last}: {spend:?}");
+    assert!(spend.iter().all(|t| *t <= last + 300.0), "budget readings after the last decision: {spend:?}");
     let (status, svg) = get(&run.url, "/results/timeline.svg");
     assert_eq!(status, 200);
     assert!(svg.contains("<svg"));

@@ -2,7 +2,7 @@
 //! latency) the scaling policy works with.
 //!
 //! Runs every five minutes and on context changes (`{"scenario", "budget_remaining"}`, optionally
-//! `"budget_usd"` and `"horizon_s"`). Reads the context and the recent decisions from the store, runs
+//! `"budget_usd"`, `"horizon_s"` and `"time_s"`, when the budget was read). Reads the context and the recent decisions from the store, runs
 //! meta-td3.onnx, and stores the weights with a new version number; the weights are also metrics
 //! ([`crate::metrics::weights_metrics`]).
 
@@ -31,6 +31,10 @@ pub struct ContextChange {
     pub budget_usd: Option<f64>,
     #[serde(default)]
     pub horizon_s: Option<f64>,
+    /// When the budget was read (Unix seconds); the arrival time when absent. A replay stamps its
+    /// own clock here so the budget lines up with the decisions on the dashboard.
+    #[serde(default)]
+    pub time_s: Option<f64>,
 }
 
 pub struct MetaWeights {
@@ -66,7 +70,14 @@ impl MetaWeights {
         if !(horizon_s.is_finite() && horizon_s > 0.0) {
             return Err(format!("horizon_s {horizon_s} must be positive"));
         }
-        Ok(Context { scenario, budget_usd, budget_remaining: change.budget_remaining.min(budget_usd), horizon_s, time_s: now })
+        let time_s = match change.time_s {
+            None => now,
+            Some(t) if t.is_finite() && t >= 0.0 && t <= crate::events::now_s() + self.settings.max_clock_skew_s => t,
+            Some(t) => {
+                return Err(format!("time_s {t} must be Unix seconds no later than the function's clock plus {} s", self.settings.max_clock_skew_s))
+            }
+        };
+        Ok(Context { scenario, budget_usd, budget_remaining: change.budget_remaining.min(budget_usd), horizon_s, time_s })
     }
 }
 

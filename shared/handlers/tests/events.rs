@@ -302,6 +302,17 @@ async fn meta_weights_follow_context_changes_and_refuse_unknown_scenarios() {
     assert!(err.to_string().contains("unknown scenario \"mars_colony\""), "{err}");
     let err = invoke(&env, &settings, "meta-weights", Trigger::Direct(json!({"scenario": "balanced", "budget_remaining": -3.0}))).await.unwrap_err();
     assert!(err.to_string().contains("budget_remaining -3"), "{err}");
+    // A reading stamped with its own time (a replay's clock) keeps it; one from the future is refused.
+    let stored_time = || async {
+        let key = handlers::Keys::new(&settings.key_prefix).context();
+        let got = env.backends().store.get_many(&[key]).await.unwrap();
+        serde_json::from_slice::<Value>(got[0].as_ref().unwrap()).unwrap()["time_s"].as_f64()
+    };
+    invoke(&env, &settings, "meta-weights", Trigger::Direct(json!({"scenario": "balanced", "budget_remaining": 2.0, "time_s": 1_767_225_600.0}))).await.unwrap();
+    assert_eq!(stored_time().await, Some(1_767_225_600.0));
+    let err = invoke(&env, &settings, "meta-weights", Trigger::Direct(json!({"scenario": "balanced", "budget_remaining": 2.0, "time_s": 9e12}))).await.unwrap_err();
+    assert!(err.to_string().contains("time_s 9000000000000 must be Unix seconds"), "{err}");
+    assert_eq!(stored_time().await, Some(1_767_225_600.0), "a refused change leaves the context as it was");
 }
 
 #[tokio::test]

@@ -269,7 +269,7 @@ pub async fn run(arena: &Arena, trace: &Trace, seed: u64, options: &ReplayOption
         // The budget feed: before each meta-weights run, what is left after the spend a live system
         // estimates from its running executors (the estimate the tournament's rl-meta keeps).
         let spent = spend.observe(arena, &obs);
-        let context = (t % META_EVERY_S == 0).then(|| json!({"scenario": options.scenario.name(), "budget_remaining": (budget - spent).max(0.0), "budget_usd": budget, "horizon_s": trace.len() as f64}));
+        let context = (t % META_EVERY_S == 0).then(|| json!({"scenario": options.scenario.name(), "budget_remaining": (budget - spent).max(0.0), "budget_usd": budget, "horizon_s": trace.len() as f64, "time_s": time_s}));
         control_messages += control.len();
         raw_summaries += raw.len();
         shuffle_blocks += manifests.len();
