@@ -52,7 +52,11 @@ impl handlers::Handler for Timed {
 }
 
 fn timed(inner: Arc<dyn handlers::Handler>) -> Arc<Timed> {
-    Arc::new(Timed { inner, micros: std::sync::Mutex::new(Vec::new()), done: tokio::sync::watch::channel(None).0 })
+    Arc::new(Timed {
+        inner,
+        micros: std::sync::Mutex::new(Vec::new()),
+        done: tokio::sync::watch::channel(None).0,
+    })
 }
 
 fn median_of(m: &std::sync::Mutex<Vec<f64>>) -> f64 {
@@ -63,7 +67,6 @@ fn median_of(m: &std::sync::Mutex<Vec<f64>>) -> f64 {
 // Set ONLY=latency to skip the throughput runs.
 const THROUGHPUT_RECORDS: usize = 50_000;
 
-
 /// Low-latency client settings. tansu answers a fetch when its wait expires rather than when a
 /// record arrives, so the wait bounds each hop's latency: 0 makes the consumers poll (measured here,
 /// produced -> decision read back, EMR port in memory: p50 9.9 ms at 0, 14.1 ms at 1 ms, 24.2 ms at
@@ -71,7 +74,11 @@ const THROUGHPUT_RECORDS: usize = 50_000;
 fn fast() -> Vec<(String, String)> {
     let wait = std::env::var("FETCH_WAIT_MS").unwrap_or_else(|_| "0".into());
     // (socket.nagle.disable=true was tried too: no difference on loopback.)
-    vec![("session.timeout.ms".into(), "6000".into()), ("fetch.wait.max.ms".into(), wait), ("linger.ms".into(), "0".into())]
+    vec![
+        ("session.timeout.ms".into(), "6000".into()),
+        ("fetch.wait.max.ms".into(), wait),
+        ("linger.ms".into(), "0".into()),
+    ]
 }
 
 fn percentile(sorted: &[f64], q: f64) -> f64 {
@@ -83,11 +90,25 @@ async fn latency(brokers: &str, emr: Arc<dyn EmrControl>, label: &str) {
     let tag = unique("lat");
     let t = Topics::tagged(&tag);
     let dlq = format!("dlq-{tag}");
-    pipeline::bridge::create_topics(brokers, &[&t.iot_metadata, &t.scaling_requests, &t.spark_metrics, &t.scaling_decisions, &dlq]).await.unwrap();
+    pipeline::bridge::create_topics(
+        brokers,
+        &[&t.iot_metadata, &t.scaling_requests, &t.spark_metrics, &t.scaling_decisions, &dlq],
+    )
+    .await
+    .unwrap();
     let redis = Arc::new(RedisStore::connect(&service_env("REDIS_URL")).await.unwrap());
     let backends = Backends {
         store: redis,
-        publisher: Arc::new(KafkaPublisher::new(brokers, &fast().into_iter().filter(|(k, _)| k == "linger.ms" || k.starts_with("socket")).collect::<Vec<_>>()).unwrap()),
+        publisher: Arc::new(
+            KafkaPublisher::new(
+                brokers,
+                &fast()
+                    .into_iter()
+                    .filter(|(k, _)| k == "linger.ms" || k.starts_with("socket"))
+                    .collect::<Vec<_>>(),
+            )
+            .unwrap(),
+        ),
         emr,
         hot_tier: Arc::new(MemoryHotTier::default()),
         objects: Arc::new(MemoryObjectStore::default()),
@@ -98,8 +119,19 @@ async fn latency(brokers: &str, emr: Arc<dyn EmrControl>, label: &str) {
     let settings = Settings { key_prefix: unique("bench"), topics: t.clone(), ..Settings::default() };
     let burst = timed(handlers::build("burst-signal", &settings, &backends).unwrap());
     let decision = timed(handlers::build("scaling-decision", &settings, &backends).unwrap());
-    let config = BridgeConfig { brokers: brokers.into(), group_id: unique("bridge"), batch_size: 100, batch_window: Duration::ZERO, dead_letter_topic: dlq, extra: fast(), ..BridgeConfig::default() };
-    let routes = vec![Route { topic: t.iot_metadata.clone(), function: burst.clone() }, Route { topic: t.scaling_requests.clone(), function: decision.clone() }];
+    let config = BridgeConfig {
+        brokers: brokers.into(),
+        group_id: unique("bridge"),
+        batch_size: 100,
+        batch_window: Duration::ZERO,
+        dead_letter_topic: dlq,
+        extra: fast(),
+        ..BridgeConfig::default()
+    };
+    let routes = vec![
+        Route { topic: t.iot_metadata.clone(), function: burst.clone() },
+        Route { topic: t.scaling_requests.clone(), function: decision.clone() },
+    ];
     let bridge = Arc::new(Bridge::new(config, routes, vec![]).unwrap());
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let running = {
@@ -123,7 +155,9 @@ async fn latency(brokers: &str, emr: Arc<dyn EmrControl>, label: &str) {
     for read_back in [false, true] {
         let decisions: Option<StreamConsumer> = read_back.then(|| {
             let mut cc = rdkafka::ClientConfig::new();
-            cc.set("bootstrap.servers", brokers).set("group.id", unique("reader")).set("auto.offset.reset", "earliest");
+            cc.set("bootstrap.servers", brokers)
+                .set("group.id", unique("reader"))
+                .set("auto.offset.reset", "earliest");
             for (k, v) in fast().into_iter().filter(|(k, _)| k != "linger.ms") {
                 cc.set(k, v);
             }
@@ -135,26 +169,47 @@ async fn latency(brokers: &str, emr: Arc<dyn EmrControl>, label: &str) {
             // Read past the first run's decisions (one per probe), so that each probe below waits
             // for its own.
             for _ in 0..probe {
-                tokio::time::timeout(Duration::from_secs(30), d.recv()).await.expect("the first run's decisions").unwrap();
+                tokio::time::timeout(Duration::from_secs(30), d.recv())
+                    .await
+                    .expect("the first run's decisions")
+                    .unwrap();
             }
         }
         // Warm-up probes (group joins, connections) are not counted.
         for i in 0..PROBES + 20 {
-            let r = EdgeRecord { edge_id: "edge-bench".into(), timestamp: base + probe as f64, rate: Some(10_000.0), predicted_load: Some(10_000.0), burst_signal: Some(probe.is_multiple_of(2)) };
+            let r = EdgeRecord {
+                edge_id: "edge-bench".into(),
+                timestamp: base + probe as f64,
+                rate: Some(10_000.0),
+                predicted_load: Some(10_000.0),
+                burst_signal: Some(probe.is_multiple_of(2)),
+            };
             probe += 1;
             let payload = serde_json::to_vec(&r).unwrap();
             done.borrow_and_update();
             let sent = Instant::now();
-            producer.send(FutureRecord::to(&t.iot_metadata).key("edge-bench").payload(&payload), Duration::from_secs(5)).await.unwrap();
+            producer
+                .send(
+                    FutureRecord::to(&t.iot_metadata).key("edge-bench").payload(&payload),
+                    Duration::from_secs(5),
+                )
+                .await
+                .unwrap();
             let read = match &decisions {
                 Some(d) => {
-                    let got = tokio::time::timeout(Duration::from_secs(10), d.recv()).await.expect("a decision within 10 s").unwrap();
+                    let got = tokio::time::timeout(Duration::from_secs(10), d.recv())
+                        .await
+                        .expect("a decision within 10 s")
+                        .unwrap();
                     drop(got);
                     Some(sent.elapsed().as_secs_f64() * 1e3)
                 }
                 None => None,
             };
-            tokio::time::timeout(Duration::from_secs(10), done.wait_for(|d| d.is_some_and(|d| d > sent))).await.expect("decision handler returned").unwrap();
+            tokio::time::timeout(Duration::from_secs(10), done.wait_for(|d| d.is_some_and(|d| d > sent)))
+                .await
+                .expect("decision handler returned")
+                .unwrap();
             let at = done.borrow().unwrap();
             if i >= 20 {
                 match read {
@@ -178,14 +233,27 @@ async fn throughput_once(brokers: &str) -> f64 {
     let dlq = format!("dlq-{tag}");
     pipeline::bridge::create_topics(brokers, &[&t.iot_metadata, &t.scaling_requests, &dlq]).await.unwrap();
     // 500 edges, 100 seconds of control messages.
-    let producer: FutureProducer = rdkafka::ClientConfig::new().set("bootstrap.servers", brokers).set("linger.ms", "20").set("batch.num.messages", "10000").create().unwrap();
+    let producer: FutureProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("linger.ms", "20")
+        .set("batch.num.messages", "10000")
+        .create()
+        .unwrap();
     let base = handlers::events::now_s().floor();
     let mut sends = Vec::with_capacity(THROUGHPUT_RECORDS);
     for i in 0..THROUGHPUT_RECORDS {
         let edge = format!("edge-{:04}", i % 500);
-        let r = EdgeRecord { edge_id: edge.clone(), timestamp: base + (i / 500) as f64, rate: Some(200.0 + (i % 7) as f64), predicted_load: Some(200.0), burst_signal: Some(false) };
+        let r = EdgeRecord {
+            edge_id: edge.clone(),
+            timestamp: base + (i / 500) as f64,
+            rate: Some(200.0 + (i % 7) as f64),
+            predicted_load: Some(200.0),
+            burst_signal: Some(false),
+        };
         let payload = serde_json::to_vec(&r).unwrap();
-        sends.push(producer.send_result(FutureRecord::to(&t.iot_metadata).key(&edge).payload(&payload)).unwrap());
+        sends.push(
+            producer.send_result(FutureRecord::to(&t.iot_metadata).key(&edge).payload(&payload)).unwrap(),
+        );
     }
     for s in sends {
         s.await.unwrap().unwrap();
@@ -203,8 +271,18 @@ async fn throughput_once(brokers: &str) -> f64 {
     let burst = handlers::build("burst-signal", &settings, &backends).unwrap();
     let mut extra = fast();
     extra.push(("fetch.max.bytes".into(), "52428800".into()));
-    let config = BridgeConfig { brokers: brokers.into(), group_id: unique("bridge"), batch_size: 10_000, batch_window: Duration::from_millis(100), dead_letter_topic: dlq, extra, ..BridgeConfig::default() };
-    let bridge = Arc::new(Bridge::new(config, vec![Route { topic: t.iot_metadata.clone(), function: burst }], vec![]).unwrap());
+    let config = BridgeConfig {
+        brokers: brokers.into(),
+        group_id: unique("bridge"),
+        batch_size: 10_000,
+        batch_window: Duration::from_millis(100),
+        dead_letter_topic: dlq,
+        extra,
+        ..BridgeConfig::default()
+    };
+    let bridge = Arc::new(
+        Bridge::new(config, vec![Route { topic: t.iot_metadata.clone(), function: burst }], vec![]).unwrap(),
+    );
     let stats = bridge.stats.clone();
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let started = Instant::now();
@@ -218,10 +296,16 @@ async fn throughput_once(brokers: &str) -> f64 {
         if first_record.is_none() && BridgeStats::get(&stats.records) > 0 {
             first_record = Some(Instant::now());
         }
-        if BridgeStats::get(&stats.records) >= THROUGHPUT_RECORDS as u64 && BridgeStats::get(&stats.batches) == BridgeStats::get(&stats.commits) {
+        if BridgeStats::get(&stats.records) >= THROUGHPUT_RECORDS as u64
+            && BridgeStats::get(&stats.batches) == BridgeStats::get(&stats.commits)
+        {
             break;
         }
-        assert!(started.elapsed() < Duration::from_secs(120), "throughput run stalled at {} records", BridgeStats::get(&stats.records));
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "throughput run stalled at {} records",
+            BridgeStats::get(&stats.records)
+        );
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
     // From the first record received: the consumer group join is not the control plane's speed.

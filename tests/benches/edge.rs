@@ -52,8 +52,20 @@ async fn main() {
     let dir = std::env::temp_dir().join(unique("bench-mosquitto"));
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("m.conf"), format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nmax_queued_messages 1000000\nmax_inflight_messages 1000\n")).unwrap();
-    let exe = if std::path::Path::new("/usr/sbin/mosquitto").exists() { "/usr/sbin/mosquitto" } else { "mosquitto" };
-    let _mqtt = Killed(Command::new(exe).arg("-c").arg(dir.join("m.conf")).stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("mosquitto"));
+    let exe = if std::path::Path::new("/usr/sbin/mosquitto").exists() {
+        "/usr/sbin/mosquitto"
+    } else {
+        "mosquitto"
+    };
+    let _mqtt = Killed(
+        Command::new(exe)
+            .arg("-c")
+            .arg(dir.join("m.conf"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("mosquitto"),
+    );
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -63,7 +75,17 @@ async fn main() {
 
     let agent = Killed(
         Command::new(workspace_binary("sparkpilot"))
-            .args(["edge", "--mqtt", &format!("mqtt://127.0.0.1:{port}"), "--gateway-id", &tag, "--metadata-topic", &metadata, "--raw-topic", &raw])
+            .args([
+                "edge",
+                "--mqtt",
+                &format!("mqtt://127.0.0.1:{port}"),
+                "--gateway-id",
+                &tag,
+                "--metadata-topic",
+                &metadata,
+                "--raw-topic",
+                &raw,
+            ])
             .env("KAFKA_BROKERS", &brokers)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
@@ -106,7 +128,10 @@ async fn main() {
     for seq in 0..6_000u64 {
         tick.tick().await;
         published.push(now_s());
-        device.publish("devices/meter", QoS::AtLeastOnce, false, format!("{{\"seq\":{seq},\"v\":21.5}}")).await.unwrap();
+        device
+            .publish("devices/meter", QoS::AtLeastOnce, false, format!("{{\"seq\":{seq},\"v\":21.5}}"))
+            .await
+            .unwrap();
     }
     let seen = reports.await.unwrap();
     let mut latencies: Vec<f64> = published
@@ -135,7 +160,10 @@ async fn main() {
     let cpu_before = cpu_s(pid);
     let started = Instant::now();
     for seq in 0..n {
-        device.publish("devices/flood", QoS::AtLeastOnce, false, format!("{{\"seq\":{seq},\"v\":21.5}}")).await.unwrap();
+        device
+            .publish("devices/flood", QoS::AtLeastOnce, false, format!("{{\"seq\":{seq},\"v\":21.5}}"))
+            .await
+            .unwrap();
     }
     // Wait until Kafka has them all (plus the 6,000 of the latency run).
     let mut count = 0u64;

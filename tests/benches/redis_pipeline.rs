@@ -33,7 +33,11 @@ fn redis_addr(url: &str) -> SocketAddr {
     let rest = url.trim_start_matches("redis://");
     let hostport = rest.split('/').next().unwrap_or(rest);
     let hostport = hostport.rsplit('@').next().unwrap_or(hostport);
-    hostport.to_socket_addrs().ok().and_then(|mut a| a.next()).unwrap_or_else(|| panic!("REDIS_URL {url} is not host:port"))
+    hostport
+        .to_socket_addrs()
+        .ok()
+        .and_then(|mut a| a.next())
+        .unwrap_or_else(|| panic!("REDIS_URL {url} is not host:port"))
 }
 
 /// Median PING round trip to `addr`, in ms.
@@ -63,14 +67,18 @@ fn main() {
         .map(|s| s.trim().parse().unwrap_or_else(|_| panic!("REDIS_RTT_MS: {s:?} is not a number of ms")))
         .collect();
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    let blocks: Vec<(String, Vec<u8>)> = (0..BLOCKS).map(|i| (format!("bench:block:{i}"), vec![(i % 251) as u8; BLOCK])).collect();
+    let blocks: Vec<(String, Vec<u8>)> =
+        (0..BLOCKS).map(|i| (format!("bench:block:{i}"), vec![(i % 251) as u8; BLOCK])).collect();
     let ttl = Some(Duration::from_secs(60));
     println!("redis {BLOCKS} x {} KB blocks, medians of {SAMPLES} alternating samples", BLOCK / 1024);
     println!("{:>14} {:>14} {:>16} {:>8}", "RTT measured", "pipelined", "one SET each", "ratio");
     for rtt in rtts {
-        let proxy = (rtt > 0.0).then(|| DelayProxy::start(target, Duration::from_secs_f64(rtt / 2e3)).expect("start the delay proxy"));
+        let proxy = (rtt > 0.0).then(|| {
+            DelayProxy::start(target, Duration::from_secs_f64(rtt / 2e3)).expect("start the delay proxy")
+        });
         let addr = proxy.as_ref().map_or(target, |p| p.addr());
-        let store = rt.block_on(RedisStore::connect(&format!("redis://{addr}/"))).expect("redis-server answers");
+        let store =
+            rt.block_on(RedisStore::connect(&format!("redis://{addr}/"))).expect("redis-server answers");
         let measured = ping_rtt_ms(addr);
         let (mut piped, mut each) = (Vec::new(), Vec::new());
         let samples = if quick { 1 } else { SAMPLES };
@@ -92,7 +100,8 @@ fn main() {
             }
         }
         let (p, e) = (median(piped), median(each));
-        let label = if proxy.is_some() { format!("{measured:.3} ms") } else { format!("{measured:.3} ms (lo)") };
+        let label =
+            if proxy.is_some() { format!("{measured:.3} ms") } else { format!("{measured:.3} ms (lo)") };
         println!("{label:>14} {p:>11.2} ms {e:>13.2} ms {:>7.1}x", e / p);
     }
 }

@@ -36,7 +36,9 @@ pub struct FaultStats {
 
 impl FaultStats {
     pub fn injected(&self) -> u64 {
-        self.internal_errors.load(Ordering::Relaxed) + self.slow_downs.load(Ordering::Relaxed) + self.lost_replies.load(Ordering::Relaxed)
+        self.internal_errors.load(Ordering::Relaxed)
+            + self.slow_downs.load(Ordering::Relaxed)
+            + self.lost_replies.load(Ordering::Relaxed)
     }
 }
 
@@ -118,7 +120,9 @@ struct Message {
 }
 
 fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
-    head.lines().skip(1).find_map(|l| l.split_once(':').filter(|(k, _)| k.trim().eq_ignore_ascii_case(name)).map(|(_, v)| v.trim()))
+    head.lines().skip(1).find_map(|l| {
+        l.split_once(':').filter(|(k, _)| k.trim().eq_ignore_ascii_case(name)).map(|(_, v)| v.trim())
+    })
 }
 
 async fn read_head<R: tokio::io::AsyncBufRead + Unpin>(r: &mut R) -> std::io::Result<Option<Vec<u8>>> {
@@ -139,11 +143,17 @@ async fn read_head<R: tokio::io::AsyncBufRead + Unpin>(r: &mut R) -> std::io::Re
 
 /// The body after `head`, kept raw (chunk framing included) so it can be passed on verbatim. A
 /// response with neither length nor chunks runs to the end of the connection (`to_eof`).
-async fn read_body<R: tokio::io::AsyncBufRead + Unpin>(r: &mut R, head: &str, no_body: bool, to_eof: bool) -> std::io::Result<Vec<u8>> {
+async fn read_body<R: tokio::io::AsyncBufRead + Unpin>(
+    r: &mut R,
+    head: &str,
+    no_body: bool,
+    to_eof: bool,
+) -> std::io::Result<Vec<u8>> {
     if no_body {
         return Ok(Vec::new());
     }
-    let chunked = header(head, "transfer-encoding").is_some_and(|v| v.to_ascii_lowercase().contains("chunked"));
+    let chunked =
+        header(head, "transfer-encoding").is_some_and(|v| v.to_ascii_lowercase().contains("chunked"));
     if chunked {
         let mut raw = Vec::new();
         loop {
@@ -151,7 +161,8 @@ async fn read_body<R: tokio::io::AsyncBufRead + Unpin>(r: &mut R, head: &str, no
             r.read_until(b'\n', &mut line).await?;
             raw.extend_from_slice(&line);
             let text = String::from_utf8_lossy(&line);
-            let size = usize::from_str_radix(text.trim().split(';').next().unwrap_or("").trim(), 16).map_err(|_| std::io::Error::other(format!("bad chunk size {text:?}")))?;
+            let size = usize::from_str_radix(text.trim().split(';').next().unwrap_or("").trim(), 16)
+                .map_err(|_| std::io::Error::other(format!("bad chunk size {text:?}")))?;
             if size == 0 {
                 // Trailers, up to an empty line.
                 loop {
@@ -182,7 +193,10 @@ async fn read_body<R: tokio::io::AsyncBufRead + Unpin>(r: &mut R, head: &str, no
     Ok(body)
 }
 
-async fn read_message<R: tokio::io::AsyncBufRead + Unpin>(r: &mut R, no_body: impl Fn(&str) -> bool) -> std::io::Result<Option<Message>> {
+async fn read_message<R: tokio::io::AsyncBufRead + Unpin>(
+    r: &mut R,
+    no_body: impl Fn(&str) -> bool,
+) -> std::io::Result<Option<Message>> {
     let Some(head) = read_head(r).await? else { return Ok(None) };
     let text = String::from_utf8_lossy(&head).to_string();
     let body = read_body(r, &text, no_body(&text), true).await?;
@@ -195,11 +209,17 @@ fn s3_error(status: u16, reason: &str, code: &str, message: &str, head_request: 
     format!("HTTP/1.1 {status} {reason}\r\nContent-Type: application/xml\r\nContent-Length: {}\r\nx-amz-request-id: fault-proxy\r\n\r\n{body}", body.len()).into_bytes()
 }
 
-async fn serve(client: TcpStream, target: SocketAddr, plan: Arc<Mutex<FaultPlan>>, stats: Arc<FaultStats>) -> std::io::Result<()> {
+async fn serve(
+    client: TcpStream,
+    target: SocketAddr,
+    plan: Arc<Mutex<FaultPlan>>,
+    stats: Arc<FaultStats>,
+) -> std::io::Result<()> {
     client.set_nodelay(true)?;
     let (cr, mut cw) = client.into_split();
     let mut cr = BufReader::new(cr);
-    let mut upstream: Option<(BufReader<tokio::net::tcp::OwnedReadHalf>, tokio::net::tcp::OwnedWriteHalf)> = None;
+    let mut upstream: Option<(BufReader<tokio::net::tcp::OwnedReadHalf>, tokio::net::tcp::OwnedWriteHalf)> =
+        None;
     loop {
         let Some(head) = read_head(&mut cr).await? else { return Ok(()) };
         let text = String::from_utf8_lossy(&head).to_string();
@@ -208,7 +228,11 @@ async fn serve(client: TcpStream, target: SocketAddr, plan: Arc<Mutex<FaultPlan>
         let mut head = head;
         if header(&text, "expect").is_some_and(|v| v.eq_ignore_ascii_case("100-continue")) {
             cw.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").await?;
-            let kept: String = text.split("\r\n").filter(|l| !l.to_ascii_lowercase().starts_with("expect:")).collect::<Vec<_>>().join("\r\n");
+            let kept: String = text
+                .split("\r\n")
+                .filter(|l| !l.to_ascii_lowercase().starts_with("expect:"))
+                .collect::<Vec<_>>()
+                .join("\r\n");
             head = kept.into_bytes();
         }
         let body = read_body(&mut cr, &text, false, false).await?;
@@ -218,12 +242,26 @@ async fn serve(client: TcpStream, target: SocketAddr, plan: Arc<Mutex<FaultPlan>
         match fault {
             Some(Fault::SlowDown) => {
                 stats.slow_downs.fetch_add(1, Ordering::Relaxed);
-                cw.write_all(&s3_error(503, "Slow Down", "SlowDown", "Please reduce your request rate.", is_head)).await?;
+                cw.write_all(&s3_error(
+                    503,
+                    "Slow Down",
+                    "SlowDown",
+                    "Please reduce your request rate.",
+                    is_head,
+                ))
+                .await?;
                 continue;
             }
             Some(Fault::Internal) => {
                 stats.internal_errors.fetch_add(1, Ordering::Relaxed);
-                cw.write_all(&s3_error(500, "Internal Server Error", "InternalError", "We encountered an internal error. Please try again.", is_head)).await?;
+                cw.write_all(&s3_error(
+                    500,
+                    "Internal Server Error",
+                    "InternalError",
+                    "We encountered an internal error. Please try again.",
+                    is_head,
+                ))
+                .await?;
                 continue;
             }
             _ => {}
@@ -245,13 +283,24 @@ async fn serve(client: TcpStream, target: SocketAddr, plan: Arc<Mutex<FaultPlan>
         .ok_or_else(|| std::io::Error::from(std::io::ErrorKind::UnexpectedEof))?;
         let rhead = String::from_utf8_lossy(&response.head).to_string();
         let connection = header(&rhead, "connection").map(str::to_ascii_lowercase);
-        let close = connection.as_deref() == Some("close") || (rhead.starts_with("HTTP/1.0") && connection.as_deref() != Some("keep-alive")) || (header(&rhead, "content-length").is_none() && header(&rhead, "transfer-encoding").is_none() && !is_head);
+        let close = connection.as_deref() == Some("close")
+            || (rhead.starts_with("HTTP/1.0") && connection.as_deref() != Some("keep-alive"))
+            || (header(&rhead, "content-length").is_none()
+                && header(&rhead, "transfer-encoding").is_none()
+                && !is_head);
         if close {
             upstream = None;
         }
         if let Some(Fault::LostReply) = fault {
             stats.lost_replies.fetch_add(1, Ordering::Relaxed);
-            cw.write_all(&s3_error(500, "Internal Server Error", "InternalError", "We encountered an internal error. Please try again.", is_head)).await?;
+            cw.write_all(&s3_error(
+                500,
+                "Internal Server Error",
+                "InternalError",
+                "We encountered an internal error. Please try again.",
+                is_head,
+            ))
+            .await?;
             continue;
         }
         cw.write_all(&response.head).await?;

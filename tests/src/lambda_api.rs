@@ -48,7 +48,12 @@ async fn read_request(stream: &mut BufReader<TcpStream>) -> Option<(String, Stri
 /// `payload` as its one event, and return what it posted back. Panics if it does not answer within
 /// `limit`. Every connection is served on its own task: the runtime client keeps a pool, and may
 /// post the response on a second connection while the first sits idle, kept alive.
-pub async fn invoke(mut cmd: tokio::process::Command, function_name: &str, payload: &Value, limit: Duration) -> Invocation {
+pub async fn invoke(
+    mut cmd: tokio::process::Command,
+    function_name: &str,
+    payload: &Value,
+    limit: Duration,
+) -> Invocation {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     cmd.env("AWS_LAMBDA_RUNTIME_API", addr.to_string())
@@ -69,7 +74,8 @@ pub async fn invoke(mut cmd: tokio::process::Command, function_name: &str, paylo
     let function_name = function_name.to_string();
     let server = tokio::spawn(async move {
         while let Ok((stream, _)) = listener.accept().await {
-            let (body, served, tx, ready_tx, function_name) = (body.clone(), served.clone(), tx.clone(), ready_tx.clone(), function_name.clone());
+            let (body, served, tx, ready_tx, function_name) =
+                (body.clone(), served.clone(), tx.clone(), ready_tx.clone(), function_name.clone());
             tokio::spawn(async move {
                 let mut stream = BufReader::new(stream);
                 while let Some((method, path, req_body)) = read_request(&mut stream).await {
@@ -80,7 +86,11 @@ pub async fn invoke(mut cmd: tokio::process::Command, function_name: &str, paylo
                             return;
                         }
                         let _ = ready_tx.send(started.elapsed()).await;
-                        let deadline_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() + 60_000;
+                        let deadline_ms = std::time::SystemTime::now()
+                            .duration_since(std::time::UNIX_EPOCH)
+                            .unwrap()
+                            .as_millis()
+                            + 60_000;
                         let head = format!(
                             "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\nlambda-runtime-aws-request-id: req-1\r\nlambda-runtime-deadline-ms: {deadline_ms}\r\nlambda-runtime-invoked-function-arn: arn:aws:lambda:us-east-1:123456789012:function:{function_name}\r\nlambda-runtime-trace-id: Root=1-00000000-000000000000000000000000\r\ncontent-length: {}\r\n\r\n",
                             body.len()
@@ -88,11 +98,19 @@ pub async fn invoke(mut cmd: tokio::process::Command, function_name: &str, paylo
                         let _ = stream.get_mut().write_all(head.as_bytes()).await;
                         let _ = stream.get_mut().write_all(body.as_bytes()).await;
                     } else if method == "POST" && (path.ends_with("/response") || path.ends_with("/error")) {
-                        let _ = stream.get_mut().write_all(b"HTTP/1.1 202 Accepted\r\ncontent-length: 0\r\n\r\n").await;
+                        let _ = stream
+                            .get_mut()
+                            .write_all(b"HTTP/1.1 202 Accepted\r\ncontent-length: 0\r\n\r\n")
+                            .await;
                         let kind = if path.ends_with("/response") { "response" } else { "error" };
-                        let _ = tx.send((kind.into(), serde_json::from_slice(&req_body).unwrap_or(Value::Null))).await;
+                        let _ = tx
+                            .send((kind.into(), serde_json::from_slice(&req_body).unwrap_or(Value::Null)))
+                            .await;
                     } else {
-                        let _ = stream.get_mut().write_all(b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n").await;
+                        let _ = stream
+                            .get_mut()
+                            .write_all(b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n")
+                            .await;
                     }
                 }
             });

@@ -19,7 +19,10 @@ pub fn service_env(name: &str) -> String {
 pub fn unique(prefix: &str) -> String {
     use std::sync::atomic::{AtomicU64, Ordering};
     static N: AtomicU64 = AtomicU64::new(0);
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
     format!("{prefix}-{}-{nanos}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
 }
 
@@ -55,9 +58,9 @@ pub fn workspace_binary(name: &str) -> PathBuf {
 /// into (moto_server, cfn-lint, sam, cargo-lambda, tansu): `$SPARKPILOT_TOOLS/bin`, by default
 /// `~/.cache/sparkpilot/tools/bin`.
 pub fn tools_bin() -> PathBuf {
-    let tools = std::env::var_os("SPARKPILOT_TOOLS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/sparkpilot/tools"));
+    let tools = std::env::var_os("SPARKPILOT_TOOLS").map(PathBuf::from).unwrap_or_else(|| {
+        PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/sparkpilot/tools")
+    });
     tools.join("bin")
 }
 
@@ -95,8 +98,15 @@ pub fn s3_client(conf: &aws_config::SdkConfig) -> aws_sdk_s3::Client {
 /// A new EMR Serverless application with `max_vcpu` / `max_gb` capacity and one pre-initialised
 /// driver, in the STOPPED state (the emulator, like AWS, starts new applications; capacity changes
 /// need CREATED or STOPPED).
-pub async fn emr_application(conf: &aws_config::SdkConfig, max_vcpu: u32, max_gb: u32, stopped: bool) -> String {
-    use aws_sdk_emrserverless::types::{InitialCapacityConfig, MaximumAllowedResources, WorkerResourceConfig};
+pub async fn emr_application(
+    conf: &aws_config::SdkConfig,
+    max_vcpu: u32,
+    max_gb: u32,
+    stopped: bool,
+) -> String {
+    use aws_sdk_emrserverless::types::{
+        InitialCapacityConfig, MaximumAllowedResources, WorkerResourceConfig,
+    };
     let client = aws_sdk_emrserverless::Client::new(conf);
     let driver = InitialCapacityConfig::builder()
         .worker_count(1)
@@ -108,7 +118,13 @@ pub async fn emr_application(conf: &aws_config::SdkConfig, max_vcpu: u32, max_gb
         .name(unique("sparkpilot"))
         .release_label("emr-7.5.0")
         .r#type("SPARK")
-        .maximum_capacity(MaximumAllowedResources::builder().cpu(format!("{max_vcpu} vCPU")).memory(format!("{max_gb} GB")).build().unwrap())
+        .maximum_capacity(
+            MaximumAllowedResources::builder()
+                .cpu(format!("{max_vcpu} vCPU"))
+                .memory(format!("{max_gb} GB"))
+                .build()
+                .unwrap(),
+        )
         .initial_capacity("Driver", driver)
         .send()
         .await
@@ -124,12 +140,21 @@ pub use pipeline::http::get as http_get;
 
 /// Poll `check` every 25 ms until it holds, and return how long that took; a panic naming `what` once
 /// `deadline` has passed.
-pub async fn wait_until<F: std::future::Future<Output = bool>>(deadline: std::time::Duration, what: &str, check: impl FnMut() -> F) -> std::time::Duration {
+pub async fn wait_until<F: std::future::Future<Output = bool>>(
+    deadline: std::time::Duration,
+    what: &str,
+    check: impl FnMut() -> F,
+) -> std::time::Duration {
     wait_until_every(std::time::Duration::from_millis(25), deadline, what, check).await
 }
 
 /// [`wait_until`], polling every `every` (checks that cost a request to a busy server).
-pub async fn wait_until_every<F: std::future::Future<Output = bool>>(every: std::time::Duration, deadline: std::time::Duration, what: &str, mut check: impl FnMut() -> F) -> std::time::Duration {
+pub async fn wait_until_every<F: std::future::Future<Output = bool>>(
+    every: std::time::Duration,
+    deadline: std::time::Duration,
+    what: &str,
+    mut check: impl FnMut() -> F,
+) -> std::time::Duration {
     let start = std::time::Instant::now();
     while start.elapsed() < deadline {
         if check().await {
@@ -155,7 +180,15 @@ impl OwnBroker {
     pub async fn start(port: u16, topics: &[&str]) -> OwnBroker {
         let url = format!("tcp://127.0.0.1:{port}");
         let child = tokio::process::Command::new(Self::tansu())
-            .args(["broker", "--storage-engine", "memory://tansu/", "--listener-url", &url, "--advertised-listener-url", &url])
+            .args([
+                "broker",
+                "--storage-engine",
+                "memory://tansu/",
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &url,
+            ])
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
@@ -180,4 +213,3 @@ impl OwnBroker {
         }
     }
 }
-

@@ -39,11 +39,16 @@ const FUNCTIONS: [(&str, &str, &str); 5] = [
     ("prewarmer", "PrewarmerFunction", "schedule.json"),
 ];
 
-
 /// Zip `bootstrap` as SAM does (Python's zipfile, deflated), return the zip's size.
 fn zipped_size(bootstrap: &Path, zip: &Path) -> u64 {
     let script = "import sys, zipfile\nwith zipfile.ZipFile(sys.argv[2], 'w', zipfile.ZIP_DEFLATED) as z:\n    z.write(sys.argv[1], 'bootstrap')\n";
-    let status = Command::new(tools_python()).arg("-c").arg(script).arg(bootstrap).arg(zip).status().expect("python runs");
+    let status = Command::new(tools_python())
+        .arg("-c")
+        .arg(script)
+        .arg(bootstrap)
+        .arg(zip)
+        .status()
+        .expect("python runs");
     assert!(status.success(), "zipping {}", bootstrap.display());
     std::fs::metadata(zip).unwrap().len()
 }
@@ -81,14 +86,24 @@ async fn sam_build_makes_small_lean_artifacts_that_answer_events() {
         eprintln!("{function}: binary {:.2} MB, zip {:.2} MB", binary.len() as f64 / 1e6, zip as f64 / 1e6);
         assert!(zip <= ZIP_LIMIT_BYTES, "{function}'s zip is {zip} bytes, above {ZIP_LIMIT_BYTES}");
         for (marker, users) in MARKERS {
-            assert_eq!(contains(&binary, marker), users.contains(&function), "{function} {} {marker:?}", if users.contains(&function) { "lacks" } else { "links" });
+            assert_eq!(
+                contains(&binary, marker),
+                users.contains(&function),
+                "{function} {} {marker:?}",
+                if users.contains(&function) { "lacks" } else { "links" }
+            );
         }
 
         let mut cmd = tokio::process::Command::new(&bootstrap);
         cmd.env("SPARKPILOT_BACKEND", "embedded").env("RUST_LOG", "warn");
-        let answer = integration::lambda_api::invoke(cmd, function, &event(event_file), Duration::from_secs(30)).await;
+        let answer =
+            integration::lambda_api::invoke(cmd, function, &event(event_file), Duration::from_secs(30)).await;
         assert_eq!(answer.kind, "response", "{function}: {}", answer.body);
-        eprintln!("{function}: ready after {:?}, answered {}", answer.ready_after, answer.body.to_string().chars().take(120).collect::<String>());
+        eprintln!(
+            "{function}: ready after {:?}, answered {}",
+            answer.ready_after,
+            answer.body.to_string().chars().take(120).collect::<String>()
+        );
     }
 }
 
@@ -113,7 +128,12 @@ fn openfaas_build_context_builds_meta_weights() {
         .expect("python with PyYAML (infra/tools-env)");
     let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert!(out.status.success(), "infra/check-stack.py --build meta-weights:\n{text}");
-    for expect in ["RUN cargo chef prepare", "RUN cargo chef cook --release --locked -p \"${FUNCTION}\"", "RUN cargo build --release --locked -p \"${FUNCTION}\"", "meta-weights: initialises, and answers /_/health over HTTP"] {
+    for expect in [
+        "RUN cargo chef prepare",
+        "RUN cargo chef cook --release --locked -p \"${FUNCTION}\"",
+        "RUN cargo build --release --locked -p \"${FUNCTION}\"",
+        "meta-weights: initialises, and answers /_/health over HTTP",
+    ] {
         assert!(text.contains(expect), "{expect:?} not in:\n{text}");
     }
 }

@@ -44,7 +44,9 @@ impl Running {
         let started = Instant::now();
         let mut seen = Vec::new();
         let url = loop {
-            let line = rx.recv_timeout(Duration::from_secs(120)).unwrap_or_else(|_| panic!("no dashboard URL after {:?}; stderr: {seen:?}", started.elapsed()));
+            let line = rx.recv_timeout(Duration::from_secs(120)).unwrap_or_else(|_| {
+                panic!("no dashboard URL after {:?}; stderr: {seen:?}", started.elapsed())
+            });
             if let Some(url) = line.strip_prefix("dashboard: ") {
                 break url.trim().to_string();
             }
@@ -58,7 +60,10 @@ impl Running {
         let deadline = Instant::now() + timeout;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
-            let line = self.stderr.recv_timeout(left).unwrap_or_else(|_| panic!("no line with {needle:?} within {timeout:?}"));
+            let line = self
+                .stderr
+                .recv_timeout(left)
+                .unwrap_or_else(|_| panic!("no line with {needle:?} within {timeout:?}"));
             if line.contains(needle) {
                 return;
             }
@@ -90,13 +95,18 @@ fn snapshot(base: &str) -> serde_json::Value {
 async fn dashboard_on_redis_shows_what_scaling_decision_stored() {
     let prefix = unique("dash");
     let settings = Settings { key_prefix: prefix.clone(), ..Settings::default() };
-    let store = Arc::new(adapters::RedisStore::connect(&service_env("REDIS_URL")).await.expect("redis-server answers"));
+    let store = Arc::new(
+        adapters::RedisStore::connect(&service_env("REDIS_URL")).await.expect("redis-server answers"),
+    );
     let backends = Backends { store, ..Backends::embedded() };
     let decide = handlers::build("scaling-decision", &settings, &backends).unwrap();
     let trigger = handlers::decode_lambda(event("scaling-decision-spark-metrics.json")).unwrap();
     decide.handle(trigger).await.expect("a decision");
 
-    let run = Running::start(&["dashboard", "--listen", "127.0.0.1:0"], &[("REDIS_URL", service_env("REDIS_URL")), ("SPARKPILOT_KEY_PREFIX", prefix.clone())]);
+    let run = Running::start(
+        &["dashboard", "--listen", "127.0.0.1:0"],
+        &[("REDIS_URL", service_env("REDIS_URL")), ("SPARKPILOT_KEY_PREFIX", prefix.clone())],
+    );
     let s = snapshot(&run.url);
     assert!(s["title"].as_str().unwrap().contains(&prefix), "{}", s["title"]);
     assert_eq!(s["problems"], serde_json::json!([]));
@@ -116,7 +126,17 @@ fn chromium(args: &[&str], profile: &Path) -> std::process::Output {
     // The flags keep Chromium off the network it would otherwise reach for at start (sync,
     // component updates), which this machine's closed network refuses.
     Command::new("chromium")
-        .args(["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--hide-scrollbars"])
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--hide-scrollbars",
+        ])
         .arg(format!("--user-data-dir={}", profile.display()))
         .args(args)
         .stdin(Stdio::null())
@@ -149,7 +169,21 @@ fn chromium_shows_the_replays_decisions_charts_and_results() {
     let out_arg = out.display().to_string();
     // 240 trace seconds a wall second: the hour-long trace takes some 15 s, so the page is read
     // while the replay is still going.
-    let run = Running::start(&["replay", "--trace", "step-burst", "--no-compare", "--dashboard", "127.0.0.1:0", "--pace", "240", "--out", &out_arg], &[]);
+    let run = Running::start(
+        &[
+            "replay",
+            "--trace",
+            "step-burst",
+            "--no-compare",
+            "--dashboard",
+            "127.0.0.1:0",
+            "--pace",
+            "240",
+            "--out",
+            &out_arg,
+        ],
+        &[],
+    );
     let started = Instant::now();
     while snapshot(&run.url)["sla"]["decisions"].as_u64().unwrap() < 5 {
         assert!(started.elapsed() < Duration::from_secs(60), "no decisions stored within a minute");
@@ -176,16 +210,26 @@ fn chromium_shows_the_replays_decisions_charts_and_results() {
     let dom = rendered_dom(&run.url, &dir.join("chromium-2"));
     let after = number_attr(&dom, "data-decisions");
     assert!(after > during, "decisions grew from {during} to {after}");
-    let results = dom.split("id=\"results\"").nth(1).expect("the results table").split("</table>").next().unwrap();
+    let results =
+        dom.split("id=\"results\"").nth(1).expect("the results table").split("</table>").next().unwrap();
     assert!(results.contains("replay"), "the replay's row in the results table");
     assert!(dom.contains("/results/timeline.svg"), "the timeline image");
     // The budget readings carry the replay's clock, as the decisions do, so the budget line is
     // drawn under them (stamped with the wall clock they would all lie past the last decision).
     let snap = snapshot(&run.url);
-    let times: Vec<f64> = snap["series"]["time_s"].as_array().unwrap().iter().filter_map(serde_json::Value::as_f64).collect();
+    let times: Vec<f64> =
+        snap["series"]["time_s"].as_array().unwrap().iter().filter_map(serde_json::Value::as_f64).collect();
     let (first, last) = (times[0], *times.last().unwrap());
-    let spend: Vec<f64> = snap["spend"].as_array().expect("budget readings").iter().filter_map(|p| p["time_s"].as_f64()).collect();
-    assert!(spend.iter().any(|t| (first..=last).contains(t)), "no budget reading within the decisions' {first}..{last}: {spend:?}");
+    let spend: Vec<f64> = snap["spend"]
+        .as_array()
+        .expect("budget readings")
+        .iter()
+        .filter_map(|p| p["time_s"].as_f64())
+        .collect();
+    assert!(
+        spend.iter().any(|t| (first..=last).contains(t)),
+        "no budget reading within the decisions' {first}..{last}: {spend:?}"
+    );
     assert!(spend.iter().all(|t| *t <= last + 300.0), "budget readings after the last decision: {spend:?}");
     let (status, svg) = get(&run.url, "/results/timeline.svg");
     assert_eq!(status, 200);
@@ -193,7 +237,15 @@ fn chromium_shows_the_replays_decisions_charts_and_results() {
 
     let shot: PathBuf = integration::target_dir().join("dashboard.png");
     let _ = std::fs::remove_file(&shot);
-    let out = chromium(&["--virtual-time-budget=6000", "--window-size=1400,2200", &format!("--screenshot={}", shot.display()), &run.url], &dir.join("chromium-3"));
+    let out = chromium(
+        &[
+            "--virtual-time-budget=6000",
+            "--window-size=1400,2200",
+            &format!("--screenshot={}", shot.display()),
+            &run.url,
+        ],
+        &dir.join("chromium-3"),
+    );
     assert!(out.status.success(), "chromium screenshot failed: {}", String::from_utf8_lossy(&out.stderr));
     let png = std::fs::read(&shot).expect("the screenshot");
     assert!(png.starts_with(b"\x89PNG") && png.len() > 20_000, "a screenshot of {} bytes", png.len());

@@ -10,17 +10,23 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-
 fn output_text(out: &std::process::Output) -> String {
     format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
 }
 
 #[test]
 fn template_yaml_passes_cfn_lint_with_no_ignored_checks() {
-    let out = Command::new(tool("cfn-lint")).args(["--", "template.yaml"]).current_dir(repo_root()).output().expect("cfn-lint is installed by infra/setup");
+    let out = Command::new(tool("cfn-lint"))
+        .args(["--", "template.yaml"])
+        .current_dir(repo_root())
+        .output()
+        .expect("cfn-lint is installed by infra/setup");
     assert!(out.status.success(), "cfn-lint:\n{}", output_text(&out));
     let template = std::fs::read_to_string(repo_root().join("template.yaml")).unwrap();
-    assert!(!template.contains("cfn-lint:") && !template.contains("IgnoreChecks"), "template.yaml silences cfn-lint checks");
+    assert!(
+        !template.contains("cfn-lint:") && !template.contains("IgnoreChecks"),
+        "template.yaml silences cfn-lint checks"
+    );
     for f in handlers::FUNCTIONS {
         assert!(template.contains(&format!("CodeUri: functions/{f}")), "{f} missing from template.yaml");
     }
@@ -47,7 +53,11 @@ fn template_yaml_passes_sam_validate_lint() {
 
 /// The metrics each function emits, from the compiled code.
 fn code_metrics() -> Value {
-    handlers::FUNCTIONS.iter().map(|f| (f.to_string(), serde_json::json!(handlers::metrics::metric_names(f)))).collect::<serde_json::Map<_, _>>().into()
+    handlers::FUNCTIONS
+        .iter()
+        .map(|f| (f.to_string(), serde_json::json!(handlers::metrics::metric_names(f))))
+        .collect::<serde_json::Map<_, _>>()
+        .into()
 }
 
 /// infra/check-template.py on `path`, with the metrics the compiled functions emit: whether it
@@ -120,11 +130,24 @@ fn check_stack(dir: &std::path::Path, args: &[&str]) -> (bool, String) {
 #[test]
 fn check_template_reads_the_metrics_the_code_emits() {
     // Run on its own (CI, by hand), the checker reads the metric lists from metrics.rs: the same as compiled.
-    let out = Command::new(tools_python()).arg(repo_root().join("infra/check-template.py")).arg("--repo").arg(repo_root()).arg("--print-metrics").output().unwrap();
+    let out = Command::new(tools_python())
+        .arg(repo_root().join("infra/check-template.py"))
+        .arg("--repo")
+        .arg(repo_root())
+        .arg("--print-metrics")
+        .output()
+        .unwrap();
     assert!(out.status.success(), "{}", output_text(&out));
-    let parsed: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", output_text(&out)));
+    let parsed: Value =
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", output_text(&out)));
     assert_eq!(parsed, code_metrics());
-    let out = Command::new(tools_python()).arg(repo_root().join("infra/check-template.py")).arg("--repo").arg(repo_root()).arg(repo_root().join("template.yaml")).output().unwrap();
+    let out = Command::new(tools_python())
+        .arg(repo_root().join("infra/check-template.py"))
+        .arg("--repo")
+        .arg(repo_root())
+        .arg(repo_root().join("template.yaml"))
+        .output()
+        .unwrap();
     assert!(out.status.success(), "{}", output_text(&out));
 }
 
@@ -138,15 +161,36 @@ fn stack_yml_matches_the_openfaas_schema_and_the_repository() {
     }
     // The checker itself catches each kind of break, in a copy of the project (what faas-cli reads
     // from its working directory: stack.yml, template/ and the copied paths) with one thing changed.
-    let dockerfile = std::fs::read_to_string(repo_root().join("template/sparkpilot-rust/Dockerfile")).unwrap();
+    let dockerfile =
+        std::fs::read_to_string(repo_root().join("template/sparkpilot-rust/Dockerfile")).unwrap();
     let cases: [(&str, &str, &str, &str); 7] = [
         ("stack", "lang: sparkpilot-rust", "language: rust", "unknown key 'language'"),
         ("stack", "*/5 * * * *", "every five minutes", "not a 5-field cron"),
         ("stack", "    - ./tests\n", "", "workspace member tests is not copied"),
-        ("stack", "      AWS_SHARED_CREDENTIALS_FILE: /var/openfaas/secrets/aws-credentials\n", "", "AWS_SHARED_CREDENTIALS_FILE is not /var/openfaas/secrets/aws-credentials"),
-        ("stack", "      FUNCTION: prewarmer", "      FUNCTION: pre-warmer", "build_args.FUNCTION must be the handler's package, 'prewarmer'"),
-        ("Dockerfile", "COPY function/models models", "COPY models models", "copies models, which is not in the build context"),
-        ("Dockerfile", "upstream_url=\"http://127.0.0.1:8082\"", "upstream_url=\"http://127.0.0.1:8081\"", "is not the port the function listens on"),
+        (
+            "stack",
+            "      AWS_SHARED_CREDENTIALS_FILE: /var/openfaas/secrets/aws-credentials\n",
+            "",
+            "AWS_SHARED_CREDENTIALS_FILE is not /var/openfaas/secrets/aws-credentials",
+        ),
+        (
+            "stack",
+            "      FUNCTION: prewarmer",
+            "      FUNCTION: pre-warmer",
+            "build_args.FUNCTION must be the handler's package, 'prewarmer'",
+        ),
+        (
+            "Dockerfile",
+            "COPY function/models models",
+            "COPY models models",
+            "copies models, which is not in the build context",
+        ),
+        (
+            "Dockerfile",
+            "upstream_url=\"http://127.0.0.1:8082\"",
+            "upstream_url=\"http://127.0.0.1:8081\"",
+            "is not the port the function listens on",
+        ),
     ];
     for (file, from, to, expect) in cases {
         let dir = std::env::temp_dir().join(integration::unique("stack"));
@@ -154,12 +198,24 @@ fn stack_yml_matches_the_openfaas_schema_and_the_repository() {
         for entry in ["Cargo.toml", "Cargo.lock", "shared", "functions", "tests", "models"] {
             std::os::unix::fs::symlink(repo_root().join(entry), dir.join(entry)).unwrap();
         }
-        std::fs::copy(repo_root().join("template/sparkpilot-rust/template.yml"), dir.join("template/sparkpilot-rust/template.yml")).unwrap();
-        let (text_of, original) = if file == "stack" { (&stack, "stack.yml") } else { (&dockerfile, "template/sparkpilot-rust/Dockerfile") };
+        std::fs::copy(
+            repo_root().join("template/sparkpilot-rust/template.yml"),
+            dir.join("template/sparkpilot-rust/template.yml"),
+        )
+        .unwrap();
+        let (text_of, original) = if file == "stack" {
+            (&stack, "stack.yml")
+        } else {
+            (&dockerfile, "template/sparkpilot-rust/Dockerfile")
+        };
         assert!(text_of.contains(from), "the test's anchor {from:?} is gone from {original}");
         let changed = text_of.replacen(from, to, 1);
         std::fs::write(dir.join("stack.yml"), if file == "stack" { &changed } else { &stack }).unwrap();
-        std::fs::write(dir.join("template/sparkpilot-rust/Dockerfile"), if file == "stack" { &dockerfile } else { &changed }).unwrap();
+        std::fs::write(
+            dir.join("template/sparkpilot-rust/Dockerfile"),
+            if file == "stack" { &dockerfile } else { &changed },
+        )
+        .unwrap();
         let (ok, text) = check_stack(&dir, &["stack.yml"]);
         let _ = std::fs::remove_dir_all(&dir);
         assert!(!ok && text.contains(expect), "expected {expect:?} from the checker:\n{text}");
@@ -182,7 +238,10 @@ impl Drop for Killed {
 
 fn function(name: &str, envs: &[(&str, String)]) -> Killed {
     let mut cmd = Command::new(workspace_binary(name));
-    cmd.env("SPARKPILOT_BACKEND", "embedded").env("RUST_LOG", "warn").stdout(Stdio::null()).stderr(Stdio::null());
+    cmd.env("SPARKPILOT_BACKEND", "embedded")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
     for (k, v) in envs {
         cmd.env(k, v);
     }
@@ -206,7 +265,9 @@ async fn function_binaries_answer_the_lambda_runtime_api() {
     let (kind, out) = lambda_invoke("meta-weights", &event("schedule.json")).await;
     assert_eq!(kind, "response", "{out}");
     assert_eq!(out["weights"]["version"], 1);
-    let (kind, out) = lambda_invoke("meta-weights", &serde_json::json!({"scenario": "atlantis", "budget_remaining": 1})).await;
+    let (kind, out) =
+        lambda_invoke("meta-weights", &serde_json::json!({"scenario": "atlantis", "budget_remaining": 1}))
+            .await;
     assert_eq!(kind, "error", "a bad request is an invocation error: {out}");
     assert!(out["errorMessage"].as_str().unwrap_or_default().contains("unknown scenario"), "{out}");
 }
@@ -234,7 +295,10 @@ fn cargo_lambda_invoke(port: u16, data_file: &str) -> (bool, String) {
         .current_dir(repo_root())
         .output()
         .expect("cargo-lambda is installed by infra/setup");
-    (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+    (
+        out.status.success(),
+        format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)),
+    )
 }
 
 #[test]
@@ -267,18 +331,23 @@ fn cargo_lambda_watch_and_invoke_run_a_function_binary() {
     );
     let (ok, out) = cargo_lambda_invoke(port, "events/burst-signal-msk.json");
     assert!(ok, "cargo lambda invoke failed: {out}");
-    let v: Value = serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("not the handler's JSON ({e}): {out}"));
+    let v: Value =
+        serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("not the handler's JSON ({e}): {out}"));
     assert_eq!((v["accepted"].as_u64(), v["burst"].as_bool()), (Some(280), Some(true)), "{v}");
     // A malformed batch: each bad record is reported, the good ones are still applied.
     let (ok, out) = cargo_lambda_invoke(port, "events/burst-signal-msk-malformed.json");
     assert!(ok, "{out}");
-    let v: Value = serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("not the handler's JSON ({e}): {out}"));
+    let v: Value =
+        serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("not the handler's JSON ({e}): {out}"));
     assert!(!v["errors"].as_array().unwrap().is_empty() && v["accepted"].as_u64().unwrap() > 0, "{v}");
 }
 
 async fn http(addr: &str, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> (u16, Value) {
     let mut stream = TcpStream::connect(addr).await.unwrap();
-    let mut req = format!("{method} {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\ncontent-length: {}\r\n", body.len());
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\ncontent-length: {}\r\n",
+        body.len()
+    );
     for (k, v) in headers {
         req.push_str(&format!("{k}: {v}\r\n"));
     }
@@ -312,9 +381,17 @@ async fn function_binaries_serve_openfaas_connector_requests() {
     assert_eq!((status, health["status"].as_str()), (200, Some("ready")));
     // The kafka-connector posts the raw record value with the topic in a header.
     let record = br#"{"edge_id":"gw-9","timestamp":1795341600,"rate":120.5}"#;
-    let (status, out) = http(&addr, "POST", "/", &[("X-Topic", "iot-metadata"), ("X-Kafka-Partition", "0"), ("X-Kafka-Offset", "17")], record).await;
+    let (status, out) = http(
+        &addr,
+        "POST",
+        "/",
+        &[("X-Topic", "iot-metadata"), ("X-Kafka-Partition", "0"), ("X-Kafka-Offset", "17")],
+        record,
+    )
+    .await;
     assert_eq!((status, out["accepted"].as_u64()), (200, Some(1)), "{out}");
-    let (status, out) = http(&addr, "POST", "/", &[("X-Topic", "iot-metadata"), ("X-Kafka-Offset", "18")], b"{broken").await;
+    let (status, out) =
+        http(&addr, "POST", "/", &[("X-Topic", "iot-metadata"), ("X-Kafka-Offset", "18")], b"{broken").await;
     assert_eq!(status, 200, "a bad record is reported, not a failed call");
     assert_eq!(out["errors"][0]["offset"], 18, "{out}");
     let (_p, addr) = serve("prewarmer").await;
@@ -332,7 +409,12 @@ async fn serve_logged(name: &str, rust_log: &str) -> (Killed, String, std::path:
     let out_path = std::env::temp_dir().join(integration::unique(name)).with_extension("log");
     let stdout = std::fs::File::create(&out_path).unwrap();
     let mut cmd = Command::new(workspace_binary(name));
-    cmd.env("SPARKPILOT_BACKEND", "embedded").env("RUST_LOG", rust_log).env("SPARKPILOT_METRICS", "emf").env("SPARKPILOT_HTTP_ADDR", &addr).stdout(Stdio::from(stdout)).stderr(Stdio::null());
+    cmd.env("SPARKPILOT_BACKEND", "embedded")
+        .env("RUST_LOG", rust_log)
+        .env("SPARKPILOT_METRICS", "emf")
+        .env("SPARKPILOT_HTTP_ADDR", &addr)
+        .stdout(Stdio::from(stdout))
+        .stderr(Stdio::null());
     let child = Killed(cmd.spawn().unwrap_or_else(|e| panic!("spawn {name}: {e}")));
     let deadline = Instant::now() + Duration::from_secs(20);
     while TcpStream::connect(&addr).await.is_err() {
@@ -360,11 +442,15 @@ fn emf_lines(function: &str, lines: &[Value]) -> Vec<Value> {
         assert_eq!(spec["Namespace"], "sparkpilot");
         assert_eq!(spec["Dimensions"], serde_json::json!([["Function"]]));
         assert_eq!(v["Function"], function);
-        let names: Vec<&str> = spec["Metrics"].as_array().unwrap().iter().map(|m| m["Name"].as_str().unwrap()).collect();
+        let names: Vec<&str> =
+            spec["Metrics"].as_array().unwrap().iter().map(|m| m["Name"].as_str().unwrap()).collect();
         assert_eq!(names, handlers::metrics::metric_names(function), "{function}: {v}");
         for m in spec["Metrics"].as_array().unwrap() {
             let name = m["Name"].as_str().unwrap();
-            assert!(handlers::metrics::UNITS.contains(&m["Unit"].as_str().unwrap()), "{name}: not a CloudWatch unit: {v}");
+            assert!(
+                handlers::metrics::UNITS.contains(&m["Unit"].as_str().unwrap()),
+                "{name}: not a CloudWatch unit: {v}"
+            );
             assert!(v[name].is_number(), "{name} has no value: {v}");
         }
     }
@@ -379,7 +465,8 @@ async fn scaling_decision_writes_cloudwatch_embedded_metric_lines() {
         assert_eq!(status, 200, "{out}");
     }
     // A spark-metrics record that is not one: rejected, and the decision still made.
-    let (status, out) = http(&addr, "POST", "/", &[("X-Topic", "spark-metrics"), ("X-Kafka-Offset", "4")], b"{broken").await;
+    let (status, out) =
+        http(&addr, "POST", "/", &[("X-Topic", "spark-metrics"), ("X-Kafka-Offset", "4")], b"{broken").await;
     assert_eq!(status, 200, "{out}");
     let (lines, text) = json_lines(child, &out_path);
     let lines = emf_lines("scaling-decision", &lines);
@@ -389,7 +476,10 @@ async fn scaling_decision_writes_cloudwatch_embedded_metric_lines() {
     }
     let rejected: Vec<f64> = lines.iter().map(|v| v["RecordsRejected"].as_f64().unwrap()).collect();
     assert_eq!(rejected, [0.0, 0.0, 1.0], "{text}");
-    assert!(!text.contains("\"type\":\"decision\""), "RUST_LOG=warn holds the decision record lines back:\n{text}");
+    assert!(
+        !text.contains("\"type\":\"decision\""),
+        "RUST_LOG=warn holds the decision record lines back:\n{text}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -398,15 +488,30 @@ async fn every_function_writes_its_embedded_metric_lines() {
     let (child, addr, out) = serve_logged("burst-signal", "warn").await;
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
     let record = format!(r#"{{"edge_id":"gw-9","timestamp":{now},"rate":120.5}}"#);
-    let (status, _) = http(&addr, "POST", "/", &[("X-Topic", "iot-metadata"), ("X-Kafka-Offset", "1")], record.as_bytes()).await;
+    let (status, _) =
+        http(&addr, "POST", "/", &[("X-Topic", "iot-metadata"), ("X-Kafka-Offset", "1")], record.as_bytes())
+            .await;
     assert_eq!(status, 200);
-    let (status, _) = http(&addr, "POST", "/", &[("X-Topic", "iot-metadata"), ("X-Kafka-Offset", "2")], b"{broken").await;
+    let (status, _) =
+        http(&addr, "POST", "/", &[("X-Topic", "iot-metadata"), ("X-Kafka-Offset", "2")], b"{broken").await;
     assert_eq!(status, 200);
     let (lines, text) = json_lines(child, &out);
     let emf = emf_lines("burst-signal", &lines);
     assert_eq!(emf.len(), 2, "{text}");
-    assert_eq!((emf[0]["RecordsAccepted"].as_f64(), emf[0]["RecordsRejected"].as_f64(), emf[0]["EdgesReporting"].as_f64()), (Some(1.0), Some(0.0), Some(1.0)), "{text}");
-    assert_eq!((emf[1]["RecordsAccepted"].as_f64(), emf[1]["RecordsRejected"].as_f64()), (Some(0.0), Some(1.0)), "{text}");
+    assert_eq!(
+        (
+            emf[0]["RecordsAccepted"].as_f64(),
+            emf[0]["RecordsRejected"].as_f64(),
+            emf[0]["EdgesReporting"].as_f64()
+        ),
+        (Some(1.0), Some(0.0), Some(1.0)),
+        "{text}"
+    );
+    assert_eq!(
+        (emf[1]["RecordsAccepted"].as_f64(), emf[1]["RecordsRejected"].as_f64()),
+        (Some(0.0), Some(1.0)),
+        "{text}"
+    );
     assert!(matches!(emf[1]["ClusterBurst"].as_f64(), Some(b) if b == 0.0 || b == 1.0), "{text}");
 
     // shuffle-router: a write of one good and one bad manifest, a read, and a read of a block that is not there.
@@ -424,7 +529,10 @@ async fn every_function_writes_its_embedded_metric_lines() {
     let (lines, text) = json_lines(child, &out);
     let emf = emf_lines("shuffle-router", &lines);
     assert_eq!(emf.len(), 3, "{text}");
-    let row = |v: &Value| ["BlocksWritten", "BlocksRead", "BlockFailures", "RecordsRejected", "BytesWritten"].map(|n| v[n].as_f64().unwrap());
+    let row = |v: &Value| {
+        ["BlocksWritten", "BlocksRead", "BlockFailures", "RecordsRejected", "BytesWritten"]
+            .map(|n| v[n].as_f64().unwrap())
+    };
     assert_eq!(row(&emf[0]), [1.0, 0.0, 0.0, 1.0, 5.0], "{text}");
     assert_eq!(row(&emf[1]), [0.0, 1.0, 0.0, 0.0, 0.0], "{text}");
     assert_eq!(row(&emf[2]), [0.0, 0.0, 1.0, 0.0, 0.0], "a failed read is a failure:\n{text}");
@@ -444,7 +552,12 @@ async fn every_function_writes_its_embedded_metric_lines() {
             assert_eq!(emf[0]["WeightAlpha"], body["weights"]["alpha"], "{text}");
         } else {
             assert_eq!(emf[0]["PrewarmWorkers"].as_f64(), body["prewarm_workers"].as_f64(), "{text}");
-            assert_eq!(emf[0]["PrewarmApplied"].as_f64().unwrap() + emf[0]["PrewarmDeferred"].as_f64().unwrap() <= 1.0, true, "{text}");
+            assert_eq!(
+                emf[0]["PrewarmApplied"].as_f64().unwrap() + emf[0]["PrewarmDeferred"].as_f64().unwrap()
+                    <= 1.0,
+                true,
+                "{text}"
+            );
         }
     }
 }
@@ -454,26 +567,48 @@ async fn scaling_decision_logs_its_record_as_json_fields() {
     let (child, addr, out) = serve_logged("scaling-decision", "info").await;
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64();
     let metrics = serde_json::json!({"timestamp": now - 5.0, "input_rate": 1_500.0, "processing_rate": 1_400.0, "batch_duration_ms": 900.0, "backlog": 3_000.0});
-    let (status, body) = http(&addr, "POST", "/", &[("X-Topic", "spark-metrics"), ("X-Kafka-Partition", "0"), ("X-Kafka-Offset", "7")], metrics.to_string().as_bytes()).await;
+    let (status, body) = http(
+        &addr,
+        "POST",
+        "/",
+        &[("X-Topic", "spark-metrics"), ("X-Kafka-Partition", "0"), ("X-Kafka-Offset", "7")],
+        metrics.to_string().as_bytes(),
+    )
+    .await;
     assert_eq!(status, 200, "{body}");
     let (lines, text) = json_lines(child, &out);
     let records: Vec<&Value> = lines.iter().filter(|v| v["type"] == "decision").collect();
     assert_eq!(records.len(), 1, "one decision record line:\n{text}");
     let line = records[0];
-    assert_eq!((line["message"].as_str(), line["level"].as_str()), (Some("scaling decision"), Some("INFO")), "{line}");
+    assert_eq!(
+        (line["message"].as_str(), line["level"].as_str()),
+        (Some("scaling decision"), Some("INFO")),
+        "{line}"
+    );
     // The record's fields are JSON fields (what Logs Insights indexes as decision.applied.executors, ...).
     let d = &line["decision"];
     assert!(d.is_object(), "the record is an object, not a string: {line}");
     assert_eq!(d["applied"]["executors"], body["decision"]["applied"]["executors"], "{line}");
     assert!(d["applied"]["executors"].as_u64().is_some_and(|n| n >= 1), "{line}");
-    assert_eq!((d["trigger"].as_str(), d["inputs"]["input_rate"].as_f64()), (Some("spark-metrics"), Some(1_500.0)), "{line}");
+    assert_eq!(
+        (d["trigger"].as_str(), d["inputs"]["input_rate"].as_f64()),
+        (Some("spark-metrics"), Some(1_500.0)),
+        "{line}"
+    );
     assert!(d["inputs"]["latency_ms"].as_f64().is_some_and(|l| l > 0.0), "{line}");
-    assert!(d["actuation"].as_array().is_some_and(|a| !a.is_empty() && a.iter().all(|p| p["setting"].is_string() && p["applies"].is_string())), "{line}");
+    assert!(
+        d["actuation"].as_array().is_some_and(
+            |a| !a.is_empty() && a.iter().all(|p| p["setting"].is_string() && p["applies"].is_string())
+        ),
+        "{line}"
+    );
     assert_eq!(d, &body["decision"], "the line carries the whole record the function returned");
     // Nothing in it is JSON hidden inside a string.
     fn no_escaped_json(v: &Value) -> bool {
         match v {
-            Value::String(s) => serde_json::from_str::<Value>(s).map_or(true, |x| !x.is_object() && !x.is_array()),
+            Value::String(s) => {
+                serde_json::from_str::<Value>(s).map_or(true, |x| !x.is_object() && !x.is_array())
+            }
             Value::Array(a) => a.iter().all(no_escaped_json),
             Value::Object(o) => o.values().all(no_escaped_json),
             _ => true,

@@ -39,7 +39,11 @@ impl Mosquitto {
         let conf = dir.join("mosquitto.conf");
         std::fs::write(&conf, format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nmax_queued_messages 100000\nmax_inflight_messages 1000\n")).unwrap();
         // Debian installs it in /usr/sbin, which is not on every user's PATH.
-        let exe = if std::path::Path::new("/usr/sbin/mosquitto").exists() { "/usr/sbin/mosquitto" } else { "mosquitto" };
+        let exe = if std::path::Path::new("/usr/sbin/mosquitto").exists() {
+            "/usr/sbin/mosquitto"
+        } else {
+            "mosquitto"
+        };
         let child = Command::new(exe)
             .arg("-c")
             .arg(&conf)
@@ -111,9 +115,14 @@ async fn a_burst_of_mqtt_messages_becomes_a_burst_signal_in_the_store() {
     create_topics(&brokers, &[&topics.iot_metadata, &topics.scaling_requests, &raw, &dlq]).await.unwrap();
 
     // burst-signal on the real store, fed from iot-metadata by the bridge (Lambda's mapping).
-    let settings = Settings { topics: topics.clone(), key_prefix: format!("edge-{tag}"), ..Settings::default() };
+    let settings =
+        Settings { topics: topics.clone(), key_prefix: format!("edge-{tag}"), ..Settings::default() };
     let store = Arc::new(RedisStore::connect(&service_env("REDIS_URL")).await.unwrap());
-    let backends = Backends { store: store.clone(), publisher: Arc::new(KafkaPublisher::new(&brokers, &[]).unwrap()), ..Backends::embedded() };
+    let backends = Backends {
+        store: store.clone(),
+        publisher: Arc::new(KafkaPublisher::new(&brokers, &[]).unwrap()),
+        ..Backends::embedded()
+    };
     let burst_signal = handlers::build("burst-signal", &settings, &backends).unwrap();
     let bridge = Arc::new(
         Bridge::new(
@@ -151,20 +160,35 @@ async fn a_burst_of_mqtt_messages_becomes_a_burst_signal_in_the_store() {
     let _ = calm;
     let cluster_key = handlers::Keys::new(&settings.key_prefix).cluster();
     let read_cluster = || async {
-        store.get(&cluster_key).await.unwrap().map(|v| serde_json::from_slice::<handlers::ClusterBurst>(&v).unwrap())
+        store
+            .get(&cluster_key)
+            .await
+            .unwrap()
+            .map(|v| serde_json::from_slice::<handlers::ClusterBurst>(&v).unwrap())
     };
-    let before = read_cluster().await.expect("burst-signal stored the cluster state from the agent's reports");
+    let before =
+        read_cluster().await.expect("burst-signal stored the cluster state from the agent's reports");
     assert!(!before.burst, "steady load: no burst ({before:?})");
     assert!(before.edges.contains_key(&config.gateway_id), "{:?}", before.edges.keys().collect::<Vec<_>>());
-    assert!((before.total_rate - 20.0).abs() < 6.0, "the agent counted about 20 messages/s: {}", before.total_rate);
+    assert!(
+        (before.total_rate - 20.0).abs() < 6.0,
+        "the agent counted about 20 messages/s: {}",
+        before.total_rate
+    );
 
     publish(&a, "sensor-a", 120, 900, 150.0).await;
-    wait_until(Duration::from_secs(20), "the cluster burst raised from the agent's records", || async { read_cluster().await.is_some_and(|c| c.burst) }).await;
+    wait_until(Duration::from_secs(20), "the cluster burst raised from the agent's records", || async {
+        read_cluster().await.is_some_and(|c| c.burst)
+    })
+    .await;
     let during = read_cluster().await.unwrap();
     assert!(during.total_rate > 100.0, "{}", during.total_rate);
 
     // Every device message reached iot-raw-data, acknowledged to the broker.
-    wait_until(Duration::from_secs(20), "every message forwarded", || async { EdgeStats::get(&stats.forwarded) == 1_140 }).await;
+    wait_until(Duration::from_secs(20), "every message forwarded", || async {
+        EdgeStats::get(&stats.forwarded) == 1_140
+    })
+    .await;
     assert_eq!(EdgeStats::get(&stats.messages), 1_140);
     assert_eq!(EdgeStats::get(&stats.dropped_raw) + EdgeStats::get(&stats.failed), 0);
 
@@ -220,7 +244,10 @@ async fn while_kafka_is_away_messages_wait_in_the_buffer_and_a_full_buffer_count
 
     // 100 messages reach Kafka and are read back.
     publish(&dev, "meter", 0, 100, 50.0).await;
-    wait_until(Duration::from_secs(20), "100 messages forwarded", || async { EdgeStats::get(&stats.forwarded) == 100 }).await;
+    wait_until(Duration::from_secs(20), "100 messages forwarded", || async {
+        EdgeStats::get(&stats.forwarded) == 100
+    })
+    .await;
     let mut seen = BTreeSet::new();
     read_seqs(&consumer(&brokers, &config.raw_topic), &mut seen, 100, Duration::from_secs(20)).await;
     assert_eq!(seen.len(), 100);
@@ -236,7 +263,10 @@ async fn while_kafka_is_away_messages_wait_in_the_buffer_and_a_full_buffer_count
     // Kafka is back (empty, the topics made again): the buffered messages are delivered, then new ones.
     let _back = OwnBroker::start(port, &all).await;
     publish(&dev, "meter", 300, 50, 50.0).await;
-    wait_until(Duration::from_secs(60), "the buffered messages delivered", || async { EdgeStats::get(&stats.forwarded) == 350 }).await;
+    wait_until(Duration::from_secs(60), "the buffered messages delivered", || async {
+        EdgeStats::get(&stats.forwarded) == 350
+    })
+    .await;
     read_seqs(&consumer(&brokers, &config.raw_topic), &mut seen, 350, Duration::from_secs(20)).await;
     assert_eq!(seen.len(), 350, "missing: {:?}", (0..350).filter(|s| !seen.contains(s)).collect::<Vec<_>>());
     assert_eq!(EdgeStats::get(&stats.failed), 0);
@@ -253,9 +283,15 @@ async fn while_kafka_is_away_messages_wait_in_the_buffer_and_a_full_buffer_count
     };
     tokio::time::sleep(Duration::from_secs(2)).await;
     publish(&dev, "meter", 1_000, 200, 100.0).await;
-    wait_until(Duration::from_secs(10), "200 messages received", || async { EdgeStats::get(&stats.messages) == 200 }).await;
+    wait_until(Duration::from_secs(10), "200 messages received", || async {
+        EdgeStats::get(&stats.messages) == 200
+    })
+    .await;
     let dropped = EdgeStats::get(&stats.dropped_raw);
-    assert!((140..=200).contains(&dropped), "a 50-record buffer held at most 50 of 200 messages (and reports): {dropped} dropped");
+    assert!(
+        (140..=200).contains(&dropped),
+        "a 50-record buffer held at most 50 of 200 messages (and reports): {dropped} dropped"
+    );
     assert_eq!(EdgeStats::get(&stats.forwarded), 0);
     let _ = stop.send(true);
     agent_task.await.unwrap().unwrap();

@@ -11,17 +11,27 @@ use std::time::{Duration, UNIX_EPOCH};
 
 fn query_of(url: &str) -> BTreeMap<String, String> {
     let (_, q) = url.split_once('?').expect("a query");
-    q.split('&').map(|kv| kv.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())).expect("k=v")).collect()
+    q.split('&')
+        .map(|kv| kv.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())).expect("k=v"))
+        .collect()
 }
 
 #[test]
 fn msk_iam_token_signs_what_botocore_signs() {
     use base64::Engine;
     let at_s = 1_780_000_000u64;
-    let creds = aws_credential_types::Credentials::new("AKIDEXAMPLE", "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY", Some("TOKEN/with+chars=".into()), None, "test");
-    let (token, expires_ms) = msk_iam_token("us-east-2", &creds, UNIX_EPOCH + Duration::from_secs(at_s)).unwrap();
+    let creds = aws_credential_types::Credentials::new(
+        "AKIDEXAMPLE",
+        "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY",
+        Some("TOKEN/with+chars=".into()),
+        None,
+        "test",
+    );
+    let (token, expires_ms) =
+        msk_iam_token("us-east-2", &creds, UNIX_EPOCH + Duration::from_secs(at_s)).unwrap();
     assert_eq!(expires_ms, ((at_s + 900) * 1000) as i64);
-    let ours = String::from_utf8(base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(&token).unwrap()).unwrap();
+    let ours =
+        String::from_utf8(base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(&token).unwrap()).unwrap();
 
     // The request aws-msk-iam-sasl-signer-python presigns, signed by botocore at the same instant.
     let script = r#"
@@ -38,8 +48,17 @@ with mock.patch.object(botocore.auth, "get_current_datetime", return_value=at):
     SigV4QueryAuth(creds, "kafka-cluster", "us-east-2", expires=900).add_auth(request)
 print(request.prepare().url)
 "#;
-    let out = Command::new(tools_python()).arg("-c").arg(script).arg(at_s.to_string()).output().expect("python runs");
-    assert!(out.status.success(), "botocore (infra/tools-env installs it with SAM CLI): {}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(tools_python())
+        .arg("-c")
+        .arg(script)
+        .arg(at_s.to_string())
+        .output()
+        .expect("python runs");
+    assert!(
+        out.status.success(),
+        "botocore (infra/tools-env installs it with SAM CLI): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let theirs = String::from_utf8(out.stdout).unwrap().trim().to_string();
 
     assert!(ours.starts_with("https://kafka.us-east-2.amazonaws.com/?"), "{ours}");
@@ -81,13 +100,26 @@ async fn scram_credentials_come_from_secrets_manager_and_are_never_printed() {
     assert_eq!((username.as_str(), password.expose()), ("sparkpilot", "s3cr3t-Pa55"));
     assert!(!format!("{auth:?}").contains("s3cr3t"));
     let settings = auth.settings();
-    for want in [("security.protocol", "sasl_ssl"), ("sasl.mechanisms", "SCRAM-SHA-512"), ("sasl.username", "sparkpilot"), ("sasl.password", "s3cr3t-Pa55")] {
+    for want in [
+        ("security.protocol", "sasl_ssl"),
+        ("sasl.mechanisms", "SCRAM-SHA-512"),
+        ("sasl.username", "sparkpilot"),
+        ("sasl.password", "s3cr3t-Pa55"),
+    ] {
         assert!(settings.iter().any(|(k, v)| *k == want.0 && v == want.1), "{want:?}");
     }
 
     // A secret that is not the JSON Lambda's Kafka sources use, and one that does not exist: the
     // error names the secret and never its text.
-    let bad = sm.create_secret().name(unique("AmazonMSK_bad")).secret_string("sparkpilot:s3cr3t-Pa55").send().await.unwrap().arn.unwrap();
+    let bad = sm
+        .create_secret()
+        .name(unique("AmazonMSK_bad"))
+        .secret_string("sparkpilot:s3cr3t-Pa55")
+        .send()
+        .await
+        .unwrap()
+        .arn
+        .unwrap();
     let e = kafka_auth(Some(&conf), &env(bad.clone())).await.unwrap_err().to_string();
     assert!(e.contains(&bad) && !e.contains("s3cr3t"), "{e}");
     let missing = arn.replace(&name, "AmazonMSK_missing");
@@ -95,14 +127,22 @@ async fn scram_credentials_come_from_secrets_manager_and_are_never_printed() {
     assert!(e.contains(&missing) && e.contains("ResourceNotFound"), "{e}");
 
     // Without a secret, the error says what to set.
-    let e = kafka_auth(Some(&conf), &|k: &str| (k == "SPARKPILOT_KAFKA_AUTH").then(|| "scram-sha-512".to_string())).await.unwrap_err().to_string();
+    let e = kafka_auth(Some(&conf), &|k: &str| {
+        (k == "SPARKPILOT_KAFKA_AUTH").then(|| "scram-sha-512".to_string())
+    })
+    .await
+    .unwrap_err()
+    .to_string();
     assert!(e.contains("SPARKPILOT_KAFKA_SECRET_ARN") && e.contains("SPARKPILOT_KAFKA_SECRET_FILE"), "{e}");
 }
 
 #[tokio::test]
 async fn msk_iam_takes_the_region_and_credentials_of_the_sdk_chain() {
     let conf = moto().await;
-    let auth = kafka_auth(Some(&conf), &|k: &str| (k == "SPARKPILOT_KAFKA_AUTH").then(|| "msk-iam".to_string())).await.unwrap();
+    let auth =
+        kafka_auth(Some(&conf), &|k: &str| (k == "SPARKPILOT_KAFKA_AUTH").then(|| "msk-iam".to_string()))
+            .await
+            .unwrap();
     let KafkaAuth::MskIam { region, .. } = &auth else { panic!("{auth:?}") };
     assert_eq!(Some(region.as_str()), conf.region().map(|r| r.as_ref()));
     assert!(auth.settings().iter().any(|(k, v)| *k == "sasl.mechanisms" && v == "OAUTHBEARER"));

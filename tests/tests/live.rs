@@ -2,7 +2,7 @@
 //! EMR Serverless, S3 (with Glacier semantics) and ElastiCache. Kafka publishing is in-memory here;
 //! the live Kafka path has its own tests.
 
-use adapters::{EmrServerless, ElastiCacheHotTier, RedisStore, S3Store};
+use adapters::{ElastiCacheHotTier, EmrServerless, RedisStore, S3Store};
 use handlers::memory::{DirStore, MemoryPublisher};
 use handlers::ports::{HotTier, ObjectRead, StateStore, StorageClass, StoreWrite};
 use handlers::{build, decode_lambda, Backends, KafkaMessage, Settings, Trigger};
@@ -40,12 +40,25 @@ async fn live(app_stopped: bool) -> Live {
         nvme: Arc::new(DirStore::new(nvme_dir).unwrap()),
     };
     let settings = Settings { key_prefix: unique("sp"), ..Settings::default() };
-    Live { backends, publisher, redis, emr: aws_sdk_emrserverless::Client::new(&conf), app, s3, bucket, settings }
+    Live {
+        backends,
+        publisher,
+        redis,
+        emr: aws_sdk_emrserverless::Client::new(&conf),
+        app,
+        s3,
+        bucket,
+        settings,
+    }
 }
 
 impl Live {
     async fn invoke(&self, function: &str, trigger: Trigger) -> Value {
-        build(function, &self.settings, &self.backends).unwrap().handle(trigger).await.unwrap_or_else(|e| panic!("{function}: {e}"))
+        build(function, &self.settings, &self.backends)
+            .unwrap()
+            .handle(trigger)
+            .await
+            .unwrap_or_else(|e| panic!("{function}: {e}"))
     }
 
     /// Max vCPUs and executor initial capacity, as GetApplication reports them.
@@ -63,7 +76,14 @@ impl Live {
             .on(topic)
             .into_iter()
             .enumerate()
-            .map(|(i, p)| KafkaMessage { topic: topic.into(), partition: 0, offset: i as i64, timestamp_ms: 0, key: None, value: Some(Ok(p)) })
+            .map(|(i, p)| KafkaMessage {
+                topic: topic.into(),
+                partition: 0,
+                offset: i as i64,
+                timestamp_ms: 0,
+                key: None,
+                value: Some(Ok(p)),
+            })
             .collect();
         Trigger::Kafka(records)
     }
@@ -71,7 +91,12 @@ impl Live {
 
 /// The record's part for `setting`.
 fn part<'a>(decision: &'a Value, setting: &str) -> &'a Value {
-    decision["actuation"].as_array().unwrap().iter().find(|p| p["setting"] == setting).unwrap_or_else(|| panic!("no {setting} part: {decision}"))
+    decision["actuation"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["setting"] == setting)
+        .unwrap_or_else(|| panic!("no {setting} part: {decision}"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -82,7 +107,8 @@ async fn a_stopped_application_takes_the_decision_through_update_application() {
     let out = l.invoke("burst-signal", decode_lambda(event("burst-signal-msk.json")).unwrap()).await;
     assert_eq!(out["burst"], true, "{out}");
     // The edge windows really are in Redis.
-    let edge: Option<Vec<u8>> = l.redis.get(&format!("{{{}}}:edge:gw-000", l.settings.key_prefix)).await.unwrap();
+    let edge: Option<Vec<u8>> =
+        l.redis.get(&format!("{{{}}}:edge:gw-000", l.settings.key_prefix)).await.unwrap();
     assert!(edge.is_some_and(|e| e.len() > 100));
     let decision = l.invoke("scaling-decision", l.published_as_kafka("scaling-requests")).await;
     let d = &decision["decision"];
@@ -91,7 +117,11 @@ async fn a_stopped_application_takes_the_decision_through_update_application() {
     assert_eq!(part(d, "executors")["applies"], "next_job_run");
     let (cpu_after, _, _) = l.capacity().await;
     let ceiling = l.settings.guardrails.max_executors * l.settings.vcpu_per_executor;
-    assert_eq!(adapters::parse_quantity(&cpu_after).unwrap() as u32, ceiling, "GetApplication shows {cpu_before} -> {cpu_after}");
+    assert_eq!(
+        adapters::parse_quantity(&cpu_after).unwrap() as u32,
+        ceiling,
+        "GetApplication shows {cpu_before} -> {cpu_after}"
+    );
     let logged = l.redis.recent(&format!("{{{}}}:decisions", l.settings.key_prefix), 10).await.unwrap();
     assert_eq!(logged.len(), 1, "the decision is recorded in Redis");
 }
@@ -106,7 +136,8 @@ async fn a_started_application_gets_executors_through_the_agent_and_the_rest_at_
     assert!(!decision.to_string().contains("deferred"), "{decision}");
     // The executors go to the running job through the agent, which reads them on scaling-decisions.
     assert_eq!(part(d, "executors")["applies"], "now", "{d}");
-    let published: Value = serde_json::from_slice(l.publisher.on("scaling-decisions").last().unwrap()).unwrap();
+    let published: Value =
+        serde_json::from_slice(l.publisher.on("scaling-decisions").last().unwrap()).unwrap();
     assert_eq!(published["applied"]["executors"], d["applied"]["executors"]);
     // The emulator refuses UpdateApplication now, as AWS does: the ceiling waits for the stop.
     assert_eq!(part(d, "maximum_capacity")["applies"], "when_stopped", "{d}");
@@ -138,9 +169,18 @@ async fn dry_run_changes_nothing_on_the_emulator() {
 async fn the_prewarmer_sets_initial_capacity_on_the_emulator() {
     let l = live(true).await;
     let history: Vec<Vec<u8>> = (0..1_800)
-        .map(|s| serde_json::to_vec(&control::LoadSample { time_s: 1_795_340_000.0 + s as f64, rate: 500.0 + 3.0 * s as f64 }).unwrap())
+        .map(|s| {
+            serde_json::to_vec(&control::LoadSample {
+                time_s: 1_795_340_000.0 + s as f64,
+                rate: 500.0 + 3.0 * s as f64,
+            })
+            .unwrap()
+        })
         .collect();
-    l.redis.push_capped(&format!("{{{}}}:load-history", l.settings.key_prefix), &history, 7_200).await.unwrap();
+    l.redis
+        .push_capped(&format!("{{{}}}:load-history", l.settings.key_prefix), &history, 7_200)
+        .await
+        .unwrap();
     let out = l.invoke("prewarmer", decode_lambda(event("schedule.json")).unwrap()).await;
     let target = out["prewarm_workers"].as_i64().unwrap();
     assert!(target > 0, "{out}");
@@ -148,7 +188,10 @@ async fn the_prewarmer_sets_initial_capacity_on_the_emulator() {
     assert_eq!(executors, Some(target.min(4)), "{out}");
     // Quiet again: the pre-initialised executors are released.
     let flat: Vec<Vec<u8>> = (0..1_800)
-        .map(|s| serde_json::to_vec(&control::LoadSample { time_s: 1_795_340_100.0 + s as f64, rate: 1_000.0 }).unwrap())
+        .map(|s| {
+            serde_json::to_vec(&control::LoadSample { time_s: 1_795_340_100.0 + s as f64, rate: 1_000.0 })
+                .unwrap()
+        })
         .collect();
     l.redis.push_capped(&format!("{{{}}}:load-history", l.settings.key_prefix), &flat, 1_800).await.unwrap();
     let out = l.invoke("prewarmer", decode_lambda(event("schedule.json")).unwrap()).await;
@@ -188,7 +231,8 @@ async fn shuffle_blocks_on_every_tier_read_back_byte_identical() {
     let s3_copy = l.backends.objects.get(&on_s3.key).await.unwrap();
     assert!(matches!(s3_copy, ObjectRead::Bytes(_)));
     assert_eq!(l.backends.nvme.get(&on_nvme.key).await.unwrap(), ObjectRead::Missing);
-    let again = l.invoke("shuffle-router", Trigger::Direct(json!({"op": "read", "block_id": "shuffle_7_2_0"}))).await;
+    let again =
+        l.invoke("shuffle-router", Trigger::Direct(json!({"op": "read", "block_id": "shuffle_7_2_0"}))).await;
     assert_eq!(again["payload_b64"], manifest["blocks"][2]["payload_b64"]);
 }
 
@@ -197,7 +241,10 @@ async fn an_archived_object_reads_as_archived_until_restored() {
     let l = live(true).await;
     let key = unique("archived");
     l.backends.objects.put(&key, b"cold bytes".to_vec(), StorageClass::Glacier).await.unwrap();
-    assert_eq!(l.backends.objects.get(&key).await.unwrap(), ObjectRead::Archived { restore_in_progress: false });
+    assert_eq!(
+        l.backends.objects.get(&key).await.unwrap(),
+        ObjectRead::Archived { restore_in_progress: false }
+    );
     l.backends.objects.restore(&key, 1).await.unwrap();
     assert_eq!(l.backends.objects.get(&key).await.unwrap(), ObjectRead::Bytes(b"cold bytes".to_vec()));
     assert_eq!(l.backends.objects.get("no/such/key").await.unwrap(), ObjectRead::Missing);
@@ -211,16 +258,33 @@ async fn redis_store_behaves_like_the_in_memory_store() {
     for store in [&redis as &dyn StateStore, &memory as &dyn StateStore] {
         let k = |s: &str| format!("{p}:{s}");
         store.set_many(&[(k("a"), b"1".to_vec()), (k("b"), b"2".to_vec())], None).await.unwrap();
-        assert_eq!(store.get_many(&[k("a"), k("missing"), k("b")]).await.unwrap(), vec![Some(b"1".to_vec()), None, Some(b"2".to_vec())]);
+        assert_eq!(
+            store.get_many(&[k("a"), k("missing"), k("b")]).await.unwrap(),
+            vec![Some(b"1".to_vec()), None, Some(b"2".to_vec())]
+        );
         assert!(store.set_if_absent(&k("once"), b"x", Duration::from_secs(60)).await.unwrap());
         assert!(!store.set_if_absent(&k("once"), b"y", Duration::from_secs(60)).await.unwrap());
         store.push_capped(&k("list"), &[b"1".to_vec(), b"2".to_vec(), b"3".to_vec()], 2).await.unwrap();
         assert_eq!(store.recent(&k("list"), 10).await.unwrap(), vec![b"3".to_vec(), b"2".to_vec()]);
         assert!(store.set_many_if_version(&k("v"), 0, &[(k("x"), b"1".to_vec())], None).await.unwrap());
-        assert!(!store.set_many_if_version(&k("v"), 0, &[(k("x"), b"2".to_vec())], None).await.unwrap(), "stale version refused");
+        assert!(
+            !store.set_many_if_version(&k("v"), 0, &[(k("x"), b"2".to_vec())], None).await.unwrap(),
+            "stale version refused"
+        );
         assert_eq!(store.get(&k("x")).await.unwrap(), Some(b"1".to_vec()));
-        assert!(store.set_many_if_version(&k("v"), 1, &[(k("x"), b"3".to_vec()), (k("y"), b"4".to_vec())], Some(Duration::from_secs(60))).await.unwrap());
-        assert_eq!(store.get_many(&[k("x"), k("y"), k("v")]).await.unwrap(), vec![Some(b"3".to_vec()), Some(b"4".to_vec()), Some(b"2".to_vec())]);
+        assert!(store
+            .set_many_if_version(
+                &k("v"),
+                1,
+                &[(k("x"), b"3".to_vec()), (k("y"), b"4".to_vec())],
+                Some(Duration::from_secs(60))
+            )
+            .await
+            .unwrap());
+        assert_eq!(
+            store.get_many(&[k("x"), k("y"), k("v")]).await.unwrap(),
+            vec![Some(b"3".to_vec()), Some(b"4".to_vec()), Some(b"2".to_vec())]
+        );
         assert_eq!(store.incr(&k("n")).await.unwrap(), 1);
         assert_eq!(store.incr(&k("n")).await.unwrap(), 2);
         store.delete(&[k("a")]).await.unwrap();
@@ -228,14 +292,24 @@ async fn redis_store_behaves_like_the_in_memory_store() {
         store
             .write(&[
                 StoreWrite::Set { key: k("w1"), value: b"one".to_vec(), ttl: None },
-                StoreWrite::Set { key: k("w2"), value: b"two".to_vec(), ttl: Some(Duration::from_millis(50)) },
+                StoreWrite::Set {
+                    key: k("w2"),
+                    value: b"two".to_vec(),
+                    ttl: Some(Duration::from_millis(50)),
+                },
                 StoreWrite::Delete { key: k("b") },
                 StoreWrite::PushCapped { key: k("list"), values: vec![b"4".to_vec(), b"5".to_vec()], cap: 3 },
             ])
             .await
             .unwrap();
-        assert_eq!(store.get_many(&[k("w1"), k("w2"), k("b")]).await.unwrap(), vec![Some(b"one".to_vec()), Some(b"two".to_vec()), None]);
-        assert_eq!(store.recent(&k("list"), 10).await.unwrap(), vec![b"5".to_vec(), b"4".to_vec(), b"3".to_vec()]);
+        assert_eq!(
+            store.get_many(&[k("w1"), k("w2"), k("b")]).await.unwrap(),
+            vec![Some(b"one".to_vec()), Some(b"two".to_vec()), None]
+        );
+        assert_eq!(
+            store.recent(&k("list"), 10).await.unwrap(),
+            vec![b"5".to_vec(), b"4".to_vec(), b"3".to_vec()]
+        );
         store.set_many(&[(k("ttl"), b"t".to_vec())], Some(Duration::from_millis(50))).await.unwrap();
         tokio::time::sleep(Duration::from_millis(120)).await;
         assert_eq!(store.get(&k("ttl")).await.unwrap(), None, "expired");
@@ -247,7 +321,12 @@ async fn redis_store_behaves_like_the_in_memory_store() {
 async fn the_hot_tier_reads_shards_from_the_emulator() {
     let conf = aws_config().await;
     let client = aws_sdk_elasticache::Client::new(&conf);
-    let group = unique("hot").to_lowercase().chars().filter(|c| c.is_ascii_alphanumeric() || *c == '-').take(40).collect::<String>();
+    let group = unique("hot")
+        .to_lowercase()
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || *c == '-')
+        .take(40)
+        .collect::<String>();
     client
         .create_replication_group()
         .replication_group_id(&group)
@@ -269,7 +348,11 @@ async fn resharding_sends_the_node_group_count_through_the_sdk() {
     use aws_sdk_elasticache::operation::modify_replication_group_shard_configuration::ModifyReplicationGroupShardConfigurationOutput;
     use aws_smithy_mocks::{mock, mock_client};
     let rule = mock!(aws_sdk_elasticache::Client::modify_replication_group_shard_configuration)
-        .match_requests(|r| r.replication_group_id() == Some("hot") && r.node_group_count() == Some(3) && r.apply_immediately() == Some(true))
+        .match_requests(|r| {
+            r.replication_group_id() == Some("hot")
+                && r.node_group_count() == Some(3)
+                && r.apply_immediately() == Some(true)
+        })
         .then_output(|| ModifyReplicationGroupShardConfigurationOutput::builder().build());
     let client = mock_client!(aws_sdk_elasticache, [&rule]);
     ElastiCacheHotTier::new(client, "hot").set_shards(3).await.unwrap();
@@ -278,11 +361,22 @@ async fn resharding_sends_the_node_group_count_through_the_sdk() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connect_builds_backends_from_the_environment_and_names_what_is_missing() {
-    let err = adapters::connect_with("scaling-decision", |k| (k == "REDIS_URL").then(|| service_env("REDIS_URL"))).await.err().expect("missing settings");
+    let err =
+        adapters::connect_with("scaling-decision", |k| (k == "REDIS_URL").then(|| service_env("REDIS_URL")))
+            .await
+            .err()
+            .expect("missing settings");
     assert!(err.to_string().contains("scaling-decision needs KAFKA_BROKERS"), "{err}");
-    let err = adapters::connect_with("meta-weights", |k| (k == "REDIS_URL").then(|| "redis://127.0.0.1:1/".to_string())).await.err().expect("nothing listens on port 1");
+    let err = adapters::connect_with("meta-weights", |k| {
+        (k == "REDIS_URL").then(|| "redis://127.0.0.1:1/".to_string())
+    })
+    .await
+    .err()
+    .expect("nothing listens on port 1");
     assert!(err.to_string().contains("redis redis://127.0.0.1:1/"), "{err}");
-    let b = adapters::connect_with("meta-weights", |k| (k == "REDIS_URL").then(|| service_env("REDIS_URL"))).await.unwrap();
+    let b = adapters::connect_with("meta-weights", |k| (k == "REDIS_URL").then(|| service_env("REDIS_URL")))
+        .await
+        .unwrap();
     b.store.set_many(&[(unique("connect"), b"ok".to_vec())], Some(Duration::from_secs(5))).await.unwrap();
     let _ = b.emr.get_application().await.expect_err("meta-weights has no EMR access");
 }

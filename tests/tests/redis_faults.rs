@@ -35,7 +35,14 @@ async fn connect(url: &str) -> RedisStore {
 
 fn metrics_record(offset: i64, now: f64) -> KafkaMessage {
     let value = json!({"timestamp": now - 30.0 + offset as f64 * 0.1, "input_rate": 1_000.0 + 100.0 * offset as f64, "processing_rate": 1_000.0, "batch_duration_ms": 900.0, "backlog": 5_000.0 * offset as f64});
-    KafkaMessage { topic: "spark-metrics".into(), partition: 0, offset, timestamp_ms: ((now - 30.0) * 1_000.0) as i64 + offset * 100, key: None, value: Some(Ok(serde_json::to_vec(&value).unwrap())) }
+    KafkaMessage {
+        topic: "spark-metrics".into(),
+        partition: 0,
+        offset,
+        timestamp_ms: ((now - 30.0) * 1_000.0) as i64 + offset * 100,
+        key: None,
+        value: Some(Ok(serde_json::to_vec(&value).unwrap())),
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -49,7 +56,8 @@ async fn redis_killed_mid_stream_loses_no_decision_and_makes_none_twice() {
     let settings = Settings { key_prefix: unique("faults"), ..Settings::default() };
     let decide = build("scaling-decision", &settings, &backends).unwrap();
     let now = handlers::events::now_s();
-    let batches: Vec<Vec<KafkaMessage>> = (0..20).map(|b| (0..5).map(|i| metrics_record(b * 5 + i, now)).collect()).collect();
+    let batches: Vec<Vec<KafkaMessage>> =
+        (0..20).map(|b| (0..5).map(|i| metrics_record(b * 5 + i, now)).collect()).collect();
 
     // Deliver the batches one after another; kill Redis after the fifth.
     let mut failed = Vec::new();
@@ -66,7 +74,11 @@ async fn redis_killed_mid_stream_loses_no_decision_and_makes_none_twice() {
                 failed.push(i);
             }
         }
-        assert!(started.elapsed() < Duration::from_secs(30), "batch {i} took {:?} with Redis gone", started.elapsed());
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "batch {i} took {:?} with Redis gone",
+            started.elapsed()
+        );
     }
     assert!(failed.len() >= 10, "with Redis down the batches fail and stay in Kafka: {failed:?}");
     let decided_before = env.publisher.on("scaling-decisions").len();

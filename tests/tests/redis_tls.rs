@@ -13,13 +13,58 @@ use std::time::{Duration, Instant};
 /// A CA and a server certificate for 127.0.0.1, made with the openssl command.
 fn make_certificates(dir: &Path) {
     let run = |args: &[&str]| {
-        let out = Command::new("openssl").args(args).current_dir(dir).output().expect("openssl is installed (Debian's openssl package)");
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("openssl is installed (Debian's openssl package)");
         assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
     };
-    run(&["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=sparkpilot test CA"]);
-    run(&["req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=127.0.0.1"]);
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=sparkpilot test CA",
+    ]);
+    run(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        "-subj",
+        "/CN=127.0.0.1",
+    ]);
     std::fs::write(dir.join("san.ext"), "subjectAltName=IP:127.0.0.1\n").unwrap();
-    run(&["x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-out", "server.pem", "-days", "2", "-extfile", "san.ext"]);
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "san.ext",
+    ]);
 }
 
 struct Server(Child);
@@ -41,8 +86,30 @@ async fn rediss_with_a_password_works_and_the_password_never_shows() {
     make_certificates(&dir);
     let port = free_port();
     let child = Command::new("redis-server")
-        .args(["--port", "0", "--tls-port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--requirepass", "s3cret-pw"])
-        .args(["--tls-cert-file", "server.pem", "--tls-key-file", "server.key", "--tls-ca-cert-file", "ca.pem", "--tls-auth-clients", "no"])
+        .args([
+            "--port",
+            "0",
+            "--tls-port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--requirepass",
+            "s3cret-pw",
+        ])
+        .args([
+            "--tls-cert-file",
+            "server.pem",
+            "--tls-key-file",
+            "server.key",
+            "--tls-ca-cert-file",
+            "ca.pem",
+            "--tls-auth-clients",
+            "no",
+        ])
         .current_dir(&dir)
         .stdout(Stdio::null())
         .spawn()
@@ -65,16 +132,21 @@ async fn rediss_with_a_password_works_and_the_password_never_shows() {
     store.set_many(&[(key.clone(), b"over tls".to_vec())], Some(Duration::from_secs(60))).await.unwrap();
     assert_eq!(store.get(&key).await.unwrap().as_deref(), Some(&b"over tls"[..]));
     // A wrong password and an unknown CA fail, and say so without the password.
-    let wrong = RedisStore::connect_with_ca(&format!("rediss://:not-it-pw@127.0.0.1:{port}/0"), Some(&ca)).await.err().expect("a wrong password is refused");
+    let wrong = RedisStore::connect_with_ca(&format!("rediss://:not-it-pw@127.0.0.1:{port}/0"), Some(&ca))
+        .await
+        .err()
+        .expect("a wrong password is refused");
     assert!(!wrong.to_string().contains("not-it-pw") && wrong.to_string().contains("***"), "{wrong}");
-    let untrusted = RedisStore::connect(&url).await.err().expect("a certificate from an unknown CA is refused");
+    let untrusted =
+        RedisStore::connect(&url).await.err().expect("a certificate from an unknown CA is refused");
     assert!(!untrusted.to_string().contains("s3cret-pw"), "{untrusted}");
     std::fs::remove_dir_all(dir).ok();
 }
 
 #[tokio::test]
 async fn a_redis_that_stops_answering_fails_a_call_within_the_time_limit() {
-    let target: std::net::SocketAddr = service_env("REDIS_URL").trim_start_matches("redis://").split('/').next().unwrap().parse().unwrap();
+    let target: std::net::SocketAddr =
+        service_env("REDIS_URL").trim_start_matches("redis://").split('/').next().unwrap().parse().unwrap();
     // A slow network still works: 300 ms each way is inside the 2 s reply limit.
     let slow = DelayProxy::start(target, Duration::from_millis(300)).unwrap();
     let store = RedisStore::connect(&format!("redis://{}/0", slow.addr())).await.unwrap();

@@ -20,7 +20,8 @@ use std::time::Duration;
 
 /// The four placements of the default router: (access_count, age_s, archival) for Redis, NVMe, S3
 /// and Glacier (the sample manifest's blocks).
-const CLASSES: [(i64, f64, bool); 4] = [(12, 4.0, false), (2, 60.0, false), (0, 7_200.0, false), (0, 86_400.0, true)];
+const CLASSES: [(i64, f64, bool); 4] =
+    [(12, 4.0, false), (2, 60.0, false), (0, 7_200.0, false), (0, 86_400.0, true)];
 
 struct Rig {
     router: ShuffleRouter,
@@ -33,20 +34,30 @@ struct Rig {
 
 /// A bucket on moto, an S3 client to it with `attempts` SDK attempts (through `proxy` if given),
 /// and a router over them; `objects` wraps the S3 store (a Flaky one for crashes).
-async fn rig(proxy: Option<&FaultProxy>, attempts: u32, wrap: impl FnOnce(S3Store) -> Arc<dyn ObjectStore>, wrap_nvme: impl FnOnce(DirStore) -> Arc<dyn ObjectStore>, ttl_s: u64) -> Rig {
+async fn rig(
+    proxy: Option<&FaultProxy>,
+    attempts: u32,
+    wrap: impl FnOnce(S3Store) -> Arc<dyn ObjectStore>,
+    wrap_nvme: impl FnOnce(DirStore) -> Arc<dyn ObjectStore>,
+    ttl_s: u64,
+) -> Rig {
     let conf = aws_config().await;
     let direct = s3_client(&conf);
     let bucket = unique("faults").to_lowercase();
     direct.create_bucket().bucket(&bucket).send().await.expect("CreateBucket");
-    let mut builder = aws_sdk_s3::config::Builder::from(&conf)
-        .force_path_style(true)
-        .retry_config(aws_sdk_s3::config::retry::RetryConfig::standard().with_max_attempts(attempts).with_initial_backoff(Duration::from_millis(5)).with_max_backoff(Duration::from_millis(50)));
+    let mut builder = aws_sdk_s3::config::Builder::from(&conf).force_path_style(true).retry_config(
+        aws_sdk_s3::config::retry::RetryConfig::standard()
+            .with_max_attempts(attempts)
+            .with_initial_backoff(Duration::from_millis(5))
+            .with_max_backoff(Duration::from_millis(50)),
+    );
     if let Some(p) = proxy {
         builder = builder.endpoint_url(p.url());
     }
     let through = aws_sdk_s3::Client::from_conf(builder.build());
     let redis = Arc::new(RedisStore::connect(&service_env("REDIS_URL")).await.expect("redis-server answers"));
-    let nvme = DirStore::with_reach(std::env::temp_dir().join(unique("sparkpilot-nvme")), Reach::Shared).unwrap();
+    let nvme =
+        DirStore::with_reach(std::env::temp_dir().join(unique("sparkpilot-nvme")), Reach::Shared).unwrap();
     let backends = Backends {
         store: redis,
         publisher: Arc::new(MemoryPublisher::default()),
@@ -97,7 +108,8 @@ impl Rig {
             }
             let mut next = Vec::new();
             for batch in pending.chunks(8) {
-                let list: Vec<Value> = batch.iter().map(|&i| manifest(&blocks[i].0, &blocks[i].1, blocks[i].2)).collect();
+                let list: Vec<Value> =
+                    batch.iter().map(|&i| manifest(&blocks[i].0, &blocks[i].1, blocks[i].2)).collect();
                 match self.router.handle(Trigger::Direct(json!({"blocks": list}))).await {
                     Ok(out) => {
                         for e in out["errors"].as_array().unwrap() {
@@ -132,7 +144,11 @@ impl Rig {
     async fn move_to(&self, id: &str, tier: &str) -> u32 {
         let mut failures = 0;
         for _ in 0..60 {
-            match self.router.handle(Trigger::Direct(json!({"op": "move", "block_id": id, "tier": tier}))).await {
+            match self
+                .router
+                .handle(Trigger::Direct(json!({"op": "move", "block_id": id, "tier": tier})))
+                .await
+            {
                 Ok(v) if v["status"] == "moved" => return failures,
                 Ok(v) => panic!("{id} -> {tier}: {v}"),
                 Err(HandlerError::BadRequest(e)) => panic!("{id} -> {tier}: {e}"),
@@ -152,7 +168,15 @@ impl Rig {
         let prefix = self.router.blocks_prefix();
         let mut token = None;
         loop {
-            let page = self.s3.list_objects_v2().bucket(&self.bucket).prefix(&prefix).set_continuation_token(token).send().await.unwrap();
+            let page = self
+                .s3
+                .list_objects_v2()
+                .bucket(&self.bucket)
+                .prefix(&prefix)
+                .set_continuation_token(token)
+                .send()
+                .await
+                .unwrap();
             all.extend(page.contents().iter().filter_map(|o| o.key().map(String::from)));
             match page.next_continuation_token() {
                 Some(t) => token = Some(t.to_string()),
@@ -162,7 +186,10 @@ impl Rig {
         all.extend(self.nvme.list(&prefix, usize::MAX).await.unwrap().into_iter().map(|o| o.key));
         let url = service_env("REDIS_URL");
         let pattern = format!("{{{}}}:blockdata:*", self.settings.key_prefix);
-        let out = std::process::Command::new("redis-cli").args(["-u", &url, "--scan", "--pattern", &pattern]).output().expect("redis-cli");
+        let out = std::process::Command::new("redis-cli")
+            .args(["-u", &url, "--scan", "--pattern", &pattern])
+            .output()
+            .expect("redis-cli");
         all.extend(String::from_utf8_lossy(&out.stdout).lines().filter(|l| !l.is_empty()).map(String::from));
         all
     }
@@ -189,7 +216,8 @@ impl Rig {
 /// Glacier), rewrite a quarter, read all, through `plan`'s faults.
 async fn workload(r: &Rig, proxy: &FaultProxy, plan: FaultPlan) -> (BTreeMap<String, Vec<u8>>, usize, u32) {
     proxy.set(plan);
-    let blocks: Vec<(String, Vec<u8>, usize)> = (0..40).map(|i| (format!("blk-{i}"), bytes(i, 0), i)).collect();
+    let blocks: Vec<(String, Vec<u8>, usize)> =
+        (0..40).map(|i| (format!("blk-{i}"), bytes(i, 0), i)).collect();
     let mut errors = r.write_all(&blocks).await;
     let mut move_failures = 0;
     // From each tier through two others, across stores and between S3 and Glacier.
@@ -200,7 +228,8 @@ async fn workload(r: &Rig, proxy: &FaultProxy, plan: FaultPlan) -> (BTreeMap<Str
         }
     }
     // A quarter rewritten with new bytes, on whatever tier their new manifest calls for.
-    let rewrites: Vec<(String, Vec<u8>, usize)> = (0..40).step_by(4).map(|i| (format!("blk-{i}"), bytes(i, 1), i / 4)).collect();
+    let rewrites: Vec<(String, Vec<u8>, usize)> =
+        (0..40).step_by(4).map(|i| (format!("blk-{i}"), bytes(i, 1), i / 4)).collect();
     errors += r.write_all(&rewrites).await;
     let mut expected: BTreeMap<String, Vec<u8>> = blocks.into_iter().map(|(id, b, _)| (id, b)).collect();
     for (id, b, _) in rewrites {
@@ -215,12 +244,17 @@ async fn workload(r: &Rig, proxy: &FaultProxy, plan: FaultPlan) -> (BTreeMap<Str
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn s3_errors_and_throttling_lose_no_block_and_leave_no_orphan_after_the_sweep() {
-    let moto: std::net::SocketAddr = service_env("AWS_ENDPOINT_URL").trim_start_matches("http://").trim_end_matches('/').parse().expect("moto on an IP:port");
+    let moto: std::net::SocketAddr = service_env("AWS_ENDPOINT_URL")
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .parse()
+        .expect("moto on an IP:port");
     let proxy = FaultProxy::start(moto, FaultPlan::default()).await.unwrap();
 
     // The SDK's own retries (three attempts) absorb 30 % of 500s and 503 SlowDowns.
     let r = rig(Some(&proxy), 3, plain, plain_dir, 3_600).await;
-    let (expected, errors, move_failures) = workload(&r, &proxy, FaultPlan { share: 0.3, lost_replies: true }).await;
+    let (expected, errors, move_failures) =
+        workload(&r, &proxy, FaultPlan { share: 0.3, lost_replies: true }).await;
     let injected = proxy.stats.injected();
     let swept = r.settle(&expected).await;
     eprintln!("with SDK retries: {} requests, {injected} faults injected, {errors} record errors, {move_failures} failed moves, {swept} orphans swept, 0 blocks lost", proxy.stats.requests.load(std::sync::atomic::Ordering::Relaxed));
@@ -230,14 +264,18 @@ async fn s3_errors_and_throttling_lose_no_block_and_leave_no_orphan_after_the_sw
     // failed read-backs, failed deletes), and the producer's redelivery is the retry.
     let r = rig(Some(&proxy), 1, plain, plain_dir, 3_600).await;
     let before = proxy.stats.injected();
-    let (expected, errors, move_failures) = workload(&r, &proxy, FaultPlan { share: 0.3, lost_replies: true }).await;
+    let (expected, errors, move_failures) =
+        workload(&r, &proxy, FaultPlan { share: 0.3, lost_replies: true }).await;
     let injected = proxy.stats.injected() - before;
     // Nothing young is swept while writes may be under way.
     let young = r.router.sweep(SWEEP_MIN_AGE_S).await.unwrap();
     assert_eq!(young.deleted, 0, "{young:?}");
     let swept = r.settle(&expected).await;
     eprintln!("without SDK retries: {injected} faults injected, {errors} record errors, {move_failures} failed moves, {swept} orphans swept, 0 blocks lost");
-    assert!(errors > 0 && move_failures > 0, "faults must reach the router: {errors} record errors, {move_failures} failed moves");
+    assert!(
+        errors > 0 && move_failures > 0,
+        "faults must reach the router: {errors} record errors, {move_failures} failed moves"
+    );
     assert!(swept > 0, "lost replies and failed deletes leave orphans for the sweep");
 }
 
@@ -261,7 +299,8 @@ async fn a_crash_between_copy_and_delete_leaves_orphans_only_the_sweep_removes()
     )
     .await;
     let (s3_faults, nvme_faults) = (s3f.unwrap(), nvf.unwrap());
-    let blocks: Vec<(String, Vec<u8>, usize)> = (0..12).map(|i| (format!("crash-{i}"), bytes(i, 7), i)).collect();
+    let blocks: Vec<(String, Vec<u8>, usize)> =
+        (0..12).map(|i| (format!("crash-{i}"), bytes(i, 7), i)).collect();
     assert_eq!(r.write_all(&blocks).await, 0);
     // From here every delete of S3 and NVMe "crashes": the new copy is indexed, the old stays.
     s3_faults.set(Faults { delete: 1.0, ..Faults::default() });
@@ -285,7 +324,11 @@ async fn a_crash_between_copy_and_delete_leaves_orphans_only_the_sweep_removes()
     assert_eq!(r.settle(&expected).await, orphans);
     // A rewrite whose delete fails says so.
     s3_faults.set(Faults { delete: 1.0, ..Faults::default() });
-    let out = r.router.handle(Trigger::Direct(json!({"blocks": [manifest("crash-2", b"new bytes", 2)]}))).await.unwrap();
+    let out = r
+        .router
+        .handle(Trigger::Direct(json!({"blocks": [manifest("crash-2", b"new bytes", 2)]})))
+        .await
+        .unwrap();
     assert_eq!(out["orphans_left"], 1, "{out}");
 }
 
@@ -296,13 +339,18 @@ async fn an_s3_pointer_reads_its_own_bucket_under_the_shuffle_prefix_only() {
     for (key, body) in [(area.as_str(), &b"pointed bytes"[..]), ("private/secret", b"secret bytes")] {
         r.s3.put_object().bucket(&r.bucket).key(key).body(body.to_vec().into()).send().await.unwrap();
     }
-    let pointer = |p: String, n: usize| json!({"blocks": [{"block_id": "p", "size_bytes": n, "s3_pointer": p}]});
-    let out = r.router.handle(Trigger::Direct(pointer(format!("s3://{}/{area}", r.bucket), 13))).await.unwrap();
+    let pointer =
+        |p: String, n: usize| json!({"blocks": [{"block_id": "p", "size_bytes": n, "s3_pointer": p}]});
+    let out =
+        r.router.handle(Trigger::Direct(pointer(format!("s3://{}/{area}", r.bucket), 13))).await.unwrap();
     assert_eq!(out["stored"], 1, "{out}");
     assert_eq!(r.read("p").await, b"pointed bytes");
     for (p, why) in [
         (format!("s3://{}/private/secret", r.bucket), "outside the shuffle prefix"),
-        (format!("s3://{}/{}/shuffle/../private/secret", r.bucket, r.settings.key_prefix), "outside the shuffle prefix"),
+        (
+            format!("s3://{}/{}/shuffle/../private/secret", r.bucket, r.settings.key_prefix),
+            "outside the shuffle prefix",
+        ),
         (format!("s3://other-bucket/{area}"), "reads only its own bucket"),
     ] {
         let out = r.router.handle(Trigger::Direct(pointer(p.clone(), 12))).await.unwrap();
@@ -316,7 +364,13 @@ async fn an_s3_pointer_reads_its_own_bucket_under_the_shuffle_prefix_only() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_redis_blocks_index_entry_expires_with_it_on_redis() {
     let r = rig(None, 3, plain, plain_dir, 1).await;
-    let out = r.router.handle(Trigger::Direct(json!({"blocks": [manifest("hot", b"hot bytes", 0), manifest("cold", b"cold bytes", 2)]}))).await.unwrap();
+    let out = r
+        .router
+        .handle(Trigger::Direct(
+            json!({"blocks": [manifest("hot", b"hot bytes", 0), manifest("cold", b"cold bytes", 2)]}),
+        ))
+        .await
+        .unwrap();
     assert_eq!(out["tiers"], json!({"redis": 1, "s3": 1}), "{out}");
     assert_eq!(r.read("hot").await, b"hot bytes");
     tokio::time::sleep(Duration::from_millis(1_300)).await;

@@ -50,12 +50,33 @@ impl Job {
             args.push("--conf".into());
             args.push(conf);
         }
-        args.extend(["--brokers".into(), brokers.into(), "--topic".into(), raw.into(), "--checkpoint".into(), checkpoint.display().to_string()]);
+        args.extend([
+            "--brokers".into(),
+            brokers.into(),
+            "--topic".into(),
+            raw.into(),
+            "--checkpoint".into(),
+            checkpoint.display().to_string(),
+        ]);
         args.extend(extra.iter().cloned());
-        let out = tokio::process::Command::new(repo_root().join("infra/spark")).args(&args).stdin(Stdio::null()).output().await.expect("infra/spark runs");
+        let out = tokio::process::Command::new(repo_root().join("infra/spark"))
+            .args(&args)
+            .stdin(Stdio::null())
+            .output()
+            .await
+            .expect("infra/spark runs");
         let text = String::from_utf8_lossy(&out.stdout);
-        assert!(out.status.success(), "infra/spark submit failed: {text}\n{}", String::from_utf8_lossy(&out.stderr));
-        let var = |name: &str| text.lines().find_map(|l| l.strip_prefix(&format!("export {name}="))).unwrap_or_else(|| panic!("no {name} in: {text}")).to_string();
+        assert!(
+            out.status.success(),
+            "infra/spark submit failed: {text}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let var = |name: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(&format!("export {name}=")))
+                .unwrap_or_else(|| panic!("no {name} in: {text}"))
+                .to_string()
+        };
         Job { ui: var("SPARK_DRIVER_UI"), app: var("SPARK_APP_ID") }
     }
 
@@ -69,7 +90,12 @@ impl Job {
     /// Active executors, the driver excluded, with when each was added (Unix seconds).
     async fn executors(&self) -> Vec<(String, f64)> {
         let all = self.get("executors").await;
-        all.as_array().unwrap().iter().filter(|e| e["id"] != "driver" && e["isActive"] == true).map(|e| (e["id"].as_str().unwrap().to_string(), added_s(&e["addTime"]))).collect()
+        all.as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["id"] != "driver" && e["isActive"] == true)
+            .map(|e| (e["id"].as_str().unwrap().to_string(), added_s(&e["addTime"])))
+            .collect()
     }
 
     /// Failed tasks over every executor the job ever had, and failed stages.
@@ -82,13 +108,19 @@ impl Job {
 
     /// Whether the driver still answers.
     async fn alive(&self) -> bool {
-        http_get(&format!("{}/api/v1/applications/{}/jobs", self.ui, self.app)).await.is_ok_and(|(s, _)| s == 200)
+        http_get(&format!("{}/api/v1/applications/{}/jobs", self.ui, self.app))
+            .await
+            .is_ok_and(|(s, _)| s == 200)
     }
 }
 
 impl Drop for Job {
     fn drop(&mut self) {
-        let _ = std::process::Command::new(repo_root().join("infra/spark")).arg("stop-job").stdin(Stdio::null()).stdout(Stdio::null()).status();
+        let _ = std::process::Command::new(repo_root().join("infra/spark"))
+            .arg("stop-job")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .status();
     }
 }
 
@@ -124,7 +156,16 @@ impl Handler for Timed {
     async fn handle(&self, trigger: Trigger) -> Result<Value, HandlerError> {
         let at = now_s();
         let batches: Vec<f64> = match &trigger {
-            Trigger::Kafka(records) => records.iter().filter_map(|r| r.value.as_ref().and_then(|v| v.as_ref().ok()).and_then(|v| serde_json::from_slice::<SparkMetrics>(v).ok())).map(|m| m.timestamp).collect(),
+            Trigger::Kafka(records) => records
+                .iter()
+                .filter_map(|r| {
+                    r.value
+                        .as_ref()
+                        .and_then(|v| v.as_ref().ok())
+                        .and_then(|v| serde_json::from_slice::<SparkMetrics>(v).ok())
+                })
+                .map(|m| m.timestamp)
+                .collect(),
             _ => Vec::new(),
         };
         let out = self.inner.handle(trigger).await?;
@@ -144,10 +185,19 @@ impl Timed {
     }
 }
 
-
 /// Produces JSON events at a rate that `rate` reads each second, until told to stop.
-fn feed(brokers: &str, topic: &str, rate: Arc<Mutex<f64>>, stop: tokio::sync::watch::Receiver<bool>) -> tokio::task::JoinHandle<u64> {
-    let producer: FutureProducer = rdkafka::ClientConfig::new().set("bootstrap.servers", brokers).set("linger.ms", "20").set("message.timeout.ms", "300000").create().unwrap();
+fn feed(
+    brokers: &str,
+    topic: &str,
+    rate: Arc<Mutex<f64>>,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<u64> {
+    let producer: FutureProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("linger.ms", "20")
+        .set("message.timeout.ms", "300000")
+        .create()
+        .unwrap();
     let topic = topic.to_string();
     tokio::spawn(async move {
         let mut sent = 0u64;
@@ -177,7 +227,6 @@ fn quantile(v: &[f64], q: f64) -> f64 {
     s[((q * s.len() as f64) as usize).min(s.len() - 1)]
 }
 
-
 /// The deployment under test: scaling-decision on Redis, Kafka and a STARTED application in moto,
 /// fed by the bridge from `spark-metrics`.
 struct Loop {
@@ -201,7 +250,10 @@ async fn control_loop(brokers: &str, topics: &Topics, settings: Settings) -> Loo
         objects: Arc::new(MemoryObjectStore::default()),
         nvme: Arc::new(MemoryObjectStore::default()),
     };
-    let decision = Arc::new(Timed { inner: handlers::build("scaling-decision", &settings, &backends).unwrap(), seen: Mutex::new(Vec::new()) });
+    let decision = Arc::new(Timed {
+        inner: handlers::build("scaling-decision", &settings, &backends).unwrap(),
+        seen: Mutex::new(Vec::new()),
+    });
     let config = BridgeConfig {
         brokers: brokers.to_string(),
         group_id: unique("bridge"),
@@ -226,9 +278,19 @@ async fn a_step_burst_moves_the_real_jobs_executors_up_and_back_down_without_a_f
     let tag = unique("spark");
     let topics = Topics::tagged(&tag);
     let raw = format!("iot-raw-data-{tag}");
-    pipeline::bridge::create_topics(&brokers, &[&raw, &topics.spark_metrics, &topics.scaling_decisions, &format!("{}-dlq", topics.spark_metrics)]).await.expect("CreateTopics");
+    pipeline::bridge::create_topics(
+        &brokers,
+        &[&raw, &topics.spark_metrics, &topics.scaling_decisions, &format!("{}-dlq", topics.spark_metrics)],
+    )
+    .await
+    .expect("CreateTopics");
     // One-vCPU executors, at most three (the local worker's cores), a short cooldown for the test.
-    let mut settings = Settings { key_prefix: unique("sp"), topics: topics.clone(), vcpu_per_executor: 1, ..Settings::default() };
+    let mut settings = Settings {
+        key_prefix: unique("sp"),
+        topics: topics.clone(),
+        vcpu_per_executor: 1,
+        ..Settings::default()
+    };
     settings.guardrails.max_executors = 3;
     settings.guardrails.cooldown_s = 20.0;
     let l = control_loop(&brokers, &topics, settings).await;
@@ -237,31 +299,56 @@ async fn a_step_burst_moves_the_real_jobs_executors_up_and_back_down_without_a_f
     let (stop_feed, feeding) = tokio::sync::watch::channel(false);
     let fed = feed(&brokers, &raw, rate.clone(), feeding);
     let latency_out = std::env::temp_dir().join(unique("latency")).with_extension("jsonl");
-    let job = Job::submit(&brokers, &raw, &topics, 3, &["--latency-out".into(), latency_out.display().to_string()]).await;
+    let job =
+        Job::submit(&brokers, &raw, &topics, 3, &["--latency-out".into(), latency_out.display().to_string()])
+            .await;
 
     // Quiet: one executor is enough and the policy says so.
-    wait_until_every(POLL, Duration::from_secs(120), "decisions on the job's own metrics", || async { l.decision.decisions().len() >= 5 }).await;
+    wait_until_every(POLL, Duration::from_secs(120), "decisions on the job's own metrics", || async {
+        l.decision.decisions().len() >= 5
+    })
+    .await;
     assert_eq!(job.executors().await.len(), 1, "the job opens with one executor");
     // The step: ten times the load. The model rates a one-vCPU executor at about 200 events/s.
     let burst_at = now_s();
     *rate.lock().unwrap() = 1_000.0;
-    wait_until_every(POLL, Duration::from_secs(90), "three executors registered in Spark", || async { job.executors().await.len() == 3 }).await;
+    wait_until_every(POLL, Duration::from_secs(90), "three executors registered in Spark", || async {
+        job.executors().await.len() == 3
+    })
+    .await;
     let executors = job.executors().await;
-    let first_three = l.decision.decisions().into_iter().find(|(_, d)| d.applied.executors == 3).expect("a decision for 3 executors").0;
+    let first_three = l
+        .decision
+        .decisions()
+        .into_iter()
+        .find(|(_, d)| d.applied.executors == 3)
+        .expect("a decision for 3 executors")
+        .0;
     let registered = executors.iter().map(|(_, t)| *t).fold(f64::MIN, f64::max);
     eprintln!("burst at {burst_at:.1}: decision for 3 executors {:.1} s later, third executor registered {:.1} s after the decision", first_three - burst_at, registered - first_three);
     // The agent reports following it: a decision record with live = requested.
     wait_until_every(POLL, Duration::from_secs(30), "a record with live = requested = 3", || async {
-        l.decision.decisions().iter().any(|(_, d)| d.executors.as_ref().is_some_and(|e| e.requested == 3 && e.live == Some(3) && e.agent_target == Some(3)))
+        l.decision.decisions().iter().any(|(_, d)| {
+            d.executors
+                .as_ref()
+                .is_some_and(|e| e.requested == 3 && e.live == Some(3) && e.agent_target == Some(3))
+        })
     })
     .await;
 
     // The load falls back: after the cooldown the job returns to one executor, gracefully.
     *rate.lock().unwrap() = 100.0;
-    let fell = wait_until_every(POLL, Duration::from_secs(150), "back to one executor", || async { job.executors().await.len() == 1 }).await;
+    let fell = wait_until_every(POLL, Duration::from_secs(150), "back to one executor", || async {
+        job.executors().await.len() == 1
+    })
+    .await;
     eprintln!("back to one executor {:.1} s after the load fell", fell.as_secs_f64());
     wait_until_every(POLL, Duration::from_secs(30), "a record with live = requested = 1", || async {
-        l.decision.decisions().iter().any(|(_, d)| d.executors.as_ref().is_some_and(|e| e.requested == 1 && e.live == Some(1) && e.agent_target == Some(1)))
+        l.decision.decisions().iter().any(|(_, d)| {
+            d.executors
+                .as_ref()
+                .is_some_and(|e| e.requested == 1 && e.live == Some(1) && e.agent_target == Some(1))
+        })
     })
     .await;
     let (failed_tasks, failed_stages) = job.failures().await;
@@ -270,7 +357,10 @@ async fn a_step_burst_moves_the_real_jobs_executors_up_and_back_down_without_a_f
     let log = l.redis.recent(&format!("{{{}}}:decisions", l.settings.key_prefix), 1_000).await.unwrap();
     assert_eq!(log.len(), l.decision.decisions().len());
     let last: DecisionRecord = serde_json::from_slice(&log[0]).unwrap();
-    assert!(last.actuation.iter().any(|p| p.setting == handlers::Setting::Executors && p.via.contains("agent")), "{last:?}");
+    assert!(
+        last.actuation.iter().any(|p| p.setting == handlers::Setting::Executors && p.via.contains("agent")),
+        "{last:?}"
+    );
 
     let delays = l.decision.metric_delays();
     eprintln!(
@@ -315,8 +405,12 @@ async fn the_job_and_its_agent_ride_out_the_broker_going_away_and_coming_back() 
         c
     };
     let next_metrics = |c: StreamConsumer| async move {
-        let m = tokio::time::timeout(Duration::from_secs(90), c.recv()).await.expect("a spark-metrics record within 90 s").expect("consumer");
-        serde_json::from_slice::<SparkMetrics>(m.payload().unwrap()).expect("the agent's record parses as scaling-decision reads it")
+        let m = tokio::time::timeout(Duration::from_secs(90), c.recv())
+            .await
+            .expect("a spark-metrics record within 90 s")
+            .expect("consumer");
+        serde_json::from_slice::<SparkMetrics>(m.payload().unwrap())
+            .expect("the agent's record parses as scaling-decision reads it")
     };
     let first = next_metrics(metrics_reader()).await;
     assert!(first.agent.is_some(), "{first:?}");
@@ -332,10 +426,20 @@ async fn the_job_and_its_agent_ride_out_the_broker_going_away_and_coming_back() 
     let resumed = next_metrics(metrics_reader()).await;
     assert!(resumed.timestamp >= back - 1.0, "metrics resume after the outage: {resumed:?}");
     // And the agent follows decisions again.
-    let producer: FutureProducer = rdkafka::ClientConfig::new().set("bootstrap.servers", &brokers).create().unwrap();
+    let producer: FutureProducer =
+        rdkafka::ClientConfig::new().set("bootstrap.servers", &brokers).create().unwrap();
     let decision = json!({"time_s": now_s(), "dry_run": false, "applied": {"executors": 2}});
-    producer.send(FutureRecord::to(&topics.scaling_decisions).key("decision").payload(&decision.to_string()), Duration::from_secs(10)).await.expect("decision published");
-    wait_until_every(POLL, Duration::from_secs(90), "two executors after the broker came back", || async { job.executors().await.len() == 2 }).await;
+    producer
+        .send(
+            FutureRecord::to(&topics.scaling_decisions).key("decision").payload(&decision.to_string()),
+            Duration::from_secs(10),
+        )
+        .await
+        .expect("decision published");
+    wait_until_every(POLL, Duration::from_secs(90), "two executors after the broker came back", || async {
+        job.executors().await.len() == 2
+    })
+    .await;
     assert!(job.alive().await);
     let _ = stop_feed.send(true);
     let _ = fed.await;
@@ -347,7 +451,21 @@ async fn replay_live_spark_plays_a_trace_against_the_real_job_beside_the_arena()
     let _one = ONE_JOB.lock().await;
     service_env("KAFKA_BROKERS");
     let out = tokio::process::Command::new(workspace_binary("sparkpilot"))
-        .args(["replay", "--live", "--spark", "--trace", "flash-crowd", "--seed", "1", "--max-executors", "3", "--spark-seconds", "45", "--spark-scale", "0.2"])
+        .args([
+            "replay",
+            "--live",
+            "--spark",
+            "--trace",
+            "flash-crowd",
+            "--seed",
+            "1",
+            "--max-executors",
+            "3",
+            "--spark-seconds",
+            "45",
+            "--spark-scale",
+            "0.2",
+        ])
         .current_dir(repo_root())
         .stdin(Stdio::null())
         .output()
@@ -356,15 +474,23 @@ async fn replay_live_spark_plays_a_trace_against_the_real_job_beside_the_arena()
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
     eprintln!("{stdout}");
-    let row = |name: &str| stdout.lines().find(|l| l.trim_start().starts_with(name)).unwrap_or_else(|| panic!("no {name} row in\n{stdout}")).to_string();
+    let row = |name: &str| {
+        stdout
+            .lines()
+            .find(|l| l.trim_start().starts_with(name))
+            .unwrap_or_else(|| panic!("no {name} row in\n{stdout}"))
+            .to_string()
+    };
     // Both sides report a share of events over the SLA and executors, from their own runs.
     for name in ["real job", "arena"] {
         let r = row(name);
-        let over: f64 = r.split_whitespace().rev().nth(1).and_then(|w| w.parse().ok()).unwrap_or_else(|| panic!("{r}"));
+        let over: f64 =
+            r.split_whitespace().rev().nth(1).and_then(|w| w.parse().ok()).unwrap_or_else(|| panic!("{r}"));
         assert!((0.0..=100.0).contains(&over), "{r}");
     }
     // The real job had executors while the trace played, read from Spark's REST API.
     let at_30 = row("30:");
-    let real: u32 = at_30.split_whitespace().nth(2).and_then(|w| w.parse().ok()).unwrap_or_else(|| panic!("{at_30}"));
+    let real: u32 =
+        at_30.split_whitespace().nth(2).and_then(|w| w.parse().ok()).unwrap_or_else(|| panic!("{at_30}"));
     assert!((1..=3).contains(&real), "{stdout}");
 }

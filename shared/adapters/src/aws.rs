@@ -8,7 +8,12 @@ use handlers::ports::PortError;
 pub(crate) fn sdk_err<E: std::error::Error + 'static>(
     backend: &'static str,
     op: &'static str,
-) -> impl Fn(aws_smithy_runtime_api::client::result::SdkError<E, aws_smithy_runtime_api::client::orchestrator::HttpResponse>) -> PortError {
+) -> impl Fn(
+    aws_smithy_runtime_api::client::result::SdkError<
+        E,
+        aws_smithy_runtime_api::client::orchestrator::HttpResponse,
+    >,
+) -> PortError {
     move |e| PortError::new(backend, op, aws_smithy_types::error::display::DisplayErrorContext(&e))
 }
 
@@ -32,5 +37,9 @@ pub fn aws_retries() -> aws_config::retry::RetryConfig {
 /// The shared SDK configuration: region and credentials from the usual chain, endpoints from
 /// `AWS_ENDPOINT_URL[_<SERVICE>]`, and the time limits and retries above.
 pub async fn sdk_config() -> aws_config::SdkConfig {
-    aws_config::defaults(aws_config::BehaviorVersion::latest()).timeout_config(aws_timeouts()).retry_config(aws_retries()).load().await
+    aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .timeout_config(aws_timeouts())
+        .retry_config(aws_retries())
+        .load()
+        .await
 }

@@ -19,8 +19,20 @@ impl ElastiCacheHotTier {
 #[async_trait]
 impl HotTier for ElastiCacheHotTier {
     async fn shards(&self) -> PortResult<u32> {
-        let out = self.client.describe_replication_groups().replication_group_id(&self.group).send().await.map_err(sdk_err("elasticache", "DescribeReplicationGroups"))?;
-        let group = out.replication_groups().first().ok_or_else(|| PortError::new("elasticache", "DescribeReplicationGroups", format!("no replication group {}", self.group)))?;
+        let out = self
+            .client
+            .describe_replication_groups()
+            .replication_group_id(&self.group)
+            .send()
+            .await
+            .map_err(sdk_err("elasticache", "DescribeReplicationGroups"))?;
+        let group = out.replication_groups().first().ok_or_else(|| {
+            PortError::new(
+                "elasticache",
+                "DescribeReplicationGroups",
+                format!("no replication group {}", self.group),
+            )
+        })?;
         Ok(group.node_groups().len().max(1) as u32)
     }
 
@@ -36,4 +48,3 @@ impl HotTier for ElastiCacheHotTier {
         Ok(())
     }
 }
-

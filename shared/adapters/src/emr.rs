@@ -2,7 +2,9 @@
 
 use crate::aws::sdk_err;
 use async_trait::async_trait;
-use aws_sdk_emrserverless::types::{ApplicationState, InitialCapacityConfig, MaximumAllowedResources, WorkerResourceConfig};
+use aws_sdk_emrserverless::types::{
+    ApplicationState, InitialCapacityConfig, MaximumAllowedResources, WorkerResourceConfig,
+};
 use handlers::ports::*;
 use std::collections::HashMap;
 
@@ -47,8 +49,16 @@ fn state_of(s: &ApplicationState) -> AppState {
 #[async_trait]
 impl EmrControl for EmrServerless {
     async fn get_application(&self) -> PortResult<AppStatus> {
-        let out = self.client.get_application().application_id(&self.application_id).send().await.map_err(sdk_err("emr-serverless", "GetApplication"))?;
-        let app = out.application().ok_or_else(|| PortError::new("emr-serverless", "GetApplication", "no application in the response"))?;
+        let out = self
+            .client
+            .get_application()
+            .application_id(&self.application_id)
+            .send()
+            .await
+            .map_err(sdk_err("emr-serverless", "GetApplication"))?;
+        let app = out.application().ok_or_else(|| {
+            PortError::new("emr-serverless", "GetApplication", "no application in the response")
+        })?;
         let max = app.maximum_capacity();
         let executor = app.initial_capacity().and_then(|m| m.get("Executor"));
         let worker = executor.and_then(|e| e.worker_configuration());
@@ -66,17 +76,38 @@ impl EmrControl for EmrServerless {
     }
 
     async fn update_capacity(&self, c: &Capacity) -> PortResult<()> {
-        let build = |e: aws_sdk_emrserverless::error::BuildError| PortError::new("emr-serverless", "UpdateApplication", e);
-        let max = MaximumAllowedResources::builder().cpu(format!("{} vCPU", c.max_vcpu)).memory(format!("{} GB", c.max_memory_gb)).build().map_err(build)?;
+        let build = |e: aws_sdk_emrserverless::error::BuildError| {
+            PortError::new("emr-serverless", "UpdateApplication", e)
+        };
+        let max = MaximumAllowedResources::builder()
+            .cpu(format!("{} vCPU", c.max_vcpu))
+            .memory(format!("{} GB", c.max_memory_gb))
+            .build()
+            .map_err(build)?;
         // Initial capacity replaces the whole map: keep the driver entry as it is.
-        let current = self.client.get_application().application_id(&self.application_id).send().await.map_err(sdk_err("emr-serverless", "GetApplication"))?;
-        let mut initial: HashMap<String, InitialCapacityConfig> = current.application().and_then(|a| a.initial_capacity()).cloned().unwrap_or_default();
+        let current = self
+            .client
+            .get_application()
+            .application_id(&self.application_id)
+            .send()
+            .await
+            .map_err(sdk_err("emr-serverless", "GetApplication"))?;
+        let mut initial: HashMap<String, InitialCapacityConfig> =
+            current.application().and_then(|a| a.initial_capacity()).cloned().unwrap_or_default();
         if c.initial_executors == 0 {
             // The API's minimum worker count is 1: no pre-initialised executors means no entry.
             initial.remove("Executor");
         } else {
-            let worker = WorkerResourceConfig::builder().cpu(format!("{} vCPU", c.worker_vcpu)).memory(format!("{} GB", c.worker_memory_gb)).build().map_err(build)?;
-            let executor = InitialCapacityConfig::builder().worker_count(c.initial_executors as i64).worker_configuration(worker).build().map_err(build)?;
+            let worker = WorkerResourceConfig::builder()
+                .cpu(format!("{} vCPU", c.worker_vcpu))
+                .memory(format!("{} GB", c.worker_memory_gb))
+                .build()
+                .map_err(build)?;
+            let executor = InitialCapacityConfig::builder()
+                .worker_count(c.initial_executors as i64)
+                .worker_configuration(worker)
+                .build()
+                .map_err(build)?;
             initial.insert("Executor".into(), executor);
         }
         self.client

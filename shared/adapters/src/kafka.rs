@@ -100,15 +100,24 @@ impl std::str::FromStr for KafkaAuthKind {
 pub enum KafkaAuth {
     Plaintext,
     Tls,
-    Scram { mechanism: ScramMechanism, username: String, password: Secret },
+    Scram {
+        mechanism: ScramMechanism,
+        username: String,
+        password: Secret,
+    },
     /// Tokens are signed for `region` with credentials from `credentials` (the SDK's chain).
-    MskIam { region: String, credentials: SharedCredentialsProvider },
+    MskIam {
+        region: String,
+        credentials: SharedCredentialsProvider,
+    },
 }
 
 impl KafkaAuth {
     /// The librdkafka settings for this way of signing in (the credentials of SCRAM included).
     pub fn settings(&self) -> Vec<(&'static str, String)> {
-        let tls = |protocol: &str| vec![("security.protocol", protocol.to_string()), ("ssl.ca.location", "probe".to_string())];
+        let tls = |protocol: &str| {
+            vec![("security.protocol", protocol.to_string()), ("ssl.ca.location", "probe".to_string())]
+        };
         match self {
             KafkaAuth::Plaintext => vec![("security.protocol", "plaintext".into())],
             KafkaAuth::Tls => tls("ssl"),
@@ -139,18 +148,29 @@ pub fn parse_scram_secret(text: &str, source: &str) -> Result<(String, Secret), 
     }
     let s: Scram = serde_json::from_str(text).map_err(|e| {
         // serde's message can quote the input: keep only its category and position.
-        let what = if e.is_syntax() || e.is_eof() { "is not JSON" } else { "lacks a string username or password" };
-        AdapterError::Config(format!("Kafka SCRAM secret {source} {what} (line {}, column {})", e.line(), e.column()))
+        let what =
+            if e.is_syntax() || e.is_eof() { "is not JSON" } else { "lacks a string username or password" };
+        AdapterError::Config(format!(
+            "Kafka SCRAM secret {source} {what} (line {}, column {})",
+            e.line(),
+            e.column()
+        ))
     })?;
     if s.username.is_empty() || s.password.is_empty() {
-        return Err(AdapterError::Config(format!("Kafka SCRAM secret {source} has an empty username or password")));
+        return Err(AdapterError::Config(format!(
+            "Kafka SCRAM secret {source} has an empty username or password"
+        )));
     }
     Ok((s.username, Secret(s.password)))
 }
 
 /// An MSK IAM token for `region`, signed with `credentials` at `now`, and when it expires (ms since
 /// the epoch). See the module documentation for its shape.
-pub fn msk_iam_token(region: &str, credentials: &Credentials, now: SystemTime) -> Result<(String, i64), String> {
+pub fn msk_iam_token(
+    region: &str,
+    credentials: &Credentials,
+    now: SystemTime,
+) -> Result<(String, i64), String> {
     use aws_sigv4::http_request::{sign, SignableBody, SignableRequest, SignatureLocation, SigningSettings};
     use base64::Engine;
 
@@ -171,13 +191,19 @@ pub fn msk_iam_token(region: &str, credentials: &Credentials, now: SystemTime) -
         .build()
         .map_err(|e| format!("signing parameters: {e}"))?
         .into();
-    let request = SignableRequest::new("GET", url.as_str(), std::iter::empty(), SignableBody::Bytes(&[])).map_err(|e| format!("request to sign: {e}"))?;
+    let request = SignableRequest::new("GET", url.as_str(), std::iter::empty(), SignableBody::Bytes(&[]))
+        .map_err(|e| format!("request to sign: {e}"))?;
     let (instructions, _) = sign(request, &params).map_err(|e| format!("signing: {e}"))?.into_parts();
-    let mut signed = http::Request::builder().method("GET").uri(url.as_str()).body(()).map_err(|e| format!("request: {e}"))?;
+    let mut signed = http::Request::builder()
+        .method("GET")
+        .uri(url.as_str())
+        .body(())
+        .map_err(|e| format!("request: {e}"))?;
     instructions.apply_to_request_http1x(&mut signed);
     let token_url = format!("{}&User-Agent={}", signed.uri(), MSK_IAM_USER_AGENT.replace('/', "%2F"));
     let token = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(token_url.as_bytes());
-    let signed_at_s = now.duration_since(UNIX_EPOCH).map_err(|_| "the clock is before 1970".to_string())?.as_secs();
+    let signed_at_s =
+        now.duration_since(UNIX_EPOCH).map_err(|_| "the clock is before 1970".to_string())?.as_secs();
     Ok((token, ((signed_at_s + MSK_IAM_TOKEN_TTL.as_secs()) * 1_000) as i64))
 }
 
@@ -200,10 +226,15 @@ impl ClientContext for ProducerContext {
     const ENABLE_REFRESH_OAUTH_TOKEN: bool = true;
 
     fn generate_oauth_token(&self, _config: Option<&str>) -> Result<OAuthToken, Box<dyn std::error::Error>> {
-        let signer = self.msk_iam.as_ref().ok_or("OAUTHBEARER is configured but SPARKPILOT_KAFKA_AUTH is not msk-iam")?;
+        let signer = self
+            .msk_iam
+            .as_ref()
+            .ok_or("OAUTHBEARER is configured but SPARKPILOT_KAFKA_AUTH is not msk-iam")?;
         let credentials = signer
             .runtime
-            .block_on(async { tokio::time::timeout(Duration::from_secs(10), signer.credentials.provide_credentials()).await })
+            .block_on(async {
+                tokio::time::timeout(Duration::from_secs(10), signer.credentials.provide_credentials()).await
+            })
             .map_err(|_| "MSK IAM: no AWS credentials within 10 s")?
             .map_err(|e| format!("MSK IAM: AWS credentials: {e}"))?;
         let (token, lifetime_ms) = msk_iam_token(&signer.region, &credentials, SystemTime::now())?;
@@ -228,7 +259,11 @@ impl KafkaPublisher {
     /// A producer for `brokers` signing in with `auth`; `extra` (librdkafka settings) win over
     /// what `auth` sets. MSK IAM needs to be called inside a Tokio runtime (its credentials are
     /// resolved there).
-    pub fn with_auth(brokers: &str, auth: &KafkaAuth, extra: &[(String, String)]) -> Result<Self, AdapterError> {
+    pub fn with_auth(
+        brokers: &str,
+        auth: &KafkaAuth,
+        extra: &[(String, String)],
+    ) -> Result<Self, AdapterError> {
         let mut config = ClientConfig::new();
         config
             .set("bootstrap.servers", brokers)
@@ -244,7 +279,8 @@ impl KafkaPublisher {
         }
         let msk_iam = match auth {
             KafkaAuth::MskIam { region, credentials } => {
-                let runtime = tokio::runtime::Handle::try_current().map_err(|_| AdapterError::Kafka("MSK IAM needs a Tokio runtime".into()))?;
+                let runtime = tokio::runtime::Handle::try_current()
+                    .map_err(|_| AdapterError::Kafka("MSK IAM needs a Tokio runtime".into()))?;
                 Some(MskIamSigner { region: region.clone(), credentials: credentials.clone(), runtime })
             }
             _ => None,
@@ -282,7 +318,13 @@ impl KafkaPublisher {
     /// says when it is delivered. With `message.timeout.ms=0` librdkafka retries a record until it
     /// is delivered, so records wait in the buffer (bounded by `queue.buffering.max.*`) while the
     /// brokers are away, and [`EnqueueError::Full`] says when it is full.
-    pub fn enqueue(&self, topic: &str, key: &str, payload: &[u8], timestamp_ms: Option<i64>) -> Result<Delivery, EnqueueError> {
+    pub fn enqueue(
+        &self,
+        topic: &str,
+        key: &str,
+        payload: &[u8],
+        timestamp_ms: Option<i64>,
+    ) -> Result<Delivery, EnqueueError> {
         let mut record = FutureRecord::to(topic).key(key).payload(payload);
         if let Some(ts) = timestamp_ms {
             record = record.timestamp(ts);
@@ -298,7 +340,10 @@ impl KafkaPublisher {
                     }
                 }))
             }
-            Err((rdkafka::error::KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull), _)) => Err(EnqueueError::Full),
+            Err((
+                rdkafka::error::KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull),
+                _,
+            )) => Err(EnqueueError::Full),
             Err((e, _)) => Err(EnqueueError::Other(format!("{topic}: {e}"))),
         }
     }
@@ -338,14 +383,23 @@ mod tests {
     use base64::Engine;
 
     fn creds(token: Option<&str>) -> Credentials {
-        Credentials::new("AKIDEXAMPLE", "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY", token.map(str::to_string), None, "test")
+        Credentials::new(
+            "AKIDEXAMPLE",
+            "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY",
+            token.map(str::to_string),
+            None,
+            "test",
+        )
     }
 
     fn query(token: &str) -> Vec<(String, String)> {
-        let url = String::from_utf8(base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(token).unwrap()).unwrap();
+        let url = String::from_utf8(base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(token).unwrap())
+            .unwrap();
         let (base, q) = url.split_once('?').unwrap();
         assert_eq!(base, "https://kafka.eu-west-1.amazonaws.com/");
-        q.split('&').map(|kv| kv.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())).unwrap()).collect()
+        q.split('&')
+            .map(|kv| kv.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())).unwrap())
+            .collect()
     }
 
     #[test]
@@ -355,10 +409,15 @@ mod tests {
         assert!(!token.contains('='), "no padding");
         assert_eq!(expires_ms, (1_767_225_600 + 900) * 1_000);
         let q = query(&token);
-        let get = |k: &str| q.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str()).unwrap_or_else(|| panic!("{k} in {q:?}"));
+        let get = |k: &str| {
+            q.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str()).unwrap_or_else(|| panic!("{k} in {q:?}"))
+        };
         assert_eq!(get("Action"), "kafka-cluster%3AConnect");
         assert_eq!(get("X-Amz-Algorithm"), "AWS4-HMAC-SHA256");
-        assert_eq!(get("X-Amz-Credential"), "AKIDEXAMPLE%2F20260101%2Feu-west-1%2Fkafka-cluster%2Faws4_request");
+        assert_eq!(
+            get("X-Amz-Credential"),
+            "AKIDEXAMPLE%2F20260101%2Feu-west-1%2Fkafka-cluster%2Faws4_request"
+        );
         assert_eq!(get("X-Amz-Date"), "20260101T000000Z");
         assert_eq!(get("X-Amz-Expires"), "900");
         assert_eq!(get("X-Amz-SignedHeaders"), "host");
@@ -366,7 +425,8 @@ mod tests {
         assert_eq!(get("X-Amz-Signature").len(), 64);
         assert_eq!(q.last().unwrap().0, "User-Agent", "added after signing, as AWS's signers do");
         // Another second, another signature.
-        let (other, _) = msk_iam_token("eu-west-1", &creds(Some("SESSION")), at + Duration::from_secs(1)).unwrap();
+        let (other, _) =
+            msk_iam_token("eu-west-1", &creds(Some("SESSION")), at + Duration::from_secs(1)).unwrap();
         assert_ne!(token, other);
     }
 
@@ -374,7 +434,10 @@ mod tests {
     fn auth_kinds_parse_and_unknown_ones_are_named() {
         assert_eq!("".parse::<KafkaAuthKind>().unwrap(), KafkaAuthKind::Plaintext);
         assert_eq!("MSK-IAM".parse::<KafkaAuthKind>().unwrap(), KafkaAuthKind::MskIam);
-        assert_eq!("scram-sha-512".parse::<KafkaAuthKind>().unwrap(), KafkaAuthKind::Scram(ScramMechanism::Sha512));
+        assert_eq!(
+            "scram-sha-512".parse::<KafkaAuthKind>().unwrap(),
+            KafkaAuthKind::Scram(ScramMechanism::Sha512)
+        );
         let e = "kerberos".parse::<KafkaAuthKind>().unwrap_err().to_string();
         assert!(e.contains("\"kerberos\"") && e.contains("msk-iam"), "{e}");
     }
@@ -384,14 +447,22 @@ mod tests {
         let (user, pass) = parse_scram_secret(r#"{"username":"sp","password":"hunter2"}"#, "arn:x").unwrap();
         assert_eq!((user.as_str(), pass.expose()), ("sp", "hunter2"));
         assert_eq!(format!("{pass:?}"), "Secret(***)");
-        for bad in [r#"{"username":"sp","password":"hunter2""#, r#"{"user":"sp","password":"hunter2"}"#, r#"{"username":"sp","password":""}"#, "hunter2"] {
+        for bad in [
+            r#"{"username":"sp","password":"hunter2""#,
+            r#"{"user":"sp","password":"hunter2"}"#,
+            r#"{"username":"sp","password":""}"#,
+            "hunter2",
+        ] {
             let e = parse_scram_secret(bad, "arn:x").unwrap_err().to_string();
             assert!(e.contains("arn:x") && !e.contains("hunter2"), "{e}");
         }
         let auth = KafkaAuth::Scram { mechanism: ScramMechanism::Sha512, username: user, password: pass };
         assert!(!format!("{auth:?}").contains("hunter2"));
         let s = auth.settings();
-        assert!(s.contains(&("security.protocol", "sasl_ssl".into())) && s.contains(&("sasl.mechanisms", "SCRAM-SHA-512".into())));
+        assert!(
+            s.contains(&("security.protocol", "sasl_ssl".into()))
+                && s.contains(&("sasl.mechanisms", "SCRAM-SHA-512".into()))
+        );
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
@@ -400,7 +471,8 @@ mod tests {
         // accepts the settings and that the refresh callback produces a token.
         let provider = SharedCredentialsProvider::new(creds(None));
         let auth = KafkaAuth::MskIam { region: "eu-west-1".into(), credentials: provider };
-        let publisher = KafkaPublisher::with_auth("127.0.0.1:9", &auth, &[]).expect("librdkafka accepts SASL_SSL with OAUTHBEARER");
+        let publisher = KafkaPublisher::with_auth("127.0.0.1:9", &auth, &[])
+            .expect("librdkafka accepts SASL_SSL with OAUTHBEARER");
         // librdkafka asks for the first token itself, from its polling thread.
         let made = || publisher.msk_iam_tokens_made();
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
@@ -408,11 +480,18 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         assert!(made() >= 1, "librdkafka never asked for a token");
-        let token = tokio::task::spawn_blocking(move || rdkafka::producer::Producer::context(&publisher.producer).generate_oauth_token(None).map(|t| (t.token, t.lifetime_ms)).map_err(|e| e.to_string()))
-            .await
-            .unwrap()
-            .expect("a token");
-        assert!(query(&token.0).iter().any(|(k, v)| k == "X-Amz-Credential" && v.starts_with("AKIDEXAMPLE%2F")));
+        let token = tokio::task::spawn_blocking(move || {
+            rdkafka::producer::Producer::context(&publisher.producer)
+                .generate_oauth_token(None)
+                .map(|t| (t.token, t.lifetime_ms))
+                .map_err(|e| e.to_string())
+        })
+        .await
+        .unwrap()
+        .expect("a token");
+        assert!(query(&token.0)
+            .iter()
+            .any(|(k, v)| k == "X-Amz-Credential" && v.starts_with("AKIDEXAMPLE%2F")));
         assert!(token.1 > 0);
     }
 }

@@ -39,7 +39,10 @@ pub use elasticache::ElastiCacheHotTier;
 pub use emr::{parse_quantity, EmrServerless};
 pub use error::AdapterError;
 #[cfg(feature = "kafka")]
-pub use kafka::{msk_iam_token, parse_scram_secret, Delivery, EnqueueError, KafkaAuth, KafkaAuthKind, KafkaPublisher, ScramMechanism, Secret};
+pub use kafka::{
+    msk_iam_token, parse_scram_secret, Delivery, EnqueueError, KafkaAuth, KafkaAuthKind, KafkaPublisher,
+    ScramMechanism, Secret,
+};
 pub use redis_store::{redact_url, RedisStore};
 #[cfg(feature = "s3")]
 pub use s3::S3Store;
@@ -105,7 +108,10 @@ pub async fn connect(function: &str) -> Result<Backends, AdapterError> {
 }
 
 /// [`connect`], reading settings through `env`.
-pub async fn connect_with(function: &str, env: impl Fn(&str) -> Option<String>) -> Result<Backends, AdapterError> {
+pub async fn connect_with(
+    function: &str,
+    env: impl Fn(&str) -> Option<String>,
+) -> Result<Backends, AdapterError> {
     let ports = Ports::of(function).map_err(|e| AdapterError::Config(e.to_string()))?;
     connect_ports(function, ports, env).await
 }
@@ -114,11 +120,19 @@ pub async fn connect_with(function: &str, env: impl Fn(&str) -> Option<String>) 
 /// binary passes its [`handlers::Function::PORTS`], a constant, so the clients of the other ports
 /// are not linked into it; a port whose client this build of the crate leaves out (see the crate's
 /// features) is an error naming the feature.
-pub async fn connect_ports(function: &str, ports: Ports, env: impl Fn(&str) -> Option<String>) -> Result<Backends, AdapterError> {
+pub async fn connect_ports(
+    function: &str,
+    ports: Ports,
+    env: impl Fn(&str) -> Option<String>,
+) -> Result<Backends, AdapterError> {
     if env("SPARKPILOT_BACKEND").as_deref() == Some("embedded") {
         return Ok(Backends::embedded());
     }
-    let require = |k: &str| env(k).filter(|v| !v.trim().is_empty()).ok_or_else(|| AdapterError::Config(format!("{function} needs {k}")));
+    let require = |k: &str| {
+        env(k)
+            .filter(|v| !v.trim().is_empty())
+            .ok_or_else(|| AdapterError::Config(format!("{function} needs {k}")))
+    };
     let mut b = Backends {
         store: Arc::new(handlers::memory::MemoryStore::default()),
         publisher: Arc::new(NotConfigured("kafka")),
@@ -128,11 +142,13 @@ pub async fn connect_ports(function: &str, ports: Ports, env: impl Fn(&str) -> O
         nvme: Arc::new(NotConfigured("nvme")),
     };
     if ports.store {
-        let ca = env("SPARKPILOT_REDIS_CA_FILE").filter(|v| !v.trim().is_empty()).map(std::path::PathBuf::from);
+        let ca =
+            env("SPARKPILOT_REDIS_CA_FILE").filter(|v| !v.trim().is_empty()).map(std::path::PathBuf::from);
         b.store = Arc::new(RedisStore::connect_with_ca(&require("REDIS_URL")?, ca.as_deref()).await?);
     }
     #[cfg(feature = "aws")]
-    let conf = if ports.emr || ports.hot_tier || ports.objects || (ports.publisher && kafka_needs_aws(&env)?) {
+    let conf = if ports.emr || ports.hot_tier || ports.objects || (ports.publisher && kafka_needs_aws(&env)?)
+    {
         Some(sdk_config().await)
     } else {
         None
@@ -161,7 +177,9 @@ pub async fn connect_ports(function: &str, ports: Ports, env: impl Fn(&str) -> O
 // Unused when every client is compiled in.
 #[allow(dead_code)]
 fn left_out(port: &str, feature: &str) -> AdapterError {
-    AdapterError::Config(format!("this binary was built without the {port} client (the adapters crate's `{feature}` feature)"))
+    AdapterError::Config(format!(
+        "this binary was built without the {port} client (the adapters crate's `{feature}` feature)"
+    ))
 }
 
 type Require<'a> = dyn Fn(&str) -> Result<String, AdapterError> + 'a;
@@ -173,7 +191,8 @@ fn kafka_needs_aws(env: &dyn Fn(&str) -> Option<String>) -> Result<bool, Adapter
     #[cfg(feature = "kafka")]
     {
         let kind: KafkaAuthKind = env("SPARKPILOT_KAFKA_AUTH").unwrap_or_default().parse()?;
-        Ok(kind == KafkaAuthKind::MskIam || (matches!(kind, KafkaAuthKind::Scram(_)) && env("SPARKPILOT_KAFKA_SECRET_ARN").is_some()))
+        Ok(kind == KafkaAuthKind::MskIam
+            || (matches!(kind, KafkaAuthKind::Scram(_)) && env("SPARKPILOT_KAFKA_SECRET_ARN").is_some()))
     }
     #[cfg(not(feature = "kafka"))]
     {
@@ -184,18 +203,24 @@ fn kafka_needs_aws(env: &dyn Fn(&str) -> Option<String>) -> Result<bool, Adapter
 
 /// `SPARKPILOT_KAFKA_AUTH` with its credentials looked up (see the `kafka` module).
 #[cfg(feature = "kafka")]
-pub async fn kafka_auth(conf: Option<&SdkConfig>, env: &dyn Fn(&str) -> Option<String>) -> Result<KafkaAuth, AdapterError> {
+pub async fn kafka_auth(
+    conf: Option<&SdkConfig>,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<KafkaAuth, AdapterError> {
     let kind: KafkaAuthKind = env("SPARKPILOT_KAFKA_AUTH").unwrap_or_default().parse()?;
     let set = |k: &str| env(k).filter(|v| !v.trim().is_empty());
     Ok(match kind {
         KafkaAuthKind::Plaintext => KafkaAuth::Plaintext,
         KafkaAuthKind::Tls => KafkaAuth::Tls,
         KafkaAuthKind::MskIam => {
-            let conf = conf.ok_or_else(|| AdapterError::Config("MSK IAM needs the AWS SDK configuration".into()))?;
-            let region = conf.region().map(|r| r.to_string()).ok_or_else(|| AdapterError::Config("SPARKPILOT_KAFKA_AUTH=msk-iam needs AWS_REGION".into()))?;
-            let credentials = conf
-                .credentials_provider()
-                .ok_or_else(|| AdapterError::Config("SPARKPILOT_KAFKA_AUTH=msk-iam found no AWS credentials provider".into()))?;
+            let conf =
+                conf.ok_or_else(|| AdapterError::Config("MSK IAM needs the AWS SDK configuration".into()))?;
+            let region = conf.region().map(|r| r.to_string()).ok_or_else(|| {
+                AdapterError::Config("SPARKPILOT_KAFKA_AUTH=msk-iam needs AWS_REGION".into())
+            })?;
+            let credentials = conf.credentials_provider().ok_or_else(|| {
+                AdapterError::Config("SPARKPILOT_KAFKA_AUTH=msk-iam found no AWS credentials provider".into())
+            })?;
             KafkaAuth::MskIam { region, credentials }
         }
         KafkaAuthKind::Scram(mechanism) => {
@@ -225,15 +250,25 @@ pub async fn kafka_auth(conf: Option<&SdkConfig>, env: &dyn Fn(&str) -> Option<S
 }
 
 #[cfg(feature = "kafka")]
-async fn publisher(conf: Option<&SdkConfig>, require: &Require<'_>, env: &dyn Fn(&str) -> Option<String>) -> Result<Arc<dyn Publisher>, AdapterError> {
+async fn publisher(
+    conf: Option<&SdkConfig>,
+    require: &Require<'_>,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Arc<dyn Publisher>, AdapterError> {
     let extra: Vec<(String, String)> = std::env::vars()
-        .filter_map(|(k, v)| k.strip_prefix("SPARKPILOT_KAFKA_CONFIG_").map(|s| (s.to_ascii_lowercase().replace('_', "."), v)))
+        .filter_map(|(k, v)| {
+            k.strip_prefix("SPARKPILOT_KAFKA_CONFIG_").map(|s| (s.to_ascii_lowercase().replace('_', "."), v))
+        })
         .collect();
     let auth = kafka_auth(conf, env).await?;
     Ok(Arc::new(KafkaPublisher::with_auth(&require("KAFKA_BROKERS")?, &auth, &extra)?))
 }
 #[cfg(not(feature = "kafka"))]
-async fn publisher(_: Option<&SdkConfig>, _: &Require<'_>, _: &dyn Fn(&str) -> Option<String>) -> Result<Arc<dyn Publisher>, AdapterError> {
+async fn publisher(
+    _: Option<&SdkConfig>,
+    _: &Require<'_>,
+    _: &dyn Fn(&str) -> Option<String>,
+) -> Result<Arc<dyn Publisher>, AdapterError> {
     Err(left_out("Kafka", "kafka"))
 }
 
@@ -245,7 +280,10 @@ type SdkConfig = aws_config::SdkConfig;
 #[cfg(feature = "emr")]
 fn emr(conf: Option<&SdkConfig>, require: &Require) -> Result<Arc<dyn EmrControl>, AdapterError> {
     let conf = conf.expect("the SDK configuration is loaded when an AWS port is needed");
-    Ok(Arc::new(EmrServerless::new(aws_sdk_emrserverless::Client::new(conf), &require("SPARKPILOT_EMR_APPLICATION_ID")?)))
+    Ok(Arc::new(EmrServerless::new(
+        aws_sdk_emrserverless::Client::new(conf),
+        &require("SPARKPILOT_EMR_APPLICATION_ID")?,
+    )))
 }
 #[cfg(not(feature = "emr"))]
 fn emr(_: Option<&SdkConfig>, _: &Require) -> Result<Arc<dyn EmrControl>, AdapterError> {
@@ -255,7 +293,10 @@ fn emr(_: Option<&SdkConfig>, _: &Require) -> Result<Arc<dyn EmrControl>, Adapte
 #[cfg(feature = "elasticache")]
 fn hot_tier(conf: Option<&SdkConfig>, require: &Require) -> Result<Arc<dyn HotTier>, AdapterError> {
     let conf = conf.expect("the SDK configuration is loaded when an AWS port is needed");
-    Ok(Arc::new(ElastiCacheHotTier::new(aws_sdk_elasticache::Client::new(conf), &require("SPARKPILOT_CACHE_REPLICATION_GROUP")?)))
+    Ok(Arc::new(ElastiCacheHotTier::new(
+        aws_sdk_elasticache::Client::new(conf),
+        &require("SPARKPILOT_CACHE_REPLICATION_GROUP")?,
+    )))
 }
 #[cfg(not(feature = "elasticache"))]
 fn hot_tier(_: Option<&SdkConfig>, _: &Require) -> Result<Arc<dyn HotTier>, AdapterError> {
@@ -263,7 +304,11 @@ fn hot_tier(_: Option<&SdkConfig>, _: &Require) -> Result<Arc<dyn HotTier>, Adap
 }
 
 #[cfg(feature = "s3")]
-fn objects(conf: Option<&SdkConfig>, require: &Require, env: &dyn Fn(&str) -> Option<String>) -> Result<Arc<dyn ObjectStore>, AdapterError> {
+fn objects(
+    conf: Option<&SdkConfig>,
+    require: &Require,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Arc<dyn ObjectStore>, AdapterError> {
     let conf = conf.expect("the SDK configuration is loaded when an AWS port is needed");
     // Emulators answer on one host: address buckets by path when the endpoint is overridden.
     let path_style = env("AWS_ENDPOINT_URL").is_some() || env("AWS_ENDPOINT_URL_S3").is_some();
@@ -271,6 +316,10 @@ fn objects(conf: Option<&SdkConfig>, require: &Require, env: &dyn Fn(&str) -> Op
     Ok(Arc::new(S3Store::new(aws_sdk_s3::Client::from_conf(s3), &require("SPARKPILOT_BUCKET")?)))
 }
 #[cfg(not(feature = "s3"))]
-fn objects(_: Option<&SdkConfig>, _: &Require, _: &dyn Fn(&str) -> Option<String>) -> Result<Arc<dyn ObjectStore>, AdapterError> {
+fn objects(
+    _: Option<&SdkConfig>,
+    _: &Require,
+    _: &dyn Fn(&str) -> Option<String>,
+) -> Result<Arc<dyn ObjectStore>, AdapterError> {
     Err(left_out("S3", "s3"))
 }

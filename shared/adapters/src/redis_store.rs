@@ -10,7 +10,11 @@ use std::time::Duration;
 /// (with PX ARGV[2] when it is not 0) and advance the counter. Atomic: Redis runs a script alone.
 /// Compare-and-delete: a lease is released only by its holder, never after it expired and another
 /// caller took it.
-static DELETE_IF_EQUALS: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| redis::Script::new("if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) else return 0 end"));
+static DELETE_IF_EQUALS: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
+    redis::Script::new(
+        "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) else return 0 end",
+    )
+});
 
 static VERSIONED_SET: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
     redis::Script::new(
@@ -86,14 +90,20 @@ impl RedisStore {
     }
 
     pub async fn connect_with_ca(url: &str, ca_file: Option<&std::path::Path>) -> Result<Self, AdapterError> {
-        let fail = |e: redis::RedisError| AdapterError::Redis { url: redact_url(url), message: e.to_string() };
+        let fail =
+            |e: redis::RedisError| AdapterError::Redis { url: redact_url(url), message: e.to_string() };
         // Already installed (by this or another client) is fine.
         let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
         let client = match ca_file {
             None => redis::Client::open(url).map_err(fail)?,
             Some(path) => {
-                let root_cert = std::fs::read(path).map_err(|e| AdapterError::Config(format!("Redis CA file {}: {e}", path.display())))?;
-                redis::Client::build_with_tls(url, redis::TlsCertificates { client_tls: None, root_cert: Some(root_cert) }).map_err(fail)?
+                let root_cert = std::fs::read(path)
+                    .map_err(|e| AdapterError::Config(format!("Redis CA file {}: {e}", path.display())))?;
+                redis::Client::build_with_tls(
+                    url,
+                    redis::TlsCertificates { client_tls: None, root_cert: Some(root_cert) },
+                )
+                .map_err(fail)?
             }
         };
         let config = redis::aio::ConnectionManagerConfig::new()
@@ -160,7 +170,13 @@ impl StateStore for RedisStore {
         pipe.query_async::<()>(&mut con).await.map_err(err("SET pipeline"))
     }
 
-    async fn set_many_if_version(&self, version_key: &str, expected: u64, entries: &[(String, Vec<u8>)], ttl: Option<Duration>) -> PortResult<bool> {
+    async fn set_many_if_version(
+        &self,
+        version_key: &str,
+        expected: u64,
+        entries: &[(String, Vec<u8>)],
+        ttl: Option<Duration>,
+    ) -> PortResult<bool> {
         let mut con = self.con.clone();
         let mut invocation = VERSIONED_SET.key(version_key);
         invocation.arg(expected).arg(ttl.map_or(0, |t| t.as_millis().max(1) as u64));
@@ -174,13 +190,26 @@ impl StateStore for RedisStore {
 
     async fn set_if_absent(&self, key: &str, value: &[u8], ttl: Duration) -> PortResult<bool> {
         let mut con = self.con.clone();
-        let set: Option<String> = redis::cmd("SET").arg(key).arg(value).arg("NX").arg("PX").arg(ttl.as_millis().max(1) as u64).query_async(&mut con).await.map_err(err("SET NX"))?;
+        let set: Option<String> = redis::cmd("SET")
+            .arg(key)
+            .arg(value)
+            .arg("NX")
+            .arg("PX")
+            .arg(ttl.as_millis().max(1) as u64)
+            .query_async(&mut con)
+            .await
+            .map_err(err("SET NX"))?;
         Ok(set.is_some())
     }
 
     async fn delete_if_equals(&self, key: &str, value: &[u8]) -> PortResult<bool> {
         let mut con = self.con.clone();
-        let deleted: i64 = DELETE_IF_EQUALS.key(key).arg(value).invoke_async(&mut con).await.map_err(err("delete-if-equals script"))?;
+        let deleted: i64 = DELETE_IF_EQUALS
+            .key(key)
+            .arg(value)
+            .invoke_async(&mut con)
+            .await
+            .map_err(err("delete-if-equals script"))?;
         Ok(deleted == 1)
     }
 
@@ -207,7 +236,13 @@ impl StateStore for RedisStore {
             return Ok(Vec::new());
         }
         let mut con = self.con.clone();
-        redis::cmd("LRANGE").arg(key).arg(0).arg(n as i64 - 1).query_async(&mut con).await.map_err(err("LRANGE"))
+        redis::cmd("LRANGE")
+            .arg(key)
+            .arg(0)
+            .arg(n as i64 - 1)
+            .query_async(&mut con)
+            .await
+            .map_err(err("LRANGE"))
     }
 
     async fn incr(&self, key: &str) -> PortResult<u64> {
@@ -229,7 +264,9 @@ impl StateStore for RedisStore {
                 StoreWrite::Delete { key } => {
                     pipe.cmd("DEL").arg(key).ignore();
                 }
-                StoreWrite::PushCapped { key, values, cap } if !values.is_empty() => add_push_capped(&mut pipe, key, values, *cap),
+                StoreWrite::PushCapped { key, values, cap } if !values.is_empty() => {
+                    add_push_capped(&mut pipe, key, values, *cap)
+                }
                 StoreWrite::PushCapped { .. } => {}
             }
         }
@@ -241,7 +278,10 @@ impl StateStore for RedisStore {
 mod redact_tests {
     #[test]
     fn passwords_never_reach_a_message() {
-        assert_eq!(super::redact_url("rediss://default:s3cret@cache.example:6379/0"), "rediss://default:***@cache.example:6379/0");
+        assert_eq!(
+            super::redact_url("rediss://default:s3cret@cache.example:6379/0"),
+            "rediss://default:***@cache.example:6379/0"
+        );
         assert_eq!(super::redact_url("redis://:s3cret@127.0.0.1:6379"), "redis://:***@127.0.0.1:6379");
         assert_eq!(super::redact_url("redis://127.0.0.1:6379/0"), "redis://127.0.0.1:6379/0");
     }

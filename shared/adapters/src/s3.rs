@@ -40,7 +40,8 @@ impl ObjectStore for S3Store {
     async fn get(&self, key: &str) -> PortResult<ObjectRead> {
         match self.client.get_object().bucket(&self.bucket).key(key).send().await {
             Ok(out) => {
-                let bytes = out.body.collect().await.map_err(|e| PortError::new("s3", "GetObject body", e))?;
+                let bytes =
+                    out.body.collect().await.map_err(|e| PortError::new("s3", "GetObject body", e))?;
                 Ok(ObjectRead::Bytes(bytes.into_bytes().to_vec()))
             }
             Err(e) => {
@@ -50,7 +51,14 @@ impl ObjectStore for S3Store {
                 }
                 if service.is_some_and(|s| s.is_invalid_object_state()) {
                     // Archived: HeadObject's Restore header says whether a restore is running.
-                    let head = self.client.head_object().bucket(&self.bucket).key(key).send().await.map_err(sdk_err("s3", "HeadObject"))?;
+                    let head = self
+                        .client
+                        .head_object()
+                        .bucket(&self.bucket)
+                        .key(key)
+                        .send()
+                        .await
+                        .map_err(sdk_err("s3", "HeadObject"))?;
                     let ongoing = head.restore().is_some_and(|r| r.contains("ongoing-request=\"true\""));
                     return Ok(ObjectRead::Archived { restore_in_progress: ongoing });
                 }
@@ -63,12 +71,25 @@ impl ObjectStore for S3Store {
         let build = |e: aws_sdk_s3::error::BuildError| PortError::new("s3", "RestoreObject", e);
         let job = GlacierJobParameters::builder().tier(RestoreTier::Expedited).build().map_err(build)?;
         let request = RestoreRequest::builder().days(days as i32).glacier_job_parameters(job).build();
-        self.client.restore_object().bucket(&self.bucket).key(key).restore_request(request).send().await.map_err(sdk_err("s3", "RestoreObject"))?;
+        self.client
+            .restore_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .restore_request(request)
+            .send()
+            .await
+            .map_err(sdk_err("s3", "RestoreObject"))?;
         Ok(())
     }
 
     async fn delete(&self, key: &str) -> PortResult<()> {
-        self.client.delete_object().bucket(&self.bucket).key(key).send().await.map_err(sdk_err("s3", "DeleteObject"))?;
+        self.client
+            .delete_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+            .map_err(sdk_err("s3", "DeleteObject"))?;
         Ok(())
     }
 
@@ -104,4 +125,3 @@ impl ObjectStore for S3Store {
         Some(&self.bucket)
     }
 }
-

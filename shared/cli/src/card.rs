@@ -8,14 +8,24 @@ use trainer::TrainReport;
 
 fn table(t: &Tournament) -> String {
     let mut out = String::new();
-    let _ = writeln!(out, "| policy | cost $ | P95 ms | P99 ms | SLA viol. % | % steps | stability | CPU % |");
+    let _ =
+        writeln!(out, "| policy | cost $ | P95 ms | P99 ms | SLA viol. % | % steps | stability | CPU % |");
     let _ = writeln!(out, "|---|---|---|---|---|---|---|---|");
     for r in &t.rows {
         let m = &r.mean;
         let _ = writeln!(
             out,
             "| {} | {:.2} ± {:.2} | {:.1} | {:.1} | {:.2} ± {:.2} | {:.2} | {:.2} | {:.1} |",
-            r.policy, m.cost_usd, r.cost_std, m.p95_ms, m.p99_ms, m.sla_violation_pct, r.sla_std, m.sla_step_violation_pct, m.stability, m.cpu_util_pct
+            r.policy,
+            m.cost_usd,
+            r.cost_std,
+            m.p95_ms,
+            m.p99_ms,
+            m.sla_violation_pct,
+            r.sla_std,
+            m.sla_step_violation_pct,
+            m.stability,
+            m.cpu_util_pct
         );
     }
     out
@@ -23,7 +33,9 @@ fn table(t: &Tournament) -> String {
 
 fn ratio_line(t: &Tournament, policy: &str) -> String {
     let schedule = match (t.row(policy), t.row("clairvoyant-schedule")) {
-        (Some(p), Some(s)) if s.mean.cost_usd > 0.0 => format!(" and {:.3} x the achievable clairvoyant schedule's", p.mean.cost_usd / s.mean.cost_usd),
+        (Some(p), Some(s)) if s.mean.cost_usd > 0.0 => {
+            format!(" and {:.3} x the achievable clairvoyant schedule's", p.mean.cost_usd / s.mean.cost_usd)
+        }
         _ => String::new(),
     };
     match (t.row(policy), t.row("clairvoyant")) {
@@ -92,7 +104,9 @@ pub fn write_seed_compat(dir: &Path, command: &str, report: &TrainReport, eval: 
 /// Card of the scaling PPO model, with one evaluation table per trace.
 pub fn write_scaling(dir: &Path, command: &str, report: &TrainReport, evals: &[Tournament]) -> Result<()> {
     let path = dir.join("scaling-ppo.md");
-    let warm = trainer::scaling_config(report.steps).warm_start.context("the scaling PPO has no warm start to describe")?;
+    let warm = trainer::scaling_config(report.steps)
+        .warm_start
+        .context("the scaling PPO has no warm start to describe")?;
     let trained: Vec<&str> = trainer::scaling_env::TRAINING_TRACES.iter().map(|t| t.name()).collect();
     let mut features = String::new();
     for (i, name) in control::FEATURE_NAMES.iter().enumerate() {
@@ -100,8 +114,19 @@ pub fn write_scaling(dir: &Path, command: &str, report: &TrainReport, evals: &[T
     }
     let mut tables = String::new();
     for t in evals {
-        let seen = if trained.iter().any(|n| *n == t.trace) { "trained on this shape" } else { "never seen in training" };
-        let _ = writeln!(tables, "### {} ({seen}), {} seeds\n\n{}\n{}\n", t.trace, t.seeds.len(), table(t), ratio_line(t, "rl"));
+        let seen = if trained.iter().any(|n| *n == t.trace) {
+            "trained on this shape"
+        } else {
+            "never seen in training"
+        };
+        let _ = writeln!(
+            tables,
+            "### {} ({seen}), {} seeds\n\n{}\n{}\n",
+            t.trace,
+            t.seeds.len(),
+            table(t),
+            ratio_line(t, "rl")
+        );
     }
     let text = format!(
         "# scaling-ppo.onnx\n\n\
@@ -179,9 +204,15 @@ pub fn write_scaling(dir: &Path, command: &str, report: &TrainReport, evals: &[T
 }
 
 /// Card of the TD3 meta-controller, with its per-scenario table.
-pub fn write_meta(dir: &Path, command: &str, report: &TrainReport, rows: &[(String, control::Scenario, sim::tournament::Row)]) -> Result<()> {
+pub fn write_meta(
+    dir: &Path,
+    command: &str,
+    report: &TrainReport,
+    rows: &[(String, control::Scenario, sim::tournament::Row)],
+) -> Result<()> {
     let path = dir.join("meta-td3.md");
-    let mut table = String::from("| trace | scenario | cost $ | SLA viol. % events | P99 ms |\n|---|---|---|---|---|\n");
+    let mut table =
+        String::from("| trace | scenario | cost $ | SLA viol. % events | P99 ms |\n|---|---|---|---|---|\n");
     for (trace, scenario, row) in rows {
         let _ = writeln!(
             table,

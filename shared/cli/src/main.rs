@@ -330,20 +330,47 @@ fn replay_spark_cmd(args: &ReplayArgs, scenario: control::Scenario) -> Result<()
     };
     let endpoints = pipeline::live::Endpoints::from_env()?;
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
-    let r = runtime.block_on(pipeline::spark::replay_spark(&arena, &trace, args.seed, &options, &endpoints))?;
+    let r =
+        runtime.block_on(pipeline::spark::replay_spark(&arena, &trace, args.seed, &options, &endpoints))?;
     let sla = arena.config.sla_ms;
-    out!("{} (seed {}) against the real Spark job, {} decisions; SLA {sla:.0} ms", r.trace.name(), args.seed, r.decisions);
+    out!(
+        "{} (seed {}) against the real Spark job, {} decisions; SLA {sla:.0} ms",
+        r.trace.name(),
+        args.seed,
+        r.decisions
+    );
     let bound = |v: f64| if v.is_finite() { format!("<= {v:.0}") } else { "> 60000".to_string() };
     out!("  {:<28} {:>12} {:>12} {:>14} {:>16}", "", "P95 ms", "P99 ms", "over SLA %", "executors mean/max");
     let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
     let real_ex: Vec<f64> = r.real_executors.iter().map(|&n| n as f64).collect();
     let arena_ex: Vec<f64> = r.arena.timeline.executors.iter().map(|&n| n as f64).collect();
     let max = |v: &[f64]| v.iter().copied().fold(0.0, f64::max);
-    out!("  {:<28} {:>12} {:>12} {:>14.2} {:>10.2}/{:.0}", "real job (histogram bounds)", bound(r.real.p95_ms), bound(r.real.p99_ms), r.real.over_sla_pct, mean(&real_ex), max(&real_ex));
-    out!("  {:<28} {:>12.0} {:>12.0} {:>14.2} {:>10.2}/{:.0}", "arena", r.arena.scores.p95_ms, r.arena.scores.p99_ms, r.arena.scores.sla_violation_pct, mean(&arena_ex), max(&arena_ex));
+    out!(
+        "  {:<28} {:>12} {:>12} {:>14.2} {:>10.2}/{:.0}",
+        "real job (histogram bounds)",
+        bound(r.real.p95_ms),
+        bound(r.real.p99_ms),
+        r.real.over_sla_pct,
+        mean(&real_ex),
+        max(&real_ex)
+    );
+    out!(
+        "  {:<28} {:>12.0} {:>12.0} {:>14.2} {:>10.2}/{:.0}",
+        "arena",
+        r.arena.scores.p95_ms,
+        r.arena.scores.p99_ms,
+        r.arena.scores.sla_violation_pct,
+        mean(&arena_ex),
+        max(&arena_ex)
+    );
     out!("  executors every 30 s (t: load events/s, real, arena):");
     for t in (0..r.trace.len()).step_by(30) {
-        out!("    {t:>5}: {:>8.0} {:>4} {:>6.1}", r.trace.at(t).events_per_s, r.real_executors.get(t).copied().unwrap_or(0), arena_ex.get(t).copied().unwrap_or(0.0));
+        out!(
+            "    {t:>5}: {:>8.0} {:>4} {:>6.1}",
+            r.trace.at(t).events_per_s,
+            r.real_executors.get(t).copied().unwrap_or(0),
+            arena_ex.get(t).copied().unwrap_or(0.0)
+        );
     }
     Ok(())
 }
@@ -357,10 +384,16 @@ fn calibrate_job(path: &std::path::Path) -> Result<()> {
     for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
         let at = || format!("{}:{}", path.display(), i + 1);
         let v: serde_json::Value = serde_json::from_str(line).with_context(at)?;
-        let metrics: handlers::SparkMetrics = serde_json::from_value(v["metrics"].clone()).with_context(|| format!("{}: metrics", at()))?;
-        let bytes = v["bytes_per_event"].as_f64().ok_or_else(|| anyhow::anyhow!("{}: bytes_per_event must be a number", at()))?;
+        let metrics: handlers::SparkMetrics =
+            serde_json::from_value(v["metrics"].clone()).with_context(|| format!("{}: metrics", at()))?;
+        let bytes = v["bytes_per_event"]
+            .as_f64()
+            .ok_or_else(|| anyhow::anyhow!("{}: bytes_per_event must be a number", at()))?;
         let cores = v["cores_per_executor"].as_f64().unwrap_or(1.0);
-        let executors = metrics.running_executors.ok_or_else(|| anyhow::anyhow!("{}: metrics.running_executors is missing", at()))? as f64;
+        let executors = metrics
+            .running_executors
+            .ok_or_else(|| anyhow::anyhow!("{}: metrics.running_executors is missing", at()))?
+            as f64;
         phases.push(v["phase"].as_u64());
         batches.push(BatchSample {
             // processedRowsPerSecond is the batch's rows over its trigger's duration.
@@ -397,7 +430,13 @@ fn calibrate_job(path: &std::path::Path) -> Result<()> {
     let assumed = LatencyModel::embedded().processing;
     out!("real job, {} micro-batches in {} fitted points, R^2 {:.3}:", batches.len(), f.samples, f.r_squared);
     for p in &points {
-        out!("  {:>7.0} events of {:>6.0} B on {:.0} core(s): {:>7.0} ms", p.rows, p.bytes_per_event, p.cores, p.duration_ms);
+        out!(
+            "  {:>7.0} events of {:>6.0} B on {:.0} core(s): {:>7.0} ms",
+            p.rows,
+            p.bytes_per_event,
+            p.cores,
+            p.duration_ms
+        );
     }
     out!("  {:<34} {:>12} {:>14} {:>8}", "figure", "measured", "latency.toml", "ratio");
     let row = |name: &str, m: f64, a: f64| -> Result<()> {
@@ -461,7 +500,11 @@ impl Models<'_> {
     fn scaling(&self, arena: &Arena) -> Result<policy::ScalingPolicy> {
         let path = self.path(SCALING_MODEL);
         Ok(if matches!(self, Models::Default) && !path.exists() {
-            policy::ScalingPolicy::from_bytes("embedded:scaling-ppo.onnx", handlers::scaling_decision::EMBEDDED_MODEL, arena.state_builder())?
+            policy::ScalingPolicy::from_bytes(
+                "embedded:scaling-ppo.onnx",
+                handlers::scaling_decision::EMBEDDED_MODEL,
+                arena.state_builder(),
+            )?
         } else {
             policy::ScalingPolicy::load(&path, arena.state_builder())?
         })
@@ -483,12 +526,21 @@ fn seed_contender(name: &str, models: Models) -> Result<SeedContender> {
         return Ok(SeedContender::Policy(Box::new(sim::learned::RlSeed::new(model))));
     }
     tournament::seed_baseline(name).ok_or_else(|| {
-        SimError::UnknownPolicy { name: name.into(), arena: ArenaKind::SeedCompat.name(), known: format!("{}, rl", tournament::SEED_BASELINES.join(", ")) }
-            .into()
+        SimError::UnknownPolicy {
+            name: name.into(),
+            arena: ArenaKind::SeedCompat.name(),
+            known: format!("{}, rl", tournament::SEED_BASELINES.join(", ")),
+        }
+        .into()
     })
 }
 
-fn realistic_contender(name: &str, models: Models, arena: &Arena, scenario: control::Scenario) -> Result<Contender> {
+fn realistic_contender(
+    name: &str,
+    models: Models,
+    arena: &Arena,
+    scenario: control::Scenario,
+) -> Result<Contender> {
     if name == "rl-meta" {
         return meta_contender(models, arena, scenario);
     }
@@ -496,8 +548,12 @@ fn realistic_contender(name: &str, models: Models, arena: &Arena, scenario: cont
         return Ok(Contender::Policy(Box::new(sim::learned::RlScaling::new("rl", models.scaling(arena)?))));
     }
     tournament::realistic_baseline(name).ok_or_else(|| {
-        SimError::UnknownPolicy { name: name.into(), arena: ArenaKind::Realistic.name(), known: format!("{}, rl, rl-meta", tournament::REALISTIC_BASELINES.join(", ")) }
-            .into()
+        SimError::UnknownPolicy {
+            name: name.into(),
+            arena: ArenaKind::Realistic.name(),
+            known: format!("{}, rl, rl-meta", tournament::REALISTIC_BASELINES.join(", ")),
+        }
+        .into()
     })
 }
 
@@ -506,14 +562,26 @@ const META_MODEL: &str = "meta-td3.onnx";
 fn meta_contender(models: Models, arena: &Arena, scenario: control::Scenario) -> Result<Contender> {
     let (meta, scaling) = (models.meta()?, models.scaling(arena)?);
     // As deployed: meta-weights on its schedule and the prewarmer beside scaling-decision.
-    Ok(Contender::Policy(Box::new(sim::learned::Prewarmed::new(sim::learned::RlMeta::new(meta, scaling, arena.clone(), scenario), arena))))
+    Ok(Contender::Policy(Box::new(sim::learned::Prewarmed::new(
+        sim::learned::RlMeta::new(meta, scaling, arena.clone(), scenario),
+        arena,
+    ))))
 }
 
-fn train_cmd(what: TrainWhat, steps: usize, seed: u64, out: &std::path::Path, overwrite: bool, eval_seeds: u64) -> Result<()> {
+fn train_cmd(
+    what: TrainWhat,
+    steps: usize,
+    seed: u64,
+    out: &std::path::Path,
+    overwrite: bool,
+    eval_seeds: u64,
+) -> Result<()> {
     let bar = ProgressBar::new(steps as u64);
     bar.set_style(
-        ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:40} {pos}/{len} steps, return {msg} (eta {eta})")
-            .expect("valid template"),
+        ProgressStyle::with_template(
+            "{spinner} [{elapsed_precise}] {bar:40} {pos}/{len} steps, return {msg} (eta {eta})",
+        )
+        .expect("valid template"),
     );
     let mut on_progress = |p: trainer::ppo::PpoProgress| {
         bar.set_length(p.total_steps as u64);
@@ -522,14 +590,21 @@ fn train_cmd(what: TrainWhat, steps: usize, seed: u64, out: &std::path::Path, ov
             bar.set_message(format!("{:.2}", p.mean_return));
         }
     };
-    let command = format!("sparkpilot train {} --steps {steps} --seed {seed} --out {}{}", train_name(what), out.display(), if overwrite { " --overwrite" } else { "" });
+    let command = format!(
+        "sparkpilot train {} --steps {steps} --seed {seed} --out {}{}",
+        train_name(what),
+        out.display(),
+        if overwrite { " --overwrite" } else { "" }
+    );
     match what {
         TrainWhat::SeedCompat => {
             let report = trainer::train_seed_compat(steps, seed, out, &mut on_progress)?;
             bar.finish_and_clear();
             let seeds: Vec<u64> = (0..eval_seeds.max(1)).collect();
-            let mut contenders: Vec<SeedContender> =
-                ["fixed", "dexter", "seer", "clairvoyant", "rl"].iter().map(|n| seed_contender(n, Models::Dir(out))).collect::<Result<_>>()?;
+            let mut contenders: Vec<SeedContender> = ["fixed", "dexter", "seer", "clairvoyant", "rl"]
+                .iter()
+                .map(|n| seed_contender(n, Models::Dir(out)))
+                .collect::<Result<_>>()?;
             let result = tournament::run_seed_compat(&seeds, &mut contenders, &|| {});
             print!("{}", result.table());
             card::write_seed_compat(out, &command, &report, &result)?;
@@ -547,7 +622,8 @@ fn train_cmd(what: TrainWhat, steps: usize, seed: u64, out: &std::path::Path, ov
                     .map(|n| realistic_contender(n, Models::Dir(out), &arena, control::Scenario::Balanced))
                     .collect::<Result<_>>()?;
                 let make = |seed: u64| traces::resolve(&trace, seed).map_err(SimError::from);
-                let result = tournament::run_realistic(&arena, &trace, &make, &seeds, &mut contenders, &|| {})?;
+                let result =
+                    tournament::run_realistic(&arena, &trace, &make, &seeds, &mut contenders, &|| {})?;
                 print!("{}", result.table());
                 results.push(result);
             }
@@ -570,7 +646,8 @@ fn train_cmd(what: TrainWhat, steps: usize, seed: u64, out: &std::path::Path, ov
                 for scenario in control::Scenario::ALL {
                     let mut contenders = vec![meta_contender(Models::Dir(out), &arena, scenario)?];
                     let make = |seed: u64| traces::resolve(&trace, seed).map_err(SimError::from);
-                    let result = tournament::run_realistic(&arena, &trace, &make, &seeds, &mut contenders, &|| {})?;
+                    let result =
+                        tournament::run_realistic(&arena, &trace, &make, &seeds, &mut contenders, &|| {})?;
                     rows.push((trace.clone(), scenario, result.rows[0].clone()));
                 }
             }
@@ -605,14 +682,26 @@ fn train_name(what: TrainWhat) -> &'static str {
 fn progress(total: u64) -> ProgressBar {
     let bar = ProgressBar::new(total);
     bar.set_style(
-        ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:40} {pos}/{len} episodes (eta {eta})")
-            .expect("valid template"),
+        ProgressStyle::with_template(
+            "{spinner} [{elapsed_precise}] {bar:40} {pos}/{len} episodes (eta {eta})",
+        )
+        .expect("valid template"),
     );
     bar
 }
 
 fn tournament_cmd(args: &TournamentArgs, scenario: control::Scenario) -> Result<()> {
-    let TournamentArgs { arena: arena_kind, trace, seeds, first_seed, policies, out, models, arena_opts: opts, .. } = args;
+    let TournamentArgs {
+        arena: arena_kind,
+        trace,
+        seeds,
+        first_seed,
+        policies,
+        out,
+        models,
+        arena_opts: opts,
+        ..
+    } = args;
     let (trace, seeds, first_seed) = (trace.as_str(), *seeds, *first_seed);
     let models = models.as_deref().map_or(Models::Default, Models::Dir);
     if seeds == 0 {
@@ -632,7 +721,8 @@ fn tournament_cmd(args: &TournamentArgs, scenario: control::Scenario) -> Result<
             } else {
                 policies.to_vec()
             };
-            let mut contenders: Vec<SeedContender> = names.iter().map(|n| seed_contender(n, models)).collect::<Result<_>>()?;
+            let mut contenders: Vec<SeedContender> =
+                names.iter().map(|n| seed_contender(n, models)).collect::<Result<_>>()?;
             let bar = progress(seeds * contenders.len() as u64);
             let result = tournament::run_seed_compat(&seed_list, &mut contenders, &|| bar.inc(1));
             bar.finish_and_clear();
@@ -641,7 +731,8 @@ fn tournament_cmd(args: &TournamentArgs, scenario: control::Scenario) -> Result<
         ArenaArg::Realistic => {
             let arena = opts.arena()?;
             let names: Vec<String> = if policies.is_empty() {
-                let mut all: Vec<String> = tournament::REALISTIC_BASELINES.iter().map(|s| s.to_string()).collect();
+                let mut all: Vec<String> =
+                    tournament::REALISTIC_BASELINES.iter().map(|s| s.to_string()).collect();
                 if models.has(SCALING_MODEL) {
                     all.push("rl".into());
                     if models.has(META_MODEL) {
@@ -656,12 +747,16 @@ fn tournament_cmd(args: &TournamentArgs, scenario: control::Scenario) -> Result<
             } else {
                 policies.to_vec()
             };
-            let mut contenders: Vec<Contender> = names.iter().map(|n| realistic_contender(n, models, &arena, scenario)).collect::<Result<_>>()?;
+            let mut contenders: Vec<Contender> = names
+                .iter()
+                .map(|n| realistic_contender(n, models, &arena, scenario))
+                .collect::<Result<_>>()?;
             // Fail on a bad trace before the progress bar starts.
             traces::resolve(trace, first_seed)?;
             let make = |seed: u64| traces::resolve(trace, seed).map_err(SimError::from);
             let bar = progress(seeds * contenders.len() as u64);
-            let result = tournament::run_realistic(&arena, trace, &make, &seed_list, &mut contenders, &|| bar.inc(1))?;
+            let result =
+                tournament::run_realistic(&arena, trace, &make, &seed_list, &mut contenders, &|| bar.inc(1))?;
             bar.finish_and_clear();
             result
         }
@@ -701,10 +796,23 @@ fn replay_cmd(args: &ReplayArgs) -> Result<()> {
     let started = std::time::Instant::now();
     let (report, backends) = if args.live {
         let endpoints = pipeline::live::Endpoints::from_env()?;
-        let report = runtime.block_on(pipeline::live::replay_live(&arena, &trace, args.seed, &options, &endpoints))?;
-        (report, format!("the live stack (Kafka {}, Redis, AWS at {})", endpoints.kafka_brokers, std::env::var("AWS_ENDPOINT_URL").unwrap_or_else(|_| "the default endpoints".into())))
+        let report =
+            runtime.block_on(pipeline::live::replay_live(&arena, &trace, args.seed, &options, &endpoints))?;
+        (
+            report,
+            format!(
+                "the live stack (Kafka {}, Redis, AWS at {})",
+                endpoints.kafka_brokers,
+                std::env::var("AWS_ENDPOINT_URL").unwrap_or_else(|_| "the default endpoints".into())
+            ),
+        )
     } else {
-        (runtime.block_on(pipeline::replay::replay_embedded_on(&arena, &trace, args.seed, &options, &embedded))?, "the embedded backends".to_string())
+        (
+            runtime.block_on(pipeline::replay::replay_embedded_on(
+                &arena, &trace, args.seed, &options, &embedded,
+            ))?,
+            "the embedded backends".to_string(),
+        )
     };
     let elapsed = started.elapsed();
     out!(
@@ -726,22 +834,39 @@ fn replay_cmd(args: &ReplayArgs) -> Result<()> {
         report.burst_agreement * 100.0,
         report.temperature_drift
     );
-    let row = |policy: &str, scores: sim::Scores| tournament::Row { policy: policy.into(), mean: scores, cost_std: 0.0, sla_std: 0.0, per_seed: vec![scores] };
+    let row = |policy: &str, scores: sim::Scores| tournament::Row {
+        policy: policy.into(),
+        mean: scores,
+        cost_std: 0.0,
+        sla_std: 0.0,
+        per_seed: vec![scores],
+    };
     let mut rows = vec![row("replay", report.scores)];
     let mut timelines = vec![("replay".to_string(), report.timeline)];
     if !args.no_compare {
         // The tournament's learned policies on the same trace and seed, from the very model bytes
         // the handlers embed.
-        let scaling = || policy::ScalingPolicy::from_bytes("embedded:scaling-ppo.onnx", handlers::scaling_decision::EMBEDDED_MODEL, arena.state_builder());
-        let meta = policy::MetaPolicy::from_bytes("embedded:meta-td3.onnx", handlers::meta_weights::EMBEDDED_MODEL)?;
+        let scaling = || {
+            policy::ScalingPolicy::from_bytes(
+                "embedded:scaling-ppo.onnx",
+                handlers::scaling_decision::EMBEDDED_MODEL,
+                arena.state_builder(),
+            )
+        };
+        let meta =
+            policy::MetaPolicy::from_bytes("embedded:meta-td3.onnx", handlers::meta_weights::EMBEDDED_MODEL)?;
         let mut contenders = vec![
             Contender::Policy(Box::new(sim::learned::RlScaling::new("rl", scaling()?))),
-            Contender::Policy(Box::new(sim::learned::Prewarmed::new(sim::learned::RlMeta::new(meta, scaling()?, arena.clone(), scenario), &arena))),
+            Contender::Policy(Box::new(sim::learned::Prewarmed::new(
+                sim::learned::RlMeta::new(meta, scaling()?, arena.clone(), scenario),
+                &arena,
+            ))),
             Contender::Clairvoyant,
         ];
         let t = trace.clone();
         let make = move |_seed: u64| Ok::<_, SimError>(t.clone());
-        let result = tournament::run_realistic(&arena, trace.name(), &make, &[args.seed], &mut contenders, &|| {})?;
+        let result =
+            tournament::run_realistic(&arena, trace.name(), &make, &[args.seed], &mut contenders, &|| {})?;
         rows.extend(result.rows);
         timelines.extend(result.timelines);
     }
@@ -797,12 +922,23 @@ fn dashboard_cmd(listen: &str, results: Option<PathBuf>, no_store: bool) -> Resu
         let (store, title): (std::sync::Arc<dyn handlers::ports::StateStore>, String) = if no_store {
             (std::sync::Arc::new(handlers::memory::MemoryStore::default()), "results".into())
         } else {
-            let url = std::env::var("REDIS_URL").map_err(|_| anyhow::anyhow!("REDIS_URL is not set: the Redis the functions write (or pass --no-store with --results)"))?;
-            let ca = std::env::var("SPARKPILOT_REDIS_CA_FILE").ok().filter(|v| !v.trim().is_empty()).map(PathBuf::from);
+            let url = std::env::var("REDIS_URL").map_err(|_| {
+                anyhow::anyhow!(
+                    "REDIS_URL is not set: the Redis the functions write (or pass --no-store with --results)"
+                )
+            })?;
+            let ca = std::env::var("SPARKPILOT_REDIS_CA_FILE")
+                .ok()
+                .filter(|v| !v.trim().is_empty())
+                .map(PathBuf::from);
             let store = adapters::RedisStore::connect_with_ca(&url, ca.as_deref()).await?;
-            (std::sync::Arc::new(store), format!("{} (prefix {})", adapters::redact_url(&url), settings.key_prefix))
+            (
+                std::sync::Arc::new(store),
+                format!("{} (prefix {})", adapters::redact_url(&url), settings.key_prefix),
+            )
         };
-        let source = dashboard::Source { title, store, keys: handlers::Keys::new(&settings.key_prefix), results };
+        let source =
+            dashboard::Source { title, store, keys: handlers::Keys::new(&settings.key_prefix), results };
         let server = start_dashboard(source, listen).await?;
         let _ = tokio::signal::ctrl_c().await;
         let _ = server.stop.send(());
@@ -885,13 +1021,19 @@ fn edge_cmd(config: edge::EdgeConfig, run_for: Option<Duration>) -> Result<()> {
 
 fn parse_scenario(name: &str) -> Result<control::Scenario> {
     control::Scenario::from_name(name).ok_or_else(|| {
-        anyhow::anyhow!("unknown scenario `{}` (known: {})", name, control::Scenario::ALL.iter().map(|s| s.name()).collect::<Vec<_>>().join(", "))
+        anyhow::anyhow!(
+            "unknown scenario `{}` (known: {})",
+            name,
+            control::Scenario::ALL.iter().map(|s| s.name()).collect::<Vec<_>>().join(", ")
+        )
     })
 }
 
 fn invoke_cmd(function: &str, event: &Path, dry_run: bool) -> Result<()> {
-    let text = std::fs::read_to_string(event).with_context(|| format!("reading event {}", event.display()))?;
-    let payload: serde_json::Value = serde_json::from_str(&text).with_context(|| format!("event {} is not JSON", event.display()))?;
+    let text =
+        std::fs::read_to_string(event).with_context(|| format!("reading event {}", event.display()))?;
+    let payload: serde_json::Value =
+        serde_json::from_str(&text).with_context(|| format!("event {} is not JSON", event.display()))?;
     let mut settings = handlers::Settings::from_env()?;
     settings.dry_run |= dry_run;
     let embedded = handlers::Embedded::default();
@@ -905,11 +1047,13 @@ fn invoke_cmd(function: &str, event: &Path, dry_run: bool) -> Result<()> {
         .map_err(|_| anyhow::anyhow!("publisher lock poisoned"))?
         .iter()
         .map(|(topic, key, payload)| {
-            let value = serde_json::from_slice(payload).unwrap_or_else(|_| serde_json::Value::String(String::from_utf8_lossy(payload).into()));
+            let value = serde_json::from_slice(payload)
+                .unwrap_or_else(|_| serde_json::Value::String(String::from_utf8_lossy(payload).into()));
             serde_json::json!({"topic": topic, "key": key, "value": value})
         })
         .collect();
-    let emr = runtime.block_on(async { handlers::ports::EmrControl::get_application(embedded.emr.as_ref()).await })?;
+    let emr = runtime
+        .block_on(async { handlers::ports::EmrControl::get_application(embedded.emr.as_ref()).await })?;
     let out = serde_json::json!({"function": function, "result": result, "published": published, "emr_application": emr});
     out!("{}", serde_json::to_string_pretty(&out)?);
     Ok(())
@@ -919,7 +1063,11 @@ fn main() -> std::process::ExitCode {
     match run(Cli::parse()) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         // The reader went away (`| head`): what it wanted it has.
-        Err(err) if err.chain().any(|c| c.downcast_ref::<std::io::Error>().is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)) => {
+        Err(err)
+            if err.chain().any(|c| {
+                c.downcast_ref::<std::io::Error>().is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+            }) =>
+        {
             std::process::ExitCode::SUCCESS
         }
         Err(err) => {
@@ -934,10 +1082,22 @@ fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Tournament(args) => tournament_cmd(&args, parse_scenario(&args.scenario)?),
         Command::Replay(args) => replay_cmd(&args),
-        Command::Bridge { batch_size, batch_window_ms, max_attempts, dead_letter_topic, group, no_schedules } => {
-            let brokers = std::env::var("KAFKA_BROKERS").map_err(|_| anyhow::anyhow!("KAFKA_BROKERS is not set (eval \"$(infra/services start)\")"))?;
+        Command::Bridge {
+            batch_size,
+            batch_window_ms,
+            max_attempts,
+            dead_letter_topic,
+            group,
+            no_schedules,
+        } => {
+            let brokers = std::env::var("KAFKA_BROKERS").map_err(|_| {
+                anyhow::anyhow!("KAFKA_BROKERS is not set (eval \"$(infra/services start)\")")
+            })?;
             let extra: Vec<(String, String)> = std::env::vars()
-                .filter_map(|(k, v)| k.strip_prefix("SPARKPILOT_KAFKA_CONFIG_").map(|s| (s.to_ascii_lowercase().replace('_', "."), v)))
+                .filter_map(|(k, v)| {
+                    k.strip_prefix("SPARKPILOT_KAFKA_CONFIG_")
+                        .map(|s| (s.to_ascii_lowercase().replace('_', "."), v))
+                })
                 .collect();
             let config = pipeline::bridge::BridgeConfig {
                 brokers,
@@ -952,7 +1112,17 @@ fn run(cli: Cli) -> Result<()> {
             bridge_cmd(config, !no_schedules)
         }
         Command::Dashboard { listen, results, no_store } => dashboard_cmd(&listen, results, no_store),
-        Command::Edge { mqtt, topics, gateway_id, mqtt_username, metadata_topic, raw_topic, no_forward, buffer, seconds } => {
+        Command::Edge {
+            mqtt,
+            topics,
+            gateway_id,
+            mqtt_username,
+            metadata_topic,
+            raw_topic,
+            no_forward,
+            buffer,
+            seconds,
+        } => {
             let password = std::env::var("SPARKPILOT_MQTT_PASSWORD").ok();
             let mqtt_credentials = match (mqtt_username, password) {
                 (Some(user), Some(password)) => Some((user, password)),
@@ -1009,8 +1179,10 @@ fn run(cli: Cli) -> Result<()> {
         Command::Calibrate { job: Some(samples), .. } => calibrate_job(&samples),
         Command::Calibrate { out, budget_ms, job: None } => {
             let payload = calibrate::iot_payload(calibrate::CALIBRATION_SEED, calibrate::CALIBRATION_BYTES);
-            let table = calibrate::measure(&payload, calibrate::CALIBRATION_BLOCK, Duration::from_millis(budget_ms))?;
-            std::fs::write(&out, calibrate::to_toml(&table)).with_context(|| format!("writing {}", out.display()))?;
+            let table =
+                calibrate::measure(&payload, calibrate::CALIBRATION_BLOCK, Duration::from_millis(budget_ms))?;
+            std::fs::write(&out, calibrate::to_toml(&table))
+                .with_context(|| format!("writing {}", out.display()))?;
             out!("{}", calibrate::to_toml(&table));
             out!("wrote {}", out.display());
             Ok(())

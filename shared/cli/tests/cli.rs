@@ -22,12 +22,26 @@ fn text(bytes: &[u8]) -> String {
 fn realistic_tournament_prints_the_table_and_writes_csv_and_svg() {
     let dir = scratch("realistic");
     let out = dir.join("out");
-    let o = sparkpilot(&["tournament", "--trace", "flash-crowd", "--seeds", "2", "--out", out.to_str().unwrap()]);
+    let o =
+        sparkpilot(&["tournament", "--trace", "flash-crowd", "--seeds", "2", "--out", out.to_str().unwrap()]);
     assert!(o.status.success(), "{}", text(&o.stderr));
     let stdout = text(&o.stdout);
     // The learned ones too: the models built in, as there is no ./models here.
-    for policy in ["fixed", "dexter", "seer", "keda", "spark-dra", "clairvoyant", "clairvoyant-schedule", "rl", "rl-meta"] {
-        assert!(stdout.lines().any(|l| l.split_whitespace().next() == Some(policy)), "{policy} missing from\n{stdout}");
+    for policy in [
+        "fixed",
+        "dexter",
+        "seer",
+        "keda",
+        "spark-dra",
+        "clairvoyant",
+        "clairvoyant-schedule",
+        "rl",
+        "rl-meta",
+    ] {
+        assert!(
+            stdout.lines().any(|l| l.split_whitespace().next() == Some(policy)),
+            "{policy} missing from\n{stdout}"
+        );
     }
     let csv = std::fs::read_to_string(out.join("results.csv")).unwrap();
     let mut lines = csv.lines();
@@ -50,7 +64,8 @@ fn realistic_tournament_prints_the_table_and_writes_csv_and_svg() {
 #[test]
 fn seed_compat_tournament_runs_the_seed_baselines() {
     let dir = scratch("seed");
-    let o = sparkpilot(&["tournament", "--arena", "seed-compat", "--seeds", "3", "--out", dir.to_str().unwrap()]);
+    let o =
+        sparkpilot(&["tournament", "--arena", "seed-compat", "--seeds", "3", "--out", dir.to_str().unwrap()]);
     assert!(o.status.success(), "{}", text(&o.stderr));
     let csv = std::fs::read_to_string(dir.join("results.csv")).unwrap();
     let policies: Vec<&str> = csv.lines().skip(1).map(|l| l.split(',').next().unwrap()).collect();
@@ -82,7 +97,15 @@ fn a_malformed_trace_names_the_file_and_line() {
     let dir = scratch("bad-trace");
     let trace = dir.join("broken.csv");
     std::fs::write(&trace, "time_s,events_per_s,bytes_per_event\n0,100,2500\n1,lots,2500\n").unwrap();
-    let o = sparkpilot(&["tournament", "--trace", trace.to_str().unwrap(), "--seeds", "1", "--out", dir.to_str().unwrap()]);
+    let o = sparkpilot(&[
+        "tournament",
+        "--trace",
+        trace.to_str().unwrap(),
+        "--seeds",
+        "1",
+        "--out",
+        dir.to_str().unwrap(),
+    ]);
     assert!(!o.status.success());
     let err = text(&o.stderr);
     assert!(err.contains(&format!("{}:3:", trace.display())) && err.contains("lots"), "{err}");
@@ -93,8 +116,17 @@ fn a_malformed_trace_names_the_file_and_line() {
 fn a_malformed_price_file_names_the_file_and_line() {
     let dir = scratch("bad-prices");
     let prices = dir.join("prices.toml");
-    std::fs::write(&prices, "[regions.us-east-1.emr_serverless]\nvcpu_hour = 0.05\ngb_hour = oops\n").unwrap();
-    let o = sparkpilot(&["tournament", "--prices", prices.to_str().unwrap(), "--seeds", "1", "--out", dir.to_str().unwrap()]);
+    std::fs::write(&prices, "[regions.us-east-1.emr_serverless]\nvcpu_hour = 0.05\ngb_hour = oops\n")
+        .unwrap();
+    let o = sparkpilot(&[
+        "tournament",
+        "--prices",
+        prices.to_str().unwrap(),
+        "--seeds",
+        "1",
+        "--out",
+        dir.to_str().unwrap(),
+    ]);
     assert!(!o.status.success());
     let err = text(&o.stderr);
     assert!(err.contains(&format!("{}:3:", prices.display())), "{err}");
@@ -104,11 +136,27 @@ fn a_malformed_price_file_names_the_file_and_line() {
 #[test]
 fn unknown_policy_and_trace_are_refused_clearly() {
     let dir = scratch("unknown");
-    let o = sparkpilot(&["tournament", "--policies", "fixed,magic", "--seeds", "1", "--out", dir.to_str().unwrap()]);
+    let o = sparkpilot(&[
+        "tournament",
+        "--policies",
+        "fixed,magic",
+        "--seeds",
+        "1",
+        "--out",
+        dir.to_str().unwrap(),
+    ]);
     assert!(!o.status.success());
     let err = text(&o.stderr);
     assert!(err.contains("`magic`") && err.contains("spark-dra"), "{err}");
-    let o = sparkpilot(&["tournament", "--trace", "no-such-trace", "--seeds", "1", "--out", dir.to_str().unwrap()]);
+    let o = sparkpilot(&[
+        "tournament",
+        "--trace",
+        "no-such-trace",
+        "--seeds",
+        "1",
+        "--out",
+        dir.to_str().unwrap(),
+    ]);
     assert!(!o.status.success());
     assert!(text(&o.stderr).contains("no-such-trace"));
 }
@@ -133,10 +181,18 @@ fn train_to_onnx_to_tract_to_tournament_smoke() {
     let models = dir.join("models");
     let m = models.to_str().unwrap();
     for (what, steps) in [("seed-compat", "4096"), ("scaling", "4096"), ("meta", "300")] {
-        let o = sparkpilot(&["train", what, "--steps", steps, "--seed", "5", "--out", m, "--eval-seeds", "1"]);
+        let o =
+            sparkpilot(&["train", what, "--steps", steps, "--seed", "5", "--out", m, "--eval-seeds", "1"]);
         assert!(o.status.success(), "train {what}: {}", text(&o.stderr));
     }
-    for file in ["seed-compat-ppo.onnx", "seed-compat-ppo.md", "scaling-ppo.onnx", "scaling-ppo.md", "meta-td3.onnx", "meta-td3.md"] {
+    for file in [
+        "seed-compat-ppo.onnx",
+        "seed-compat-ppo.md",
+        "scaling-ppo.onnx",
+        "scaling-ppo.md",
+        "meta-td3.onnx",
+        "meta-td3.md",
+    ] {
         assert!(models.join(file).exists(), "{file} missing");
     }
     let card = std::fs::read_to_string(models.join("scaling-ppo.md")).unwrap();
@@ -145,20 +201,46 @@ fn train_to_onnx_to_tract_to_tournament_smoke() {
     let before = std::fs::read(models.join("scaling-ppo.onnx")).unwrap();
     let o = sparkpilot(&["train", "scaling", "--steps", "64", "--out", m]);
     assert!(!o.status.success());
-    assert!(text(&o.stderr).contains("scaling-ppo.onnx exists") && text(&o.stderr).contains("--overwrite"), "{}", text(&o.stderr));
+    assert!(
+        text(&o.stderr).contains("scaling-ppo.onnx exists") && text(&o.stderr).contains("--overwrite"),
+        "{}",
+        text(&o.stderr)
+    );
     assert_eq!(std::fs::read(models.join("scaling-ppo.onnx")).unwrap(), before);
 
     let out = dir.join("out");
-    let o = sparkpilot(&["tournament", "--arena", "seed-compat", "--seeds", "2", "--models", m, "--out", out.to_str().unwrap()]);
+    let o = sparkpilot(&[
+        "tournament",
+        "--arena",
+        "seed-compat",
+        "--seeds",
+        "2",
+        "--models",
+        m,
+        "--out",
+        out.to_str().unwrap(),
+    ]);
     assert!(o.status.success(), "{}", text(&o.stderr));
     assert!(text(&o.stdout).lines().any(|l| l.starts_with("rl ")), "{}", text(&o.stdout));
     let o = sparkpilot(&[
-        "tournament", "--trace", "flash-crowd", "--seeds", "1", "--models", m, "--scenario", "healthcare_critical",
-        "--out", out.to_str().unwrap(),
+        "tournament",
+        "--trace",
+        "flash-crowd",
+        "--seeds",
+        "1",
+        "--models",
+        m,
+        "--scenario",
+        "healthcare_critical",
+        "--out",
+        out.to_str().unwrap(),
     ]);
     assert!(o.status.success(), "{}", text(&o.stderr));
     let csv = std::fs::read_to_string(out.join("results.csv")).unwrap();
-    assert!(csv.lines().any(|l| l.starts_with("rl,")) && csv.lines().any(|l| l.starts_with("rl-meta,")), "{csv}");
+    assert!(
+        csv.lines().any(|l| l.starts_with("rl,")) && csv.lines().any(|l| l.starts_with("rl-meta,")),
+        "{csv}"
+    );
 }
 
 #[test]
@@ -166,7 +248,17 @@ fn a_model_of_the_wrong_shape_is_refused_by_the_tournament() {
     let dir = scratch("wrong-model");
     // A seed-compat model where the scaling model should be: [1,13] -> [1,4] fits, so use garbage.
     std::fs::write(dir.join("scaling-ppo.onnx"), b"not onnx").unwrap();
-    let o = sparkpilot(&["tournament", "--policies", "rl", "--seeds", "1", "--models", dir.to_str().unwrap(), "--out", dir.to_str().unwrap()]);
+    let o = sparkpilot(&[
+        "tournament",
+        "--policies",
+        "rl",
+        "--seeds",
+        "1",
+        "--models",
+        dir.to_str().unwrap(),
+        "--out",
+        dir.to_str().unwrap(),
+    ]);
     assert!(!o.status.success());
     let err = text(&o.stderr);
     assert!(err.contains("scaling-ppo.onnx") && err.contains("not a valid ONNX model"), "{err}");
@@ -175,12 +267,17 @@ fn a_model_of_the_wrong_shape_is_refused_by_the_tournament() {
 #[test]
 fn outside_the_repository_the_tournament_uses_the_built_in_models_and_says_what_is_missing() {
     let dir = scratch("elsewhere");
-    let run = |args: &[&str]| Command::new(env!("CARGO_BIN_EXE_sparkpilot")).args(args).current_dir(&dir).output().unwrap();
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_sparkpilot")).args(args).current_dir(&dir).output().unwrap()
+    };
     // Realistic arena: rl and rl-meta from the models built in (no ./models here).
     let o = run(&["tournament", "--trace", "step-burst", "--seeds", "1", "--policies", "fixed,rl,rl-meta"]);
     assert!(o.status.success(), "{}", text(&o.stderr));
     let table = text(&o.stdout);
-    assert!(table.lines().any(|l| l.starts_with("rl ")) && table.lines().any(|l| l.starts_with("rl-meta ")), "{table}");
+    assert!(
+        table.lines().any(|l| l.starts_with("rl ")) && table.lines().any(|l| l.starts_with("rl-meta ")),
+        "{table}"
+    );
     // Seed-compat has no built-in model: the default line-up says it left `rl` out, and where it looked.
     let o = run(&["tournament", "--arena", "seed-compat", "--seeds", "1"]);
     assert!(o.status.success(), "{}", text(&o.stderr));
@@ -189,7 +286,10 @@ fn outside_the_repository_the_tournament_uses_the_built_in_models_and_says_what_
     let o = run(&["tournament", "--policies", "rl,fixed", "--seeds", "1", "--models", "nowhere"]);
     assert!(!o.status.success());
     let err = text(&o.stderr);
-    assert!(err.contains("nowhere/scaling-ppo.onnx") && err.matches("No such file or directory").count() == 1, "{err}");
+    assert!(
+        err.contains("nowhere/scaling-ppo.onnx") && err.matches("No such file or directory").count() == 1,
+        "{err}"
+    );
     // An unknown name is named, with the known ones.
     let o = run(&["tournament", "--policies", "rl,foo", "--seeds", "1"]);
     assert!(!o.status.success());
@@ -207,7 +307,12 @@ fn invoke_runs_a_function_on_a_sample_event_in_process() {
     assert_eq!(v["published"][0]["topic"], "scaling-requests");
     assert_eq!(v["published"][0]["value"]["burst"], true);
 
-    let dry = sparkpilot(&["invoke", "scaling-decision", root.join("events/scaling-decision-spark-metrics.json").to_str().unwrap(), "--dry-run"]);
+    let dry = sparkpilot(&[
+        "invoke",
+        "scaling-decision",
+        root.join("events/scaling-decision-spark-metrics.json").to_str().unwrap(),
+        "--dry-run",
+    ]);
     assert!(dry.status.success(), "{}", text(&dry.stderr));
     let v: serde_json::Value = serde_json::from_slice(&dry.stdout).unwrap();
     assert_eq!(v["result"]["decision"]["dry_run"], true);
@@ -217,17 +322,25 @@ fn invoke_runs_a_function_on_a_sample_event_in_process() {
     assert!(!bad.status.success());
     assert!(text(&bad.stderr).contains("unknown function \"no-such-function\""), "{}", text(&bad.stderr));
     let missing = sparkpilot(&["invoke", "burst-signal", "/nonexistent/event.json"]);
-    assert!(text(&missing.stderr).starts_with("error: reading event /nonexistent/event.json"), "{}", text(&missing.stderr));
+    assert!(
+        text(&missing.stderr).starts_with("error: reading event /nonexistent/event.json"),
+        "{}",
+        text(&missing.stderr)
+    );
 }
 
 #[test]
 fn calibrate_job_fits_the_recorded_batches_of_the_real_job_and_names_bad_lines() {
-    let recorded = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../spark/calibration/standalone-2-cores.jsonl");
+    let recorded =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../spark/calibration/standalone-2-cores.jsonl");
     let o = sparkpilot(&["calibrate", "--job", recorded.to_str().unwrap()]);
     assert!(o.status.success(), "{}", text(&o.stderr));
     let stdout = text(&o.stdout);
     let figure = |name: &str| -> (f64, f64) {
-        let line = stdout.lines().find(|l| l.trim_start().starts_with(name)).unwrap_or_else(|| panic!("no {name} in\n{stdout}"));
+        let line = stdout
+            .lines()
+            .find(|l| l.trim_start().starts_with(name))
+            .unwrap_or_else(|| panic!("no {name} in\n{stdout}"));
         let nums: Vec<f64> = line.split_whitespace().filter_map(|w| w.parse().ok()).collect();
         (nums[0], nums[1])
     };

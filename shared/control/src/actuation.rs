@@ -54,7 +54,8 @@ pub enum Timing {
 }
 
 impl Lever {
-    pub const ALL: [Lever; 5] = [Lever::Executors, Lever::ShuffleTier, Lever::MemoryPerExecutor, Lever::Codec, Lever::Prewarm];
+    pub const ALL: [Lever; 5] =
+        [Lever::Executors, Lever::ShuffleTier, Lever::MemoryPerExecutor, Lever::Codec, Lever::Prewarm];
 
     pub fn timing(self) -> Timing {
         match self {
@@ -101,7 +102,13 @@ impl Lever {
 /// What a job configured as `run` runs once `decided` has been applied: the live settings from the
 /// decision, the rest from the run.
 pub fn running_action(decided: &ScalingAction, run: &ScalingAction) -> ScalingAction {
-    ScalingAction { executors: decided.executors, tier: decided.tier, memory_gb: run.memory_gb, compression: run.compression, prewarm: run.prewarm }
+    ScalingAction {
+        executors: decided.executors,
+        tier: decided.tier,
+        memory_gb: run.memory_gb,
+        compression: run.compression,
+        prewarm: run.prewarm,
+    }
 }
 
 #[cfg(test)]
@@ -111,8 +118,20 @@ mod tests {
 
     #[test]
     fn only_the_live_levers_reach_a_running_job_and_the_rest_keep_the_runs_values() {
-        let run = ScalingAction { executors: 2, memory_gb: 12, tier: Tier::S3, compression: Compression::None, prewarm: 1 };
-        let decided = ScalingAction { executors: 20, memory_gb: 30, tier: Tier::Nvme, compression: Compression::Zstd, prewarm: 8 };
+        let run = ScalingAction {
+            executors: 2,
+            memory_gb: 12,
+            tier: Tier::S3,
+            compression: Compression::None,
+            prewarm: 1,
+        };
+        let decided = ScalingAction {
+            executors: 20,
+            memory_gb: 30,
+            tier: Tier::Nvme,
+            compression: Compression::Zstd,
+            prewarm: 8,
+        };
         let running = running_action(&decided, &run);
         for lever in Lever::ALL {
             let from_decision = lever.value(&running) == lever.value(&decided);

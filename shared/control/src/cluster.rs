@@ -67,7 +67,9 @@ impl EdgeRecord {
             if let Some(v) = v {
                 if !(v.is_finite() && (0.0..=MAX_EDGE_RATE).contains(&v)) {
                     let shown = if v.abs() >= 1e9 { format!("{v:e}") } else { v.to_string() };
-                    return Err(format!("{name} {shown} must be a number of events/s from 0 to {MAX_EDGE_RATE:e}"));
+                    return Err(format!(
+                        "{name} {shown} must be a number of events/s from 0 to {MAX_EDGE_RATE:e}"
+                    ));
                 }
             }
         }
@@ -122,14 +124,25 @@ impl ClusterConfig {
     pub fn validate(&self) -> Result<(), ControlError> {
         self.cluster_detector.validate()?;
         self.edge_detector.validate()?;
-        if !(0.0..=1.0).contains(&self.quorum_clear) || !(self.quorum_clear..=1.0).contains(&self.quorum_raise) {
-            return Err(ControlError::Detector(format!("quorum: need 0 <= clear ({}) <= raise ({}) <= 1", self.quorum_clear, self.quorum_raise)));
+        if !(0.0..=1.0).contains(&self.quorum_clear)
+            || !(self.quorum_clear..=1.0).contains(&self.quorum_raise)
+        {
+            return Err(ControlError::Detector(format!(
+                "quorum: need 0 <= clear ({}) <= raise ({}) <= 1",
+                self.quorum_clear, self.quorum_raise
+            )));
         }
         if !(self.edge_stale_s.is_finite() && self.edge_stale_s > 0.0) {
-            return Err(ControlError::Detector(format!("edge_stale_s {} must be a positive number of seconds", self.edge_stale_s)));
+            return Err(ControlError::Detector(format!(
+                "edge_stale_s {} must be a positive number of seconds",
+                self.edge_stale_s
+            )));
         }
         if !(self.forecast_window_s.is_finite() && (0.0..=86_400.0).contains(&self.forecast_window_s)) {
-            return Err(ControlError::Detector(format!("forecast_window_s {} must be 0-86,400 seconds", self.forecast_window_s)));
+            return Err(ControlError::Detector(format!(
+                "forecast_window_s {} must be 0-86,400 seconds",
+                self.forecast_window_s
+            )));
         }
         Ok(())
     }
@@ -150,7 +163,13 @@ pub struct EdgeState {
 impl EdgeState {
     /// An edge not heard from before.
     pub fn new(detector: BurstDetectorConfig) -> Result<Self, ControlError> {
-        Ok(Self { detector: BurstDetector::new(detector)?, last_ts: f64::MIN, rate: 0.0, predicted_load: 0.0, reported_burst: false })
+        Ok(Self {
+            detector: BurstDetector::new(detector)?,
+            last_ts: f64::MIN,
+            rate: 0.0,
+            predicted_load: 0.0,
+            reported_burst: false,
+        })
     }
 
     pub fn burst(&self) -> bool {
@@ -268,7 +287,12 @@ pub struct Applied {
 
 /// Apply checked records to the edges and the cluster, in time order: each second's records, then one
 /// cluster sample for that second. Pure: no I/O.
-pub fn apply_batch(records: &mut [EdgeRecord], edges: &mut HashMap<String, EdgeState>, cluster: &mut ClusterBurst, config: &ClusterConfig) -> Result<Applied, ControlError> {
+pub fn apply_batch(
+    records: &mut [EdgeRecord],
+    edges: &mut HashMap<String, EdgeState>,
+    cluster: &mut ClusterBurst,
+    config: &ClusterConfig,
+) -> Result<Applied, ControlError> {
     records.sort_by(|a, b| a.timestamp.total_cmp(&b.timestamp));
     let was = cluster.burst;
     let mut applied = Applied::default();
@@ -297,7 +321,12 @@ pub fn apply_batch(records: &mut [EdgeRecord], edges: &mut HashMap<String, EdgeS
             if let Some(b) = r.burst_signal {
                 edge.reported_burst = b;
             }
-            let summary = EdgeSummary { rate: edge.rate, predicted_load: edge.predicted_load.max(edge.rate), burst: edge.burst(), last_ts: edge.last_ts };
+            let summary = EdgeSummary {
+                rate: edge.rate,
+                predicted_load: edge.predicted_load.max(edge.rate),
+                burst: edge.burst(),
+                last_ts: edge.last_ts,
+            };
             // Known edges are updated in place: a key allocation per record is most of this loop.
             match cluster.edges.get_mut(&r.edge_id) {
                 Some(s) => *s = summary,
@@ -327,7 +356,11 @@ fn advance_cluster(cluster: &mut ClusterBurst, second: i64, config: &ClusterConf
     cluster.edges_bursting = bursting;
     if second > cluster.last_second {
         // Seconds without records repeat the last total, up to one long window.
-        let gap = if cluster.last_second == i64::MIN { 1 } else { (second - cluster.last_second).min(cluster.detector.config().long_window as i64) };
+        let gap = if cluster.last_second == i64::MIN {
+            1
+        } else {
+            (second - cluster.last_second).min(cluster.detector.config().long_window as i64)
+        };
         let smoothing = cluster.detector.config().short_window.max(1) as f64;
         if cluster.last_second == i64::MIN {
             cluster.forecast_average = predicted;
@@ -339,7 +372,11 @@ fn advance_cluster(cluster: &mut ClusterBurst, second: i64, config: &ClusterConf
         cluster.last_second = second;
     }
     cluster.remember_forecast(second, config.forecast_window_s);
-    let share = if cluster.edges.is_empty() { 0.0 } else { cluster.edges_bursting as f64 / cluster.edges.len() as f64 };
+    let share = if cluster.edges.is_empty() {
+        0.0
+    } else {
+        cluster.edges_bursting as f64 / cluster.edges.len() as f64
+    };
     let next = if cluster.burst {
         cluster.detector.is_burst() || share >= config.quorum_clear
     } else {
@@ -356,7 +393,13 @@ mod tests {
     use super::*;
 
     fn record(id: &str, ts: f64, rate: f64, burst: bool) -> EdgeRecord {
-        EdgeRecord { edge_id: id.into(), timestamp: ts, rate: Some(rate), predicted_load: Some(rate), burst_signal: Some(burst) }
+        EdgeRecord {
+            edge_id: id.into(),
+            timestamp: ts,
+            rate: Some(rate),
+            predicted_load: Some(rate),
+            burst_signal: Some(burst),
+        }
     }
 
     #[test]
@@ -366,7 +409,8 @@ mod tests {
         let mut edges = HashMap::new();
         // Ten quiet edges for a minute.
         for s in 0..60 {
-            let mut batch: Vec<_> = (0..10).map(|i| record(&format!("e{i}"), s as f64, 100.0, false)).collect();
+            let mut batch: Vec<_> =
+                (0..10).map(|i| record(&format!("e{i}"), s as f64, 100.0, false)).collect();
             assert!(!apply_batch(&mut batch, &mut edges, &mut cluster, &config).unwrap().changed);
         }
         // Three of ten signal: at the raise quorum.
@@ -410,14 +454,24 @@ mod tests {
     fn peaks(window: f64, forecasts: &[f64]) -> Vec<f64> {
         // A short window of one second: no smoothing, so the peaks can be read off the series.
         let detector = BurstDetectorConfig { short_window: 1, ..BurstDetectorConfig::default() };
-        let config = ClusterConfig { forecast_window_s: window, cluster_detector: detector, ..ClusterConfig::default() };
+        let config = ClusterConfig {
+            forecast_window_s: window,
+            cluster_detector: detector,
+            ..ClusterConfig::default()
+        };
         let mut cluster = ClusterBurst::new(config.cluster_detector).unwrap();
         let mut edges = HashMap::new();
         forecasts
             .iter()
             .enumerate()
             .map(|(t, &p)| {
-                let mut batch = vec![EdgeRecord { edge_id: "e".into(), timestamp: t as f64, rate: Some(1.0), predicted_load: Some(p), burst_signal: Some(false) }];
+                let mut batch = vec![EdgeRecord {
+                    edge_id: "e".into(),
+                    timestamp: t as f64,
+                    rate: Some(1.0),
+                    predicted_load: Some(p),
+                    burst_signal: Some(false),
+                }];
                 apply_batch(&mut batch, &mut edges, &mut cluster, &config).unwrap();
                 assert!(cluster.recent_forecasts.len() <= window as usize + 1);
                 cluster.predicted_or(0.0)
@@ -442,14 +496,21 @@ mod tests {
         let mut seen = Vec::new();
         for t in 0..70 {
             let p = if t == 60 { 200.0 } else { 100.0 };
-            let mut batch = vec![EdgeRecord { edge_id: "e".into(), timestamp: t as f64, rate: Some(1.0), predicted_load: Some(p), burst_signal: Some(false) }];
+            let mut batch = vec![EdgeRecord {
+                edge_id: "e".into(),
+                timestamp: t as f64,
+                rate: Some(1.0),
+                predicted_load: Some(p),
+                burst_signal: Some(false),
+            }];
             apply_batch(&mut batch, &mut edges, &mut cluster, &config).unwrap();
             seen.push(cluster.predicted_or(0.0));
         }
         assert_eq!((seen[59], seen[60]), (100.0, 200.0));
         assert!((seen[61] - 120.0).abs() < 1e-9 && (seen[69] - 120.0).abs() < 1e-9, "{:?}", &seen[59..]);
         // A brute-force maximum agrees on a noisy series.
-        let noisy: Vec<f64> = (0..300).map(|t| 100.0 + ((t * 37 % 101) as f64) * (1.0 + (t / 50) as f64)).collect();
+        let noisy: Vec<f64> =
+            (0..300).map(|t| 100.0 + ((t * 37 % 101) as f64) * (1.0 + (t / 50) as f64)).collect();
         for (t, peak) in peaks(60.0, &noisy).into_iter().enumerate() {
             let want = noisy[t.saturating_sub(60)..=t].iter().copied().fold(0.0, f64::max);
             assert_eq!(peak, want, "second {t}");
@@ -470,7 +531,11 @@ mod tests {
         assert_eq!(old.predicted_or(7.0), 80.0);
         let config: ClusterConfig = serde_json::from_str(r#"{"cluster_detector":{"short_window":5,"long_window":60,"raise_ratio":1.5,"clear_ratio":1.2},"edge_detector":{"short_window":5,"long_window":60,"raise_ratio":1.5,"clear_ratio":1.5},"quorum_raise":0.3,"quorum_clear":0.1,"edge_stale_s":30.0}"#).unwrap();
         assert_eq!(config.forecast_window_s, 60.0);
-        assert!(ClusterConfig { forecast_window_s: f64::NAN, ..config }.validate().unwrap_err().to_string().contains("forecast_window_s"));
+        assert!(ClusterConfig { forecast_window_s: f64::NAN, ..config }
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("forecast_window_s"));
     }
 
     #[test]

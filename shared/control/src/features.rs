@@ -35,7 +35,8 @@ pub const POLICY_MAX_EXECUTORS: u32 = 64;
 /// others. Sizing relative to the observed demand is scale-free: what the policy learns is how much
 /// headroom to carry (more under a burst signal, less when cost weighs more), and that transfers
 /// across trace shapes and load levels.
-pub const EXECUTOR_HEADROOM: [f64; 16] = [0.0, 0.9, 0.95, 1.0, 1.05, 1.1, 1.15, 1.2, 1.25, 1.3, 1.4, 1.5, 1.6, 1.8, 2.2, 3.0];
+pub const EXECUTOR_HEADROOM: [f64; 16] =
+    [0.0, 0.9, 0.95, 1.0, 1.05, 1.1, 1.15, 1.2, 1.25, 1.3, 1.4, 1.5, 1.6, 1.8, 2.2, 3.0];
 
 /// Seconds over which a backlog is to be drained: the demand counts backlog / this as extra load.
 pub const BACKLOG_DRAIN_S: f64 = 10.0;
@@ -51,7 +52,8 @@ pub const BACKLOG_DRAIN_S: f64 = 10.0;
 pub const MEMORY_HEADROOM: [f64; 6] = [1.0, 1.1, 1.25, 1.5, 2.0, f64::INFINITY];
 
 /// Sizes of the policy's four action heads: executor level, memory level, tier, codec.
-pub const ACTION_DIMS: [usize; 4] = [EXECUTOR_HEADROOM.len(), MEMORY_HEADROOM.len(), Tier::CHOICES.len(), Compression::CHOICES.len()];
+pub const ACTION_DIMS: [usize; 4] =
+    [EXECUTOR_HEADROOM.len(), MEMORY_HEADROOM.len(), Tier::CHOICES.len(), Compression::CHOICES.len()];
 
 /// Builds policy features from observations.
 #[derive(Debug, Clone, PartialEq)]
@@ -76,7 +78,8 @@ impl StateBuilder {
     pub fn demand_executors(&self, obs: &Observation) -> f64 {
         let finite = |v: f64| if v.is_finite() { v.max(0.0) } else { 0.0 };
         let per_exec = self.executor_rate(obs.bytes_per_event);
-        let rate = finite(obs.input_rate).max(finite(obs.predicted_load)) + finite(obs.backlog_events) / BACKLOG_DRAIN_S;
+        let rate = finite(obs.input_rate).max(finite(obs.predicted_load))
+            + finite(obs.backlog_events) / BACKLOG_DRAIN_S;
         rate / per_exec
     }
 
@@ -113,7 +116,11 @@ impl StateBuilder {
         let p = &self.processing;
         let working_set = p.working_set_gb(self.executor_rate(bytes), bytes);
         let largest = MEMORY_CHOICES_GB[MEMORY_CHOICES_GB.len() - 1];
-        MEMORY_CHOICES_GB.iter().copied().find(|&gb| p.usable_memory_gb(gb as f64) >= headroom * working_set).unwrap_or(largest)
+        MEMORY_CHOICES_GB
+            .iter()
+            .copied()
+            .find(|&gb| p.usable_memory_gb(gb as f64) >= headroom * working_set)
+            .unwrap_or(largest)
     }
 
     /// Events/s one executor processes at `bytes` per event, by the latency model (CPU only): the
@@ -181,7 +188,11 @@ mod tests {
     }
 
     fn builder() -> StateBuilder {
-        StateBuilder { vcpu_per_executor: 4.0, max_executors: 64, processing: latency_model::LatencyModel::embedded().processing }
+        StateBuilder {
+            vcpu_per_executor: 4.0,
+            max_executors: 64,
+            processing: latency_model::LatencyModel::embedded().processing,
+        }
     }
 
     #[test]
@@ -213,7 +224,10 @@ mod tests {
         let k = EXECUTOR_HEADROOM.iter().position(|&h| h == 1.2).unwrap() as i64;
         let a = b.action([k, 2, 0, 1], &o).unwrap();
         assert_eq!(a.executors, (1.2 * demand).ceil() as u32);
-        assert_eq!((a.memory_gb, a.tier, a.compression), (b.memory_for(2_500.0, MEMORY_HEADROOM[2]), Tier::Redis, Compression::Lz4));
+        assert_eq!(
+            (a.memory_gb, a.tier, a.compression),
+            (b.memory_for(2_500.0, MEMORY_HEADROOM[2]), Tier::Redis, Compression::Lz4)
+        );
         assert_eq!(b.action([k, 5, 0, 1], &o).unwrap().memory_gb, 30);
         // Level 0 holds the count in force.
         assert_eq!(b.action([0, 2, 1, 1], &o).unwrap().executors, o.current.executors);

@@ -50,7 +50,18 @@ pub struct ForecastConfig {
 
 impl Default for ForecastConfig {
     fn default() -> Self {
-        Self { bucket_s: 60.0, horizon: 5, window: 15, level_alpha: 0.6, trend_beta: 0.4, damping: 0.98, margin_sd: 1.5, min_periodicity: 0.5, history_buckets: 2 * 1_440, max_skew_s: 300.0 }
+        Self {
+            bucket_s: 60.0,
+            horizon: 5,
+            window: 15,
+            level_alpha: 0.6,
+            trend_beta: 0.4,
+            damping: 0.98,
+            margin_sd: 1.5,
+            min_periodicity: 0.5,
+            history_buckets: 2 * 1_440,
+            max_skew_s: 300.0,
+        }
     }
 }
 
@@ -99,16 +110,26 @@ impl LoadForecaster {
         let c = &config;
         let unit = |v: f64| v.is_finite() && (0.0..=1.0).contains(&v);
         if !(c.bucket_s.is_finite() && c.bucket_s > 0.0) || c.horizon == 0 || c.window < 2 {
-            return Err(ControlError::Forecast("bucket_s must be positive, horizon at least 1, window at least 2".into()));
+            return Err(ControlError::Forecast(
+                "bucket_s must be positive, horizon at least 1, window at least 2".into(),
+            ));
         }
         if !(c.window..=MAX_HISTORY_BUCKETS).contains(&c.history_buckets) {
-            return Err(ControlError::Forecast(format!("history_buckets {} must lie in window..={MAX_HISTORY_BUCKETS}", c.history_buckets)));
+            return Err(ControlError::Forecast(format!(
+                "history_buckets {} must lie in window..={MAX_HISTORY_BUCKETS}",
+                c.history_buckets
+            )));
         }
         if !(c.max_skew_s.is_finite() && c.max_skew_s >= 0.0 && c.max_skew_s <= c.bucket_s * 60.0) {
-            return Err(ControlError::Forecast(format!("max_skew_s {} must lie in 0..=60 buckets", c.max_skew_s)));
+            return Err(ControlError::Forecast(format!(
+                "max_skew_s {} must lie in 0..=60 buckets",
+                c.max_skew_s
+            )));
         }
         if !(unit(c.level_alpha) && unit(c.trend_beta) && unit(c.damping) && unit(c.min_periodicity)) {
-            return Err(ControlError::Forecast("level_alpha, trend_beta, damping and min_periodicity must lie in 0..=1".into()));
+            return Err(ControlError::Forecast(
+                "level_alpha, trend_beta, damping and min_periodicity must lie in 0..=1".into(),
+            ));
         }
         if !(c.margin_sd.is_finite() && c.margin_sd >= 0.0) {
             return Err(ControlError::Forecast(format!("margin_sd {} must be non-negative", c.margin_sd)));
@@ -133,7 +154,11 @@ impl LoadForecaster {
         let c = &self.config;
         let from = now_s - c.history_buckets as f64 * c.bucket_s;
         let to = now_s + c.max_skew_s;
-        let kept: Vec<LoadSample> = samples.iter().copied().filter(|s| s.time_s.is_finite() && s.time_s > from && s.time_s <= to).collect();
+        let kept: Vec<LoadSample> = samples
+            .iter()
+            .copied()
+            .filter(|s| s.time_s.is_finite() && s.time_s > from && s.time_s <= to)
+            .collect();
         let ignored = samples.len() - kept.len();
         (kept, ignored)
     }
@@ -143,7 +168,11 @@ impl LoadForecaster {
     /// most [`Self::max_buckets`], ending at the newest sample: older samples are ignored, so a
     /// clock jump in the input can neither blow up the work nor push the recent samples out.
     pub fn bucketise(&self, samples: &[LoadSample]) -> Vec<f64> {
-        let mut good: Vec<LoadSample> = samples.iter().copied().filter(|s| s.time_s.is_finite() && s.rate.is_finite() && s.rate >= 0.0).collect();
+        let mut good: Vec<LoadSample> = samples
+            .iter()
+            .copied()
+            .filter(|s| s.time_s.is_finite() && s.rate.is_finite() && s.rate >= 0.0)
+            .collect();
         if good.is_empty() {
             return Vec::new();
         }
@@ -185,7 +214,16 @@ impl LoadForecaster {
         let hour = (now_s.rem_euclid(86_400.0)) / 3_600.0;
         let angle = hour / 24.0 * std::f64::consts::TAU;
         let (period_buckets, periodicity) = self.period(buckets);
-        PatternFeatures { velocity, acceleration, rolling_mean: mean, rolling_std: std, hour_sin: angle.sin(), hour_cos: angle.cos(), period_buckets, periodicity }
+        PatternFeatures {
+            velocity,
+            acceleration,
+            rolling_mean: mean,
+            rolling_std: std,
+            hour_sin: angle.sin(),
+            hour_cos: angle.cos(),
+            period_buckets,
+            periodicity,
+        }
     }
 
     /// Strongest autocorrelation of the bucket-to-bucket changes at lags 2..n/2, if above the
@@ -258,14 +296,19 @@ impl LoadForecaster {
                 Some(p) => {
                     // The bucket one period before the one being forecast, if history holds it.
                     let idx = buckets.len() as isize + h as isize - 1 - p as isize;
-                    let seasonal = if idx >= 0 && (idx as usize) < buckets.len() { buckets[idx as usize] } else { holt };
+                    let seasonal =
+                        if idx >= 0 && (idx as usize) < buckets.len() { buckets[idx as usize] } else { holt };
                     features.periodicity * seasonal + (1.0 - features.periodicity) * holt
                 }
                 None => holt,
             };
             expected.push(value.max(0.0));
         }
-        let upper = expected.iter().enumerate().map(|(h, v)| v + c.margin_sd * resid_sd * ((h + 1) as f64).sqrt()).collect();
+        let upper = expected
+            .iter()
+            .enumerate()
+            .map(|(h, v)| v + c.margin_sd * resid_sd * ((h + 1) as f64).sqrt())
+            .collect();
         Forecast { features, expected, upper }
     }
 }
@@ -291,20 +334,37 @@ pub struct PrewarmPlan {
 /// Plan the prewarm from the load history (any order): the prewarmer function and the tournament's
 /// learned bundle both call this. The function, which has a clock, passes the samples
 /// [`LoadForecaster::window`] keeps at its time.
-pub fn plan_prewarm(forecaster: &LoadForecaster, samples: &[LoadSample], executor_rate: f64, utilisation: f64, max_prewarm: u32) -> PrewarmPlan {
+pub fn plan_prewarm(
+    forecaster: &LoadForecaster,
+    samples: &[LoadSample],
+    executor_rate: f64,
+    utilisation: f64,
+    max_prewarm: u32,
+) -> PrewarmPlan {
     plan_from(forecaster.forecast(samples), executor_rate, utilisation, max_prewarm)
 }
 
 fn plan_from(forecast: Forecast, executor_rate: f64, utilisation: f64, max_prewarm: u32) -> PrewarmPlan {
     let now_rate = forecast.features.rolling_mean;
-    let baseline_executors = if now_rate > 0.0 && executor_rate > 0.0 && utilisation > 0.0 { (now_rate / (executor_rate * utilisation)).ceil() as u32 } else { 0 };
-    let workers = prewarm_workers(forecast.peak(), executor_rate, utilisation, baseline_executors, max_prewarm);
+    let baseline_executors = if now_rate > 0.0 && executor_rate > 0.0 && utilisation > 0.0 {
+        (now_rate / (executor_rate * utilisation)).ceil() as u32
+    } else {
+        0
+    };
+    let workers =
+        prewarm_workers(forecast.peak(), executor_rate, utilisation, baseline_executors, max_prewarm);
     PrewarmPlan { forecast, baseline_executors, workers }
 }
 
 /// Pre-initialised workers to hold for a forecast: enough to carry the forecast peak at the target
 /// utilisation, capped; zero when the peak is within what `baseline_executors` already carry (quiet).
-pub fn prewarm_workers(peak_rate: f64, executor_rate: f64, utilisation: f64, baseline_executors: u32, max_prewarm: u32) -> u32 {
+pub fn prewarm_workers(
+    peak_rate: f64,
+    executor_rate: f64,
+    utilisation: f64,
+    baseline_executors: u32,
+    max_prewarm: u32,
+) -> u32 {
     if !(peak_rate.is_finite() && executor_rate > 0.0 && utilisation > 0.0) {
         return 0;
     }
@@ -376,7 +436,9 @@ mod tests {
         assert_eq!(f.bucketise(&history).len(), 30);
         assert_eq!(f.forecast(&history), clean);
         // The work is bounded by the bucket count whatever the spread of the input.
-        let spread: Vec<LoadSample> = (0..10_000).map(|i| LoadSample { time_s: NOW - i as f64 * 3_153.6, rate: 1_000.0 + (i % 7) as f64 }).collect();
+        let spread: Vec<LoadSample> = (0..10_000)
+            .map(|i| LoadSample { time_s: NOW - i as f64 * 3_153.6, rate: 1_000.0 + (i % 7) as f64 })
+            .collect();
         assert!(f.bucketise(&spread).len() <= f.max_buckets());
         assert_eq!(f.max_buckets(), 2 * 1_440 + 5 + 1);
         let (kept, ignored) = f.window(&spread, NOW);
@@ -406,9 +468,15 @@ mod tests {
 
     #[test]
     fn a_forecaster_rejects_an_unbounded_history() {
-        assert!(LoadForecaster::new(ForecastConfig { history_buckets: MAX_HISTORY_BUCKETS + 1, ..Default::default() }).is_err());
+        assert!(LoadForecaster::new(ForecastConfig {
+            history_buckets: MAX_HISTORY_BUCKETS + 1,
+            ..Default::default()
+        })
+        .is_err());
         assert!(LoadForecaster::new(ForecastConfig { history_buckets: 1, ..Default::default() }).is_err());
-        assert!(LoadForecaster::new(ForecastConfig { max_skew_s: f64::INFINITY, ..Default::default() }).is_err());
+        assert!(
+            LoadForecaster::new(ForecastConfig { max_skew_s: f64::INFINITY, ..Default::default() }).is_err()
+        );
         assert!(LoadForecaster::new(ForecastConfig::default()).is_ok());
     }
 

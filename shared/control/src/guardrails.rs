@@ -37,7 +37,15 @@ pub struct GuardrailConfig {
 
 impl Default for GuardrailConfig {
     fn default() -> Self {
-        Self { min_executors: 1, max_executors: 64, max_step: 16, step_window_s: 5.0, cooldown_s: 60.0, max_usd_per_hour: None, max_prewarm: 16 }
+        Self {
+            min_executors: 1,
+            max_executors: 64,
+            max_step: 16,
+            step_window_s: 5.0,
+            cooldown_s: 60.0,
+            max_usd_per_hour: None,
+            max_prewarm: 16,
+        }
     }
 }
 
@@ -48,7 +56,10 @@ impl GuardrailConfig {
             return bad("min_executors must be at least 1".into());
         }
         if self.min_executors > self.max_executors {
-            return bad(format!("min_executors {} above max_executors {}", self.min_executors, self.max_executors));
+            return bad(format!(
+                "min_executors {} above max_executors {}",
+                self.min_executors, self.max_executors
+            ));
         }
         if self.max_step == 0 {
             return bad("max_step must be at least 1".into());
@@ -119,7 +130,12 @@ impl StepWindow {
 
     /// The window in force once a decision at `now_s` replaces `current`: the same one while it holds,
     /// else a new one from `current`.
-    pub fn after(previous: Option<StepWindow>, current: &ScalingAction, now_s: f64, config: &GuardrailConfig) -> StepWindow {
+    pub fn after(
+        previous: Option<StepWindow>,
+        current: &ScalingAction,
+        now_s: f64,
+        config: &GuardrailConfig,
+    ) -> StepWindow {
         match previous {
             Some(w) if w.open_at(now_s, config.step_window_s) => w,
             _ => StepWindow { start_s: now_s, executors: current.executors },
@@ -145,13 +161,23 @@ impl Guardrails {
 
     /// Bring `proposed` within the limits, given the action in force. Returns the action to apply and
     /// every change made, in the order the rules ran (bounds, step, cooldown, budget).
-    pub fn apply(&self, proposed: ScalingAction, current: &ScalingAction, ctx: &GuardrailContext) -> (ScalingAction, Vec<GuardrailChange>) {
+    pub fn apply(
+        &self,
+        proposed: ScalingAction,
+        current: &ScalingAction,
+        ctx: &GuardrailContext,
+    ) -> (ScalingAction, Vec<GuardrailChange>) {
         let c = &self.config;
         let mut changes = Vec::new();
         let mut out = proposed;
         let mut set = |out: &mut u32, value: u32, rule: GuardrailRule, field: &'static str| {
             if *out != value {
-                changes.push(GuardrailChange { rule, field: field.to_string(), proposed: *out, applied: value });
+                changes.push(GuardrailChange {
+                    rule,
+                    field: field.to_string(),
+                    proposed: *out,
+                    applied: value,
+                });
                 *out = value;
             }
         };
@@ -174,7 +200,12 @@ impl Guardrails {
         // A scale-up time ahead of now (a bad clock) does not hold anything back.
         let cooling = ctx.last_scale_up_s.is_some_and(|t| t <= ctx.now_s && ctx.now_s - t < c.cooldown_s);
         if cooling && out.executors < current.executors {
-            set(&mut out.executors, current.executors.min(c.max_executors), GuardrailRule::Cooldown, "executors");
+            set(
+                &mut out.executors,
+                current.executors.min(c.max_executors),
+                GuardrailRule::Cooldown,
+                "executors",
+            );
         }
         if let Some(cap) = c.max_usd_per_hour {
             if ctx.usd_per_executor_hour > 0.0 {
@@ -195,7 +226,12 @@ impl Guardrails {
 /// When the executor count was last raised, once `applied` replaces `current` at `now_s`: the clock
 /// the cooldown reads ([`GuardrailContext::last_scale_up_s`]), kept by every caller of
 /// [`Guardrails::apply`] the same way.
-pub fn scale_up_time(previous: Option<f64>, current: &ScalingAction, applied: &ScalingAction, now_s: f64) -> Option<f64> {
+pub fn scale_up_time(
+    previous: Option<f64>,
+    current: &ScalingAction,
+    applied: &ScalingAction,
+    now_s: f64,
+) -> Option<f64> {
     if applied.executors > current.executors {
         Some(now_s)
     } else {
@@ -208,26 +244,45 @@ mod tests {
     use super::*;
 
     fn ctx(now: f64, last: Option<f64>, burst: bool) -> GuardrailContext {
-        GuardrailContext { now_s: now, last_scale_up_s: last, burst, usd_per_executor_hour: 0.3, step_window: None }
+        GuardrailContext {
+            now_s: now,
+            last_scale_up_s: last,
+            burst,
+            usd_per_executor_hour: 0.3,
+            step_window: None,
+        }
     }
 
     #[test]
     fn the_step_limit_holds_per_window_not_per_decision() {
-        let g = Guardrails::new(GuardrailConfig { max_step: 8, step_window_s: 5.0, ..Default::default() }).unwrap();
+        let g = Guardrails::new(GuardrailConfig { max_step: 8, step_window_s: 5.0, ..Default::default() })
+            .unwrap();
         let ten = ScalingAction::spark_default(10);
         let window = StepWindow::after(None, &ten, 100.0, g.config());
-        let (a, _) = g.apply(ScalingAction::spark_default(64), &ten, &GuardrailContext { step_window: Some(window), ..ctx(100.0, None, true) });
+        let (a, _) = g.apply(
+            ScalingAction::spark_default(64),
+            &ten,
+            &GuardrailContext { step_window: Some(window), ..ctx(100.0, None, true) },
+        );
         assert_eq!(a.executors, 18);
         // Three more decisions within the window (say, one burst event delivered three times) add nothing.
         let window = StepWindow::after(Some(window), &a, 101.0, g.config());
         for t in [101.0, 102.0, 104.9] {
-            let (b, ch) = g.apply(ScalingAction::spark_default(64), &a, &GuardrailContext { step_window: Some(window), ..ctx(t, None, true) });
+            let (b, ch) = g.apply(
+                ScalingAction::spark_default(64),
+                &a,
+                &GuardrailContext { step_window: Some(window), ..ctx(t, None, true) },
+            );
             assert_eq!((b.executors, ch.last().unwrap().rule), (18, GuardrailRule::MaxStep));
         }
         // Once the window has passed, the next step is allowed.
         let later = StepWindow::after(Some(window), &a, 105.0, g.config());
         assert_eq!(later, StepWindow { start_s: 105.0, executors: 18 });
-        let (c, _) = g.apply(ScalingAction::spark_default(64), &a, &GuardrailContext { step_window: Some(later), ..ctx(105.0, None, true) });
+        let (c, _) = g.apply(
+            ScalingAction::spark_default(64),
+            &a,
+            &GuardrailContext { step_window: Some(later), ..ctx(105.0, None, true) },
+        );
         assert_eq!(c.executors, 26);
         // A window stamped in the future does not pin the limit.
         let future = StepWindow { start_s: 1e12, executors: 1 };
@@ -237,17 +292,30 @@ mod tests {
     #[test]
     fn a_scale_up_time_in_the_future_does_not_pin_the_cooldown() {
         let g = Guardrails::new(GuardrailConfig::default()).unwrap();
-        let (a, ch) = g.apply(ScalingAction::spark_default(12), &ScalingAction::spark_default(20), &ctx(100.0, Some(9_999_999_999.0), false));
+        let (a, ch) = g.apply(
+            ScalingAction::spark_default(12),
+            &ScalingAction::spark_default(20),
+            &ctx(100.0, Some(9_999_999_999.0), false),
+        );
         assert_eq!((a.executors, ch.len()), (12, 0));
     }
 
     #[test]
     fn bounds_and_step_are_enforced_and_reported() {
-        let g = Guardrails::new(GuardrailConfig { min_executors: 2, max_executors: 40, max_step: 8, ..Default::default() }).unwrap();
+        let g = Guardrails::new(GuardrailConfig {
+            min_executors: 2,
+            max_executors: 40,
+            max_step: 8,
+            ..Default::default()
+        })
+        .unwrap();
         let current = ScalingAction::spark_default(10);
         let (a, ch) = g.apply(ScalingAction::spark_default(64), &current, &ctx(0.0, None, true));
         assert_eq!(a.executors, 18);
-        assert_eq!(ch.iter().map(|c| c.rule).collect::<Vec<_>>(), vec![GuardrailRule::MaxExecutors, GuardrailRule::MaxStep]);
+        assert_eq!(
+            ch.iter().map(|c| c.rule).collect::<Vec<_>>(),
+            vec![GuardrailRule::MaxExecutors, GuardrailRule::MaxStep]
+        );
         assert_eq!((ch[0].proposed, ch[0].applied, ch[1].applied), (64, 40, 18));
         let (a, ch) = g.apply(ScalingAction::spark_default(0), &current, &ctx(0.0, None, false));
         assert_eq!(a.executors, 2);
@@ -269,7 +337,11 @@ mod tests {
     #[test]
     fn only_a_scale_up_starts_the_cooldown() {
         let g = Guardrails::new(GuardrailConfig { cooldown_s: 60.0, ..Default::default() }).unwrap();
-        let (twenty, twelve, eight) = (ScalingAction::spark_default(20), ScalingAction::spark_default(12), ScalingAction::spark_default(8));
+        let (twenty, twelve, eight) = (
+            ScalingAction::spark_default(20),
+            ScalingAction::spark_default(12),
+            ScalingAction::spark_default(8),
+        );
         assert_eq!(scale_up_time(Some(5.0), &twelve, &twenty, 100.0), Some(100.0));
         // A scale-down (or no change) keeps the clock: a second step down follows at once.
         let last = scale_up_time(Some(5.0), &twenty, &twelve, 100.0);
@@ -281,17 +353,28 @@ mod tests {
 
     #[test]
     fn budget_cap_limits_executors() {
-        let g = Guardrails::new(GuardrailConfig { max_usd_per_hour: Some(3.0), max_step: 64, ..Default::default() }).unwrap();
-        let (a, ch) = g.apply(ScalingAction::spark_default(30), &ScalingAction::spark_default(5), &ctx(0.0, None, true));
+        let g = Guardrails::new(GuardrailConfig {
+            max_usd_per_hour: Some(3.0),
+            max_step: 64,
+            ..Default::default()
+        })
+        .unwrap();
+        let (a, ch) = g.apply(
+            ScalingAction::spark_default(30),
+            &ScalingAction::spark_default(5),
+            &ctx(0.0, None, true),
+        );
         assert_eq!(a.executors, 10);
         assert_eq!(ch.last().unwrap().rule, GuardrailRule::BudgetCap);
     }
 
     #[test]
     fn invalid_configs_name_the_field() {
-        let e = Guardrails::new(GuardrailConfig { min_executors: 9, max_executors: 4, ..Default::default() }).unwrap_err();
+        let e = Guardrails::new(GuardrailConfig { min_executors: 9, max_executors: 4, ..Default::default() })
+            .unwrap_err();
         assert!(e.to_string().contains("min_executors 9 above max_executors 4"), "{e}");
-        let e = Guardrails::new(GuardrailConfig { max_usd_per_hour: Some(-1.0), ..Default::default() }).unwrap_err();
+        let e = Guardrails::new(GuardrailConfig { max_usd_per_hour: Some(-1.0), ..Default::default() })
+            .unwrap_err();
         assert!(e.to_string().contains("max_usd_per_hour"), "{e}");
     }
 }

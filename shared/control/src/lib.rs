@@ -8,22 +8,30 @@
 pub mod actuation;
 mod burst;
 pub mod cluster;
-pub mod gateway;
-pub mod reference_rule;
 mod error;
 mod features;
 mod forecast;
+pub mod gateway;
 mod guardrails;
 mod meta;
+pub mod reference_rule;
 mod state;
 mod tier_router;
 
 pub use burst::{BurstDetector, BurstDetectorConfig};
 pub use cluster::{ClusterBurst, ClusterConfig, EdgeRecord};
 pub use error::ControlError;
-pub use features::{StateBuilder, ACTION_DIMS, BACKLOG_DRAIN_S, EXECUTOR_HEADROOM, FEATURES, FEATURE_NAMES, MEMORY_HEADROOM, POLICY_MAX_EXECUTORS};
+pub use features::{
+    StateBuilder, ACTION_DIMS, BACKLOG_DRAIN_S, EXECUTOR_HEADROOM, FEATURES, FEATURE_NAMES, MEMORY_HEADROOM,
+    POLICY_MAX_EXECUTORS,
+};
+pub use forecast::{
+    plan_prewarm, prewarm_workers, Forecast, ForecastConfig, LoadForecaster, LoadSample, PatternFeatures,
+    PrewarmPlan, DEFAULT_BYTES_PER_EVENT, PREWARM_HISTORY, PREWARM_UTILISATION,
+};
+pub use guardrails::{
+    scale_up_time, GuardrailChange, GuardrailConfig, GuardrailContext, GuardrailRule, Guardrails, StepWindow,
+};
 pub use meta::{recent_summary, MetaContext, Scenario, META_FEATURES};
 pub use state::{Observation, ScalingAction, MEMORY_CHOICES_GB};
-pub use forecast::{plan_prewarm, prewarm_workers, Forecast, ForecastConfig, LoadForecaster, LoadSample, PatternFeatures, PrewarmPlan, DEFAULT_BYTES_PER_EVENT, PREWARM_HISTORY, PREWARM_UTILISATION};
-pub use guardrails::{scale_up_time, GuardrailChange, GuardrailConfig, GuardrailContext, GuardrailRule, Guardrails, StepWindow};
 pub use tier_router::{BlockStats, Placement, TierRouter, TierRouterConfig};

@@ -14,8 +14,12 @@ pub enum Scenario {
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 4] =
-        [Scenario::HealthcareCritical, Scenario::IndustrialHighThroughput, Scenario::SmartCityBudget, Scenario::Balanced];
+    pub const ALL: [Scenario; 4] = [
+        Scenario::HealthcareCritical,
+        Scenario::IndustrialHighThroughput,
+        Scenario::SmartCityBudget,
+        Scenario::Balanced,
+    ];
 
     /// (alpha cost, beta latency, gamma throughput).
     pub fn weights(self) -> [f64; 3] {
@@ -78,7 +82,12 @@ impl MetaContext {
     /// Features in order: scenario one-hot (4); budget remaining as a share of the budget; share of
     /// recent decisions whose latency exceeded the SLA; recent spend rate over the budget's even rate,
     /// divided by 3 and capped at 1.
-    pub fn features(&self, spent_usd: f64, recent_violation_share: f64, recent_cost_per_s: f64) -> [f32; META_FEATURES] {
+    pub fn features(
+        &self,
+        spent_usd: f64,
+        recent_violation_share: f64,
+        recent_cost_per_s: f64,
+    ) -> [f32; META_FEATURES] {
         let mut f = [0.0f32; META_FEATURES];
         f[self.scenario.index()] = 1.0;
         let budget = self.budget_usd.max(1e-9);

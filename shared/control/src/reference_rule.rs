@@ -46,20 +46,29 @@ pub fn teacher_headroom(alpha: f64, beta: f64, burst: bool) -> f64 {
 
 /// Index of the executor level whose headroom is `headroom` (the nearest one above it).
 pub fn executor_level(headroom: f64) -> usize {
-    crate::EXECUTOR_HEADROOM.iter().skip(1).position(|&h| h >= headroom - 1e-9).map_or(crate::EXECUTOR_HEADROOM.len() - 1, |i| i + 1)
+    crate::EXECUTOR_HEADROOM
+        .iter()
+        .skip(1)
+        .position(|&h| h >= headroom - 1e-9)
+        .map_or(crate::EXECUTOR_HEADROOM.len() - 1, |i| i + 1)
 }
 
 /// The reference rule's action indices for an observation, under its weights (see [`teacher_headroom`]).
 pub fn teacher_indices(obs: &crate::Observation) -> [usize; 4] {
     let headroom = teacher_headroom(obs.alpha, obs.beta, obs.burst_signal);
     let tier = latency_model::Tier::CHOICES.iter().position(|&t| t == latency_model::Tier::Nvme).unwrap_or(0);
-    let codec = latency_model::Compression::CHOICES.iter().position(|&c| c == latency_model::Compression::None).unwrap_or(0);
+    let codec = latency_model::Compression::CHOICES
+        .iter()
+        .position(|&c| c == latency_model::Compression::None)
+        .unwrap_or(0);
     [executor_level(headroom), 1, tier, codec]
 }
 
-
 /// The reference rule's action for an observation, as the policy's indices would give it.
-pub fn reference_action(state: &crate::StateBuilder, obs: &crate::Observation) -> Result<crate::ScalingAction, crate::ControlError> {
+pub fn reference_action(
+    state: &crate::StateBuilder,
+    obs: &crate::Observation,
+) -> Result<crate::ScalingAction, crate::ControlError> {
     let [e, m, t, c] = teacher_indices(obs);
     state.action([e as i64, m as i64, t as i64, c as i64], obs)
 }

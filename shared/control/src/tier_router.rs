@@ -27,7 +27,14 @@ pub struct TierRouterConfig {
 
 impl Default for TierRouterConfig {
     fn default() -> Self {
-        Self { w_frequency: 0.6, w_recency: 0.4, reads_per_minute_scale: 2.0, age_half_s: 60.0, hot: 0.8, warm: 0.3 }
+        Self {
+            w_frequency: 0.6,
+            w_recency: 0.4,
+            reads_per_minute_scale: 2.0,
+            age_half_s: 60.0,
+            hot: 0.8,
+            warm: 0.3,
+        }
     }
 }
 
@@ -60,13 +67,25 @@ impl TierRouter {
         let c = &config;
         let ok = |v: f64| v.is_finite() && v >= 0.0;
         if !(ok(c.w_frequency) && ok(c.w_recency) && c.w_frequency + c.w_recency > 0.0) {
-            return Err(ControlError::Router(format!("weights {} and {} must be non-negative, not both zero", c.w_frequency, c.w_recency)));
+            return Err(ControlError::Router(format!(
+                "weights {} and {} must be non-negative, not both zero",
+                c.w_frequency, c.w_recency
+            )));
         }
-        if !(c.reads_per_minute_scale > 0.0 && c.age_half_s > 0.0 && c.reads_per_minute_scale.is_finite() && c.age_half_s.is_finite()) {
-            return Err(ControlError::Router("reads_per_minute_scale and age_half_s must be positive".into()));
+        if !(c.reads_per_minute_scale > 0.0
+            && c.age_half_s > 0.0
+            && c.reads_per_minute_scale.is_finite()
+            && c.age_half_s.is_finite())
+        {
+            return Err(ControlError::Router(
+                "reads_per_minute_scale and age_half_s must be positive".into(),
+            ));
         }
         if !(0.0 <= c.warm && c.warm < c.hot && c.hot <= 1.0) {
-            return Err(ControlError::Router(format!("thresholds need 0 <= warm ({}) < hot ({}) <= 1", c.warm, c.hot)));
+            return Err(ControlError::Router(format!(
+                "thresholds need 0 <= warm ({}) < hot ({}) <= 1",
+                c.warm, c.hot
+            )));
         }
         Ok(Self { config })
     }
@@ -146,7 +165,10 @@ mod tests {
         assert_eq!(r.place(&stats(2, 60.0)).tier, Tier::Nvme);
         assert_eq!(r.place(&stats(0, 86_400.0)).tier, Tier::S3);
         assert_eq!(r.place(&BlockStats { archival: true, ..stats(50, 1.0) }).tier, Tier::Glacier);
-        assert_eq!(r.place(&BlockStats { burst: true, ..stats(0, 86_400.0) }), Placement { tier: Tier::Redis, compression: Compression::Lz4 });
+        assert_eq!(
+            r.place(&BlockStats { burst: true, ..stats(0, 86_400.0) }),
+            Placement { tier: Tier::Redis, compression: Compression::Lz4 }
+        );
         assert_eq!(r.place(&stats(0, 86_400.0)).compression, Compression::Zstd);
     }
 

@@ -151,19 +151,25 @@ impl PriceBook {
 
     /// A user's price file with the same layout.
     pub fn from_file(path: &Path, region: &str) -> Result<Self, PriceError> {
-        let text = std::fs::read_to_string(path).map_err(|error| PriceError::Io { path: path.to_path_buf(), error })?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|error| PriceError::Io { path: path.to_path_buf(), error })?;
         Self::parse(path, &text, region)
     }
 
     /// Parse price-file text; `path` names it in errors.
     pub fn parse(path: &Path, text: &str, region: &str) -> Result<Self, PriceError> {
         let file: PriceFile = toml::from_str(text).map_err(|err| {
-            let line = err.span().map(|s| text[..s.start.min(text.len())].lines().count().max(1)).unwrap_or(0);
+            let line =
+                err.span().map(|s| text[..s.start.min(text.len())].lines().count().max(1)).unwrap_or(0);
             PriceError::Parse { path: path.to_path_buf(), line, message: err.message().trim().to_string() }
         })?;
         let available = file.regions.keys().cloned().collect::<Vec<_>>().join(", ");
         let Some(r) = file.regions.get(region) else {
-            return Err(PriceError::UnknownRegion { path: path.to_path_buf(), region: region.to_string(), available });
+            return Err(PriceError::UnknownRegion {
+                path: path.to_path_buf(),
+                region: region.to_string(),
+                available,
+            });
         };
         let book = PriceBook {
             region: region.to_string(),
@@ -198,7 +204,8 @@ impl PriceBook {
             ("s3_glacier_flexible.expedited_retrieval_gb", self.glacier_flexible.expedited_retrieval_gb),
             ("local_nvme.storage_gb_hour", self.nvme.storage_gb_hour),
         ];
-        let node_names: Vec<String> = self.elasticache_nodes.keys().map(|n| format!("elasticache.nodes.\"{n}\".hour")).collect();
+        let node_names: Vec<String> =
+            self.elasticache_nodes.keys().map(|n| format!("elasticache.nodes.\"{n}\".hour")).collect();
         for (name, node) in node_names.iter().zip(self.elasticache_nodes.values()) {
             figures.push((name.as_str(), node.hour));
         }
@@ -206,7 +213,10 @@ impl PriceBook {
             if !(v.is_finite() && v >= 0.0) {
                 return Err(PriceError::Invalid {
                     path: self.path.clone(),
-                    message: format!("regions.{}.{name} must be a non-negative number, found {v}", self.region),
+                    message: format!(
+                        "regions.{}.{name} must be a non-negative number, found {v}",
+                        self.region
+                    ),
                 });
             }
         }
@@ -216,7 +226,9 @@ impl PriceBook {
     /// EMR Serverless cost of one worker per second of running, storage included.
     pub fn emr_rate_per_second(&self, w: &WorkerSpec) -> f64 {
         let billable_disk = (w.disk_gb - self.emr.free_ephemeral_storage_gb).max(0.0);
-        (w.vcpu * self.emr.vcpu_hour + w.memory_gb * self.emr.gb_hour + billable_disk * self.emr.ephemeral_storage_gb_hour)
+        (w.vcpu * self.emr.vcpu_hour
+            + w.memory_gb * self.emr.gb_hour
+            + billable_disk * self.emr.ephemeral_storage_gb_hour)
             / SECONDS_PER_HOUR
     }
 
@@ -242,7 +254,8 @@ impl PriceBook {
     /// ElastiCache Serverless (Redis OSS) bill: average GB stored over `hours`, and ECPUs used.
     pub fn elasticache_serverless_cost(&self, avg_gb_stored: f64, hours: f64, ecpus: f64) -> f64 {
         let s = &self.elasticache_serverless;
-        avg_gb_stored.max(s.minimum_data_stored_gb) * hours * s.data_stored_gb_hour + ecpus / 1e6 * s.per_million_ecpus
+        avg_gb_stored.max(s.minimum_data_stored_gb) * hours * s.data_stored_gb_hour
+            + ecpus / 1e6 * s.per_million_ecpus
     }
 
     /// S3 Standard: requests and GB-seconds of storage.
@@ -265,7 +278,8 @@ impl PriceBook {
 
     /// Local disk per worker above the free allowance, per second.
     pub fn nvme_rate_per_second(&self, disk_gb_per_worker: f64) -> f64 {
-        (disk_gb_per_worker - self.nvme.free_gb_per_worker).max(0.0) * self.nvme.storage_gb_hour / SECONDS_PER_HOUR
+        (disk_gb_per_worker - self.nvme.free_gb_per_worker).max(0.0) * self.nvme.storage_gb_hour
+            / SECONDS_PER_HOUR
     }
 }
 
@@ -306,7 +320,9 @@ mod tests {
     #[test]
     fn elasticache_and_s3_by_hand() {
         let b = book();
-        assert!((b.elasticache_node_rate_per_second("cache.r7g.large").unwrap() * 3600.0 - 0.219).abs() < 1e-12);
+        assert!(
+            (b.elasticache_node_rate_per_second("cache.r7g.large").unwrap() * 3600.0 - 0.219).abs() < 1e-12
+        );
         assert!(matches!(b.elasticache_node_rate_per_second("cache.x99"), Err(PriceError::UnknownNode(_))));
         // 2 GB for an hour and 10 M ECPUs: 2 x 0.125 + 10 x 0.0034.
         assert!((b.elasticache_serverless_cost(2.0, 1.0, 10e6) - 0.284).abs() < 1e-12);
@@ -317,7 +333,8 @@ mod tests {
     #[test]
     fn user_price_file_errors_name_file_and_line() {
         let bad = EMBEDDED.replace("vcpu_hour = 0.052624", "vcpu_hour = \"cheap\"");
-        let err = PriceBook::parse(Path::new("my-prices.toml"), &bad, DEFAULT_REGION).unwrap_err().to_string();
+        let err =
+            PriceBook::parse(Path::new("my-prices.toml"), &bad, DEFAULT_REGION).unwrap_err().to_string();
         assert!(err.starts_with("my-prices.toml:"), "{err}");
         let line: usize = err.split(':').nth(1).unwrap().parse().unwrap();
         assert!(bad.lines().nth(line - 1).unwrap().contains("cheap"), "{err}");
@@ -329,7 +346,8 @@ mod tests {
         let err = PriceBook::parse(Path::new("p.toml"), &negative, DEFAULT_REGION).unwrap_err().to_string();
         assert!(err.contains("gb_hour"), "{err}");
 
-        let err = PriceBook::from_file(Path::new("/no/such/prices.toml"), DEFAULT_REGION).unwrap_err().to_string();
+        let err =
+            PriceBook::from_file(Path::new("/no/such/prices.toml"), DEFAULT_REGION).unwrap_err().to_string();
         assert!(err.contains("/no/such/prices.toml"), "{err}");
     }
 }

@@ -69,7 +69,9 @@ impl Dashboard {
     /// Read the store now. A store that cannot be reached gives an empty snapshot whose
     /// `problems` say why, so the page shows the reason instead of going blank.
     pub async fn snapshot(&self) -> Snapshot {
-        let read_at_s = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64());
+        let read_at_s = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64());
         let read = snapshot::read(self.source.store.as_ref(), &self.source.keys).await;
         let mut out = Snapshot {
             title: self.source.title.clone(),
@@ -116,8 +118,14 @@ impl Dashboard {
             .route("/", get(|| async { page(assets::INDEX_HTML, "text/html; charset=utf-8") }))
             .route("/assets/app.js", get(|| async { page(assets::APP_JS, "text/javascript; charset=utf-8") }))
             .route("/assets/style.css", get(|| async { page(assets::STYLE_CSS, "text/css; charset=utf-8") }))
-            .route("/assets/uPlot.iife.min.js", get(|| async { page(assets::UPLOT_JS, "text/javascript; charset=utf-8") }))
-            .route("/assets/uPlot.min.css", get(|| async { page(assets::UPLOT_CSS, "text/css; charset=utf-8") }))
+            .route(
+                "/assets/uPlot.iife.min.js",
+                get(|| async { page(assets::UPLOT_JS, "text/javascript; charset=utf-8") }),
+            )
+            .route(
+                "/assets/uPlot.min.css",
+                get(|| async { page(assets::UPLOT_CSS, "text/css; charset=utf-8") }),
+            )
             .route("/api/snapshot", get(snapshot_route))
             .route("/api/results", get(results_route))
             .route("/results/timeline.svg", get(timeline_route))
@@ -125,7 +133,11 @@ impl Dashboard {
     }
 
     /// Serve on `listener` until `shutdown` completes, sampling the budget meanwhile.
-    pub async fn serve(self: Arc<Self>, listener: tokio::net::TcpListener, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), DashboardError> {
+    pub async fn serve(
+        self: Arc<Self>,
+        listener: tokio::net::TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), DashboardError> {
         let sampler = {
             let dash = self.clone();
             tokio::spawn(async move {
@@ -137,7 +149,10 @@ impl Dashboard {
                 }
             })
         };
-        let served = axum::serve(listener, self.router()).with_graceful_shutdown(shutdown).await.map_err(DashboardError::Serve);
+        let served = axum::serve(listener, self.router())
+            .with_graceful_shutdown(shutdown)
+            .await
+            .map_err(DashboardError::Serve);
         sampler.abort();
         served
     }
@@ -154,7 +169,9 @@ impl Dashboard {
 
 /// Bind `addr` ("127.0.0.1:8080"; port 0 picks a free one), naming the address when it fails.
 pub async fn bind(addr: &str) -> Result<tokio::net::TcpListener, DashboardError> {
-    tokio::net::TcpListener::bind(addr).await.map_err(|error| DashboardError::Bind { addr: addr.to_string(), error })
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|error| DashboardError::Bind { addr: addr.to_string(), error })
 }
 
 fn page(body: &'static str, content_type: &'static str) -> Response {
@@ -172,9 +189,15 @@ struct ApiError {
 
 async fn results_route(State(dash): State<Arc<Dashboard>>) -> Response {
     match dash.results() {
-        None => (StatusCode::NOT_FOUND, Json(ApiError { error: "no results directory was given (--results DIR)".into() })).into_response(),
+        None => (
+            StatusCode::NOT_FOUND,
+            Json(ApiError { error: "no results directory was given (--results DIR)".into() }),
+        )
+            .into_response(),
         Some(Ok(table)) => Json(table).into_response(),
-        Some(Err(e)) => (StatusCode::INTERNAL_SERVER_ERROR, Json(ApiError { error: e.to_string() })).into_response(),
+        Some(Err(e)) => {
+            (StatusCode::INTERNAL_SERVER_ERROR, Json(ApiError { error: e.to_string() })).into_response()
+        }
     }
 }
 
@@ -183,8 +206,11 @@ async fn timeline_route(State(dash): State<Arc<Dashboard>>) -> Response {
         return (StatusCode::NOT_FOUND, "no results directory").into_response();
     };
     match tokio::fs::read(dir.join("timeline.svg")).await {
-        Ok(svg) => ([(header::CONTENT_TYPE, "image/svg+xml"), (header::CACHE_CONTROL, "no-cache")], svg).into_response(),
-        Err(e) => (StatusCode::NOT_FOUND, format!("{}: {e}", dir.join("timeline.svg").display())).into_response(),
+        Ok(svg) => ([(header::CONTENT_TYPE, "image/svg+xml"), (header::CACHE_CONTROL, "no-cache")], svg)
+            .into_response(),
+        Err(e) => {
+            (StatusCode::NOT_FOUND, format!("{}: {e}", dir.join("timeline.svg").display())).into_response()
+        }
     }
 }
 
@@ -200,14 +226,39 @@ mod tests {
 
     /// One decision by the real scaling-decision handler, on `backends`.
     async fn decide(backends: &Backends, settings: &Settings, offset: i64) {
-        let metrics = SparkMetrics { timestamp: now_s(), input_rate: 900.0, processing_rate: 850.0, batch_duration_ms: 400.0, backlog: 2_000.0, cpu_utilisation: Some(0.7), memory_utilisation: Some(0.5), running_executors: Some(4), pending_executors: Some(0), shuffle_mb_per_s: None, bytes_per_event: None, agent: None };
-        let record = KafkaMessage { topic: settings.topics.spark_metrics.as_str().into(), partition: 0, offset, timestamp_ms: (now_s() * 1_000.0) as i64, key: None, value: Some(Ok(serde_json::to_vec(&metrics).unwrap())) };
+        let metrics = SparkMetrics {
+            timestamp: now_s(),
+            input_rate: 900.0,
+            processing_rate: 850.0,
+            batch_duration_ms: 400.0,
+            backlog: 2_000.0,
+            cpu_utilisation: Some(0.7),
+            memory_utilisation: Some(0.5),
+            running_executors: Some(4),
+            pending_executors: Some(0),
+            shuffle_mb_per_s: None,
+            bytes_per_event: None,
+            agent: None,
+        };
+        let record = KafkaMessage {
+            topic: settings.topics.spark_metrics.as_str().into(),
+            partition: 0,
+            offset,
+            timestamp_ms: (now_s() * 1_000.0) as i64,
+            key: None,
+            value: Some(Ok(serde_json::to_vec(&metrics).unwrap())),
+        };
         let handler = handlers::build("scaling-decision", settings, backends).unwrap();
         handler.handle(Trigger::Kafka(vec![record])).await.unwrap();
     }
 
     fn dashboard(backends: &Backends, results: Option<PathBuf>) -> Arc<Dashboard> {
-        Dashboard::new(Source { title: "test".into(), store: backends.store.clone(), keys: Keys::new(&Settings::default().key_prefix), results })
+        Dashboard::new(Source {
+            title: "test".into(),
+            store: backends.store.clone(),
+            keys: Keys::new(&Settings::default().key_prefix),
+            results,
+        })
     }
 
     #[tokio::test]
@@ -239,14 +290,24 @@ mod tests {
         let s = dashboard(&backends, None).snapshot().await;
         assert_eq!(s.decisions.len(), 1);
         assert_eq!(s.problems.len(), 2, "{:?}", s.problems);
-        assert!(s.problems[0].contains(&keys.decisions()) && s.problems[1].contains(&keys.cluster()), "{:?}", s.problems);
+        assert!(
+            s.problems[0].contains(&keys.decisions()) && s.problems[1].contains(&keys.cluster()),
+            "{:?}",
+            s.problems
+        );
         assert!(s.fleet.is_none());
     }
 
     #[test]
     fn spend_history_keeps_one_point_per_reading_and_starts_over_when_time_goes_back() {
         let mut h = SpendHistory::default();
-        let ctx = |t: f64, left: f64| handlers::Context { scenario: control::Scenario::Balanced, budget_usd: 10.0, budget_remaining: left, horizon_s: 3_600.0, time_s: t };
+        let ctx = |t: f64, left: f64| handlers::Context {
+            scenario: control::Scenario::Balanced,
+            budget_usd: 10.0,
+            budget_remaining: left,
+            horizon_s: 3_600.0,
+            time_s: t,
+        };
         h.observe(&ctx(1.0, 10.0));
         h.observe(&ctx(1.0, 10.0));
         h.observe(&ctx(2.0, 9.0));
@@ -283,7 +344,16 @@ mod tests {
             let _ = stopped.await;
         }));
         let answers = tokio::task::spawn_blocking(move || {
-            ["/", "/assets/app.js", "/assets/uPlot.iife.min.js", "/api/snapshot", "/api/results", "/results/timeline.svg", "/nowhere"].map(|p| get(addr, p))
+            [
+                "/",
+                "/assets/app.js",
+                "/assets/uPlot.iife.min.js",
+                "/api/snapshot",
+                "/api/results",
+                "/results/timeline.svg",
+                "/nowhere",
+            ]
+            .map(|p| get(addr, p))
         })
         .await
         .unwrap();

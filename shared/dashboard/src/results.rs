@@ -19,8 +19,10 @@ pub struct ResultsTable {
 pub fn read(dir: &Path) -> Result<ResultsTable, DashboardError> {
     let path = dir.join("results.csv");
     let err = |message: String| DashboardError::Results { path: path.clone(), message };
-    let mut reader = csv::ReaderBuilder::new().has_headers(true).from_path(&path).map_err(|e| err(e.to_string()))?;
-    let columns: Vec<String> = reader.headers().map_err(|e| err(e.to_string()))?.iter().map(str::to_string).collect();
+    let mut reader =
+        csv::ReaderBuilder::new().has_headers(true).from_path(&path).map_err(|e| err(e.to_string()))?;
+    let columns: Vec<String> =
+        reader.headers().map_err(|e| err(e.to_string()))?.iter().map(str::to_string).collect();
     let mut rows = Vec::new();
     for (i, record) in reader.records().enumerate() {
         let record = record.map_err(|e| err(format!("row {}: {e}", i + 1)))?;

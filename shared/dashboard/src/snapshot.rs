@@ -107,9 +107,23 @@ impl From<&ClusterBurst> for Fleet {
         let edges = c
             .edges
             .iter()
-            .map(|(id, e)| EdgeRow { edge_id: id.clone(), rate: e.rate, predicted_load: e.predicted_load, burst: e.burst, last_ts: e.last_ts })
+            .map(|(id, e)| EdgeRow {
+                edge_id: id.clone(),
+                rate: e.rate,
+                predicted_load: e.predicted_load,
+                burst: e.burst,
+                last_ts: e.last_ts,
+            })
             .collect();
-        Self { burst: c.burst, since_s: c.since_s, total_rate: c.total_rate, predicted_load: c.predicted_load, predicted_peak: c.predicted_peak, edges_bursting: c.edges_bursting, edges }
+        Self {
+            burst: c.burst,
+            since_s: c.since_s,
+            total_rate: c.total_rate,
+            predicted_load: c.predicted_load,
+            predicted_peak: c.predicted_peak,
+            edges_bursting: c.edges_bursting,
+            edges,
+        }
     }
 }
 
@@ -141,7 +155,11 @@ impl Series {
 impl SlaSummary {
     pub fn of(decisions: &[DecisionRecord]) -> Self {
         let over_sla = decisions.iter().filter(|d| d.inputs.latency_ms > d.inputs.sla_ms).count();
-        Self { decisions: decisions.len(), over_sla, share: if decisions.is_empty() { 0.0 } else { over_sla as f64 / decisions.len() as f64 } }
+        Self {
+            decisions: decisions.len(),
+            over_sla,
+            share: if decisions.is_empty() { 0.0 } else { over_sla as f64 / decisions.len() as f64 },
+        }
     }
 }
 
@@ -152,7 +170,15 @@ pub fn waiting(newest: Option<&DecisionRecord>) -> Vec<Waiting> {
             d.actuation
                 .iter()
                 .filter(|p| matches!(p.applies, Applies::NextJobRun | Applies::WhenStopped))
-                .map(|p| Waiting { setting: serde_json::to_value(p.setting).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default(), value: p.value.clone(), applies: p.applies, via: p.via.clone() })
+                .map(|p| Waiting {
+                    setting: serde_json::to_value(p.setting)
+                        .ok()
+                        .and_then(|v| v.as_str().map(str::to_string))
+                        .unwrap_or_default(),
+                    value: p.value.clone(),
+                    applies: p.applies,
+                    via: p.via.clone(),
+                })
                 .collect()
         })
         .unwrap_or_default()
@@ -178,7 +204,11 @@ impl SpendHistory {
         if self.points.len() == SPEND_HISTORY {
             self.points.pop_front();
         }
-        self.points.push_back(SpendPoint { time_s: c.time_s, budget_usd: c.budget_usd, budget_remaining: c.budget_remaining });
+        self.points.push_back(SpendPoint {
+            time_s: c.time_s,
+            budget_usd: c.budget_usd,
+            budget_remaining: c.budget_remaining,
+        });
     }
 
     pub fn points(&self) -> Vec<SpendPoint> {
@@ -219,11 +249,16 @@ pub(crate) async fn read(store: &dyn StateStore, keys: &Keys) -> Result<Read, St
     }
     let names = [keys.cluster(), keys.weights(), keys.context()];
     let values = store.get_many(&names).await.map_err(|e| e.to_string())?;
-    fn parse<T: serde::de::DeserializeOwned>(key: &str, value: Option<&Vec<u8>>, problems: &mut Vec<String>) -> Option<T> {
+    fn parse<T: serde::de::DeserializeOwned>(
+        key: &str,
+        value: Option<&Vec<u8>>,
+        problems: &mut Vec<String>,
+    ) -> Option<T> {
         let bytes = value?;
         serde_json::from_slice(bytes).map_err(|e| problems.push(format!("{key} is unreadable: {e}"))).ok()
     }
-    let cluster: Option<ClusterBurst> = parse(&names[0], values.first().and_then(Option::as_ref), &mut problems);
+    let cluster: Option<ClusterBurst> =
+        parse(&names[0], values.first().and_then(Option::as_ref), &mut problems);
     let weights: Option<Weights> = parse(&names[1], values.get(1).and_then(Option::as_ref), &mut problems);
     let context: Option<Context> = parse(&names[2], values.get(2).and_then(Option::as_ref), &mut problems);
     Ok(Read { decisions, fleet: cluster.as_ref().map(Fleet::from), weights, context, problems })

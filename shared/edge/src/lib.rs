@@ -188,12 +188,19 @@ enum Pending {
 
 /// Run the agent until `stop` turns true; returns its counts. `kafka` should be built with
 /// [`EdgeConfig::producer_settings`].
-pub async fn run(config: &EdgeConfig, kafka: Arc<KafkaPublisher>, stats: Arc<EdgeStats>, mut stop: watch::Receiver<bool>) -> Result<(), EdgeError> {
-    let mut gateway = Gateway::new(config.gateway_id.clone(), config.detector).map_err(|e| EdgeError::Config(e.to_string()))?;
+pub async fn run(
+    config: &EdgeConfig,
+    kafka: Arc<KafkaPublisher>,
+    stats: Arc<EdgeStats>,
+    mut stop: watch::Receiver<bool>,
+) -> Result<(), EdgeError> {
+    let mut gateway = Gateway::new(config.gateway_id.clone(), config.detector)
+        .map_err(|e| EdgeError::Config(e.to_string()))?;
     let (client, mut events) = AsyncClient::new(config.mqtt_options()?, 1_024);
 
     // Kafka's answers are awaited apart from the MQTT loop, which must keep polling meanwhile.
-    let (pending_tx, pending_rx) = mpsc::channel::<(Delivery, Pending)>(config.buffer_messages.clamp(1, 1 << 20));
+    let (pending_tx, pending_rx) =
+        mpsc::channel::<(Delivery, Pending)>(config.buffer_messages.clamp(1, 1 << 20));
     let acker = tokio::spawn(acknowledge(client.clone(), pending_rx, stats.clone()));
 
     let mut tally = Tally::default();
@@ -299,7 +306,11 @@ pub async fn run(config: &EdgeConfig, kafka: Arc<KafkaPublisher>, stats: Arc<Edg
 }
 
 /// Acknowledge each device message to the MQTT broker once Kafka has it; count reports.
-async fn acknowledge(client: AsyncClient, mut incoming: mpsc::Receiver<(Delivery, Pending)>, stats: Arc<EdgeStats>) {
+async fn acknowledge(
+    client: AsyncClient,
+    mut incoming: mpsc::Receiver<(Delivery, Pending)>,
+    stats: Arc<EdgeStats>,
+) {
     let mut waiting = FuturesUnordered::new();
     let mut open = true;
     loop {

@@ -28,7 +28,8 @@ fn msk_batch() -> Vec<u8> {
     for s in 0..SECONDS {
         for e in 0..EDGES {
             let rate = if s > 80 { 900.0 } else { 250.0 } + (e % 7) as f64;
-            let value = format!(r#"{{"edge_id":"gw-{e:04}","timestamp":{},"rate":{rate}}}"#, 1_795_341_600 + s);
+            let value =
+                format!(r#"{{"edge_id":"gw-{e:04}","timestamp":{},"rate":{rate}}}"#, 1_795_341_600 + s);
             records.push(serde_json::json!({
                 "topic": "iot-metadata", "partition": e % 4, "offset": s * EDGES + e, "timestamp": 1_795_341_600_000u64 + s as u64 * 1000,
                 "timestampType": "CREATE_TIME", "key": null, "value": b64.encode(value), "headers": []
@@ -48,13 +49,26 @@ fn burst_signal(c: &mut Criterion) {
     let mut group = c.benchmark_group("burst-signal");
     group.throughput(Throughput::Elements((EDGES * SECONDS) as u64));
     group.sample_size(20);
-    group.bench_function("stage: event bytes to records", |b| b.iter(|| black_box(decode_lambda_bytes(black_box(&bytes)).unwrap())));
-    group.bench_function("stage: bytes to Value", |b| b.iter(|| black_box(serde_json::from_slice::<serde_json::Value>(black_box(&bytes)).unwrap())));
-    group.bench_function("stage: bytes to KafkaEvent", |b| {
-        b.iter(|| black_box(serde_json::from_slice::<aws_lambda_events::event::kafka::KafkaEvent>(black_box(&bytes)).unwrap()))
+    group.bench_function("stage: event bytes to records", |b| {
+        b.iter(|| black_box(decode_lambda_bytes(black_box(&bytes)).unwrap()))
     });
-    let Trigger::Kafka(records) = decode_lambda(serde_json::from_slice(&bytes).unwrap()).unwrap() else { unreachable!() };
-    group.bench_function("stage: record JSON", |b| b.iter(|| black_box(decode_records(black_box(&records), f64::MAX / 2.0, 0.0))));
+    group.bench_function("stage: bytes to Value", |b| {
+        b.iter(|| black_box(serde_json::from_slice::<serde_json::Value>(black_box(&bytes)).unwrap()))
+    });
+    group.bench_function("stage: bytes to KafkaEvent", |b| {
+        b.iter(|| {
+            black_box(
+                serde_json::from_slice::<aws_lambda_events::event::kafka::KafkaEvent>(black_box(&bytes))
+                    .unwrap(),
+            )
+        })
+    });
+    let Trigger::Kafka(records) = decode_lambda(serde_json::from_slice(&bytes).unwrap()).unwrap() else {
+        unreachable!()
+    };
+    group.bench_function("stage: record JSON", |b| {
+        b.iter(|| black_box(decode_records(black_box(&records), f64::MAX / 2.0, 0.0)))
+    });
     let (good, _, _) = decode_records(&records, f64::MAX / 2.0, 0.0);
     group.bench_function("stage: detectors", |b| {
         b.iter_batched(
@@ -105,7 +119,16 @@ fn scaling_decision(c: &mut Criterion) {
         }),
         ..DecisionState::default()
     };
-    let app = AppStatus { state: AppState::Stopped, capacity: Capacity { max_vcpu: 16, max_memory_gb: 64, initial_executors: 0, worker_vcpu: 4, worker_memory_gb: 16 } };
+    let app = AppStatus {
+        state: AppState::Stopped,
+        capacity: Capacity {
+            max_vcpu: 16,
+            max_memory_gb: 64,
+            initial_executors: 0,
+            worker_vcpu: 4,
+            worker_memory_gb: 16,
+        },
+    };
     c.bench_function("scaling-decision/state to guarded action", |b| {
         b.iter(|| {
             let obs = handler.observe(black_box(&state), black_box(&app), 1_795_341_660.0);

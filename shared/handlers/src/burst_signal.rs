@@ -14,7 +14,10 @@
 //! cluster and the version in one MGET first, and if another writer wins the race it reads again.
 
 use crate::state::{ClusterBurst, EdgeRecord, EdgeState, Keys};
-use crate::{read_or_discard, record_json, to_json, Backends, BurstEvent, Handler, HandlerError, RecordError, Settings, Trigger};
+use crate::{
+    read_or_discard, record_json, to_json, Backends, BurstEvent, Handler, HandlerError, RecordError,
+    Settings, Trigger,
+};
 use async_trait::async_trait;
 pub use control::cluster::apply_batch;
 use control::cluster::Applied;
@@ -51,7 +54,12 @@ fn round1(x: f64) -> f64 {
 impl BurstSignal {
     pub fn new(settings: &Settings, backends: &Backends) -> Result<Self, HandlerError> {
         settings.cluster.validate()?;
-        Ok(Self { settings: settings.clone(), keys: Keys::new(&settings.key_prefix), backends: backends.clone(), cache: tokio::sync::Mutex::new(None) })
+        Ok(Self {
+            settings: settings.clone(),
+            keys: Keys::new(&settings.key_prefix),
+            backends: backends.clone(),
+            cache: tokio::sync::Mutex::new(None),
+        })
     }
 
     /// Read the version, the cluster state and the given edges in one round trip.
@@ -63,17 +71,25 @@ impl BurstSignal {
         let version_raw = values.pop().flatten();
         let version = match version_raw {
             None => 0,
-            Some(v) => std::str::from_utf8(&v).ok().and_then(|s| s.parse().ok()).ok_or_else(|| HandlerError::State(format!("{} is not a counter", self.keys.burst_version())))?,
+            Some(v) => std::str::from_utf8(&v).ok().and_then(|s| s.parse().ok()).ok_or_else(|| {
+                HandlerError::State(format!("{} is not a counter", self.keys.burst_version()))
+            })?,
         };
         // State that cannot be read, or that is stamped ahead of the clock (written before records were
         // checked against it), is started afresh and overwritten by this batch's write.
         let ahead = crate::events::now_s() + self.settings.max_clock_skew_s;
         let mut discarded = Vec::new();
         let cluster_raw = values.pop().flatten();
-        let cluster = match read_or_discard::<ClusterBurst>(&self.keys.cluster(), cluster_raw.as_ref(), &mut discarded) {
-            Some(c) if (c.last_second as f64) <= ahead && c.edges.values().all(|e| e.last_ts <= ahead) => c,
-            _ => ClusterBurst::new(self.settings.cluster.cluster_detector)?,
-        };
+        let cluster =
+            match read_or_discard::<ClusterBurst>(&self.keys.cluster(), cluster_raw.as_ref(), &mut discarded)
+            {
+                Some(c)
+                    if (c.last_second as f64) <= ahead && c.edges.values().all(|e| e.last_ts <= ahead) =>
+                {
+                    c
+                }
+                _ => ClusterBurst::new(self.settings.cluster.cluster_detector)?,
+            };
         let mut edges = HashMap::with_capacity(ids.len());
         for ((id, key), raw) in ids.iter().zip(&keys).zip(&values) {
             let state = match read_or_discard::<EdgeState>(key, raw.as_ref(), &mut discarded) {
@@ -89,13 +105,23 @@ impl BurstSignal {
 /// Decode a batch's records: good ones with their position, and an error for each bad one. Records
 /// stamped more than `max_skew_s` ahead of `now_s` are refused: a gateway stamping milliseconds as
 /// seconds would otherwise be an edge that never goes stale, its load counted forever.
-pub fn decode_records(records: &[crate::KafkaMessage], now_s: f64, max_skew_s: f64) -> (Vec<EdgeRecord>, usize, Vec<RecordError>) {
+pub fn decode_records(
+    records: &[crate::KafkaMessage],
+    now_s: f64,
+    max_skew_s: f64,
+) -> (Vec<EdgeRecord>, usize, Vec<RecordError>) {
     let mut good = Vec::with_capacity(records.len());
     let mut errors = Vec::new();
     let mut tombstones = 0;
     for m in records {
         if m.ahead_of_clock(max_skew_s, now_s) {
-            errors.push(RecordError { record: m.locator(), error: format!("record timestamp {} ms is more than {max_skew_s} s ahead of this function's clock", m.timestamp_ms) });
+            errors.push(RecordError {
+                record: m.locator(),
+                error: format!(
+                    "record timestamp {} ms is more than {max_skew_s} s ahead of this function's clock",
+                    m.timestamp_ms
+                ),
+            });
             continue;
         }
         match record_json::<EdgeRecord>(m) {
@@ -120,10 +146,16 @@ impl Handler for BurstSignal {
     async fn handle(&self, trigger: Trigger) -> Result<serde_json::Value, HandlerError> {
         let records = match trigger {
             Trigger::Kafka(records) => records,
-            Trigger::Schedule { .. } => return Err(HandlerError::BadEvent("burst-signal is triggered by iot-metadata records, not a schedule".into())),
+            Trigger::Schedule { .. } => {
+                return Err(HandlerError::BadEvent(
+                    "burst-signal is triggered by iot-metadata records, not a schedule".into(),
+                ))
+            }
             Trigger::Direct(v) => {
                 // A direct call may carry records as {"records": [EdgeRecord...]} (tests, replays).
-                let list = v.get("records").and_then(|r| r.as_array()).ok_or_else(|| HandlerError::BadEvent("expected a Kafka event or {\"records\": [...]}".into()))?;
+                let list = v.get("records").and_then(|r| r.as_array()).ok_or_else(|| {
+                    HandlerError::BadEvent("expected a Kafka event or {\"records\": [...]}".into())
+                })?;
                 list.iter()
                     .enumerate()
                     .map(|(i, r)| crate::KafkaMessage {
@@ -137,7 +169,8 @@ impl Handler for BurstSignal {
                     .collect()
             }
         };
-        let (mut good, tombstones, errors) = decode_records(&records, crate::events::now_s(), self.settings.max_clock_skew_s);
+        let (mut good, tombstones, errors) =
+            decode_records(&records, crate::events::now_s(), self.settings.max_clock_skew_s);
         let mut ids: Vec<String> = good.iter().map(|r| r.edge_id.clone()).collect();
         ids.sort();
         ids.dedup();
@@ -161,13 +194,22 @@ impl Handler for BurstSignal {
                 }
                 None => self.load(&ids).await?,
             };
-            let Applied { accepted, stale, changed } = apply_batch(&mut good, &mut state.edges, &mut state.cluster, &self.settings.cluster)?;
+            let Applied { accepted, stale, changed } =
+                apply_batch(&mut good, &mut state.edges, &mut state.cluster, &self.settings.cluster)?;
             if good.is_empty() {
                 break (accepted, stale, changed, state.cluster);
             }
-            let mut writes: Vec<(String, Vec<u8>)> = ids.iter().filter_map(|id| state.edges.get(id).map(|s| (self.keys.edge(id), to_json(s)))).collect();
+            let mut writes: Vec<(String, Vec<u8>)> = ids
+                .iter()
+                .filter_map(|id| state.edges.get(id).map(|s| (self.keys.edge(id), to_json(s))))
+                .collect();
             writes.push((self.keys.cluster(), to_json(&state.cluster)));
-            if self.backends.store.set_many_if_version(&self.keys.burst_version(), state.version, &writes, Some(EDGE_TTL)).await? {
+            if self
+                .backends
+                .store
+                .set_many_if_version(&self.keys.burst_version(), state.version, &writes, Some(EDGE_TTL))
+                .await?
+            {
                 state.version += 1;
                 // Keep what this container knows; bound it so a fleet of edges cannot grow it forever.
                 if state.edges.len() > MAX_CACHED_EDGES {
@@ -192,13 +234,26 @@ impl Handler for BurstSignal {
             edges_bursting: cluster.edges_bursting,
         };
         if changed {
-            self.backends.publisher.publish_at(&self.settings.topics.scaling_requests, "cluster", &to_json(&event), event.time_s).await?;
-            tracing::info!(burst = event.burst, total_rate = event.total_rate, predicted_load = event.predicted_load, "cluster burst state changed");
+            self.backends
+                .publisher
+                .publish_at(&self.settings.topics.scaling_requests, "cluster", &to_json(&event), event.time_s)
+                .await?;
+            tracing::info!(
+                burst = event.burst,
+                total_rate = event.total_rate,
+                predicted_load = event.predicted_load,
+                "cluster burst state changed"
+            );
         }
         for e in &errors {
             tracing::warn!(topic = %e.record.topic, partition = e.record.partition, offset = e.record.offset, error = %e.error, "record skipped");
         }
-        crate::metrics::emit(self.settings.emf_metrics, "burst-signal", crate::events::now_s(), &crate::metrics::burst_metrics(&cluster, changed, accepted, errors.len()));
+        crate::metrics::emit(
+            self.settings.emf_metrics,
+            "burst-signal",
+            crate::events::now_s(),
+            &crate::metrics::burst_metrics(&cluster, changed, accepted, errors.len()),
+        );
         Ok(json!({
             "records": records.len(),
             "accepted": accepted,
@@ -227,4 +282,3 @@ impl BurstSignal {
         &self.backends
     }
 }
-

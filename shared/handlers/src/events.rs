@@ -67,7 +67,12 @@ impl Trigger {
         let now = now_s();
         match self {
             Trigger::Schedule { time_s } => *time_s,
-            Trigger::Kafka(records) => match records.iter().filter(|r| !r.ahead_of_clock(max_skew_s, now)).map(|r| r.timestamp_ms).max() {
+            Trigger::Kafka(records) => match records
+                .iter()
+                .filter(|r| !r.ahead_of_clock(max_skew_s, now))
+                .map(|r| r.timestamp_ms)
+                .max()
+            {
                 Some(ms) if ms > 0 => ms as f64 / 1_000.0,
                 _ => now,
             },
@@ -77,7 +82,9 @@ impl Trigger {
 }
 
 fn b64(s: &str) -> Result<Vec<u8>, String> {
-    base64::engine::general_purpose::STANDARD.decode(s.trim()).map_err(|e| format!("value is not valid base64: {e}"))
+    base64::engine::general_purpose::STANDARD
+        .decode(s.trim())
+        .map_err(|e| format!("value is not valid base64: {e}"))
 }
 
 /// The parts of a Kafka event source batch the handlers use, borrowed from the payload. Decoding
@@ -282,7 +289,11 @@ fn kafka_messages(event: LeanKafkaEvent<'_>) -> Vec<KafkaMessage> {
 
 /// A record of the batch; a malformed envelope becomes the record's error (its `value`), with what
 /// position it has (-1 where the envelope does not say).
-fn envelope_message(topic: std::sync::Arc<str>, batch_partition: i64, r: &LeanKafkaRecord<'_>) -> KafkaMessage {
+fn envelope_message(
+    topic: std::sync::Arc<str>,
+    batch_partition: i64,
+    r: &LeanKafkaRecord<'_>,
+) -> KafkaMessage {
     let partition = envelope_int("partition", r.partition.as_ref(), true);
     let offset = envelope_int("offset", r.offset.as_ref(), true);
     let timestamp = envelope_int("timestamp", r.timestamp.as_ref(), false);
@@ -311,13 +322,16 @@ fn envelope_message(topic: std::sync::Arc<str>, batch_partition: i64, r: &LeanKa
 pub fn decode_lambda_bytes(bytes: &[u8]) -> Result<Trigger, HandlerError> {
     let lean_error = match serde_json::from_slice::<LeanEnvelope>(bytes) {
         Ok(env) if env.event_source.as_deref().is_some_and(is_kafka_source) => {
-            return Ok(Trigger::Kafka(kafka_messages(LeanKafkaEvent { records: env.records.unwrap_or_default() })));
+            return Ok(Trigger::Kafka(kafka_messages(LeanKafkaEvent {
+                records: env.records.unwrap_or_default(),
+            })));
         }
         Ok(_) => None,
         // Not a Kafka batch's shape (a direct call may carry its own `records`), or not JSON.
         Err(e) => Some(e),
     };
-    let value: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| HandlerError::BadEvent(format!("payload is not JSON: {e}")))?;
+    let value: serde_json::Value = serde_json::from_slice(bytes)
+        .map_err(|e| HandlerError::BadEvent(format!("payload is not JSON: {e}")))?;
     if let Some(e) = lean_error {
         if value.get("eventSource").and_then(|v| v.as_str()).is_some_and(is_kafka_source) {
             return Err(HandlerError::BadEvent(format!("Kafka event: {e}")));
@@ -331,21 +345,29 @@ pub fn decode_lambda(payload: serde_json::Value) -> Result<Trigger, HandlerError
     let source = payload.get("eventSource").and_then(|v| v.as_str()).unwrap_or_default();
     if is_kafka_source(source) {
         let bytes = serde_json::to_vec(&payload).map_err(|e| HandlerError::BadEvent(e.to_string()))?;
-        let event: LeanKafkaEvent = serde_json::from_slice(&bytes).map_err(|e| HandlerError::BadEvent(format!("Kafka event: {e}")))?;
+        let event: LeanKafkaEvent = serde_json::from_slice(&bytes)
+            .map_err(|e| HandlerError::BadEvent(format!("Kafka event: {e}")))?;
         return Ok(Trigger::Kafka(kafka_messages(event)));
     }
     let scheduled = payload.get("source").and_then(|v| v.as_str()) == Some("aws.events")
         || payload.get("detail-type").and_then(|v| v.as_str()) == Some("Scheduled Event");
     if scheduled {
-        let event: EventBridgeEvent<serde_json::Value> = serde_json::from_value(payload).map_err(|e| HandlerError::BadEvent(format!("EventBridge event: {e}")))?;
-        return Ok(Trigger::Schedule { time_s: event.time.map(|t| t.timestamp_millis() as f64 / 1_000.0).unwrap_or_else(now_s) });
+        let event: EventBridgeEvent<serde_json::Value> = serde_json::from_value(payload)
+            .map_err(|e| HandlerError::BadEvent(format!("EventBridge event: {e}")))?;
+        return Ok(Trigger::Schedule {
+            time_s: event.time.map(|t| t.timestamp_millis() as f64 / 1_000.0).unwrap_or_else(now_s),
+        });
     }
     Ok(Trigger::Direct(payload))
 }
 
 /// Decode an OpenFaaS request: a kafka-connector message (raw record body, `X-Topic` header), a
 /// cron-connector call, or a JSON body decoded as a Lambda payload would be.
-pub fn decode_http(header: impl Fn(&str) -> Option<String>, body: &[u8], now_s: f64) -> Result<Trigger, HandlerError> {
+pub fn decode_http(
+    header: impl Fn(&str) -> Option<String>,
+    body: &[u8],
+    now_s: f64,
+) -> Result<Trigger, HandlerError> {
     if let Some(topic) = header("x-topic") {
         let num = |name: &str| header(name).and_then(|v| v.trim().parse::<i64>().ok()).unwrap_or(-1);
         return Ok(Trigger::Kafka(vec![KafkaMessage {
@@ -354,7 +376,13 @@ pub fn decode_http(header: impl Fn(&str) -> Option<String>, body: &[u8], now_s: 
             offset: num("x-kafka-offset"),
             timestamp_ms: (now_s * 1_000.0) as i64,
             // The connector sends binary keys base64-encoded and says so in X-Kafka-Key-Enc.
-            key: header("x-kafka-key").map(|k| if header("x-kafka-key-enc").as_deref() == Some("b64") { b64(&k).unwrap_or_else(|_| k.into_bytes()) } else { k.into_bytes() }),
+            key: header("x-kafka-key").map(|k| {
+                if header("x-kafka-key-enc").as_deref() == Some("b64") {
+                    b64(&k).unwrap_or_else(|_| k.into_bytes())
+                } else {
+                    k.into_bytes()
+                }
+            }),
             value: if body.is_empty() { None } else { Some(Ok(body.to_vec())) },
         }]));
     }
@@ -365,7 +393,9 @@ pub fn decode_http(header: impl Fn(&str) -> Option<String>, body: &[u8], now_s: 
         return Ok(Trigger::Schedule { time_s: now_s });
     }
     decode_lambda_bytes(body).map_err(|e| match e {
-        HandlerError::BadEvent(m) if m.starts_with("payload is not") => HandlerError::BadEvent(format!("request body is not JSON: {m}")),
+        HandlerError::BadEvent(m) if m.starts_with("payload is not") => {
+            HandlerError::BadEvent(format!("request body is not JSON: {m}"))
+        }
         other => other,
     })
 }
@@ -418,10 +448,13 @@ mod tests {
             {"topic": "t", "partition": 3, "offset": 7, "value": "e30=", "timestamp": 1700000000000, "extra": {"a": [1]}}
         ]}}"#;
         let Trigger::Kafka(records) = decode_lambda_bytes(event).unwrap() else { panic!("a Kafka batch") };
-        let errors: Vec<String> = records.iter().map(|r| match &r.value {
-            Some(Err(e)) => e.clone(),
-            _ => String::new(),
-        }).collect();
+        let errors: Vec<String> = records
+            .iter()
+            .map(|r| match &r.value {
+                Some(Err(e)) => e.clone(),
+                _ => String::new(),
+            })
+            .collect();
         assert_eq!(errors[0], "record has no partition");
         assert_eq!(errors[1], "offset is a string, expected an integer");
         assert_eq!(errors[2], "value is an integer, expected a base64 string");
@@ -432,13 +465,23 @@ mod tests {
         // Each error still says where the record was, as far as the envelope tells.
         assert_eq!((records[0].partition, records[0].offset), (3, 1));
         assert_eq!((records[1].partition, records[1].offset), (3, -1));
-        assert_eq!((records[6].offset, records[6].timestamp_ms, records[6].value.clone()), (7, 1_700_000_000_000, Some(Ok(b"{}".to_vec()))));
+        assert_eq!(
+            (records[6].offset, records[6].timestamp_ms, records[6].value.clone()),
+            (7, 1_700_000_000_000, Some(Ok(b"{}".to_vec())))
+        );
     }
 
     #[test]
     fn records_stamped_ahead_of_the_clock_do_not_set_the_time() {
         let now = now_s();
-        let at = |ms: i64| KafkaMessage { topic: "t".into(), partition: 0, offset: 0, timestamp_ms: ms, key: None, value: None };
+        let at = |ms: i64| KafkaMessage {
+            topic: "t".into(),
+            partition: 0,
+            offset: 0,
+            timestamp_ms: ms,
+            key: None,
+            value: None,
+        };
         let trigger = Trigger::Kafka(vec![at(((now - 10.0) * 1e3) as i64), at(9_999_999_999_999)]);
         let t = trigger.time_s(300.0);
         assert!((t - (now - 10.0)).abs() < 1.0, "{t}");
@@ -463,7 +506,10 @@ mod tests {
             }
         });
         let Trigger::Kafka(records) = decode_lambda(event).unwrap() else { panic!("not kafka") };
-        assert_eq!(records.iter().map(|r| (r.partition, r.offset)).collect::<Vec<_>>(), vec![(0, 3), (0, 4), (1, 7)]);
+        assert_eq!(
+            records.iter().map(|r| (r.partition, r.offset)).collect::<Vec<_>>(),
+            vec![(0, 3), (0, 4), (1, 7)]
+        );
         assert_eq!(records[0].value, None);
         assert!(records[1].value.as_ref().unwrap().as_ref().unwrap_err().contains("base64"));
         assert_eq!(records[2].value, Some(Ok(b"{}".to_vec())));
@@ -473,15 +519,31 @@ mod tests {
     fn the_lean_kafka_decoder_reads_the_samples_as_aws_lambda_events_does() {
         use aws_lambda_events::event::kafka::KafkaEvent;
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../events");
-        for name in ["burst-signal-msk.json", "burst-signal-self-managed.json", "burst-signal-msk-malformed.json", "scaling-decision-burst.json", "shuffle-router-msk.json"] {
+        for name in [
+            "burst-signal-msk.json",
+            "burst-signal-self-managed.json",
+            "burst-signal-msk-malformed.json",
+            "scaling-decision-burst.json",
+            "shuffle-router-msk.json",
+        ] {
             let bytes = std::fs::read(dir.join(name)).unwrap();
-            let Trigger::Kafka(lean) = decode_lambda_bytes(&bytes).unwrap() else { panic!("{name}: not kafka") };
+            let Trigger::Kafka(lean) = decode_lambda_bytes(&bytes).unwrap() else {
+                panic!("{name}: not kafka")
+            };
             let reference: KafkaEvent = serde_json::from_slice(&bytes).unwrap();
             let mut expected: Vec<(String, i64, i64, i64, Option<String>)> = reference
                 .records
                 .values()
                 .flatten()
-                .map(|r| (r.topic.clone().unwrap_or_default(), r.partition, r.offset, r.timestamp.0.timestamp_millis(), r.value.clone()))
+                .map(|r| {
+                    (
+                        r.topic.clone().unwrap_or_default(),
+                        r.partition,
+                        r.offset,
+                        r.timestamp.0.timestamp_millis(),
+                        r.value.clone(),
+                    )
+                })
                 .collect();
             expected.sort_by_key(|e| (e.1, e.2));
             let got: Vec<(String, i64, i64, i64, Option<String>)> = lean

@@ -33,16 +33,21 @@ pub mod metrics;
 pub mod ports;
 pub mod prewarmer;
 pub mod records;
-mod settings;
 #[cfg(feature = "policy")]
 pub mod scaling_decision;
+mod settings;
 pub mod shuffle_router;
 mod state;
 
 pub use error::HandlerError;
-pub use events::{decode_http, decode_lambda, decode_lambda_bytes, KafkaMessage, RecordError, RecordRef, Trigger};
+pub use events::{
+    decode_http, decode_lambda, decode_lambda_bytes, KafkaMessage, RecordError, RecordRef, Trigger,
+};
 pub use settings::{Settings, Topics};
-pub use state::{ActuationPart, AgentReport, Applies, BurstEvent, ClusterBurst, Context, DecisionRecord, EdgeRecord, ExecutorReport, JobRunConfig, Keys, Setting, SparkMetrics, Weights};
+pub use state::{
+    ActuationPart, AgentReport, Applies, BurstEvent, ClusterBurst, Context, DecisionRecord, EdgeRecord,
+    ExecutorReport, JobRunConfig, Keys, Setting, SparkMetrics, Weights,
+};
 
 use async_trait::async_trait;
 use ports::{EmrControl, HotTier, ObjectStore, Publisher, StateStore};
@@ -112,7 +117,8 @@ pub struct Ports {
 }
 
 impl Ports {
-    const STORE: Ports = Ports { store: true, publisher: false, emr: false, hot_tier: false, objects: false, nvme: false };
+    const STORE: Ports =
+        Ports { store: true, publisher: false, emr: false, hot_tier: false, objects: false, nvme: false };
     pub const BURST_SIGNAL: Ports = Ports { publisher: true, ..Ports::STORE };
     pub const META_WEIGHTS: Ports = Ports::STORE;
     pub const SCALING_DECISION: Ports = Ports { publisher: true, emr: true, hot_tier: true, ..Ports::STORE };
@@ -175,24 +181,33 @@ pub fn build(name: &str, settings: &Settings, backends: &Backends) -> Result<Arc
         #[cfg(feature = "policy")]
         meta_weights::MetaWeights::NAME => Arc::new(meta_weights::MetaWeights::new(settings, backends)?),
         #[cfg(feature = "policy")]
-        scaling_decision::ScalingDecision::NAME => Arc::new(scaling_decision::ScalingDecision::new(settings, backends)?),
+        scaling_decision::ScalingDecision::NAME => {
+            Arc::new(scaling_decision::ScalingDecision::new(settings, backends)?)
+        }
         #[cfg(not(feature = "policy"))]
-        "meta-weights" | "scaling-decision" => return Err(HandlerError::Config(format!("{name} needs the handlers crate's `policy` feature"))),
-        shuffle_router::ShuffleRouter::NAME => Arc::new(shuffle_router::ShuffleRouter::new(settings, backends)?),
+        "meta-weights" | "scaling-decision" => {
+            return Err(HandlerError::Config(format!("{name} needs the handlers crate's `policy` feature")))
+        }
+        shuffle_router::ShuffleRouter::NAME => {
+            Arc::new(shuffle_router::ShuffleRouter::new(settings, backends)?)
+        }
         prewarmer::Prewarmer::NAME => Arc::new(prewarmer::Prewarmer::new(settings, backends)?),
         other => return Err(unknown_function(other)),
     })
 }
 
 /// The five functions.
-pub const FUNCTIONS: [&str; 5] = ["burst-signal", "meta-weights", "scaling-decision", "shuffle-router", "prewarmer"];
+pub const FUNCTIONS: [&str; 5] =
+    ["burst-signal", "meta-weights", "scaling-decision", "shuffle-router", "prewarmer"];
 
 /// Decode a record's value as JSON of type `T`, with a message naming what was wrong.
 pub(crate) fn record_json<T: serde::de::DeserializeOwned>(m: &KafkaMessage) -> Result<Option<T>, String> {
     match &m.value {
         None => Ok(None),
         Some(Err(e)) => Err(e.clone()),
-        Some(Ok(bytes)) => serde_json::from_slice(bytes).map(Some).map_err(|e| format!("value is not a valid record: {e}")),
+        Some(Ok(bytes)) => {
+            serde_json::from_slice(bytes).map(Some).map_err(|e| format!("value is not a valid record: {e}"))
+        }
     }
 }
 
@@ -204,7 +219,11 @@ pub(crate) fn to_json<T: serde::Serialize>(v: &T) -> Vec<u8> {
 /// bug, an older version, or by hand) is logged, named in `discarded`, and read as absent, so that
 /// the function starts that part afresh and overwrites it, instead of failing every invocation
 /// until someone deletes the key.
-pub(crate) fn read_or_discard<T: serde::de::DeserializeOwned>(key: &str, bytes: Option<&Vec<u8>>, discarded: &mut Vec<String>) -> Option<T> {
+pub(crate) fn read_or_discard<T: serde::de::DeserializeOwned>(
+    key: &str,
+    bytes: Option<&Vec<u8>>,
+    discarded: &mut Vec<String>,
+) -> Option<T> {
     match from_json(key, bytes) {
         Ok(v) => v,
         Err(e) => {
@@ -215,10 +234,15 @@ pub(crate) fn read_or_discard<T: serde::de::DeserializeOwned>(key: &str, bytes: 
     }
 }
 
-pub(crate) fn from_json<T: serde::de::DeserializeOwned>(key: &str, bytes: Option<&Vec<u8>>) -> Result<Option<T>, HandlerError> {
+pub(crate) fn from_json<T: serde::de::DeserializeOwned>(
+    key: &str,
+    bytes: Option<&Vec<u8>>,
+) -> Result<Option<T>, HandlerError> {
     match bytes {
         None => Ok(None),
-        Some(b) => serde_json::from_slice(b).map(Some).map_err(|e| HandlerError::State(format!("{key} is unreadable: {e}"))),
+        Some(b) => serde_json::from_slice(b)
+            .map(Some)
+            .map_err(|e| HandlerError::State(format!("{key} is unreadable: {e}"))),
     }
 }
 

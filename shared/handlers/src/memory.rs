@@ -50,7 +50,11 @@ impl MemoryStore {
     /// Keys currently held (not expired), sorted.
     pub fn keys(&self) -> Vec<String> {
         let now = Instant::now();
-        let mut k: Vec<String> = lock(&self.values).iter().filter(|(_, (_, exp))| exp.is_none_or(|e| e > now)).map(|(k, _)| k.clone()).collect();
+        let mut k: Vec<String> = lock(&self.values)
+            .iter()
+            .filter(|(_, (_, exp))| exp.is_none_or(|e| e > now))
+            .map(|(k, _)| k.clone())
+            .collect();
         k.sort();
         k
     }
@@ -62,7 +66,10 @@ impl StateStore for MemoryStore {
         self.trip();
         let now = Instant::now();
         let values = lock(&self.values);
-        Ok(keys.iter().map(|k| values.get(k).filter(|(_, exp)| exp.is_none_or(|e| e > now)).map(|(v, _)| v.clone())).collect())
+        Ok(keys
+            .iter()
+            .map(|k| values.get(k).filter(|(_, exp)| exp.is_none_or(|e| e > now)).map(|(v, _)| v.clone()))
+            .collect())
     }
     async fn set_many(&self, entries: &[(String, Vec<u8>)], ttl: Option<Duration>) -> PortResult<()> {
         self.trip();
@@ -73,13 +80,21 @@ impl StateStore for MemoryStore {
         }
         Ok(())
     }
-    async fn set_many_if_version(&self, version_key: &str, expected: u64, entries: &[(String, Vec<u8>)], ttl: Option<Duration>) -> PortResult<bool> {
+    async fn set_many_if_version(
+        &self,
+        version_key: &str,
+        expected: u64,
+        entries: &[(String, Vec<u8>)],
+        ttl: Option<Duration>,
+    ) -> PortResult<bool> {
         self.trip();
         let now = Instant::now();
         let mut values = lock(&self.values);
         let current = match values.get(version_key).filter(|(_, exp)| exp.is_none_or(|e| e > now)) {
             None => 0,
-            Some((v, _)) => std::str::from_utf8(v).ok().and_then(|s| s.parse().ok()).ok_or_else(|| PortError::new("memory", "versioned set", format!("{version_key} is not a counter")))?,
+            Some((v, _)) => std::str::from_utf8(v).ok().and_then(|s| s.parse().ok()).ok_or_else(|| {
+                PortError::new("memory", "versioned set", format!("{version_key} is not a counter"))
+            })?,
         };
         if current != expected {
             return Ok(false);
@@ -132,7 +147,10 @@ impl StateStore for MemoryStore {
         self.trip();
         let mut values = lock(&self.values);
         let entry = values.entry(key.to_string()).or_insert_with(|| (b"0".to_vec(), None));
-        let n: u64 = std::str::from_utf8(&entry.0).ok().and_then(|s| s.parse().ok()).ok_or_else(|| PortError::new("memory", "incr", format!("{key} is not a counter")))?;
+        let n: u64 = std::str::from_utf8(&entry.0)
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| PortError::new("memory", "incr", format!("{key} is not a counter")))?;
         entry.0 = (n + 1).to_string().into_bytes();
         Ok(n + 1)
     }
@@ -151,7 +169,9 @@ impl StateStore for MemoryStore {
                     values.remove(key);
                     lists.remove(key);
                 }
-                StoreWrite::PushCapped { key, values: new, cap } => push_front_capped(lists.entry(key.clone()).or_default(), new, *cap),
+                StoreWrite::PushCapped { key, values: new, cap } => {
+                    push_front_capped(lists.entry(key.clone()).or_default(), new, *cap)
+                }
             }
         }
         Ok(())
@@ -194,7 +214,16 @@ impl MemoryEmr {
 
 impl Default for MemoryEmr {
     fn default() -> Self {
-        Self::new(AppState::Created, Capacity { max_vcpu: 16, max_memory_gb: 64, initial_executors: 0, worker_vcpu: 4, worker_memory_gb: 16 })
+        Self::new(
+            AppState::Created,
+            Capacity {
+                max_vcpu: 16,
+                max_memory_gb: 64,
+                initial_executors: 0,
+                worker_vcpu: 4,
+                worker_memory_gb: 16,
+            },
+        )
     }
 }
 
@@ -206,7 +235,11 @@ impl EmrControl for MemoryEmr {
     async fn update_capacity(&self, capacity: &Capacity) -> PortResult<()> {
         let mut status = lock(&self.status);
         if !status.state.accepts_update() {
-            return Err(PortError::new("emr-serverless", "UpdateApplication", format!("application is {:?}; updates need CREATED or STOPPED", status.state)));
+            return Err(PortError::new(
+                "emr-serverless",
+                "UpdateApplication",
+                format!("application is {:?}; updates need CREATED or STOPPED", status.state),
+            ));
         }
         status.capacity = *capacity;
         lock(&self.updates).push(*capacity);
@@ -294,7 +327,11 @@ impl ObjectStore for MemoryObjectStore {
         Ok(())
     }
     async fn list(&self, prefix: &str, limit: usize) -> PortResult<Vec<ObjectInfo>> {
-        let mut out: Vec<ObjectInfo> = lock(&self.objects).iter().filter(|(k, _)| k.starts_with(prefix)).map(|(k, o)| ObjectInfo { key: k.clone(), modified_s: o.3 }).collect();
+        let mut out: Vec<ObjectInfo> = lock(&self.objects)
+            .iter()
+            .filter(|(k, _)| k.starts_with(prefix))
+            .map(|(k, o)| ObjectInfo { key: k.clone(), modified_s: o.3 })
+            .collect();
         out.sort_by(|a, b| a.key.cmp(&b.key));
         out.truncate(limit);
         Ok(out)
@@ -322,7 +359,8 @@ const PARTIAL: &str = ".partial";
 impl DirStore {
     pub fn new(root: impl Into<PathBuf>) -> PortResult<Self> {
         let root = root.into();
-        std::fs::create_dir_all(&root).map_err(|e| PortError::new("dir", "create", format!("{}: {e}", root.display())))?;
+        std::fs::create_dir_all(&root)
+            .map_err(|e| PortError::new("dir", "create", format!("{}: {e}", root.display())))?;
         let reach = dir_reach(&root, |k| std::env::var(k).ok());
         Ok(Self { root, reach })
     }
@@ -340,7 +378,14 @@ impl DirStore {
 
     fn path(&self, key: &str) -> PortResult<PathBuf> {
         // Keys become paths: refuse anything that could leave the root or name a write under way.
-        let safe = |seg: &str| !(seg.is_empty() || seg == "." || seg == ".." || seg.contains('\0') || seg.contains('\\') || seg.contains(PARTIAL));
+        let safe = |seg: &str| {
+            !(seg.is_empty()
+                || seg == "."
+                || seg == ".."
+                || seg.contains('\0')
+                || seg.contains('\\')
+                || seg.contains(PARTIAL))
+        };
         if !key.split('/').all(safe) {
             return Err(PortError::new("dir", "path", format!("key {key:?} is not a safe file name")));
         }
@@ -352,7 +397,9 @@ impl DirStore {
 fn filesystem_of(path: &Path) -> Option<String> {
     let path = std::fs::canonicalize(path).ok()?;
     let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
-    let unescape = |s: &str| s.replace("\\040", " ").replace("\\011", "\t").replace("\\012", "\n").replace("\\134", "\\");
+    let unescape = |s: &str| {
+        s.replace("\\040", " ").replace("\\011", "\t").replace("\\012", "\n").replace("\\134", "\\")
+    };
     info.lines()
         .filter_map(|line| {
             let (left, right) = line.split_once(" - ")?;
@@ -368,7 +415,12 @@ fn filesystem_of(path: &Path) -> Option<String> {
 fn dir_reach(root: &Path, env: impl Fn(&str) -> Option<String>) -> Reach {
     match env("SPARKPILOT_NVME_SHARED").map(|v| v.trim().to_ascii_lowercase()).as_deref() {
         Some("true" | "1" | "yes") => return Reach::Shared,
-        Some("false" | "0" | "no") => return Reach::Instance(format!("SPARKPILOT_NVME_SHARED says {} is this instance's own", root.display())),
+        Some("false" | "0" | "no") => {
+            return Reach::Instance(format!(
+                "SPARKPILOT_NVME_SHARED says {} is this instance's own",
+                root.display()
+            ))
+        }
         _ => {}
     }
     let platform = if env("AWS_LAMBDA_FUNCTION_NAME").is_some() || env("AWS_LAMBDA_RUNTIME_API").is_some() {
@@ -379,7 +431,9 @@ fn dir_reach(root: &Path, env: impl Fn(&str) -> Option<String>) -> Reach {
         return Reach::Shared;
     };
     let fs = filesystem_of(root).unwrap_or_else(|| "unknown".into());
-    let network = ["nfs", "nfs4", "efs", "cifs", "smb3", "lustre", "ceph", "glusterfs"].contains(&fs.as_str()) || fs.starts_with("fuse.");
+    let network = ["nfs", "nfs4", "efs", "cifs", "smb3", "lustre", "ceph", "glusterfs"]
+        .contains(&fs.as_str())
+        || fs.starts_with("fuse.");
     if network {
         Reach::Shared
     } else {
@@ -397,7 +451,11 @@ impl ObjectStore for DirStore {
         let path = self.path(key)?;
         // A name of its own per write: two writers of one key never share a temporary file.
         let mut tmp = path.clone().into_os_string();
-        tmp.push(format!("{PARTIAL}.{}.{}", std::process::id(), NONCE.fetch_add(1, std::sync::atomic::Ordering::Relaxed)));
+        tmp.push(format!(
+            "{PARTIAL}.{}.{}",
+            std::process::id(),
+            NONCE.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        ));
         let tmp = PathBuf::from(tmp);
         let io = |e: std::io::Error| PortError::new("dir", "write", format!("{}: {e}", path.display()));
         if let Some(parent) = path.parent() {
@@ -454,7 +512,11 @@ impl ObjectStore for DirStore {
                 if name.contains(PARTIAL) || !key.starts_with(prefix) {
                     continue;
                 }
-                let modified_s = meta.modified().ok().and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok()).map_or(0.0, |d| d.as_secs_f64());
+                let modified_s = meta
+                    .modified()
+                    .ok()
+                    .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                    .map_or(0.0, |d| d.as_secs_f64());
                 out.push(ObjectInfo { key, modified_s });
             }
         }
@@ -575,7 +637,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_dir_store_lists_the_keys_it_was_given_and_no_write_under_way() {
-        let root = std::env::temp_dir().join(format!("sparkpilot-dirstore-{}-{}", std::process::id(), unix_now()));
+        let root =
+            std::env::temp_dir().join(format!("sparkpilot-dirstore-{}-{}", std::process::id(), unix_now()));
         let d = DirStore::with_reach(&root, Reach::Shared).unwrap();
         for k in ["p/shuffle/blocks/a.b~nvme-1", "p/shuffle/blocks/a.c~nvme-2", "p/shuffle/x%y", "q/other"] {
             d.put(k, k.as_bytes().to_vec(), StorageClass::Standard).await.unwrap();
@@ -595,12 +658,22 @@ mod tests {
     #[test]
     fn a_lambdas_own_tmp_is_not_shared_and_the_deployment_can_say_otherwise() {
         let tmp = std::env::temp_dir();
-        let env = |pairs: &'static [(&'static str, &'static str)]| move |k: &str| pairs.iter().find(|(n, _)| *n == k).map(|(_, v)| v.to_string());
+        let env = |pairs: &'static [(&'static str, &'static str)]| {
+            move |k: &str| pairs.iter().find(|(n, _)| *n == k).map(|(_, v)| v.to_string())
+        };
         assert_eq!(dir_reach(&tmp, env(&[])), Reach::Shared);
-        let Reach::Instance(why) = dir_reach(&tmp, env(&[("AWS_LAMBDA_FUNCTION_NAME", "f")])) else { panic!("a Lambda's /tmp is its own") };
+        let Reach::Instance(why) = dir_reach(&tmp, env(&[("AWS_LAMBDA_FUNCTION_NAME", "f")])) else {
+            panic!("a Lambda's /tmp is its own")
+        };
         assert!(why.contains("Lambda") && why.contains("EFS"), "{why}");
-        assert!(matches!(dir_reach(&tmp, env(&[("KUBERNETES_SERVICE_HOST", "10.0.0.1")])), Reach::Instance(_)));
-        assert_eq!(dir_reach(&tmp, env(&[("AWS_LAMBDA_FUNCTION_NAME", "f"), ("SPARKPILOT_NVME_SHARED", "true")])), Reach::Shared);
+        assert!(matches!(
+            dir_reach(&tmp, env(&[("KUBERNETES_SERVICE_HOST", "10.0.0.1")])),
+            Reach::Instance(_)
+        ));
+        assert_eq!(
+            dir_reach(&tmp, env(&[("AWS_LAMBDA_FUNCTION_NAME", "f"), ("SPARKPILOT_NVME_SHARED", "true")])),
+            Reach::Shared
+        );
         assert!(matches!(dir_reach(&tmp, env(&[("SPARKPILOT_NVME_SHARED", "false")])), Reach::Instance(_)));
     }
 

@@ -7,7 +7,9 @@
 //! ([`crate::metrics::weights_metrics`]).
 
 use crate::state::{Context, DecisionRecord, Keys};
-use crate::{from_json, record_json, to_json, Backends, Handler, HandlerError, RecordError, Settings, Trigger, Weights};
+use crate::{
+    from_json, record_json, to_json, Backends, Handler, HandlerError, RecordError, Settings, Trigger, Weights,
+};
 use async_trait::async_trait;
 use control::{MetaContext, Scenario};
 use cost_model::{PriceBook, WorkerSpec};
@@ -51,20 +53,34 @@ impl MetaWeights {
             Some(path) => MetaPolicy::load(path)?,
             None => MetaPolicy::from_bytes("embedded:meta-td3.onnx", EMBEDDED_MODEL)?,
         };
-        let prices = PriceBook::embedded(&settings.region).map_err(|e| HandlerError::Config(e.to_string()))?;
-        Ok(Self { settings: settings.clone(), keys: Keys::new(&settings.key_prefix), backends: backends.clone(), model, prices })
+        let prices =
+            PriceBook::embedded(&settings.region).map_err(|e| HandlerError::Config(e.to_string()))?;
+        Ok(Self {
+            settings: settings.clone(),
+            keys: Keys::new(&settings.key_prefix),
+            backends: backends.clone(),
+            model,
+            prices,
+        })
     }
 
     fn validate(&self, change: &ContextChange, now: f64, current: &Context) -> Result<Context, String> {
         let scenario = Scenario::from_name(&change.scenario).ok_or_else(|| {
-            format!("unknown scenario {:?}; expected one of {}", change.scenario, Scenario::ALL.map(|s| s.name()).join(", "))
+            format!(
+                "unknown scenario {:?}; expected one of {}",
+                change.scenario,
+                Scenario::ALL.map(|s| s.name()).join(", ")
+            )
         })?;
         let budget_usd = change.budget_usd.unwrap_or(current.budget_usd);
         if !(budget_usd.is_finite() && budget_usd > 0.0) {
             return Err(format!("budget_usd {budget_usd} must be positive"));
         }
         if !(change.budget_remaining.is_finite() && change.budget_remaining >= 0.0) {
-            return Err(format!("budget_remaining {} must be a non-negative number", change.budget_remaining));
+            return Err(format!(
+                "budget_remaining {} must be a non-negative number",
+                change.budget_remaining
+            ));
         }
         let horizon_s = change.horizon_s.unwrap_or(current.horizon_s);
         if !(horizon_s.is_finite() && horizon_s > 0.0) {
@@ -72,12 +88,27 @@ impl MetaWeights {
         }
         let time_s = match change.time_s {
             None => now,
-            Some(t) if t.is_finite() && t >= 0.0 && t <= crate::events::now_s() + self.settings.max_clock_skew_s => t,
+            Some(t)
+                if t.is_finite()
+                    && t >= 0.0
+                    && t <= crate::events::now_s() + self.settings.max_clock_skew_s =>
+            {
+                t
+            }
             Some(t) => {
-                return Err(format!("time_s {t} must be Unix seconds no later than the function's clock plus {} s", self.settings.max_clock_skew_s))
+                return Err(format!(
+                    "time_s {t} must be Unix seconds no later than the function's clock plus {} s",
+                    self.settings.max_clock_skew_s
+                ))
             }
         };
-        Ok(Context { scenario, budget_usd, budget_remaining: change.budget_remaining.min(budget_usd), horizon_s, time_s })
+        Ok(Context {
+            scenario,
+            budget_usd,
+            budget_remaining: change.budget_remaining.min(budget_usd),
+            horizon_s,
+            time_s,
+        })
     }
 }
 
@@ -85,7 +116,10 @@ impl MetaWeights {
 pub fn recent_history(decisions: &[DecisionRecord], prices: &PriceBook, vcpu: f64) -> (f64, f64) {
     control::recent_summary(decisions.iter().map(|d| {
         let worker = WorkerSpec { vcpu, memory_gb: d.inputs.current.memory_gb as f64, disk_gb: 20.0 };
-        (d.inputs.latency_ms > d.inputs.sla_ms, d.inputs.running_executors as f64 * prices.emr_rate_per_second(&worker))
+        (
+            d.inputs.latency_ms > d.inputs.sla_ms,
+            d.inputs.running_executors as f64 * prices.emr_rate_per_second(&worker),
+        )
     }))
 }
 
@@ -111,7 +145,10 @@ impl Handler for MetaWeights {
             time_s: now,
         });
         let mut errors = Vec::new();
-        let mut apply = |change: Result<ContextChange, String>, at: Option<crate::RecordRef>, current: &mut Context| -> Result<(), HandlerError> {
+        let mut apply = |change: Result<ContextChange, String>,
+                         at: Option<crate::RecordRef>,
+                         current: &mut Context|
+         -> Result<(), HandlerError> {
             match change.and_then(|c| self.validate(&c, now, current)) {
                 Ok(c) => {
                     *current = c;
@@ -129,7 +166,11 @@ impl Handler for MetaWeights {
         };
         match trigger {
             Trigger::Schedule { .. } => {}
-            Trigger::Direct(v) => apply(serde_json::from_value::<ContextChange>(v).map_err(|e| format!("context change: {e}")), None, &mut current)?,
+            Trigger::Direct(v) => apply(
+                serde_json::from_value::<ContextChange>(v).map_err(|e| format!("context change: {e}")),
+                None,
+                &mut current,
+            )?,
             Trigger::Kafka(records) => {
                 for m in &records {
                     match record_json::<ContextChange>(m) {
@@ -147,15 +188,37 @@ impl Handler for MetaWeights {
             .iter()
             .filter_map(|b| serde_json::from_slice(b).ok())
             .collect();
-        let (violations, cost_rate) = recent_history(&recent, &self.prices, self.settings.vcpu_per_executor as f64);
-        let meta = MetaContext { scenario: context.scenario, budget_usd: context.budget_usd, horizon_s: context.horizon_s };
+        let (violations, cost_rate) =
+            recent_history(&recent, &self.prices, self.settings.vcpu_per_executor as f64);
+        let meta = MetaContext {
+            scenario: context.scenario,
+            budget_usd: context.budget_usd,
+            horizon_s: context.horizon_s,
+        };
         let features = meta.features(context.budget_usd - context.budget_remaining, violations, cost_rate);
         let (alpha, beta) = self.model.weights(&features)?;
         let version = store.incr(&self.keys.weights_version()).await?;
-        let weights = Weights { alpha, beta, version, scenario: context.scenario, time_s: now, model_version: self.model.version().to_string() };
-        store.set_many(&[(self.keys.weights(), to_json(&weights)), (self.keys.context(), to_json(&context))], None).await?;
+        let weights = Weights {
+            alpha,
+            beta,
+            version,
+            scenario: context.scenario,
+            time_s: now,
+            model_version: self.model.version().to_string(),
+        };
+        store
+            .set_many(
+                &[(self.keys.weights(), to_json(&weights)), (self.keys.context(), to_json(&context))],
+                None,
+            )
+            .await?;
         tracing::info!(alpha, beta, version, scenario = context.scenario.name(), "weights stored");
-        crate::metrics::emit(self.settings.emf_metrics, "meta-weights", now, &crate::metrics::weights_metrics(&weights, violations, errors.len()));
+        crate::metrics::emit(
+            self.settings.emf_metrics,
+            "meta-weights",
+            now,
+            &crate::metrics::weights_metrics(&weights, violations, errors.len()),
+        );
         Ok(json!({
             "weights": weights,
             "context": { "scenario": context.scenario.name(), "budget_usd": context.budget_usd, "budget_remaining": context.budget_remaining, "horizon_s": context.horizon_s },

@@ -32,7 +32,13 @@ pub trait StateStore: Send + Sync {
     /// Write all entries only if the counter at `version_key` still reads `expected` (a missing
     /// counter reads 0), and advance it to `expected + 1`, atomically and in one round trip. False,
     /// with nothing written, if another writer got there first.
-    async fn set_many_if_version(&self, version_key: &str, expected: u64, entries: &[(String, Vec<u8>)], ttl: Option<Duration>) -> PortResult<bool>;
+    async fn set_many_if_version(
+        &self,
+        version_key: &str,
+        expected: u64,
+        entries: &[(String, Vec<u8>)],
+        ttl: Option<Duration>,
+    ) -> PortResult<bool>;
     /// Set `key` only if it does not exist (SET NX), with a TTL; true if this call set it.
     async fn set_if_absent(&self, key: &str, value: &[u8], ttl: Duration) -> PortResult<bool>;
     async fn delete(&self, keys: &[String]) -> PortResult<()>;
@@ -55,10 +61,20 @@ pub trait StateStore: Send + Sync {
 /// One write of a batch that [`StateStore::write`] applies in one round trip.
 #[derive(Debug, Clone, PartialEq)]
 pub enum StoreWrite {
-    Set { key: String, value: Vec<u8>, ttl: Option<Duration> },
-    Delete { key: String },
+    Set {
+        key: String,
+        value: Vec<u8>,
+        ttl: Option<Duration>,
+    },
+    Delete {
+        key: String,
+    },
     /// Push to the front of a list and trim it to `cap` entries.
-    PushCapped { key: String, values: Vec<Vec<u8>>, cap: usize },
+    PushCapped {
+        key: String,
+        values: Vec<Vec<u8>>,
+        cap: usize,
+    },
 }
 
 /// Publishes records to a topic (Kafka live).
@@ -142,7 +158,9 @@ pub enum StorageClass {
 pub enum ObjectRead {
     Bytes(Vec<u8>),
     /// Archived and not (yet) restored: a restore must be asked for, or is under way.
-    Archived { restore_in_progress: bool },
+    Archived {
+        restore_in_progress: bool,
+    },
     Missing,
 }
 

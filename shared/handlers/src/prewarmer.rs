@@ -19,10 +19,11 @@ use crate::ports::Capacity;
 use crate::state::Keys;
 use crate::{to_json, Applies, Backends, Handler, HandlerError, Settings, Trigger};
 use async_trait::async_trait;
-use control::{plan_prewarm, LoadForecaster, LoadSample, StateBuilder, DEFAULT_BYTES_PER_EVENT, PREWARM_HISTORY};
+use control::{
+    plan_prewarm, LoadForecaster, LoadSample, StateBuilder, DEFAULT_BYTES_PER_EVENT, PREWARM_HISTORY,
+};
 use latency_model::LatencyModel;
 use serde_json::json;
-
 
 pub struct Prewarmer {
     settings: Settings,
@@ -39,7 +40,10 @@ impl Prewarmer {
             keys: Keys::new(&settings.key_prefix),
             backends: backends.clone(),
             forecaster: LoadForecaster::default(),
-            state: StateBuilder::for_policy(settings.vcpu_per_executor as f64, LatencyModel::embedded().processing),
+            state: StateBuilder::for_policy(
+                settings.vcpu_per_executor as f64,
+                LatencyModel::embedded().processing,
+            ),
         })
     }
 }
@@ -54,7 +58,11 @@ impl Handler for Prewarmer {
         let now = match trigger {
             Trigger::Schedule { time_s } => time_s,
             Trigger::Direct(_) => crate::events::now_s(),
-            Trigger::Kafka(_) => return Err(HandlerError::BadEvent("prewarmer runs on a schedule, not on Kafka records".into())),
+            Trigger::Kafka(_) => {
+                return Err(HandlerError::BadEvent(
+                    "prewarmer runs on a schedule, not on Kafka records".into(),
+                ))
+            }
         };
         let raw = self.backends.store.recent(&self.keys.load_history(), PREWARM_HISTORY).await?;
         let mut skipped = 0;
@@ -71,11 +79,20 @@ impl Handler for Prewarmer {
         let (samples, ignored) = self.forecaster.window(&samples, now);
         let buckets = self.forecaster.bucketise(&samples).len();
         let executor_rate = self.state.executor_rate(DEFAULT_BYTES_PER_EVENT);
-        let plan = plan_prewarm(&self.forecaster, &samples, executor_rate, self.settings.prewarm_utilisation, self.settings.guardrails.max_prewarm);
+        let plan = plan_prewarm(
+            &self.forecaster,
+            &samples,
+            executor_rate,
+            self.settings.prewarm_utilisation,
+            self.settings.guardrails.max_prewarm,
+        );
         let (forecast, baseline, target) = (&plan.forecast, plan.baseline_executors, plan.workers);
         let app = self.backends.emr.get_application().await?;
         // A capacity change scaling-decision left for the next stop is the base of this one.
-        let pending: Option<Capacity> = crate::from_json(&self.keys.pending_capacity(), self.backends.store.get(&self.keys.pending_capacity()).await?.as_ref())?;
+        let pending: Option<Capacity> = crate::from_json(
+            &self.keys.pending_capacity(),
+            self.backends.store.get(&self.keys.pending_capacity()).await?.as_ref(),
+        )?;
         let base = pending.unwrap_or(app.capacity);
         // Initial capacity must fit inside the maximum.
         let max_workers = base.max_vcpu / base.worker_vcpu.max(1);
@@ -87,7 +104,10 @@ impl Handler for Prewarmer {
         } else if app.state.accepts_update() {
             self.backends.emr.update_capacity(&want).await?;
             self.backends.store.delete(&[self.keys.pending_capacity()]).await?;
-            (Applies::Now, format!("initial capacity {} -> {}", app.capacity.initial_executors, want.initial_executors))
+            (
+                Applies::Now,
+                format!("initial capacity {} -> {}", app.capacity.initial_executors, want.initial_executors),
+            )
         } else {
             // Pre-initialised workers are the application's initial capacity: only a stopped or
             // created application takes them. A running job gets executors from scaling-decision
@@ -112,7 +132,12 @@ impl Handler for Prewarmer {
         });
         self.backends.store.set_many(&[(self.keys.prewarm(), to_json(&result))], None).await?;
         tracing::info!(prewarm = target, peak = forecast.peak(), "prewarm decision");
-        crate::metrics::emit(self.settings.emf_metrics, "prewarmer", now, &crate::metrics::prewarm_metrics(target, applies, forecast.peak(), skipped + ignored));
+        crate::metrics::emit(
+            self.settings.emf_metrics,
+            "prewarmer",
+            now,
+            &crate::metrics::prewarm_metrics(target, applies, forecast.peak(), skipped + ignored),
+        );
         Ok(result)
     }
 }
@@ -129,7 +154,9 @@ mod tests {
     /// scaling-decision pushes them; then one prewarmer run at `NOW`.
     async fn run(extra: &[LoadSample]) -> serde_json::Value {
         let env = Embedded::default();
-        let mut samples: Vec<LoadSample> = (0..1_800).map(|s| LoadSample { time_s: NOW - 1_800.0 + s as f64, rate: 500.0 + 3.0 * s as f64 }).collect();
+        let mut samples: Vec<LoadSample> = (0..1_800)
+            .map(|s| LoadSample { time_s: NOW - 1_800.0 + s as f64, rate: 500.0 + 3.0 * s as f64 })
+            .collect();
         samples.splice(900..900, extra.iter().copied());
         let raw: Vec<Vec<u8>> = samples.iter().map(to_json).collect();
         env.store.push_capped("{sparkpilot}:load-history", &raw, PREWARM_HISTORY).await.unwrap();
@@ -138,7 +165,8 @@ mod tests {
     }
 
     fn same_plan(a: &serde_json::Value, b: &serde_json::Value) {
-        for k in ["forecast", "forecast_upper", "baseline_executors", "prewarm_workers", "buckets", "samples"] {
+        for k in ["forecast", "forecast_upper", "baseline_executors", "prewarm_workers", "buckets", "samples"]
+        {
             assert_eq!(a[k], b[k], "{k}: {a} vs {b}");
         }
     }
@@ -167,7 +195,8 @@ mod tests {
 
     #[tokio::test]
     async fn samples_spread_over_years_give_at_most_the_bounded_bucket_count() {
-        let spread: Vec<LoadSample> = (0..5_000).map(|i| LoadSample { time_s: NOW - i as f64 * 6_311.0, rate: 800.0 }).collect();
+        let spread: Vec<LoadSample> =
+            (0..5_000).map(|i| LoadSample { time_s: NOW - i as f64 * 6_311.0, rate: 800.0 }).collect();
         let out = run(&spread).await;
         let buckets = out["buckets"].as_u64().unwrap() as usize;
         assert!(buckets <= LoadForecaster::default().max_buckets(), "{out}");

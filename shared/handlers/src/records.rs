@@ -48,10 +48,18 @@ mod tests {
             applied: Action,
             reason: &'static str,
         }
-        let line = record_line("handlers::scaling_decision", "decision", "scaling decision", &R { applied: Action { executors: 12 }, reason: "burst \"raised\"" });
+        let line = record_line(
+            "handlers::scaling_decision",
+            "decision",
+            "scaling decision",
+            &R { applied: Action { executors: 12 }, reason: "burst \"raised\"" },
+        );
         assert!(!line.contains('\n'));
         let v: Value = serde_json::from_str(&line).unwrap();
-        assert_eq!((v["type"].as_str(), v["message"].as_str(), v["level"].as_str()), (Some("decision"), Some("scaling decision"), Some("INFO")));
+        assert_eq!(
+            (v["type"].as_str(), v["message"].as_str(), v["level"].as_str()),
+            (Some("decision"), Some("scaling decision"), Some("INFO"))
+        );
         assert_eq!(v["decision"]["applied"]["executors"], 12);
         assert_eq!(v["decision"]["reason"], "burst \"raised\"");
         // JSON already made goes in as an object too.

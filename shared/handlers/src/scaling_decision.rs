@@ -37,15 +37,20 @@
 
 use crate::ports::{AppStatus, Capacity, StoreWrite};
 use crate::state::{ClusterBurst, DecisionRecord, Keys};
-use crate::{read_or_discard, record_json, to_json, ActuationPart, Applies, Backends, BurstEvent, ExecutorReport, Handler, HandlerError, JobRunConfig, RecordError, Setting, Settings, SparkMetrics, Trigger, Weights};
-use control::actuation::Lever;
+use crate::{
+    read_or_discard, record_json, to_json, ActuationPart, Applies, Backends, BurstEvent, ExecutorReport,
+    Handler, HandlerError, JobRunConfig, RecordError, Setting, Settings, SparkMetrics, Trigger, Weights,
+};
 use async_trait::async_trait;
-use control::{GuardrailChange, GuardrailContext, Guardrails, Observation, ScalingAction, StateBuilder, StepWindow};
+use control::actuation::Lever;
+use control::{
+    GuardrailChange, GuardrailContext, Guardrails, Observation, ScalingAction, StateBuilder, StepWindow,
+};
 use cost_model::{PriceBook, WorkerSpec};
 use latency_model::{LatencyModel, Tier};
 use policy::ScalingPolicy;
-use std::collections::HashMap;
 use serde_json::json;
+use std::collections::HashMap;
 use std::time::Duration;
 
 /// The model built into the binary; `SPARKPILOT_SCALING_MODEL` overrides it.
@@ -122,7 +127,8 @@ pub struct Decision {
 
 impl ScalingDecision {
     pub fn new(settings: &Settings, backends: &Backends) -> Result<Self, HandlerError> {
-        let state = StateBuilder::for_policy(settings.vcpu_per_executor as f64, LatencyModel::embedded().processing);
+        let state =
+            StateBuilder::for_policy(settings.vcpu_per_executor as f64, LatencyModel::embedded().processing);
         let (policy, model_problem) = match Self::load_model(settings, state.clone()) {
             Ok(p) => (Some(p), None),
             Err(problem) => {
@@ -130,20 +136,38 @@ impl ScalingDecision {
                 (None, Some(problem))
             }
         };
-        let prices = PriceBook::embedded(&settings.region).map_err(|e| HandlerError::Config(e.to_string()))?;
-        Ok(Self { settings: settings.clone(), keys: Keys::new(&settings.key_prefix), backends: backends.clone(), policy, state, model_problem, guardrails: Guardrails::new(settings.guardrails)?, prices })
+        let prices =
+            PriceBook::embedded(&settings.region).map_err(|e| HandlerError::Config(e.to_string()))?;
+        Ok(Self {
+            settings: settings.clone(),
+            keys: Keys::new(&settings.key_prefix),
+            backends: backends.clone(),
+            policy,
+            state,
+            model_problem,
+            guardrails: Guardrails::new(settings.guardrails)?,
+            prices,
+        })
     }
 
     /// The configured model, checked against the pinned digest if one is set.
     fn load_model(settings: &Settings, state: StateBuilder) -> Result<ScalingPolicy, String> {
         let (label, bytes) = match &settings.scaling_model {
-            Some(path) => (path.display().to_string(), std::borrow::Cow::Owned(std::fs::read(path).map_err(|e| format!("SPARKPILOT_SCALING_MODEL {}: {e}", path.display()))?)),
+            Some(path) => (
+                path.display().to_string(),
+                std::borrow::Cow::Owned(
+                    std::fs::read(path)
+                        .map_err(|e| format!("SPARKPILOT_SCALING_MODEL {}: {e}", path.display()))?,
+                ),
+            ),
             None => ("embedded:scaling-ppo.onnx".to_string(), std::borrow::Cow::Borrowed(EMBEDDED_MODEL)),
         };
         if let Some(want) = &settings.scaling_model_sha256 {
             let got = sha256_hex(&bytes);
             if &got != want {
-                return Err(format!("{label}: SHA-256 {got} is not the pinned {want} (SPARKPILOT_SCALING_MODEL_SHA256)"));
+                return Err(format!(
+                    "{label}: SHA-256 {got} is not the pinned {want} (SPARKPILOT_SCALING_MODEL_SHA256)"
+                ));
             }
         }
         ScalingPolicy::from_bytes(&label, &bytes, state).map_err(|e| e.to_string())
@@ -176,8 +200,16 @@ impl ScalingDecision {
         let processing_rate = m.map_or(0.0, |m| m.processing_rate);
         let backlog = m.map_or(0.0, |m| m.backlog);
         let capacity_rate = running as f64 * self.state.executor_rate(bytes);
-        let cpu = m.and_then(|m| m.cpu_utilisation).unwrap_or(if capacity_rate > 0.0 { processing_rate / capacity_rate } else { 0.0 });
-        let latency_ms = m.map_or(0.0, |m| (m.batch_duration_ms + if processing_rate > 0.0 { backlog / processing_rate * 1_000.0 } else { 0.0 }).min(MAX_LATENCY_MS));
+        let cpu = m.and_then(|m| m.cpu_utilisation).unwrap_or(if capacity_rate > 0.0 {
+            processing_rate / capacity_rate
+        } else {
+            0.0
+        });
+        let latency_ms = m.map_or(0.0, |m| {
+            (m.batch_duration_ms
+                + if processing_rate > 0.0 { backlog / processing_rate * 1_000.0 } else { 0.0 })
+            .min(MAX_LATENCY_MS)
+        });
         let burst = state.cluster.as_ref().is_some_and(|c| c.burst);
         let predicted = state.cluster.as_ref().map_or(input_rate, |c| c.predicted_or(input_rate));
         let [alpha, beta, _] = self.settings.scenario.weights();
@@ -207,7 +239,12 @@ impl ScalingDecision {
 
     /// Policy (or the reference rule when the model is unusable), then guardrails. No I/O: this is
     /// what the decision benchmark measures.
-    pub fn decide(&self, obs: &Observation, last_scale_up_s: Option<f64>, step_window: Option<StepWindow>) -> Result<Decision, HandlerError> {
+    pub fn decide(
+        &self,
+        obs: &Observation,
+        last_scale_up_s: Option<f64>,
+        step_window: Option<StepWindow>,
+    ) -> Result<Decision, HandlerError> {
         let model = match &self.policy {
             Some(p) => p.decide(obs).map_err(|e| format!("the model failed: {e}")),
             None => Err(self.model_problem.clone().unwrap_or_default()),
@@ -216,8 +253,18 @@ impl ScalingDecision {
             Ok(a) => (a, None),
             Err(why) => (control::reference_rule::reference_action(&self.state, obs)?, Some(why)),
         };
-        let worker = WorkerSpec { vcpu: self.settings.vcpu_per_executor as f64, memory_gb: proposed.memory_gb as f64, disk_gb: 20.0 };
-        let ctx = GuardrailContext { now_s: obs.time_s, last_scale_up_s, burst: obs.burst_signal, usd_per_executor_hour: self.prices.emr_rate_per_second(&worker) * 3_600.0, step_window };
+        let worker = WorkerSpec {
+            vcpu: self.settings.vcpu_per_executor as f64,
+            memory_gb: proposed.memory_gb as f64,
+            disk_gb: 20.0,
+        };
+        let ctx = GuardrailContext {
+            now_s: obs.time_s,
+            last_scale_up_s,
+            burst: obs.burst_signal,
+            usd_per_executor_hour: self.prices.emr_rate_per_second(&worker) * 3_600.0,
+            step_window,
+        };
         let (applied, changes) = self.guardrails.apply(proposed, &obs.current, &ctx);
         Ok(Decision { observation: *obs, proposed, applied, changes, fallback })
     }
@@ -225,12 +272,19 @@ impl ScalingDecision {
     /// The application's capacity for a decision: the maximum is the guardrails' ceiling on executors
     /// (the room the in-job agent scales in), shaped for the decided memory; the pre-initialised
     /// workers stay the prewarmer's (a pending wish of its own included).
-    pub fn ceiling_for(&self, action: &ScalingAction, app: &AppStatus, pending: Option<&Capacity>) -> Capacity {
+    pub fn ceiling_for(
+        &self,
+        action: &ScalingAction,
+        app: &AppStatus,
+        pending: Option<&Capacity>,
+    ) -> Capacity {
         let most = self.settings.guardrails.max_executors.max(1);
         Capacity {
             max_vcpu: most * self.settings.vcpu_per_executor,
             max_memory_gb: most * action.memory_gb,
-            initial_executors: pending.map_or(app.capacity.initial_executors, |p| p.initial_executors).min(most),
+            initial_executors: pending
+                .map_or(app.capacity.initial_executors, |p| p.initial_executors)
+                .min(most),
             worker_vcpu: self.settings.vcpu_per_executor,
             worker_memory_gb: action.memory_gb,
         }
@@ -239,15 +293,34 @@ impl ScalingDecision {
     /// Send each setting of the decision where the service takes it in the application's present
     /// state (`control::actuation`), and say for each what became of it. Store writes it implies
     /// (pending capacity, next run) join the decision record's batch.
-    async fn actuate(&self, decision: &Decision, app: &AppStatus, before: &ScalingAction, pending: Option<&Capacity>, agent_seen: bool, writes: &mut Vec<StoreWrite>) -> Result<Actuated, HandlerError> {
+    async fn actuate(
+        &self,
+        decision: &Decision,
+        app: &AppStatus,
+        before: &ScalingAction,
+        pending: Option<&Capacity>,
+        agent_seen: bool,
+        writes: &mut Vec<StoreWrite>,
+    ) -> Result<Actuated, HandlerError> {
         let decided = &decision.applied;
         let dry = self.settings.dry_run;
-        let part = |lever: Lever, value: &ScalingAction, applies: Applies, why: String| ActuationPart { setting: lever.into(), value: lever.value(value), applies, via: lever.via().to_string(), why };
+        let part = |lever: Lever, value: &ScalingAction, applies: Applies, why: String| ActuationPart {
+            setting: lever.into(),
+            value: lever.value(value),
+            applies,
+            via: lever.via().to_string(),
+            why,
+        };
         let mut parts = Vec::new();
         let ceiling = self.ceiling_for(decided, app, pending);
         // The ceiling: UpdateApplication now if the application takes it, else at its next stop.
         let accepts = app.state.accepts_update();
-        let unchanged = if accepts { ceiling == app.capacity } else { (ceiling.max_vcpu, ceiling.max_memory_gb, ceiling.worker_memory_gb) == (app.capacity.max_vcpu, app.capacity.max_memory_gb, app.capacity.worker_memory_gb) };
+        let unchanged = if accepts {
+            ceiling == app.capacity
+        } else {
+            (ceiling.max_vcpu, ceiling.max_memory_gb, ceiling.worker_memory_gb)
+                == (app.capacity.max_vcpu, app.capacity.max_memory_gb, app.capacity.worker_memory_gb)
+        };
         let (applies, why, emr) = if unchanged {
             (Applies::Unchanged, "already the application's".to_string(), "unchanged".to_string())
         } else if dry {
@@ -255,20 +328,42 @@ impl ScalingDecision {
         } else if accepts {
             self.backends.emr.update_capacity(&ceiling).await?;
             writes.push(StoreWrite::Delete { key: self.keys.pending_capacity() });
-            (Applies::Now, format!("the application is {:?}, so it accepts UpdateApplication", app.state), "updated".to_string())
+            (
+                Applies::Now,
+                format!("the application is {:?}, so it accepts UpdateApplication", app.state),
+                "updated".to_string(),
+            )
         } else {
-            writes.push(StoreWrite::Set { key: self.keys.pending_capacity(), value: to_json(&ceiling), ttl: None });
+            writes.push(StoreWrite::Set {
+                key: self.keys.pending_capacity(),
+                value: to_json(&ceiling),
+                ttl: None,
+            });
             let why = format!("the application is {:?}; UpdateApplication needs CREATED or STOPPED, so it waits for the next stop", app.state);
             (Applies::WhenStopped, why.clone(), format!("pending: {why}"))
         };
-        parts.push(ActuationPart { setting: Setting::MaximumCapacity, value: format!("{} vCPU, {} GB", ceiling.max_vcpu, ceiling.max_memory_gb), applies, via: "UpdateApplication maximumCapacity".into(), why });
+        parts.push(ActuationPart {
+            setting: Setting::MaximumCapacity,
+            value: format!("{} vCPU, {} GB", ceiling.max_vcpu, ceiling.max_memory_gb),
+            applies,
+            via: "UpdateApplication maximumCapacity".into(),
+            why,
+        });
         if accepts {
             // No job runs: the decision is what the next start gets.
             let running = ScalingAction { prewarm: ceiling.initial_executors, ..*decided };
             let next = JobRunConfig::for_action(&running);
-            let why = format!("the application is {:?}: no job runs; the next StartJobRun starts with it", app.state);
+            let why = format!(
+                "the application is {:?}: no job runs; the next StartJobRun starts with it",
+                app.state
+            );
             for lever in [Lever::Executors, Lever::MemoryPerExecutor, Lever::Codec] {
-                parts.push(part(lever, decided, if dry { Applies::DryRun } else { Applies::NextJobRun }, why.clone()));
+                parts.push(part(
+                    lever,
+                    decided,
+                    if dry { Applies::DryRun } else { Applies::NextJobRun },
+                    why.clone(),
+                ));
             }
             parts.push(self.tier_part(decided, before, dry));
             if !dry {
@@ -277,17 +372,37 @@ impl ScalingDecision {
             return Ok(Actuated { parts, running, next_run: Some(next), emr });
         }
         // A job may be running: the live settings go to it, the rest waits.
-        let running = control::actuation::running_action(decided, &ScalingAction { prewarm: app.capacity.initial_executors, ..*before });
+        let running = control::actuation::running_action(
+            decided,
+            &ScalingAction { prewarm: app.capacity.initial_executors, ..*before },
+        );
         let room = app.capacity.max_vcpu / self.settings.vcpu_per_executor.max(1);
         let executors = if decided.executors == before.executors {
             part(Lever::Executors, decided, Applies::Unchanged, "the job's target already".into())
         } else if dry {
-            part(Lever::Executors, decided, Applies::DryRun, "dry run: the agent ignores dry-run decisions".into())
+            part(
+                Lever::Executors,
+                decided,
+                Applies::DryRun,
+                "dry run: the agent ignores dry-run decisions".into(),
+            )
         } else if decided.executors > room {
             part(Lever::Executors, decided, Applies::Now, format!("capped at {room} by the application's maximum capacity until it stops (the larger ceiling waits)"))
         } else {
-            let heard = if agent_seen { "" } else { "; no in-job agent has reported on spark-metrics yet, so nothing confirms the job follows it" };
-            part(Lever::Executors, decided, Applies::Now, format!("the application is {:?}: the agent moves the running job's executors{heard}", app.state))
+            let heard = if agent_seen {
+                ""
+            } else {
+                "; no in-job agent has reported on spark-metrics yet, so nothing confirms the job follows it"
+            };
+            part(
+                Lever::Executors,
+                decided,
+                Applies::Now,
+                format!(
+                    "the application is {:?}: the agent moves the running job's executors{heard}",
+                    app.state
+                ),
+            )
         };
         parts.push(executors);
         parts.push(self.tier_part(decided, before, dry));
@@ -295,7 +410,12 @@ impl ScalingDecision {
         for lever in [Lever::MemoryPerExecutor, Lever::Codec] {
             if lever.differs(decided, before) {
                 let applies = if dry { Applies::DryRun } else { Applies::NextJobRun };
-                parts.push(part(lever, decided, applies, "fixed for the life of a SparkContext: the running job keeps its own".into()));
+                parts.push(part(
+                    lever,
+                    decided,
+                    applies,
+                    "fixed for the life of a SparkContext: the running job keeps its own".into(),
+                ));
                 next_run = Some(JobRunConfig::for_action(decided));
             } else {
                 parts.push(part(lever, decided, Applies::Unchanged, "the running job's already".into()));
@@ -313,10 +433,19 @@ impl ScalingDecision {
         } else if decided.tier == before.tier {
             (Applies::Unchanged, "where the job's blocks already go".to_string())
         } else {
-            (Applies::Now, "shuffle-router places the job's next hot and intermediate blocks there".to_string())
+            (
+                Applies::Now,
+                "shuffle-router places the job's next hot and intermediate blocks there".to_string(),
+            )
         };
         let lever = Lever::ShuffleTier;
-        ActuationPart { setting: lever.into(), value: lever.value(decided), applies, via: lever.via().to_string(), why }
+        ActuationPart {
+            setting: lever.into(),
+            value: lever.value(decided),
+            applies,
+            via: lever.via().to_string(),
+            why,
+        }
     }
 
     async fn apply_hot_tier(&self, decision: &Decision) -> Result<String, HandlerError> {
@@ -385,27 +514,47 @@ impl ScalingDecision {
         for m in records {
             let mut ids = Vec::with_capacity(2);
             if m.offset >= 0 {
-                ids.push(RecordId::Offset { topic: m.topic.to_string(), partition: m.partition, offset: m.offset });
+                ids.push(RecordId::Offset {
+                    topic: m.topic.to_string(),
+                    partition: m.partition,
+                    offset: m.offset,
+                });
             }
             let is_metrics = *m.topic == *self.settings.topics.spark_metrics;
             if m.offset < 0 || !is_metrics {
                 ids.push(RecordId::Content(content_digest(m)));
             }
             let input = if m.ahead_of_clock(skew, wall_s) {
-                Err(format!("record timestamp {} ms is more than {skew} s ahead of this function's clock", m.timestamp_ms))
+                Err(format!(
+                    "record timestamp {} ms is more than {skew} s ahead of this function's clock",
+                    m.timestamp_ms
+                ))
             } else if is_metrics {
                 match record_json::<SparkMetrics>(m) {
                     Ok(Some(x)) => match x.invalid_field() {
                         Some(f) => Err(format!("spark-metrics: {f}")),
-                        None if x.timestamp > wall_s + skew => Err(format!("spark-metrics timestamp {} is more than {skew} s ahead of this function's clock", x.timestamp)),
+                        None if x.timestamp > wall_s + skew => Err(format!(
+                            "spark-metrics timestamp {} is more than {skew} s ahead of this function's clock",
+                            x.timestamp
+                        )),
                         None => Ok(Some(Input::Metrics(x))),
                     },
                     other => other.map(|_| None),
                 }
             } else {
                 match record_json::<BurstEvent>(m) {
-                    Ok(Some(x)) if !(x.time_s.is_finite() && x.predicted_load.is_finite() && x.predicted_peak.is_finite() && x.total_rate.is_finite()) => Err("burst event has a field that is not a finite number".into()),
-                    Ok(Some(x)) if x.time_s > wall_s + skew => Err(format!("burst event time_s {} is more than {skew} s ahead of this function's clock", x.time_s)),
+                    Ok(Some(x))
+                        if !(x.time_s.is_finite()
+                            && x.predicted_load.is_finite()
+                            && x.predicted_peak.is_finite()
+                            && x.total_rate.is_finite()) =>
+                    {
+                        Err("burst event has a field that is not a finite number".into())
+                    }
+                    Ok(Some(x)) if x.time_s > wall_s + skew => Err(format!(
+                        "burst event time_s {} is more than {skew} s ahead of this function's clock",
+                        x.time_s
+                    )),
                     other => other.map(|x| x.map(Input::Burst)),
                 }
             };
@@ -425,7 +574,13 @@ impl ScalingDecision {
     /// stayed taken.
     async fn take_lease(&self) -> Result<Option<Vec<u8>>, HandlerError> {
         static TAKEN: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-        let token = format!("{}-{}-{}", std::process::id(), crate::events::now_s(), TAKEN.fetch_add(1, std::sync::atomic::Ordering::Relaxed)).into_bytes();
+        let token = format!(
+            "{}-{}-{}",
+            std::process::id(),
+            crate::events::now_s(),
+            TAKEN.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        )
+        .into_bytes();
         let deadline = tokio::time::Instant::now() + LEASE_WAIT;
         loop {
             if self.backends.store.set_if_absent(&self.keys.decision_lease(), &token, LEASE_TTL).await? {
@@ -485,7 +640,8 @@ impl ScalingDecision {
         if let Trigger::Direct(v) = &trigger {
             // A direct call may carry metrics to decide on: {"spark_metrics": {...}}.
             if let Some(m) = v.get("spark_metrics") {
-                let x: SparkMetrics = serde_json::from_value(m.clone()).map_err(|e| HandlerError::BadRequest(format!("spark_metrics: {e}")))?;
+                let x: SparkMetrics = serde_json::from_value(m.clone())
+                    .map_err(|e| HandlerError::BadRequest(format!("spark_metrics: {e}")))?;
                 if let Some(f) = x.invalid_field() {
                     return Err(HandlerError::BadRequest(format!("spark_metrics: {f}")));
                 }
@@ -493,29 +649,54 @@ impl ScalingDecision {
             }
         }
         // What was decided before: the highest offset per partition, and the content digests.
-        let all_ids: Vec<RecordId> = batch.inputs.iter().flat_map(|(ids, _)| ids).chain(&batch.bad).cloned().collect();
-        let mut partitions: Vec<(String, i64)> = all_ids.iter().filter_map(|id| match id {
-            RecordId::Offset { topic, partition, .. } => Some((topic.clone(), *partition)),
-            RecordId::Content(_) => None,
-        }).collect();
+        let all_ids: Vec<RecordId> =
+            batch.inputs.iter().flat_map(|(ids, _)| ids).chain(&batch.bad).cloned().collect();
+        let mut partitions: Vec<(String, i64)> = all_ids
+            .iter()
+            .filter_map(|id| match id {
+                RecordId::Offset { topic, partition, .. } => Some((topic.clone(), *partition)),
+                RecordId::Content(_) => None,
+            })
+            .collect();
         partitions.sort();
         partitions.dedup();
-        let digests: Vec<String> = all_ids.iter().filter_map(|id| match id {
-            RecordId::Content(d) => Some(d.clone()),
-            RecordId::Offset { .. } => None,
-        }).collect();
-        let mut keys = vec![self.keys.metrics(), self.keys.cluster(), self.keys.weights(), self.keys.last_decision(), self.keys.shuffle_temperature(), self.keys.pending_capacity()];
+        let digests: Vec<String> = all_ids
+            .iter()
+            .filter_map(|id| match id {
+                RecordId::Content(d) => Some(d.clone()),
+                RecordId::Offset { .. } => None,
+            })
+            .collect();
+        let mut keys = vec![
+            self.keys.metrics(),
+            self.keys.cluster(),
+            self.keys.weights(),
+            self.keys.last_decision(),
+            self.keys.shuffle_temperature(),
+            self.keys.pending_capacity(),
+        ];
         let state_keys = keys.len();
         keys.extend(partitions.iter().map(|(t, p)| self.keys.decided_offset(t, *p)));
         keys.extend(digests.iter().map(|d| self.keys.seen(d)));
         let got = store.get_many(&keys).await?;
-        let decided: HashMap<(String, i64), i64> = partitions.iter().zip(&got[state_keys..]).filter_map(|(p, v)| {
-            let offset = std::str::from_utf8(v.as_deref()?).ok()?.parse().ok()?;
-            Some((p.clone(), offset))
-        }).collect();
-        let seen: std::collections::HashSet<&String> = digests.iter().zip(&got[state_keys + partitions.len()..]).filter(|(_, v)| v.is_some()).map(|(d, _)| d).collect();
+        let decided: HashMap<(String, i64), i64> = partitions
+            .iter()
+            .zip(&got[state_keys..])
+            .filter_map(|(p, v)| {
+                let offset = std::str::from_utf8(v.as_deref()?).ok()?.parse().ok()?;
+                Some((p.clone(), offset))
+            })
+            .collect();
+        let seen: std::collections::HashSet<&String> = digests
+            .iter()
+            .zip(&got[state_keys + partitions.len()..])
+            .filter(|(_, v)| v.is_some())
+            .map(|(d, _)| d)
+            .collect();
         let is_old = |id: &RecordId| match id {
-            RecordId::Offset { topic, partition, offset } => decided.get(&(topic.clone(), *partition)).is_some_and(|&o| *offset <= o),
+            RecordId::Offset { topic, partition, offset } => {
+                decided.get(&(topic.clone(), *partition)).is_some_and(|&o| *offset <= o)
+            }
             RecordId::Content(d) => seen.contains(d),
         };
         let records = match &trigger {
@@ -559,9 +740,20 @@ impl ScalingDecision {
             if state.metrics.as_ref().is_none_or(|m| newest.timestamp >= m.timestamp) {
                 state.metrics = Some(newest);
             }
-            let history: Vec<Vec<u8>> = new_metrics.iter().map(|m| to_json(&control::LoadSample { time_s: m.timestamp, rate: m.input_rate })).collect();
-            writes.push(StoreWrite::PushCapped { key: self.keys.load_history(), values: history, cap: LOAD_HISTORY });
-            writes.push(StoreWrite::Set { key: self.keys.metrics(), value: to_json(&state.metrics), ttl: None });
+            let history: Vec<Vec<u8>> = new_metrics
+                .iter()
+                .map(|m| to_json(&control::LoadSample { time_s: m.timestamp, rate: m.input_rate }))
+                .collect();
+            writes.push(StoreWrite::PushCapped {
+                key: self.keys.load_history(),
+                values: history,
+                cap: LOAD_HISTORY,
+            });
+            writes.push(StoreWrite::Set {
+                key: self.keys.metrics(),
+                value: to_json(&state.metrics),
+                ttl: None,
+            });
         }
         if let Some(event) = burst_events.last() {
             // The event is newer than what the store may hold if burst-signal's write raced ours.
@@ -579,12 +771,20 @@ impl ScalingDecision {
                     let h = highest.entry((topic.clone(), *partition)).or_insert(*offset);
                     *h = (*h).max(*offset);
                 }
-                RecordId::Content(d) => writes.push(StoreWrite::Set { key: self.keys.seen(d), value: b"1".to_vec(), ttl: Some(SEEN_TTL) }),
+                RecordId::Content(d) => writes.push(StoreWrite::Set {
+                    key: self.keys.seen(d),
+                    value: b"1".to_vec(),
+                    ttl: Some(SEEN_TTL),
+                }),
             }
         }
         for ((topic, partition), offset) in highest {
             let offset = offset.max(decided.get(&(topic.clone(), partition)).copied().unwrap_or(-1));
-            writes.push(StoreWrite::Set { key: self.keys.decided_offset(&topic, partition), value: offset.to_string().into_bytes(), ttl: Some(OFFSETS_TTL) });
+            writes.push(StoreWrite::Set {
+                key: self.keys.decided_offset(&topic, partition),
+                value: offset.to_string().into_bytes(),
+                ttl: Some(OFFSETS_TTL),
+            });
         }
         let reason = if !burst_events.is_empty() {
             "burst"
@@ -593,8 +793,14 @@ impl ScalingDecision {
         } else {
             "periodic check"
         };
-        let record = self.decide_and_record(&state, pending.as_ref(), now, trigger_name, reason, &mut writes).await?;
-        crate::metrics::emit(self.settings.emf_metrics, "scaling-decision", now, &crate::metrics::decision_metrics(&record, batch.errors.len()));
+        let record =
+            self.decide_and_record(&state, pending.as_ref(), now, trigger_name, reason, &mut writes).await?;
+        crate::metrics::emit(
+            self.settings.emf_metrics,
+            "scaling-decision",
+            now,
+            &crate::metrics::decision_metrics(&record, batch.errors.len()),
+        );
         let mut out = json!({ "decision": record, "errors": batch.errors });
         if repeated > 0 {
             out["seen_before"] = json!(repeated);
@@ -606,7 +812,15 @@ impl ScalingDecision {
     }
 
     /// Decide from the state, apply, and store and publish the record with `writes`.
-    async fn decide_and_record(&self, state: &DecisionState, pending: Option<&Capacity>, now: f64, trigger: String, reason: &str, writes: &mut Vec<StoreWrite>) -> Result<DecisionRecord, HandlerError> {
+    async fn decide_and_record(
+        &self,
+        state: &DecisionState,
+        pending: Option<&Capacity>,
+        now: f64,
+        trigger: String,
+        reason: &str,
+        writes: &mut Vec<StoreWrite>,
+    ) -> Result<DecisionRecord, HandlerError> {
         let app = self.backends.emr.get_application().await?;
         let obs = self.observe(state, &app, now);
         // Times ahead of now (written under a clock that was wrong) hold nothing back.
@@ -619,8 +833,16 @@ impl ScalingDecision {
         let hot_tier = self.apply_hot_tier(&decision).await?;
         // A dry run changes nothing, so it starts no cooldown and no step window.
         let dry = self.settings.dry_run;
-        let last_scale_up_s = if dry { last_scale_up } else { control::scale_up_time(last_scale_up, &obs.current, &decision.applied, now) };
-        let step_window = if dry { window } else { Some(StepWindow::after(window, &obs.current, now, self.guardrails.config())) };
+        let last_scale_up_s = if dry {
+            last_scale_up
+        } else {
+            control::scale_up_time(last_scale_up, &obs.current, &decision.applied, now)
+        };
+        let step_window = if dry {
+            window
+        } else {
+            Some(StepWindow::after(window, &obs.current, now, self.guardrails.config()))
+        };
         let agent = state.metrics.as_ref().and_then(|m| m.agent.as_ref());
         let executors = ExecutorReport {
             requested: decision.applied.executors,
@@ -644,7 +866,11 @@ impl ScalingDecision {
             proposed: decision.proposed,
             applied: decision.applied,
             guardrail_changes: decision.changes.clone(),
-            model_version: if decision.fallback.is_some() { REFERENCE_RULE_VERSION.to_string() } else { self.model_version().to_string() },
+            model_version: if decision.fallback.is_some() {
+                REFERENCE_RULE_VERSION.to_string()
+            } else {
+                self.model_version().to_string()
+            },
             weights_version: state.weights.as_ref().map_or(0, |w| w.version),
             dry_run: dry,
             emr: actuated.emr,
@@ -659,17 +885,32 @@ impl ScalingDecision {
         };
         let bytes = to_json(&record);
         writes.push(StoreWrite::Set { key: self.keys.last_decision(), value: bytes.clone(), ttl: None });
-        writes.push(StoreWrite::PushCapped { key: self.keys.decisions(), values: vec![bytes.clone()], cap: DECISION_LOG });
+        writes.push(StoreWrite::PushCapped {
+            key: self.keys.decisions(),
+            values: vec![bytes.clone()],
+            cap: DECISION_LOG,
+        });
         // The store and the topic are independent: write both at once, one round trip each.
-        let publish = self.backends.publisher.publish_at(&self.settings.topics.scaling_decisions, "decision", &bytes, now);
+        let publish = self.backends.publisher.publish_at(
+            &self.settings.topics.scaling_decisions,
+            "decision",
+            &bytes,
+            now,
+        );
         let (stored, published) = tokio::join!(self.backends.store.write(writes), publish);
         stored?;
         published?;
         // The record's fields as JSON fields of the line (not one escaped string), for Logs Insights.
         if tracing::enabled!(tracing::Level::INFO) {
             match serde_json::value::RawValue::from_string(String::from_utf8_lossy(&bytes).into_owned()) {
-                Ok(raw) => println!("{}", crate::records::record_line(module_path!(), "decision", "scaling decision", &raw)),
-                Err(_) => println!("{}", crate::records::record_line(module_path!(), "decision", "scaling decision", &record)),
+                Ok(raw) => println!(
+                    "{}",
+                    crate::records::record_line(module_path!(), "decision", "scaling decision", &raw)
+                ),
+                Err(_) => println!(
+                    "{}",
+                    crate::records::record_line(module_path!(), "decision", "scaling decision", &record)
+                ),
             }
         }
         Ok(record)

@@ -113,7 +113,11 @@ impl Settings {
     }
 
     pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, HandlerError> {
-        fn parse<T: std::str::FromStr>(get: &impl Fn(&str) -> Option<String>, key: &str, into: &mut T) -> Result<(), HandlerError>
+        fn parse<T: std::str::FromStr>(
+            get: &impl Fn(&str) -> Option<String>,
+            key: &str,
+            into: &mut T,
+        ) -> Result<(), HandlerError>
         where
             T::Err: std::fmt::Display,
         {
@@ -133,7 +137,11 @@ impl Settings {
             s.dry_run = match v.trim() {
                 "1" | "true" | "yes" => true,
                 "0" | "false" | "no" | "" => false,
-                other => return Err(HandlerError::Config(format!("SPARKPILOT_DRY_RUN={other:?}: expected 1 or 0"))),
+                other => {
+                    return Err(HandlerError::Config(format!(
+                        "SPARKPILOT_DRY_RUN={other:?}: expected 1 or 0"
+                    )))
+                }
             };
         }
         s.scaling_model = get("SPARKPILOT_SCALING_MODEL").map(PathBuf::from);
@@ -145,31 +153,45 @@ impl Settings {
         parse(g, "SPARKPILOT_STEP_WINDOW_S", &mut s.guardrails.step_window_s)?;
         parse(g, "SPARKPILOT_MAX_CLOCK_SKEW_S", &mut s.max_clock_skew_s)?;
         if !(s.max_clock_skew_s.is_finite() && s.max_clock_skew_s >= 0.0) {
-            return Err(HandlerError::Config(format!("SPARKPILOT_MAX_CLOCK_SKEW_S must be a non-negative number of seconds, got {}", s.max_clock_skew_s)));
+            return Err(HandlerError::Config(format!(
+                "SPARKPILOT_MAX_CLOCK_SKEW_S must be a non-negative number of seconds, got {}",
+                s.max_clock_skew_s
+            )));
         }
         if let Some(v) = get("SPARKPILOT_METRICS") {
             s.emf_metrics = match v.trim() {
                 "emf" => true,
                 "" | "off" | "log" => false,
-                other => return Err(HandlerError::Config(format!("SPARKPILOT_METRICS={other:?}: expected emf or off"))),
+                other => {
+                    return Err(HandlerError::Config(format!(
+                        "SPARKPILOT_METRICS={other:?}: expected emf or off"
+                    )))
+                }
             };
         }
         if let Some(v) = get("SPARKPILOT_SCALING_MODEL_SHA256") {
             let hex = v.trim().to_ascii_lowercase();
             if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
-                return Err(HandlerError::Config(format!("SPARKPILOT_SCALING_MODEL_SHA256={v:?}: expected 64 hex digits")));
+                return Err(HandlerError::Config(format!(
+                    "SPARKPILOT_SCALING_MODEL_SHA256={v:?}: expected 64 hex digits"
+                )));
             }
             s.scaling_model_sha256 = Some(hex);
         }
         parse(g, "SPARKPILOT_MAX_PREWARM", &mut s.guardrails.max_prewarm)?;
         if let Some(v) = get("SPARKPILOT_MAX_USD_PER_HOUR") {
-            let cap: f64 = v.trim().parse().map_err(|e| HandlerError::Config(format!("SPARKPILOT_MAX_USD_PER_HOUR={v:?}: {e}")))?;
+            let cap: f64 = v
+                .trim()
+                .parse()
+                .map_err(|e| HandlerError::Config(format!("SPARKPILOT_MAX_USD_PER_HOUR={v:?}: {e}")))?;
             s.guardrails.max_usd_per_hour = Some(cap);
         }
         parse(g, "SPARKPILOT_SLA_MS", &mut s.sla_ms)?;
         parse(g, "SPARKPILOT_REGION", &mut s.region)?;
         if let Some(v) = get("SPARKPILOT_SCENARIO") {
-            s.scenario = Scenario::from_name(v.trim()).ok_or_else(|| HandlerError::Config(format!("SPARKPILOT_SCENARIO={v:?}: unknown scenario")))?;
+            s.scenario = Scenario::from_name(v.trim()).ok_or_else(|| {
+                HandlerError::Config(format!("SPARKPILOT_SCENARIO={v:?}: unknown scenario"))
+            })?;
         }
         parse(g, "SPARKPILOT_BUDGET_USD", &mut s.budget_usd)?;
         parse(g, "SPARKPILOT_BUDGET_HORIZON_S", &mut s.budget_horizon_s)?;
@@ -183,7 +205,10 @@ impl Settings {
         s.guardrails.validate()?;
         s.cluster.validate()?;
         if !(s.budget_usd.is_finite() && s.budget_usd > 0.0) {
-            return Err(HandlerError::Config(format!("SPARKPILOT_BUDGET_USD must be positive, got {}", s.budget_usd)));
+            return Err(HandlerError::Config(format!(
+                "SPARKPILOT_BUDGET_USD must be positive, got {}",
+                s.budget_usd
+            )));
         }
         Ok(s)
     }
@@ -205,9 +230,11 @@ mod tests {
         assert!(s.dry_run);
         assert_eq!(s.guardrails.max_executors, 32);
         assert_eq!(s.scenario, Scenario::SmartCityBudget);
-        let e = Settings::from_lookup(|k| (k == "SPARKPILOT_COOLDOWN_S").then(|| "soon".to_string())).unwrap_err();
+        let e = Settings::from_lookup(|k| (k == "SPARKPILOT_COOLDOWN_S").then(|| "soon".to_string()))
+            .unwrap_err();
         assert!(e.to_string().contains("SPARKPILOT_COOLDOWN_S=\"soon\""), "{e}");
-        let e = Settings::from_lookup(|k| (k == "SPARKPILOT_SCENARIO").then(|| "mars".to_string())).unwrap_err();
+        let e =
+            Settings::from_lookup(|k| (k == "SPARKPILOT_SCENARIO").then(|| "mars".to_string())).unwrap_err();
         assert!(e.to_string().contains("unknown scenario"), "{e}");
     }
 }

@@ -55,7 +55,10 @@
 
 use crate::ports::{ObjectInfo, ObjectRead, ObjectStore, Reach, StorageClass, StoreWrite};
 use crate::state::{DecisionRecord, Keys};
-use crate::{from_json, record_json, to_json, Backends, Handler, HandlerError, RecordError, RecordRef, Settings, Trigger};
+use crate::{
+    from_json, record_json, to_json, Backends, Handler, HandlerError, RecordError, RecordRef, Settings,
+    Trigger,
+};
 use async_trait::async_trait;
 use base64::Engine;
 use control::{BlockStats, Placement, TierRouter};
@@ -185,7 +188,11 @@ fn parse_tier(s: &str) -> Result<Tier, String> {
 }
 
 fn valid_id(id: &str) -> Result<(), String> {
-    if id.is_empty() || id.len() > 200 || !id.chars().all(|c| c.is_ascii_alphanumeric() || "-_.:".contains(c)) || id.contains("..") {
+    if id.is_empty()
+        || id.len() > 200
+        || !id.chars().all(|c| c.is_ascii_alphanumeric() || "-_.:".contains(c))
+        || id.contains("..")
+    {
         return Err(format!("block_id {id:?} must be 1-200 characters of letters, digits, - _ . :"));
     }
     Ok(())
@@ -196,7 +203,8 @@ fn valid_id(id: &str) -> Result<(), String> {
 fn generation() -> String {
     use std::hash::{BuildHasher, Hasher};
     static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
+    let nanos =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
     h.write_u64(nanos);
     h.write_u64(N.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
@@ -290,7 +298,13 @@ impl ShuffleRouter {
         if let Some(why) = &nvme_unavailable {
             tracing::info!(reason = %why, "the NVMe tier is not offered; its blocks go to S3");
         }
-        Ok(Self { settings: settings.clone(), keys: Keys::new(&settings.key_prefix), backends: backends.clone(), router: TierRouter::new(settings.router)?, nvme_unavailable })
+        Ok(Self {
+            settings: settings.clone(),
+            keys: Keys::new(&settings.key_prefix),
+            backends: backends.clone(),
+            router: TierRouter::new(settings.router)?,
+            nvme_unavailable,
+        })
     }
 
     /// Why the NVMe tier is not offered here, if it is not.
@@ -322,7 +336,11 @@ impl ShuffleRouter {
     /// The object key an `s3_pointer` may be read from: the function's bucket, under the shuffle
     /// prefix, not one of the router's own copies.
     fn pointer_key<'a>(&self, p: &'a str) -> Result<&'a str, String> {
-        let (bucket, key) = p.strip_prefix("s3://").and_then(|rest| rest.split_once('/')).filter(|(b, k)| !b.is_empty() && !k.is_empty()).ok_or_else(|| format!("s3_pointer {p:?} is not s3://bucket/key"))?;
+        let (bucket, key) = p
+            .strip_prefix("s3://")
+            .and_then(|rest| rest.split_once('/'))
+            .filter(|(b, k)| !b.is_empty() && !k.is_empty())
+            .ok_or_else(|| format!("s3_pointer {p:?} is not s3://bucket/key"))?;
         if let Some(own) = self.backends.objects.bucket() {
             if bucket != own {
                 return Err(format!("s3_pointer {p:?} names bucket {bucket:?}; shuffle-router reads only its own bucket {own:?}"));
@@ -331,7 +349,9 @@ impl ShuffleRouter {
         let area = format!("{}/shuffle/", self.settings.key_prefix);
         let clean = key.split('/').all(|seg| !(seg.is_empty() || seg == "." || seg == ".."));
         if !key.starts_with(&area) || !clean || key.len() == area.len() {
-            return Err(format!("s3_pointer {p:?} is outside the shuffle prefix: the key must lie under {area:?}"));
+            return Err(format!(
+                "s3_pointer {p:?} is outside the shuffle prefix: the key must lie under {area:?}"
+            ));
         }
         if key.starts_with(&self.blocks_prefix()) {
             return Err(format!("s3_pointer {p:?} names one of shuffle-router's own copies ({}); point at the producer's object elsewhere under {area:?}", self.blocks_prefix()));
@@ -354,7 +374,9 @@ impl ShuffleRouter {
             return Err(format!("age_s {} must be a non-negative number", m.age_s));
         }
         let data = match (&m.payload_b64, &m.s3_pointer) {
-            (Some(b), None) => base64::engine::general_purpose::STANDARD.decode(b.trim()).map_err(|e| format!("payload_b64 is not valid base64: {e}"))?,
+            (Some(b), None) => base64::engine::general_purpose::STANDARD
+                .decode(b.trim())
+                .map_err(|e| format!("payload_b64 is not valid base64: {e}"))?,
             (None, Some(p)) => {
                 let key = self.pointer_key(p)?;
                 match self.backends.objects.get(key).await.map_err(|e| e.to_string())? {
@@ -394,12 +416,31 @@ impl ShuffleRouter {
         }
     }
 
-    async fn prepare(&self, m: &Manifest, at: Option<RecordRef>, decided: Option<Tier>) -> Result<Prepared, String> {
+    async fn prepare(
+        &self,
+        m: &Manifest,
+        at: Option<RecordRef>,
+        decided: Option<Tier>,
+    ) -> Result<Prepared, String> {
         let data = self.payload(m).await?;
-        let stats = BlockStats { access_count: m.access_count as u64, age_s: m.age_s, burst: m.burst, archival: m.archival };
+        let stats = BlockStats {
+            access_count: m.access_count as u64,
+            age_s: m.age_s,
+            burst: m.burst,
+            archival: m.archival,
+        };
         let (placement, nvme_fallback) = self.offered(self.router.place_following(&stats, decided));
         let framed = encode_block(&data, placement.compression)?;
-        Ok(Prepared { id: m.block_id.clone(), placement, framed, size: data.len() as u64, crc: crc32fast::hash(&data), at, temperature: Some(self.router.temperature(&stats)), nvme_fallback })
+        Ok(Prepared {
+            id: m.block_id.clone(),
+            placement,
+            framed,
+            size: data.len() as u64,
+            crc: crc32fast::hash(&data),
+            at,
+            temperature: Some(self.router.temperature(&stats)),
+            nvme_fallback,
+        })
     }
 
     async fn locate(&self, ids: &[String]) -> Result<Vec<Option<BlockLocation>>, HandlerError> {
@@ -415,7 +456,12 @@ impl ShuffleRouter {
 
     async fn read_framed(&self, loc: &BlockLocation) -> Result<FramedRead, HandlerError> {
         if loc.tier == Tier::Redis {
-            return Ok(self.backends.store.get(&loc.key).await?.map_or(FramedRead::Missing, FramedRead::Bytes));
+            return Ok(self
+                .backends
+                .store
+                .get(&loc.key)
+                .await?
+                .map_or(FramedRead::Missing, FramedRead::Bytes));
         }
         let store = self.store_for(loc.tier);
         match store.get(&loc.key).await? {
@@ -439,10 +485,15 @@ impl ShuffleRouter {
     /// once (a move may have just replaced it).
     async fn read_located(&self, id: &str) -> Result<(BlockLocation, BlockRead), HandlerError> {
         valid_id(id).map_err(HandlerError::BadRequest)?;
-        let mut loc = self.location(id).await?.ok_or_else(|| HandlerError::BadRequest(format!("no block {id}")))?;
+        let mut loc =
+            self.location(id).await?.ok_or_else(|| HandlerError::BadRequest(format!("no block {id}")))?;
         for _ in 0..3 {
             match self.read_framed(&loc).await? {
-                FramedRead::Bytes(f) => return decode_block(&f).map(|b| (loc, BlockRead::Bytes(b))).map_err(|e| HandlerError::State(format!("block {id}: {e}"))),
+                FramedRead::Bytes(f) => {
+                    return decode_block(&f)
+                        .map(|b| (loc, BlockRead::Bytes(b)))
+                        .map_err(|e| HandlerError::State(format!("block {id}: {e}")))
+                }
                 FramedRead::Restoring => return Ok((loc, BlockRead::Restoring)),
                 FramedRead::Missing => match self.location(id).await? {
                     Some(now) if now != loc => loc = now,
@@ -450,7 +501,13 @@ impl ShuffleRouter {
                     Some(_) if loc.tier == Tier::Redis => {
                         return Err(HandlerError::BadRequest(format!("no block {id}: its Redis copy expired (SPARKPILOT_BLOCK_TTL_S = {} s); its index entry goes with it", self.settings.block_ttl_s)));
                     }
-                    Some(_) => return Err(HandlerError::State(format!("block {id} is indexed on {} at {} but that copy is gone", tier_name(loc.tier), loc.key))),
+                    Some(_) => {
+                        return Err(HandlerError::State(format!(
+                            "block {id} is indexed on {} at {} but that copy is gone",
+                            tier_name(loc.tier),
+                            loc.key
+                        )))
+                    }
                 },
             }
         }
@@ -466,26 +523,43 @@ impl ShuffleRouter {
         let (old, read) = self.read_located(id).await?;
         let data = match read {
             BlockRead::Bytes(b) => b,
-            BlockRead::Restoring => return Err(HandlerError::State(format!("block {id} is being restored from Glacier; move it once it is readable"))),
+            BlockRead::Restoring => {
+                return Err(HandlerError::State(format!(
+                    "block {id} is being restored from Glacier; move it once it is readable"
+                )))
+            }
         };
         if old.tier == to {
             return Ok(old);
         }
         let placement = Placement { tier: to, compression: TierRouter::codec_for(to) };
         let framed = encode_block(&data, placement.compression).map_err(HandlerError::State)?;
-        let p = Prepared { id: id.to_string(), placement, framed, size: data.len() as u64, crc: crc32fast::hash(&data), at: None, temperature: None, nvme_fallback: false };
+        let p = Prepared {
+            id: id.to_string(),
+            placement,
+            framed,
+            size: data.len() as u64,
+            crc: crc32fast::hash(&data),
+            at: None,
+            temperature: None,
+            nvme_fallback: false,
+        };
         let mut out = self.store_all(vec![p], Some(old)).await?;
         if let Some(e) = out.failed.pop() {
             return Err(HandlerError::State(e.1));
         }
-        let (_, new) = out.stored.pop().ok_or_else(|| HandlerError::State(format!("block {id} was not stored on {}", tier_name(to))))?;
+        let (_, new) = out
+            .stored
+            .pop()
+            .ok_or_else(|| HandlerError::State(format!("block {id} was not stored on {}", tier_name(to))))?;
         Ok(new)
     }
 
     /// Delete copies, Redis ones in one round trip; returns how many could not be deleted.
     async fn delete_copies(&self, copies: &[BlockLocation]) -> usize {
         let mut left = 0;
-        let redis: Vec<String> = copies.iter().filter(|l| l.tier == Tier::Redis).map(|l| l.key.clone()).collect();
+        let redis: Vec<String> =
+            copies.iter().filter(|l| l.tier == Tier::Redis).map(|l| l.key.clone()).collect();
         if !redis.is_empty() {
             if let Err(e) = self.backends.store.delete(&redis).await {
                 // They carry the block TTL: they go on their own.
@@ -506,7 +580,11 @@ impl ShuffleRouter {
     /// MULTI/EXEC; then delete the copies the index named before. A move passes the location it
     /// read (`moving`): if the index names another copy by the time the new one is verified (the
     /// block was rewritten meanwhile), the move is abandoned and its copy removed.
-    async fn store_all(&self, blocks: Vec<Prepared>, moving: Option<BlockLocation>) -> Result<StoreOutcome, HandlerError> {
+    async fn store_all(
+        &self,
+        blocks: Vec<Prepared>,
+        moving: Option<BlockLocation>,
+    ) -> Result<StoreOutcome, HandlerError> {
         let ids: Vec<String> = blocks.iter().map(|b| b.id.clone()).collect();
         let previous = match &moving {
             Some(old) => vec![Some(old.clone())],
@@ -521,7 +599,14 @@ impl ShuffleRouter {
         let mut locations: Vec<Option<BlockLocation>> = vec![None; blocks.len()];
         for (i, b) in blocks.iter().enumerate() {
             let key = self.object_key(b.placement.tier, &b.id, &generation());
-            let loc = BlockLocation { tier: b.placement.tier, key: key.clone(), compression: b.placement.compression, size_bytes: b.size, stored_bytes: b.framed.len() as u64, crc32: b.crc };
+            let loc = BlockLocation {
+                tier: b.placement.tier,
+                key: key.clone(),
+                compression: b.placement.compression,
+                size_bytes: b.size,
+                stored_bytes: b.framed.len() as u64,
+                crc32: b.crc,
+            };
             match b.placement.tier {
                 Tier::Redis => {
                     if batch_bytes + b.framed.len() > self.settings.pipeline_bytes && !batch.is_empty() {
@@ -534,7 +619,8 @@ impl ShuffleRouter {
                     locations[i] = Some(loc);
                 }
                 tier => {
-                    let class = if tier == Tier::Glacier { StorageClass::Glacier } else { StorageClass::Standard };
+                    let class =
+                        if tier == Tier::Glacier { StorageClass::Glacier } else { StorageClass::Standard };
                     match self.store_for(tier).put(&key, b.framed.clone(), class).await {
                         Ok(()) => locations[i] = Some(loc),
                         // The put may have landed all the same (a lost reply): the sweep has it.
@@ -547,8 +633,13 @@ impl ShuffleRouter {
             self.backends.store.set_many(&batch, Some(ttl)).await?;
         }
         // Verify: read every new copy back (Redis in one round trip) before indexing it.
-        let redis_keys: Vec<String> = locations.iter().flatten().filter(|l| l.tier == Tier::Redis).map(|l| l.key.clone()).collect();
-        let redis_back = if redis_keys.is_empty() { Vec::new() } else { self.backends.store.get_many(&redis_keys).await? };
+        let redis_keys: Vec<String> =
+            locations.iter().flatten().filter(|l| l.tier == Tier::Redis).map(|l| l.key.clone()).collect();
+        let redis_back = if redis_keys.is_empty() {
+            Vec::new()
+        } else {
+            self.backends.store.get_many(&redis_keys).await?
+        };
         let mut redis_iter = redis_back.into_iter();
         let mut verified: Vec<(usize, BlockLocation)> = Vec::new();
         let mut discard: Vec<BlockLocation> = Vec::new();
@@ -570,11 +661,25 @@ impl ShuffleRouter {
             match back {
                 Ok(Some(x)) if x == b.framed => verified.push((i, loc)),
                 Ok(_) => {
-                    failed.push((b.at.clone(), format!("block {}: the copy on {} did not read back intact", b.id, tier_name(loc.tier))));
+                    failed.push((
+                        b.at.clone(),
+                        format!(
+                            "block {}: the copy on {} did not read back intact",
+                            b.id,
+                            tier_name(loc.tier)
+                        ),
+                    ));
                     discard.push(loc);
                 }
                 Err(e) => {
-                    failed.push((b.at.clone(), format!("block {}: the copy on {} could not be read back: {e}", b.id, tier_name(loc.tier))));
+                    failed.push((
+                        b.at.clone(),
+                        format!(
+                            "block {}: the copy on {} could not be read back: {e}",
+                            b.id,
+                            tier_name(loc.tier)
+                        ),
+                    ));
                     discard.push(loc);
                 }
             }
@@ -585,7 +690,10 @@ impl ShuffleRouter {
             if now.as_ref() != Some(old) {
                 discard.extend(verified.drain(..).map(|(_, l)| l));
                 self.delete_copies(&discard).await;
-                return Err(HandlerError::State(format!("block {} changed while being moved; nothing moved", old_id(&blocks))));
+                return Err(HandlerError::State(format!(
+                    "block {} changed while being moved; nothing moved",
+                    old_id(&blocks)
+                )));
             }
         }
         // Index: one MULTI/EXEC. A Redis copy's entry expires with it (a second sooner, or half the
@@ -593,23 +701,37 @@ impl ShuffleRouter {
         let index_ttl = ttl - ttl.min(Duration::from_secs(2)) / 2;
         let mut index: Vec<StoreWrite> = verified
             .iter()
-            .map(|(i, loc)| StoreWrite::Set { key: self.keys.block_index(&blocks[*i].id), value: to_json(loc), ttl: (loc.tier == Tier::Redis).then_some(index_ttl) })
+            .map(|(i, loc)| StoreWrite::Set {
+                key: self.keys.block_index(&blocks[*i].id),
+                value: to_json(loc),
+                ttl: (loc.tier == Tier::Redis).then_some(index_ttl),
+            })
             .collect();
         // The mean temperature of what was just written: the scaling policy's data_temperature.
         let temps: Vec<f64> = blocks.iter().filter_map(|b| b.temperature).collect();
         if !temps.is_empty() {
             let mean = temps.iter().sum::<f64>() / temps.len() as f64;
-            index.push(StoreWrite::Set { key: self.keys.shuffle_temperature(), value: to_json(&mean), ttl: None });
+            index.push(StoreWrite::Set {
+                key: self.keys.shuffle_temperature(),
+                value: to_json(&mean),
+                ttl: None,
+            });
         }
         if !index.is_empty() {
             if let Err(e) = self.backends.store.write(&index).await {
                 // Nothing indexed: the old copies stay named; the new ones are orphans.
-                self.delete_copies(&verified.iter().map(|(_, l)| l.clone()).chain(discard).collect::<Vec<_>>()).await;
+                self.delete_copies(
+                    &verified.iter().map(|(_, l)| l.clone()).chain(discard).collect::<Vec<_>>(),
+                )
+                .await;
                 return Err(e.into());
             }
         }
         // Only now: the copies the index named before, and copies that failed their check.
-        let mut old: Vec<BlockLocation> = verified.iter().filter_map(|(i, new)| previous[*i].clone().filter(|p| p.key != new.key)).collect();
+        let mut old: Vec<BlockLocation> = verified
+            .iter()
+            .filter_map(|(i, new)| previous[*i].clone().filter(|p| p.key != new.key))
+            .collect();
         old.extend(discard);
         orphans_left += self.delete_copies(&old).await;
         let stored = verified.into_iter().map(|(i, loc)| (blocks[i].at.clone(), loc)).collect();
@@ -620,11 +742,14 @@ impl ShuffleRouter {
     /// and that is at least `min_age_s` old.
     pub async fn sweep(&self, min_age_s: f64) -> Result<SweepReport, HandlerError> {
         if !(min_age_s.is_finite() && min_age_s >= 0.0) {
-            return Err(HandlerError::BadRequest(format!("min_age_s {min_age_s} must be a non-negative number")));
+            return Err(HandlerError::BadRequest(format!(
+                "min_age_s {min_age_s} must be a non-negative number"
+            )));
         }
         let prefix = self.blocks_prefix();
         let mut report = SweepReport::default();
-        let stores: [(&str, &dyn ObjectStore); 2] = [("s3", self.backends.objects.as_ref()), ("nvme", self.backends.nvme.as_ref())];
+        let stores: [(&str, &dyn ObjectStore); 2] =
+            [("s3", self.backends.objects.as_ref()), ("nvme", self.backends.nvme.as_ref())];
         for (name, store) in stores {
             let listed = match store.list(&prefix, SWEEP_LIMIT).await {
                 Ok(l) => l,
@@ -637,9 +762,22 @@ impl ShuffleRouter {
             report.listed += listed.len();
             let now = unix_now();
             for chunk in listed.chunks(SWEEP_CHUNK) {
-                let ids: Vec<Option<&str>> = chunk.iter().map(|o| o.key[prefix.len()..].split_once('~').map(|(id, _)| id).filter(|id| valid_id(id).is_ok())).collect();
-                let index_keys: Vec<String> = ids.iter().flatten().map(|id| self.keys.block_index(id)).collect();
-                let got = if index_keys.is_empty() { Vec::new() } else { self.backends.store.get_many(&index_keys).await? };
+                let ids: Vec<Option<&str>> = chunk
+                    .iter()
+                    .map(|o| {
+                        o.key[prefix.len()..]
+                            .split_once('~')
+                            .map(|(id, _)| id)
+                            .filter(|id| valid_id(id).is_ok())
+                    })
+                    .collect();
+                let index_keys: Vec<String> =
+                    ids.iter().flatten().map(|id| self.keys.block_index(id)).collect();
+                let got = if index_keys.is_empty() {
+                    Vec::new()
+                } else {
+                    self.backends.store.get_many(&index_keys).await?
+                };
                 let mut got = got.into_iter();
                 for (o, id) in chunk.iter().zip(&ids) {
                     let named = match id {
@@ -709,7 +847,12 @@ impl Handler for ShuffleRouter {
                 Attempted::Sweep => counts.sweep_errors += 1,
             }
         }
-        crate::metrics::emit(self.settings.emf_metrics, "shuffle-router", unix_now(), &crate::metrics::shuffle_metrics(&counts));
+        crate::metrics::emit(
+            self.settings.emf_metrics,
+            "shuffle-router",
+            unix_now(),
+            &crate::metrics::shuffle_metrics(&counts),
+        );
         result
     }
 }
@@ -725,7 +868,12 @@ enum Attempted {
 
 impl ShuffleRouter {
     /// One invocation, counting what it does in `counts` and what it is about to try in `attempted`.
-    async fn route(&self, trigger: Trigger, counts: &mut crate::metrics::ShuffleCounts, attempted: &mut Attempted) -> Result<serde_json::Value, HandlerError> {
+    async fn route(
+        &self,
+        trigger: Trigger,
+        counts: &mut crate::metrics::ShuffleCounts,
+        attempted: &mut Attempted,
+    ) -> Result<serde_json::Value, HandlerError> {
         let mut manifests: Vec<(Option<RecordRef>, Result<Manifest, String>)> = Vec::new();
         match trigger {
             // A schedule (EventBridge with its input, or OpenFaaS' cron-connector, which posts no body)
@@ -738,8 +886,13 @@ impl ShuffleRouter {
                 return Ok(json!({"status": "swept", "report": report}));
             }
             Trigger::Direct(v) if v.get("op").is_some() => {
-                let req: OpRequest = serde_json::from_value(v).map_err(|e| HandlerError::BadRequest(format!("request: {e}")))?;
-                let block_id = || req.block_id.clone().ok_or_else(|| HandlerError::BadRequest(format!("op {:?} needs a block_id", req.op)));
+                let req: OpRequest = serde_json::from_value(v)
+                    .map_err(|e| HandlerError::BadRequest(format!("request: {e}")))?;
+                let block_id = || {
+                    req.block_id
+                        .clone()
+                        .ok_or_else(|| HandlerError::BadRequest(format!("op {:?} needs a block_id", req.op)))
+                };
                 return match req.op.as_str() {
                     "read" => {
                         let id = block_id()?;
@@ -747,14 +900,17 @@ impl ShuffleRouter {
                         match self.read(&id).await? {
                             BlockRead::Bytes(b) => {
                                 counts.read = 1;
-                                Ok(json!({"block_id": id, "status": "ok", "size_bytes": b.len(), "payload_b64": base64::engine::general_purpose::STANDARD.encode(&b)}))
+                                Ok(
+                                    json!({"block_id": id, "status": "ok", "size_bytes": b.len(), "payload_b64": base64::engine::general_purpose::STANDARD.encode(&b)}),
+                                )
                             }
                             BlockRead::Restoring => Ok(json!({"block_id": id, "status": "restoring"})),
                         }
                     }
                     "move" => {
                         let id = block_id()?;
-                        let tier = parse_tier(req.tier.as_deref().unwrap_or_default()).map_err(HandlerError::BadRequest)?;
+                        let tier = parse_tier(req.tier.as_deref().unwrap_or_default())
+                            .map_err(HandlerError::BadRequest)?;
                         *attempted = Attempted::Blocks(1);
                         let loc = self.move_block(&id, tier).await?;
                         counts.moved = 1;
@@ -768,18 +924,23 @@ impl ShuffleRouter {
                         Ok(json!({"status": "swept", "report": report}))
                     }
                     "write" => Err(HandlerError::BadRequest("write with {\"blocks\": [...]}".into())),
-                    other => Err(HandlerError::BadRequest(format!("unknown op {other:?}; expected read, move or sweep"))),
+                    other => Err(HandlerError::BadRequest(format!(
+                        "unknown op {other:?}; expected read, move or sweep"
+                    ))),
                 };
             }
             Trigger::Direct(v) => {
                 let list = match v.get("blocks") {
                     Some(serde_json::Value::Array(a)) => a.clone(),
-                    Some(_) => return Err(HandlerError::BadRequest("blocks must be a list of manifests".into())),
+                    Some(_) => {
+                        return Err(HandlerError::BadRequest("blocks must be a list of manifests".into()))
+                    }
                     None => vec![v],
                 };
                 for (i, m) in list.into_iter().enumerate() {
                     let at = RecordRef { topic: "direct".into(), partition: 0, offset: i as i64 };
-                    manifests.push((Some(at), serde_json::from_value(m).map_err(|e| format!("manifest: {e}"))));
+                    manifests
+                        .push((Some(at), serde_json::from_value(m).map_err(|e| format!("manifest: {e}"))));
                 }
             }
             Trigger::Kafka(records) => {
@@ -799,7 +960,9 @@ impl ShuffleRouter {
         let mut seen = std::collections::HashSet::new();
         for (at, m) in manifests {
             let result = match m {
-                Ok(m) if !seen.insert(m.block_id.clone()) => Err(format!("block {} appears twice in one request", m.block_id)),
+                Ok(m) if !seen.insert(m.block_id.clone()) => {
+                    Err(format!("block {} appears twice in one request", m.block_id))
+                }
                 Ok(m) => self.prepare(&m, at.clone(), decided).await,
                 Err(e) => Err(e),
             };
@@ -808,7 +971,8 @@ impl ShuffleRouter {
                 Err(e) => errors.push(RecordError { record: at.unwrap_or_else(no_record), error: e }),
             }
         }
-        let fallback_ids: std::collections::HashSet<String> = prepared.iter().filter(|p| p.nvme_fallback).map(|p| p.id.clone()).collect();
+        let fallback_ids: std::collections::HashSet<String> =
+            prepared.iter().filter(|p| p.nvme_fallback).map(|p| p.id.clone()).collect();
         counts.rejected = errors.len();
         *attempted = Attempted::Blocks(prepared.len());
         let out = self.store_all(prepared, None).await?;
@@ -823,7 +987,8 @@ impl ShuffleRouter {
             *n = json!(n.as_u64().unwrap_or(0) + 1);
         }
         let bytes_in: u64 = stored.iter().map(|(_, l)| l.size_bytes).sum();
-        (counts.written, counts.bytes_written, counts.orphans_left) = (stored.len(), bytes_in, out.orphans_left);
+        (counts.written, counts.bytes_written, counts.orphans_left) =
+            (stored.len(), bytes_in, out.orphans_left);
         let bytes_stored: u64 = stored.iter().map(|(_, l)| l.stored_bytes).sum();
         for e in &errors {
             tracing::warn!(offset = e.record.offset, error = %e.error, "manifest skipped");
@@ -839,8 +1004,13 @@ impl ShuffleRouter {
         });
         if !fallback_ids.is_empty() {
             let prefix = self.blocks_prefix();
-            let id_of = |key: &str| key.strip_prefix(&prefix).and_then(|k| k.split_once('~')).map(|(id, _)| id.to_string());
-            let n = stored.iter().filter(|(_, l)| id_of(&l.key).is_some_and(|id| fallback_ids.contains(&id))).count();
+            let id_of = |key: &str| {
+                key.strip_prefix(&prefix).and_then(|k| k.split_once('~')).map(|(id, _)| id.to_string())
+            };
+            let n = stored
+                .iter()
+                .filter(|(_, l)| id_of(&l.key).is_some_and(|id| fallback_ids.contains(&id)))
+                .count();
             counts.nvme_fallbacks = n;
             result["nvme_fallback"] = json!({"blocks": n, "to": "s3", "reason": self.nvme_unavailable});
         }
@@ -914,10 +1084,22 @@ mod tests {
         let mut backends = e.backends();
         backends.objects = s3_faults.clone();
         backends.nvme = if nvme_shared { nvme_faults.clone() } else { Arc::new(Local(nvme.clone())) };
-        Rig { router: ShuffleRouter::new(&settings, &backends).unwrap(), store: e.store.clone(), s3, nvme, s3_faults, nvme_faults }
+        Rig {
+            router: ShuffleRouter::new(&settings, &backends).unwrap(),
+            store: e.store.clone(),
+            s3,
+            nvme,
+            s3_faults,
+            nvme_faults,
+        }
     }
 
-    fn manifest(id: &str, data: &[u8], (access_count, age_s): (i64, f64), archival: bool) -> serde_json::Value {
+    fn manifest(
+        id: &str,
+        data: &[u8],
+        (access_count, age_s): (i64, f64),
+        archival: bool,
+    ) -> serde_json::Value {
         json!({"block_id": id, "size_bytes": data.len(), "access_count": access_count, "age_s": age_s, "archival": archival, "payload_b64": base64::engine::general_purpose::STANDARD.encode(data)})
     }
 
@@ -941,7 +1123,8 @@ mod tests {
         }
         /// Every copy held anywhere: Redis data keys and S3 and NVMe objects.
         fn copies(&self) -> Vec<String> {
-            let mut all: Vec<String> = self.store.keys().into_iter().filter(|k| k.contains(":blockdata:")).collect();
+            let mut all: Vec<String> =
+                self.store.keys().into_iter().filter(|k| k.contains(":blockdata:")).collect();
             all.extend(self.s3.keys());
             all.extend(self.nvme.keys());
             all
@@ -955,7 +1138,11 @@ mod tests {
         let data = b"cold shuffle bytes".repeat(50);
         let out = r.write(vec![manifest("b1", &data, COLD, false)]).await;
         assert_eq!(out["tiers"], json!({"s3": 1}), "{out}");
-        for (to, class) in [(Tier::Glacier, StorageClass::Glacier), (Tier::S3, StorageClass::Standard), (Tier::Glacier, StorageClass::Glacier)] {
+        for (to, class) in [
+            (Tier::Glacier, StorageClass::Glacier),
+            (Tier::S3, StorageClass::Standard),
+            (Tier::Glacier, StorageClass::Glacier),
+        ] {
             // A Glacier block is readable (so movable) once restored.
             r.read("b1").await.unwrap();
             let loc = r.router.move_block("b1", to).await.unwrap();
@@ -979,7 +1166,8 @@ mod tests {
     #[tokio::test]
     async fn a_redis_blocks_index_expires_with_it_and_a_read_of_a_gone_copy_says_so() {
         let r = rig(true, Settings { block_ttl_s: 1, ..Settings::default() });
-        r.write(vec![manifest("hot", b"hot bytes", HOT, false), manifest("cold", b"cold", COLD, false)]).await;
+        r.write(vec![manifest("hot", b"hot bytes", HOT, false), manifest("cold", b"cold", COLD, false)])
+            .await;
         assert_eq!(r.router.location("hot").await.unwrap().unwrap().tier, Tier::Redis);
         tokio::time::sleep(Duration::from_millis(1_100)).await;
         // Both index entry and data have gone: no block, cleanly.
@@ -1007,7 +1195,9 @@ mod tests {
     async fn nvme_is_not_offered_on_an_instances_own_disk_and_the_result_says_why() {
         let r = rig(false, Settings::default());
         assert!(r.router.nvme_unavailable().unwrap().contains("own /tmp"));
-        let out = r.write(vec![manifest("warm", b"warm bytes", WARM, false), manifest("hot", b"hot", HOT, false)]).await;
+        let out = r
+            .write(vec![manifest("warm", b"warm bytes", WARM, false), manifest("hot", b"hot", HOT, false)])
+            .await;
         assert_eq!(out["tiers"], json!({"s3": 1, "redis": 1}), "{out}");
         assert_eq!(out["nvme_fallback"]["blocks"], 1, "{out}");
         assert_eq!(out["nvme_fallback"]["to"], "s3");
@@ -1032,7 +1222,11 @@ mod tests {
         // Every delete fails: the old copy stays after each move.
         r.nvme_faults.set(Faults { delete: 1.0, ..Faults::default() });
         r.s3_faults.set(Faults { delete: 1.0, ..Faults::default() });
-        let moved = r.router.handle(Trigger::Direct(json!({"op": "move", "block_id": "b", "tier": "s3"}))).await.unwrap();
+        let moved = r
+            .router
+            .handle(Trigger::Direct(json!({"op": "move", "block_id": "b", "tier": "s3"})))
+            .await
+            .unwrap();
         assert_eq!(moved["status"], "moved");
         let out = r.write(vec![manifest("b", &data, COLD, true)]).await;
         assert_eq!(out["orphans_left"], 1, "{out}");
@@ -1059,7 +1253,11 @@ mod tests {
         // the sweep's.
         r.s3_faults.set(Faults { put: 1.0, put_lands: true, ..Faults::default() });
         let out = r.write(vec![manifest("b", b"second", COLD, false)]).await;
-        assert_eq!((out["stored"].as_u64(), out["errors"].as_array().map(Vec::len)), (Some(0), Some(1)), "{out}");
+        assert_eq!(
+            (out["stored"].as_u64(), out["errors"].as_array().map(Vec::len)),
+            (Some(0), Some(1)),
+            "{out}"
+        );
         assert_eq!(r.read("b").await.unwrap(), b"first");
         // The read-back fails: not indexed, its copy deleted.
         r.s3_faults.set(Faults { get: 1.0, ..Faults::default() });
@@ -1076,7 +1274,9 @@ mod tests {
     #[tokio::test]
     async fn an_s3_pointer_reads_only_under_the_shuffle_prefix() {
         let r = rig(true, Settings::default());
-        r.s3.put("sparkpilot/shuffle/incoming/p1", b"pointed".to_vec(), StorageClass::Standard).await.unwrap();
+        r.s3.put("sparkpilot/shuffle/incoming/p1", b"pointed".to_vec(), StorageClass::Standard)
+            .await
+            .unwrap();
         r.s3.put("secrets/key", b"secret".to_vec(), StorageClass::Standard).await.unwrap();
         let pointer = |id: &str, p: &str, n: usize| json!({"block_id": id, "size_bytes": n, "s3_pointer": p});
         let out = r.write(vec![pointer("ok", "s3://bucket/sparkpilot/shuffle/incoming/p1", 7)]).await;
@@ -1134,7 +1334,11 @@ mod tests {
             match op {
                 Op::Write { id, data, access_count, age_s, burst, archival } => {
                     let m = json!({"block_id": id_of(id), "size_bytes": data.len(), "access_count": access_count, "age_s": age_s, "burst": burst, "archival": archival, "payload_b64": base64::engine::general_purpose::STANDARD.encode(&data)});
-                    let out = r.router.handle(Trigger::Direct(json!({"blocks": [m]}))).await.map_err(|e| format!("step {step}: write failed whole: {e}"))?;
+                    let out = r
+                        .router
+                        .handle(Trigger::Direct(json!({"blocks": [m]})))
+                        .await
+                        .map_err(|e| format!("step {step}: write failed whole: {e}"))?;
                     match (out["stored"].as_u64(), out["errors"].as_array().map(Vec::len)) {
                         (Some(1), Some(0)) => {
                             model.insert(id, data);
@@ -1144,13 +1348,18 @@ mod tests {
                     }
                 }
                 Op::Move { id, tier } => {
-                    let res = r.router.handle(Trigger::Direct(json!({"op": "move", "block_id": id_of(id), "tier": tier}))).await;
+                    let res = r
+                        .router
+                        .handle(Trigger::Direct(json!({"op": "move", "block_id": id_of(id), "tier": tier})))
+                        .await;
                     match (&res, model.contains_key(&id)) {
                         (Ok(v), true) if v["status"] == "moved" => {}
                         (Err(HandlerError::BadRequest(e)), false) if e.contains("no block") => {}
-                        (Err(HandlerError::BadRequest(e)), _) if !nvme_shared && tier == "nvme" && e.contains("not offered") => {}
+                        (Err(HandlerError::BadRequest(e)), _)
+                            if !nvme_shared && tier == "nvme" && e.contains("not offered") => {}
                         // Glacier blocks move once restored; faults fail moves, leaving the block.
-                        (Err(HandlerError::State(e)), true) if e.contains("restored") || faults != Faults::default() => {}
+                        (Err(HandlerError::State(e)), true)
+                            if e.contains("restored") || faults != Faults::default() => {}
                         (Err(HandlerError::Port(_)), true) if faults != Faults::default() => {}
                         _ => return Err(format!("step {step}: move {id} to {tier}: {res:?}")),
                     }
@@ -1161,7 +1370,12 @@ mod tests {
                         (Ok(b), Some(want)) if b == want => {}
                         (Err(HandlerError::BadRequest(e)), None) if e.contains("no block") => {}
                         (Err(HandlerError::Port(_)), Some(_)) if faults.get > 0.0 => {}
-                        _ => return Err(format!("step {step}: read {id}: {res:?} but the model holds {:?}", model.get(&id))),
+                        _ => {
+                            return Err(format!(
+                                "step {step}: read {id}: {res:?} but the model holds {:?}",
+                                model.get(&id)
+                            ))
+                        }
                     }
                 }
                 Op::Faults { put, get, delete, put_lands } => {
@@ -1236,13 +1450,43 @@ mod tests {
             any::<bool>().prop_map(serde_json::Value::from),
             any::<i64>().prop_map(serde_json::Value::from),
             any::<f64>().prop_filter("finite", |f| f.is_finite()).prop_map(serde_json::Value::from),
-            prop::sample::select(vec!["read", "move", "sweep", "s3", "nvme", "glacier", "redis", "b", "../x", "s3://b/sparkpilot/shuffle/x", "AAAA", ""]).prop_map(serde_json::Value::from),
+            prop::sample::select(vec![
+                "read",
+                "move",
+                "sweep",
+                "s3",
+                "nvme",
+                "glacier",
+                "redis",
+                "b",
+                "../x",
+                "s3://b/sparkpilot/shuffle/x",
+                "AAAA",
+                ""
+            ])
+            .prop_map(serde_json::Value::from),
         ];
-        let keys = prop::sample::select(vec!["op", "block_id", "tier", "min_age_s", "blocks", "size_bytes", "payload_b64", "s3_pointer", "access_count", "age_s", "burst", "archival", "x"]);
+        let keys = prop::sample::select(vec![
+            "op",
+            "block_id",
+            "tier",
+            "min_age_s",
+            "blocks",
+            "size_bytes",
+            "payload_b64",
+            "s3_pointer",
+            "access_count",
+            "age_s",
+            "burst",
+            "archival",
+            "x",
+        ]);
         leaf.prop_recursive(3, 24, 6, move |inner| {
             prop_oneof![
                 prop::collection::vec(inner.clone(), 0..4).prop_map(serde_json::Value::from),
-                prop::collection::btree_map(keys.clone(), inner, 0..6).prop_map(|m| serde_json::Value::Object(m.into_iter().map(|(k, v)| (k.to_string(), v)).collect())),
+                prop::collection::btree_map(keys.clone(), inner, 0..6).prop_map(|m| {
+                    serde_json::Value::Object(m.into_iter().map(|(k, v)| (k.to_string(), v)).collect())
+                }),
             ]
         })
     }

@@ -186,13 +186,35 @@ impl SparkMetrics {
             ("backlog", out(self.backlog, bounds::BACKLOG), bounds::BACKLOG),
             ("cpu_utilisation", opt(self.cpu_utilisation, bounds::UTILISATION), bounds::UTILISATION),
             ("memory_utilisation", opt(self.memory_utilisation, bounds::UTILISATION), bounds::UTILISATION),
-            ("shuffle_mb_per_s", opt(self.shuffle_mb_per_s, bounds::SHUFFLE_MB_PER_S), bounds::SHUFFLE_MB_PER_S),
+            (
+                "shuffle_mb_per_s",
+                opt(self.shuffle_mb_per_s, bounds::SHUFFLE_MB_PER_S),
+                bounds::SHUFFLE_MB_PER_S,
+            ),
             ("bytes_per_event", opt(self.bytes_per_event, bounds::BYTES_PER_EVENT), bounds::BYTES_PER_EVENT),
-            ("running_executors", self.running_executors.is_some_and(|n| n > bounds::EXECUTORS), bounds::EXECUTORS as f64),
-            ("pending_executors", self.pending_executors.is_some_and(|n| n > bounds::EXECUTORS), bounds::EXECUTORS as f64),
-            ("agent.decision_time_s", opt(self.agent.as_ref().and_then(|a| a.decision_time_s), f64::MAX), f64::MAX),
+            (
+                "running_executors",
+                self.running_executors.is_some_and(|n| n > bounds::EXECUTORS),
+                bounds::EXECUTORS as f64,
+            ),
+            (
+                "pending_executors",
+                self.pending_executors.is_some_and(|n| n > bounds::EXECUTORS),
+                bounds::EXECUTORS as f64,
+            ),
+            (
+                "agent.decision_time_s",
+                opt(self.agent.as_ref().and_then(|a| a.decision_time_s), f64::MAX),
+                f64::MAX,
+            ),
         ];
-        checks.into_iter().find(|c| c.1).map(|(name, _, max)| if max == f64::MAX { format!("{name} must be a non-negative number") } else { format!("{name} must be a number from 0 to {max:e}") })
+        checks.into_iter().find(|c| c.1).map(|(name, _, max)| {
+            if max == f64::MAX {
+                format!("{name} must be a non-negative number")
+            } else {
+                format!("{name} must be a number from 0 to {max:e}")
+            }
+        })
     }
 }
 
@@ -355,7 +377,9 @@ impl JobRunConfig {
     pub fn for_action(action: &ScalingAction) -> Self {
         let heap_gb = ((action.memory_gb as f64 * HEAP_SHARE).floor() as u32).max(1);
         let codec = match action.compression {
-            Compression::None => "--conf spark.shuffle.compress=false --conf spark.shuffle.spill.compress=false".to_string(),
+            Compression::None => {
+                "--conf spark.shuffle.compress=false --conf spark.shuffle.spill.compress=false".to_string()
+            }
             c => format!("--conf spark.io.compression.codec={}", c.name()),
         };
         Self {

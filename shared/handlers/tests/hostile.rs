@@ -14,7 +14,14 @@ fn now_ms() -> i64 {
 }
 
 fn record(topic: &str, offset: i64, timestamp_ms: i64, value: Value) -> KafkaMessage {
-    KafkaMessage { topic: topic.into(), partition: 0, offset, timestamp_ms, key: None, value: Some(Ok(serde_json::to_vec(&value).unwrap())) }
+    KafkaMessage {
+        topic: topic.into(),
+        partition: 0,
+        offset,
+        timestamp_ms,
+        key: None,
+        value: Some(Ok(serde_json::to_vec(&value).unwrap())),
+    }
 }
 
 fn metrics(t_s: f64, input_rate: f64, backlog: f64, processing_rate: f64) -> Value {
@@ -37,7 +44,12 @@ async fn out_of_range_numbers_are_refused_per_record_and_nothing_non_finite_is_s
     let burst = handler(&env, &settings, "burst-signal");
     let edges = vec![
         record("iot-metadata", 0, now_ms(), json!({"edge_id": "e1", "timestamp": now - 2.0, "rate": 1e308})),
-        record("iot-metadata", 1, now_ms(), json!({"edge_id": "e2", "timestamp": now - 2.0, "rate": 100.0, "firmware": "2.1"})),
+        record(
+            "iot-metadata",
+            1,
+            now_ms(),
+            json!({"edge_id": "e2", "timestamp": now - 2.0, "rate": 100.0, "firmware": "2.1"}),
+        ),
     ];
     let out = burst.handle(Trigger::Kafka(edges)).await.unwrap();
     assert_eq!(out["accepted"], 1, "{out}");
@@ -53,7 +65,15 @@ async fn out_of_range_numbers_are_refused_per_record_and_nothing_non_finite_is_s
     let latency = out["decision"]["inputs"]["latency_ms"].as_f64().expect("a finite latency, not null");
     assert!(latency.is_finite() && latency <= 86_400_000.0, "{latency}");
     // The next valid batch is decided on the stored state.
-    let out = decide.handle(Trigger::Kafka(vec![record("spark-metrics", 2, now_ms(), metrics(now, 4_000.0, 10.0, 4_000.0))])).await.unwrap();
+    let out = decide
+        .handle(Trigger::Kafka(vec![record(
+            "spark-metrics",
+            2,
+            now_ms(),
+            metrics(now, 4_000.0, 10.0, 4_000.0),
+        )]))
+        .await
+        .unwrap();
     assert!(out["decision"].is_object(), "{out}");
 }
 
@@ -62,17 +82,42 @@ async fn unreadable_stored_state_is_started_afresh_not_a_wedge() {
     let env = Embedded::default();
     let settings = Settings::default();
     let keys = handlers::Keys::new(&settings.key_prefix);
-    env.store.set_many(&[(keys.last_decision(), b"{\"time_s\": null}".to_vec()), (keys.metrics(), b"not json".to_vec()), (keys.cluster(), b"[1,2".to_vec())], None).await.unwrap();
+    env.store
+        .set_many(
+            &[
+                (keys.last_decision(), b"{\"time_s\": null}".to_vec()),
+                (keys.metrics(), b"not json".to_vec()),
+                (keys.cluster(), b"[1,2".to_vec()),
+            ],
+            None,
+        )
+        .await
+        .unwrap();
     let decide = handler(&env, &settings, "scaling-decision");
     let out = decide.handle(Trigger::Schedule { time_s: handlers::events::now_s() }).await.unwrap();
     let discarded = out["discarded_state"].as_array().unwrap();
     assert_eq!(discarded.len(), 3, "{out}");
     // It wrote a readable decision over the bad one: the next run discards nothing.
     let out = decide.handle(Trigger::Schedule { time_s: handlers::events::now_s() + 60.0 }).await.unwrap();
-    assert!(out.get("discarded_state").is_none_or(|d| d.as_array().unwrap().iter().all(|k| !k.as_str().unwrap().contains("decision"))), "{out}");
+    assert!(
+        out.get("discarded_state").is_none_or(|d| d
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|k| !k.as_str().unwrap().contains("decision"))),
+        "{out}"
+    );
     let burst = handler(&env, &settings, "burst-signal");
     let now = handlers::events::now_s();
-    let out = burst.handle(Trigger::Kafka(vec![record("iot-metadata", 0, now_ms(), json!({"edge_id": "e1", "timestamp": now, "rate": 10.0}))])).await.unwrap();
+    let out = burst
+        .handle(Trigger::Kafka(vec![record(
+            "iot-metadata",
+            0,
+            now_ms(),
+            json!({"edge_id": "e1", "timestamp": now, "rate": 10.0}),
+        )]))
+        .await
+        .unwrap();
     assert_eq!(out["accepted"], 1, "{out}");
 }
 
@@ -83,31 +128,66 @@ async fn clocks_far_ahead_are_refused_and_pin_nothing() {
     let now = handlers::events::now_s();
     let decide = handler(&env, &settings, "scaling-decision");
     // A record stamped in the year 2286: refused, and it does not become the decision's time.
-    let out = decide.handle(Trigger::Kafka(vec![record("spark-metrics", 0, 9_999_999_999_999, metrics(now, 4_000.0, 0.0, 4_000.0))])).await.unwrap();
+    let out = decide
+        .handle(Trigger::Kafka(vec![record(
+            "spark-metrics",
+            0,
+            9_999_999_999_999,
+            metrics(now, 4_000.0, 0.0, 4_000.0),
+        )]))
+        .await
+        .unwrap();
     assert!(out["errors"][0]["error"].as_str().unwrap().contains("ahead of this function's clock"), "{out}");
     assert!((out["decision"]["time_s"].as_f64().unwrap() - now).abs() < 60.0, "{out}");
     // Metrics stamped ahead inside a well-stamped record: refused too.
-    let out = decide.handle(Trigger::Kafka(vec![record("spark-metrics", 1, now_ms(), metrics(now + 86_400.0, 1.0, 0.0, 1.0))])).await.unwrap();
+    let out = decide
+        .handle(Trigger::Kafka(vec![record(
+            "spark-metrics",
+            1,
+            now_ms(),
+            metrics(now + 86_400.0, 1.0, 0.0, 1.0),
+        )]))
+        .await
+        .unwrap();
     assert!(out["errors"][0]["error"].as_str().unwrap().contains("timestamp"), "{out}");
     // An edge stamped in milliseconds is refused: it would never go stale.
     let burst = handler(&env, &settings, "burst-signal");
-    let out = burst.handle(Trigger::Kafka(vec![record("iot-metadata", 0, now_ms(), json!({"edge_id": "e1", "timestamp": now * 1_000.0, "rate": 51_000.0}))])).await.unwrap();
+    let out = burst
+        .handle(Trigger::Kafka(vec![record(
+            "iot-metadata",
+            0,
+            now_ms(),
+            json!({"edge_id": "e1", "timestamp": now * 1_000.0, "rate": 51_000.0}),
+        )]))
+        .await
+        .unwrap();
     assert_eq!(out["accepted"], 0, "{out}");
     assert!(out["errors"][0]["error"].as_str().unwrap().contains("milliseconds"), "{out}");
     // A cooldown stored ahead of the clock (by an older version) does not hold a scale-down back.
     let keys = handlers::Keys::new(&settings.key_prefix);
-    let mut last: Value = serde_json::from_slice(&env.store.get(&keys.last_decision()).await.unwrap().unwrap()).unwrap();
+    let mut last: Value =
+        serde_json::from_slice(&env.store.get(&keys.last_decision()).await.unwrap().unwrap()).unwrap();
     last["last_scale_up_s"] = json!(9_999_999_999.0);
     env.store.set_many(&[(keys.last_decision(), serde_json::to_vec(&last).unwrap())], None).await.unwrap();
     let out = decide.handle(Trigger::Schedule { time_s: now + 1.0 }).await.unwrap();
-    let pinned = out["decision"]["guardrail_changes"].as_array().unwrap().iter().any(|c| c["rule"] == "cooldown");
+    let pinned =
+        out["decision"]["guardrail_changes"].as_array().unwrap().iter().any(|c| c["rule"] == "cooldown");
     assert!(!pinned, "{out}");
     assert!(out["decision"]["last_scale_up_s"].as_f64().is_none_or(|t| t <= now + 1.0), "{out}");
 }
 
 /// A metrics stream that asks for more executors with every record.
 fn rising(n: i64, now: f64) -> Vec<KafkaMessage> {
-    (0..n).map(|i| record("spark-metrics", i, now_ms() - 1_000 * (n - i), metrics(now - (n - i) as f64, 2_000.0 + 3_000.0 * i as f64, 50_000.0 * i as f64, 2_000.0))).collect()
+    (0..n)
+        .map(|i| {
+            record(
+                "spark-metrics",
+                i,
+                now_ms() - 1_000 * (n - i),
+                metrics(now - (n - i) as f64, 2_000.0 + 3_000.0 * i as f64, 50_000.0 * i as f64, 2_000.0),
+            )
+        })
+        .collect()
 }
 
 #[tokio::test]
@@ -118,7 +198,8 @@ async fn the_same_records_recut_and_delivered_concurrently_decide_once() {
     let now = handlers::events::now_s();
     let records = rising(12, now);
     // Three cuts of the same twelve records, all delivered at once.
-    let cuts: Vec<Vec<KafkaMessage>> = vec![records.clone(), records[..5].to_vec(), records[5..].to_vec(), records[3..9].to_vec()];
+    let cuts: Vec<Vec<KafkaMessage>> =
+        vec![records.clone(), records[..5].to_vec(), records[5..].to_vec(), records[3..9].to_vec()];
     let runs = cuts.into_iter().map(|c| {
         let d = decide.clone();
         tokio::spawn(async move { d.handle(Trigger::Kafka(c)).await })
@@ -171,7 +252,10 @@ async fn records_without_offsets_and_republished_burst_events_decide_once() {
     // One burst event published three times (three offsets): one step.
     let event = json!({"kind": "burst", "burst": true, "time_s": now, "total_rate": 9_000.0, "predicted_load": 20_000.0, "predicted_peak": 20_000.0, "edges": 4, "edges_bursting": 3});
     for offset in [10, 11, 12] {
-        decide.handle(Trigger::Kafka(vec![record("scaling-requests", offset, now_ms(), event.clone())])).await.unwrap();
+        decide
+            .handle(Trigger::Kafka(vec![record("scaling-requests", offset, now_ms(), event.clone())]))
+            .await
+            .unwrap();
     }
     assert_eq!(decisions(&env), 2, "one for the metrics, one for the burst event");
 }
@@ -184,12 +268,27 @@ async fn decisions_in_quick_succession_step_at_most_max_step_per_window() {
     let now = handlers::events::now_s();
     let mut executors = Vec::new();
     for i in 0..4 {
-        let out = decide.handle(Trigger::Kafka(vec![record("spark-metrics", i, now_ms(), metrics(now + i as f64 * 0.5, 200_000.0, 1e7, 2_000.0))])).await.unwrap();
+        let out = decide
+            .handle(Trigger::Kafka(vec![record(
+                "spark-metrics",
+                i,
+                now_ms(),
+                metrics(now + i as f64 * 0.5, 200_000.0, 1e7, 2_000.0),
+            )]))
+            .await
+            .unwrap();
         executors.push(out["decision"]["applied"]["executors"].as_u64().unwrap());
     }
     let start = 1; // no stored decision: the application's ceiling / vCPU, at least one
-    assert!(executors.iter().all(|&e| e <= start.max(executors[0]) + settings.guardrails.max_step as u64), "{executors:?}");
-    assert_eq!(executors[1..].iter().max(), Some(&executors[0]), "within one window nothing steps further: {executors:?}");
+    assert!(
+        executors.iter().all(|&e| e <= start.max(executors[0]) + settings.guardrails.max_step as u64),
+        "{executors:?}"
+    );
+    assert_eq!(
+        executors[1..].iter().max(),
+        Some(&executors[0]),
+        "within one window nothing steps further: {executors:?}"
+    );
 }
 
 #[tokio::test]
@@ -205,21 +304,37 @@ async fn a_broken_or_tampered_model_falls_back_to_the_reference_rule_and_says_so
     ] {
         let env = Embedded::default();
         let decide = handler(&env, &settings, "scaling-decision");
-        let out = decide.handle(Trigger::Kafka(vec![record("spark-metrics", 0, now_ms(), metrics(now, 8_000.0, 0.0, 8_000.0))])).await.unwrap();
+        let out = decide
+            .handle(Trigger::Kafka(vec![record(
+                "spark-metrics",
+                0,
+                now_ms(),
+                metrics(now, 8_000.0, 0.0, 8_000.0),
+            )]))
+            .await
+            .unwrap();
         assert_eq!(out["decision"]["model_version"], "reference-rule", "{out}");
         assert!(!out["decision"]["fallback"].as_str().unwrap().is_empty(), "{out}");
         assert!(out["decision"]["applied"]["executors"].as_u64().unwrap() >= 1);
     }
     // The right digest loads the model.
-    let pinned = Settings { scaling_model_sha256: Some(handlers::scaling_decision::sha256_hex(handlers::scaling_decision::EMBEDDED_MODEL)), ..Settings::default() };
+    let pinned = Settings {
+        scaling_model_sha256: Some(handlers::scaling_decision::sha256_hex(
+            handlers::scaling_decision::EMBEDDED_MODEL,
+        )),
+        ..Settings::default()
+    };
     let env = Embedded::default();
-    let out = handler(&env, &pinned, "scaling-decision").handle(Trigger::Schedule { time_s: now }).await.unwrap();
+    let out =
+        handler(&env, &pinned, "scaling-decision").handle(Trigger::Schedule { time_s: now }).await.unwrap();
     assert_ne!(out["decision"]["model_version"], "reference-rule");
     assert!(out["decision"].get("fallback").is_none(), "{out}");
     std::fs::remove_dir_all(dir).ok();
 }
 
-async fn futures_join<T>(handles: impl Iterator<Item = tokio::task::JoinHandle<T>>) -> Vec<Result<T, tokio::task::JoinError>> {
+async fn futures_join<T>(
+    handles: impl Iterator<Item = tokio::task::JoinHandle<T>>,
+) -> Vec<Result<T, tokio::task::JoinError>> {
     let mut out = Vec::new();
     for h in handles {
         out.push(h.await);

@@ -80,7 +80,11 @@ pub fn ratios(payload: &[u8], block: usize) -> Result<[f64; 3], ModelError> {
 }
 
 /// Time `f` over the payload repeatedly for at least `budget`, return raw MB per second.
-fn throughput(payload_len: usize, budget: Duration, mut f: impl FnMut() -> Result<(), ModelError>) -> Result<f64, ModelError> {
+fn throughput(
+    payload_len: usize,
+    budget: Duration,
+    mut f: impl FnMut() -> Result<(), ModelError>,
+) -> Result<f64, ModelError> {
     let start = Instant::now();
     let mut rounds = 0u32;
     while rounds == 0 || start.elapsed() < budget {
@@ -148,7 +152,12 @@ pub const CALIBRATION_BLOCK: usize = 64 << 10;
 pub fn to_toml(table: &CompressionTable) -> String {
     let fmt = |p: &CompressionProfile| {
         let speed = |v: f64| if v.is_finite() { format!("{v:.1}") } else { "inf".to_string() };
-        format!("ratio = {:.4}\ncompress_mb_s = {}\ndecompress_mb_s = {}\n", p.ratio, speed(p.compress_mb_s), speed(p.decompress_mb_s))
+        format!(
+            "ratio = {:.4}\ncompress_mb_s = {}\ndecompress_mb_s = {}\n",
+            p.ratio,
+            speed(p.compress_mb_s),
+            speed(p.decompress_mb_s)
+        )
     };
     format!(
         "# Measured by `sparkpilot calibrate`; do not edit by hand. ratio = compressed/raw bytes,\n\

@@ -49,9 +49,22 @@ pub struct JobFit {
 
 /// Least squares over `samples`; batches without rows, cores or a finite duration are left out.
 pub fn fit(samples: &[BatchSample]) -> Result<JobFit, String> {
-    let good: Vec<&BatchSample> = samples.iter().filter(|s| s.rows > 0.0 && s.cores > 0.0 && s.duration_ms.is_finite() && s.duration_ms >= 0.0 && s.bytes_per_event.is_finite() && s.bytes_per_event >= 0.0).collect();
+    let good: Vec<&BatchSample> = samples
+        .iter()
+        .filter(|s| {
+            s.rows > 0.0
+                && s.cores > 0.0
+                && s.duration_ms.is_finite()
+                && s.duration_ms >= 0.0
+                && s.bytes_per_event.is_finite()
+                && s.bytes_per_event >= 0.0
+        })
+        .collect();
     if good.len() < 3 {
-        return Err(format!("{} usable batches (with rows, cores and a duration); at least 3 are needed", good.len()));
+        return Err(format!(
+            "{} usable batches (with rows, cores and a duration); at least 3 are needed",
+            good.len()
+        ));
     }
     let first = good[0].bytes_per_event;
     let sizes_vary = good.iter().any(|s| (s.bytes_per_event - first).abs() > 1e-9 * first.max(1.0));
@@ -133,7 +146,12 @@ mod tests {
                 let bytes = if i % 2 == 0 { 300.0 } else { 30_000.0 };
                 let cores = 1.0 + (i % 3) as f64;
                 let wobble = 10.0 * ((i * 7919) % 21) as f64 / 10.0 - 10.0;
-                BatchSample { rows, cores, bytes_per_event: bytes, duration_ms: 250.0 + rows / cores * (0.4 + 30.0 * bytes / 1e6) + wobble }
+                BatchSample {
+                    rows,
+                    cores,
+                    bytes_per_event: bytes,
+                    duration_ms: 250.0 + rows / cores * (0.4 + 30.0 * bytes / 1e6) + wobble,
+                }
             })
             .collect();
         let f = fit(&batches).unwrap();
@@ -145,7 +163,15 @@ mod tests {
 
     #[test]
     fn one_event_size_fits_two_figures_and_too_little_data_is_refused_clearly() {
-        let batches: Vec<BatchSample> = [10.0, 100.0, 1_000.0].iter().map(|&rows| BatchSample { rows, cores: 2.0, bytes_per_event: 500.0, duration_ms: 100.0 + rows / 2.0 }).collect();
+        let batches: Vec<BatchSample> = [10.0, 100.0, 1_000.0]
+            .iter()
+            .map(|&rows| BatchSample {
+                rows,
+                cores: 2.0,
+                bytes_per_event: 500.0,
+                duration_ms: 100.0 + rows / 2.0,
+            })
+            .collect();
         let f = fit(&batches).unwrap();
         assert_eq!(f.per_mb_cpu_ms, None);
         assert!((f.per_event_cpu_ms - 1.0).abs() < 1e-9 && (f.batch_overhead_ms - 100.0).abs() < 1e-6);

@@ -13,8 +13,8 @@
 //! ```
 
 pub mod calibrate;
-pub mod job_fit;
 mod error;
+pub mod job_fit;
 
 pub use error::ModelError;
 
@@ -115,7 +115,9 @@ impl TierProfile {
             BandwidthScope::Shared => self.bandwidth_mb_s,
             BandwidthScope::PerWorker => self.bandwidth_mb_s * ctx.workers,
             BandwidthScope::PerNode => self.bandwidth_mb_s * ctx.redis_nodes,
-            BandwidthScope::SharedRequests => self.requests_per_s_per_prefix * ctx.block_kb / 1024.0 * ctx.s3_prefixes,
+            BandwidthScope::SharedRequests => {
+                self.requests_per_s_per_prefix * ctx.block_kb / 1024.0 * ctx.s3_prefixes
+            }
         }
     }
 }
@@ -134,8 +136,16 @@ pub struct CompressionProfile {
 impl CompressionProfile {
     /// CPU milliseconds to compress one raw MB and decompress it `reads` times.
     pub fn cpu_ms_per_mb(&self, reads: f64) -> f64 {
-        let c = if self.compress_mb_s.is_finite() && self.compress_mb_s > 0.0 { 1_000.0 / self.compress_mb_s } else { 0.0 };
-        let d = if self.decompress_mb_s.is_finite() && self.decompress_mb_s > 0.0 { 1_000.0 / self.decompress_mb_s } else { 0.0 };
+        let c = if self.compress_mb_s.is_finite() && self.compress_mb_s > 0.0 {
+            1_000.0 / self.compress_mb_s
+        } else {
+            0.0
+        };
+        let d = if self.decompress_mb_s.is_finite() && self.decompress_mb_s > 0.0 {
+            1_000.0 / self.decompress_mb_s
+        } else {
+            0.0
+        };
         c + reads * d
     }
 }
@@ -214,19 +224,27 @@ const EMBEDDED_COMPRESSION: &str = include_str!("../compression.toml");
 impl LatencyModel {
     /// The model shipped with sparkpilot.
     pub fn embedded() -> Self {
-        Self::from_strs(Path::new("latency.toml"), EMBEDDED_LATENCY, Path::new("compression.toml"), EMBEDDED_COMPRESSION)
-            .expect("the embedded latency model parses")
+        Self::from_strs(
+            Path::new("latency.toml"),
+            EMBEDDED_LATENCY,
+            Path::new("compression.toml"),
+            EMBEDDED_COMPRESSION,
+        )
+        .expect("the embedded latency model parses")
     }
 
     /// Load a user's latency and compression files.
     pub fn from_files(latency: &Path, compression: &Path) -> Result<Self, ModelError> {
-        let read = |p: &Path| std::fs::read_to_string(p).map_err(|error| ModelError::Io { path: p.to_path_buf(), error });
+        let read = |p: &Path| {
+            std::fs::read_to_string(p).map_err(|error| ModelError::Io { path: p.to_path_buf(), error })
+        };
         Self::from_strs(latency, &read(latency)?, compression, &read(compression)?)
     }
 
     fn from_strs(lp: &Path, latency: &str, cp: &Path, compression: &str) -> Result<Self, ModelError> {
         let file: LatencyFile = toml::from_str(latency).map_err(|e| ModelError::from_toml(lp, latency, e))?;
-        let table: CompressionTable = toml::from_str(compression).map_err(|e| ModelError::from_toml(cp, compression, e))?;
+        let table: CompressionTable =
+            toml::from_str(compression).map_err(|e| ModelError::from_toml(cp, compression, e))?;
         let Tiers { redis, nvme, s3, glacier, hdd } = file.tiers;
         let model = Self {
             tiers: [redis, nvme, s3, glacier, hdd],
@@ -240,16 +258,24 @@ impl LatencyModel {
 
     fn validate(&self, lp: &Path, cp: &Path) -> Result<(), ModelError> {
         let invalid = |p: &Path, message: String| ModelError::Invalid { path: p.to_path_buf(), message };
-        for (tier, profile) in [Tier::Redis, Tier::Nvme, Tier::S3, Tier::Glacier, Tier::Hdd].iter().zip(&self.tiers) {
+        for (tier, profile) in
+            [Tier::Redis, Tier::Nvme, Tier::S3, Tier::Glacier, Tier::Hdd].iter().zip(&self.tiers)
+        {
             if !(profile.access_ms.is_finite() && profile.access_ms >= 0.0) {
-                return Err(invalid(lp, format!("tiers.{}.access_ms must be a non-negative number", tier.name())));
+                return Err(invalid(
+                    lp,
+                    format!("tiers.{}.access_ms must be a non-negative number", tier.name()),
+                ));
             }
             let bw = match profile.scope {
                 BandwidthScope::SharedRequests => profile.requests_per_s_per_prefix,
                 _ => profile.bandwidth_mb_s,
             };
             if !(bw.is_finite() && bw > 0.0) {
-                return Err(invalid(lp, format!("tiers.{}: bandwidth (or request rate) must be positive", tier.name())));
+                return Err(invalid(
+                    lp,
+                    format!("tiers.{}: bandwidth (or request rate) must be positive", tier.name()),
+                ));
             }
         }
         let p = &self.processing;
@@ -266,7 +292,10 @@ impl LatencyModel {
             ("spill_floor", p.spill_floor),
         ] {
             if !(v.is_finite() && v >= 0.0) {
-                return Err(invalid(lp, format!("processing.{name} must be a non-negative number, found {v}")));
+                return Err(invalid(
+                    lp,
+                    format!("processing.{name} must be a non-negative number, found {v}"),
+                ));
             }
         }
         if p.per_event_cpu_ms + p.per_mb_cpu_ms <= 0.0 {
@@ -274,7 +303,10 @@ impl LatencyModel {
         }
         for (c, profile) in Compression::CHOICES.iter().zip(&self.codecs) {
             if !(profile.ratio.is_finite() && profile.ratio > 0.0 && profile.ratio <= 1.5) {
-                return Err(invalid(cp, format!("{}.ratio must be in (0, 1.5], found {}", c.name(), profile.ratio)));
+                return Err(invalid(
+                    cp,
+                    format!("{}.ratio must be in (0, 1.5], found {}", c.name(), profile.ratio),
+                ));
             }
         }
         Ok(())
@@ -324,16 +356,22 @@ mod tests {
     #[test]
     fn malformed_model_file_names_file_and_line() {
         let bad = EMBEDDED_LATENCY.replace("access_ms = 0.5", "access_ms = \"fast\"");
-        let err = LatencyModel::from_strs(Path::new("mine.toml"), &bad, Path::new("c.toml"), EMBEDDED_COMPRESSION)
-            .unwrap_err()
-            .to_string();
+        let err =
+            LatencyModel::from_strs(Path::new("mine.toml"), &bad, Path::new("c.toml"), EMBEDDED_COMPRESSION)
+                .unwrap_err()
+                .to_string();
         assert!(err.starts_with("mine.toml:"), "{err}");
         let line: usize = err.split(':').nth(1).unwrap().parse().unwrap();
         assert!(bad.lines().nth(line - 1).unwrap().contains("\"fast\""), "{err}");
         let negative = EMBEDDED_LATENCY.replace("per_event_cpu_ms = 5.0", "per_event_cpu_ms = -1.0");
-        let err = LatencyModel::from_strs(Path::new("mine.toml"), &negative, Path::new("c.toml"), EMBEDDED_COMPRESSION)
-            .unwrap_err()
-            .to_string();
+        let err = LatencyModel::from_strs(
+            Path::new("mine.toml"),
+            &negative,
+            Path::new("c.toml"),
+            EMBEDDED_COMPRESSION,
+        )
+        .unwrap_err()
+        .to_string();
         assert!(err.contains("per_event_cpu_ms"), "{err}");
     }
 

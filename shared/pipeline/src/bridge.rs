@@ -119,9 +119,16 @@ fn client_config(config: &BridgeConfig) -> ClientConfig {
 }
 
 impl Bridge {
-    pub fn new(config: BridgeConfig, routes: Vec<Route>, schedules: Vec<Schedule>) -> Result<Self, PipelineError> {
+    pub fn new(
+        config: BridgeConfig,
+        routes: Vec<Route>,
+        schedules: Vec<Schedule>,
+    ) -> Result<Self, PipelineError> {
         if config.batch_size == 0 || config.batch_size > 10_000 {
-            return Err(PipelineError::Config(format!("batch size {} must be 1-10000 (the event-source mapping's range)", config.batch_size)));
+            return Err(PipelineError::Config(format!(
+                "batch size {} must be 1-10000 (the event-source mapping's range)",
+                config.batch_size
+            )));
         }
         if config.max_attempts == 0 {
             return Err(PipelineError::Config("max_attempts must be at least 1".into()));
@@ -138,16 +145,29 @@ impl Bridge {
         for (k, v) in &config.extra {
             cc.set(k, v);
         }
-        let consumer: StreamConsumer = cc.create().map_err(|e| PipelineError::Kafka(format!("consumer for {}: {e}", config.brokers)))?;
+        let consumer: StreamConsumer =
+            cc.create().map_err(|e| PipelineError::Kafka(format!("consumer for {}: {e}", config.brokers)))?;
         let topics: Vec<&str> = routes.iter().map(|r| r.topic.as_str()).collect();
         if !topics.is_empty() {
-            consumer.subscribe(&topics).map_err(|e| PipelineError::Kafka(format!("subscribe {topics:?}: {e}")))?;
+            consumer
+                .subscribe(&topics)
+                .map_err(|e| PipelineError::Kafka(format!("subscribe {topics:?}: {e}")))?;
         }
         let mut pc = client_config(&config);
         pc.set("message.timeout.ms", "5000").set("linger.ms", "1");
-        let producer: FutureProducer = pc.create().map_err(|e| PipelineError::Kafka(format!("dead-letter producer for {}: {e}", config.brokers)))?;
+        let producer: FutureProducer = pc
+            .create()
+            .map_err(|e| PipelineError::Kafka(format!("dead-letter producer for {}: {e}", config.brokers)))?;
         let routes = routes.into_iter().map(|r| (r.topic, r.function)).collect();
-        Ok(Self { config, consumer, producer, routes, schedules, stats: Arc::new(BridgeStats::default()), committed: Default::default() })
+        Ok(Self {
+            config,
+            consumer,
+            producer,
+            routes,
+            schedules,
+            stats: Arc::new(BridgeStats::default()),
+            committed: Default::default(),
+        })
     }
 
     /// Run until `stop` turns true. Schedules run as their own tasks on the current runtime.
@@ -207,7 +227,11 @@ impl Bridge {
                 return Ok(());
             }
             // Wait for a record at most until the oldest waiting batch is due.
-            let wait = pending.values().map(|(since, _)| self.config.batch_window.saturating_sub(since.elapsed())).min().unwrap_or(Duration::from_millis(200));
+            let wait = pending
+                .values()
+                .map(|(since, _)| self.config.batch_window.saturating_sub(since.elapsed()))
+                .min()
+                .unwrap_or(Duration::from_millis(200));
             tokio::select! {
                 msg = tokio::time::timeout(wait, self.consumer.recv()) => match msg {
                     Ok(Ok(m)) => {
@@ -230,13 +254,19 @@ impl Bridge {
             }
             let due: Vec<String> = pending
                 .iter()
-                .filter(|(_, (since, batch))| batch.len() >= self.config.batch_size || since.elapsed() >= self.config.batch_window)
+                .filter(|(_, (since, batch))| {
+                    batch.len() >= self.config.batch_size || since.elapsed() >= self.config.batch_window
+                })
                 .map(|(t, _)| t.clone())
                 .collect();
             for topic in due {
                 let (_, mut batch) = pending.remove(&topic).unwrap_or_else(|| (Instant::now(), Vec::new()));
                 while !batch.is_empty() {
-                    let rest = if batch.len() > self.config.batch_size { batch.split_off(self.config.batch_size) } else { Vec::new() };
+                    let rest = if batch.len() > self.config.batch_size {
+                        batch.split_off(self.config.batch_size)
+                    } else {
+                        Vec::new()
+                    };
                     self.deliver(&topic, batch).await?;
                     batch = rest;
                 }
@@ -261,20 +291,28 @@ impl Bridge {
             *e = (*e).max(r.offset + 1);
         }
         for (p, o) in next {
-            tpl.add_partition_offset(topic, p as i32, Offset::Offset(o)).map_err(|e| PipelineError::Kafka(format!("commit list: {e}")))?;
+            tpl.add_partition_offset(topic, p as i32, Offset::Offset(o))
+                .map_err(|e| PipelineError::Kafka(format!("commit list: {e}")))?;
             self.committed.lock().unwrap_or_else(|e| e.into_inner()).insert((topic.to_string(), p), o);
         }
         // Sent after the batch is handled, not awaited: waiting for the broker's answer would hold
         // the next batch back a round trip, and a commit that is lost only means a redelivery,
         // which the handlers recognise.
-        self.consumer.commit(&tpl, CommitMode::Async).map_err(|e| PipelineError::Kafka(format!("commit {topic}: {e}")))?;
+        self.consumer
+            .commit(&tpl, CommitMode::Async)
+            .map_err(|e| PipelineError::Kafka(format!("commit {topic}: {e}")))?;
         self.stats.commits.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
 
     /// Invoke with retries; on lasting failure bisect; lone records that keep failing are
     /// dead-lettered. Records the handler calls malformed are dead-lettered at once.
-    async fn handle_bisecting(&self, function: &dyn Handler, batch: Vec<KafkaMessage>, dead: &mut HashSet<(String, i64, i64)>) -> Result<(), PipelineError> {
+    async fn handle_bisecting(
+        &self,
+        function: &dyn Handler,
+        batch: Vec<KafkaMessage>,
+        dead: &mut HashSet<(String, i64, i64)>,
+    ) -> Result<(), PipelineError> {
         let mut work = vec![batch];
         while let Some(batch) = work.pop() {
             let mut last_error = String::new();
@@ -301,7 +339,8 @@ impl Bridge {
                 continue;
             }
             if batch.len() == 1 {
-                self.dead_letter(function.name(), &batch[0], &last_error, self.config.max_attempts, dead).await?;
+                self.dead_letter(function.name(), &batch[0], &last_error, self.config.max_attempts, dead)
+                    .await?;
             } else {
                 let mut first = batch;
                 let second = first.split_off(first.len() / 2);
@@ -313,24 +352,42 @@ impl Bridge {
         Ok(())
     }
 
-    async fn dead_letter_malformed(&self, function: &str, batch: &[KafkaMessage], out: &serde_json::Value, dead: &mut HashSet<(String, i64, i64)>) -> Result<(), PipelineError> {
+    async fn dead_letter_malformed(
+        &self,
+        function: &str,
+        batch: &[KafkaMessage],
+        out: &serde_json::Value,
+        dead: &mut HashSet<(String, i64, i64)>,
+    ) -> Result<(), PipelineError> {
         let Some(errors) = out.get("errors").and_then(|e| e.as_array()) else { return Ok(()) };
         for e in errors {
             // RecordError: {"topic", "partition", "offset", "error"}.
             let (Some(p), Some(o)) = (e["partition"].as_i64(), e["offset"].as_i64()) else { continue };
             let topic = e["topic"].as_str().unwrap_or_default();
-            if let Some(r) = batch.iter().find(|r| r.partition == p && r.offset == o && (topic.is_empty() || *r.topic == *topic)) {
-                self.dead_letter(function, r, e["error"].as_str().unwrap_or("malformed record"), 1, dead).await?;
+            if let Some(r) = batch
+                .iter()
+                .find(|r| r.partition == p && r.offset == o && (topic.is_empty() || *r.topic == *topic))
+            {
+                self.dead_letter(function, r, e["error"].as_str().unwrap_or("malformed record"), 1, dead)
+                    .await?;
             }
         }
         Ok(())
     }
 
-    async fn dead_letter(&self, function: &str, r: &KafkaMessage, error: &str, attempts: u32, dead: &mut HashSet<(String, i64, i64)>) -> Result<(), PipelineError> {
+    async fn dead_letter(
+        &self,
+        function: &str,
+        r: &KafkaMessage,
+        error: &str,
+        attempts: u32,
+        dead: &mut HashSet<(String, i64, i64)>,
+    ) -> Result<(), PipelineError> {
         if !dead.insert((r.topic.to_string(), r.partition, r.offset)) {
             return Ok(());
         }
-        let (partition, offset, attempts) = (r.partition.to_string(), r.offset.to_string(), attempts.to_string());
+        let (partition, offset, attempts) =
+            (r.partition.to_string(), r.offset.to_string(), attempts.to_string());
         let headers = OwnedHeaders::new()
             .insert(Header { key: "x-sparkpilot-error", value: Some(error) })
             .insert(Header { key: "x-sparkpilot-function", value: Some(function) })
@@ -346,10 +403,9 @@ impl Bridge {
         if let Some(k) = &r.key {
             record = record.key(k.as_slice());
         }
-        self.producer
-            .send(record, Duration::from_secs(5))
-            .await
-            .map_err(|(e, _)| PipelineError::Kafka(format!("dead letter to {}: {e}", self.config.dead_letter_topic)))?;
+        self.producer.send(record, Duration::from_secs(5)).await.map_err(|(e, _)| {
+            PipelineError::Kafka(format!("dead letter to {}: {e}", self.config.dead_letter_topic))
+        })?;
         self.stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
         tracing::warn!(function, topic = %r.topic, partition = r.partition, offset = r.offset, error, "record dead-lettered");
         Ok(())
@@ -362,7 +418,10 @@ pub fn dead_letter_headers<M: Message>(m: &M) -> BTreeMap<String, String> {
     if let Some(h) = m.headers() {
         for i in 0..h.count() {
             let header = h.get(i);
-            out.insert(header.key.to_string(), header.value.map(|v| String::from_utf8_lossy(v).into_owned()).unwrap_or_default());
+            out.insert(
+                header.key.to_string(),
+                header.value.map(|v| String::from_utf8_lossy(v).into_owned()).unwrap_or_default(),
+            );
         }
     }
     out
@@ -374,10 +433,16 @@ pub async fn create_topics(brokers: &str, topics: &[&str]) -> Result<(), Pipelin
     use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
     use rdkafka::client::DefaultClientContext;
     use rdkafka::types::RDKafkaErrorCode;
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new().set("bootstrap.servers", brokers).create().map_err(|e| PipelineError::Kafka(format!("admin client for {brokers}: {e}")))?;
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()
+        .map_err(|e| PipelineError::Kafka(format!("admin client for {brokers}: {e}")))?;
     let new: Vec<NewTopic> = topics.iter().map(|t| NewTopic::new(t, 1, TopicReplication::Fixed(1))).collect();
     let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
-    let results = admin.create_topics(&new, &options).await.map_err(|e| PipelineError::Kafka(format!("CreateTopics on {brokers}: {e}")))?;
+    let results = admin
+        .create_topics(&new, &options)
+        .await
+        .map_err(|e| PipelineError::Kafka(format!("CreateTopics on {brokers}: {e}")))?;
     for r in results {
         match r {
             Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}

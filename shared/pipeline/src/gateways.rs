@@ -66,7 +66,12 @@ impl EdgeGateways {
             .shares()
             .map(|(id, share)| {
                 let events = now.events_per_s * share;
-                RawDataSummary { edge_id: id.to_string(), timestamp, events, bytes: events * now.bytes_per_event }
+                RawDataSummary {
+                    edge_id: id.to_string(),
+                    timestamp,
+                    events,
+                    bytes: events * now.bytes_per_event,
+                }
             })
             .collect();
         (control, raw)
@@ -88,8 +93,14 @@ mod tests {
             assert_eq!((control.len(), raw.len()), (8, 8));
             let total: f64 = raw.iter().map(|r| r.events).sum();
             let want = trace.at(t).events_per_s;
-            assert!((total - want).abs() < 1e-6 * want.max(1.0), "second {t}: shares sum to {total}, load {want}");
-            assert!(control.iter().zip(&raw).all(|(c, r)| c.edge_id == r.edge_id && c.timestamp == r.timestamp));
+            assert!(
+                (total - want).abs() < 1e-6 * want.max(1.0),
+                "second {t}: shares sum to {total}, load {want}"
+            );
+            assert!(control
+                .iter()
+                .zip(&raw)
+                .all(|(c, r)| c.edge_id == r.edge_id && c.timestamp == r.timestamp));
         }
     }
 

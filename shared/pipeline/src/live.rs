@@ -19,8 +19,13 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
 /// The deployment's triggers (template.yaml, stack.yml): topics to functions.
-pub fn standard_routes(topics: &Topics, functions: &HashMap<&'static str, Arc<dyn Handler>>) -> Result<Vec<Route>, PipelineError> {
-    let get = |name: &str| functions.get(name).cloned().ok_or_else(|| PipelineError::Config(format!("no handler for {name}")));
+pub fn standard_routes(
+    topics: &Topics,
+    functions: &HashMap<&'static str, Arc<dyn Handler>>,
+) -> Result<Vec<Route>, PipelineError> {
+    let get = |name: &str| {
+        functions.get(name).cloned().ok_or_else(|| PipelineError::Config(format!("no handler for {name}")))
+    };
     Ok(vec![
         Route { topic: topics.iot_metadata.clone(), function: get("burst-signal")? },
         Route { topic: topics.scaling_requests.clone(), function: get("scaling-decision")? },
@@ -33,7 +38,9 @@ pub fn standard_routes(topics: &Topics, functions: &HashMap<&'static str, Arc<dy
 pub fn standard_schedules(functions: &HashMap<&'static str, Arc<dyn Handler>>) -> Vec<Schedule> {
     [("meta-weights", 300), ("prewarmer", 60), ("scaling-decision", 60)]
         .into_iter()
-        .filter_map(|(name, s)| functions.get(name).map(|f| Schedule { every: Duration::from_secs(s), function: f.clone() }))
+        .filter_map(|(name, s)| {
+            functions.get(name).map(|f| Schedule { every: Duration::from_secs(s), function: f.clone() })
+        })
         .collect()
 }
 
@@ -47,7 +54,12 @@ pub struct Observed {
 
 impl Observed {
     pub fn new(inner: Arc<dyn Handler>) -> Arc<Self> {
-        Arc::new(Self { inner, handled: Mutex::new(HashMap::new()), last: Mutex::new(None), calls: AtomicU64::new(0) })
+        Arc::new(Self {
+            inner,
+            handled: Mutex::new(HashMap::new()),
+            last: Mutex::new(None),
+            calls: AtomicU64::new(0),
+        })
     }
     /// Records of `topic` handled so far.
     pub fn handled(&self, topic: &str) -> u64 {
@@ -98,7 +110,13 @@ pub struct Endpoints {
 impl Endpoints {
     /// From `KAFKA_BROKERS` and `REDIS_URL`; AWS clients read `AWS_ENDPOINT_URL` themselves.
     pub fn from_env() -> Result<Self, PipelineError> {
-        let need = |k: &str| std::env::var(k).ok().filter(|v| !v.trim().is_empty()).ok_or_else(|| PipelineError::Config(format!("{k} is not set: start the local stack (eval \"$(infra/services start)\")")));
+        let need = |k: &str| {
+            std::env::var(k).ok().filter(|v| !v.trim().is_empty()).ok_or_else(|| {
+                PipelineError::Config(format!(
+                    "{k} is not set: start the local stack (eval \"$(infra/services start)\")"
+                ))
+            })
+        };
         Ok(Self { kafka_brokers: need("KAFKA_BROKERS")?, redis_url: need("REDIS_URL")? })
     }
 }
@@ -125,29 +143,57 @@ pub struct LivePlane {
 }
 
 impl LivePlane {
-    pub async fn connect(endpoints: &Endpoints, settings: &Settings, start: &ScalingAction, tag: &str) -> Result<Self, PipelineError> {
+    pub async fn connect(
+        endpoints: &Endpoints,
+        settings: &Settings,
+        start: &ScalingAction,
+        tag: &str,
+    ) -> Result<Self, PipelineError> {
         let mut settings = settings.clone();
         settings.topics = Topics::tagged(tag);
         settings.key_prefix = format!("replay-{tag}");
         let dlq = format!("sparkpilot-dlq-{tag}");
         let t = &settings.topics;
-        create_topics(&endpoints.kafka_brokers, &[&t.iot_metadata, &t.scaling_requests, &t.spark_metrics, &t.scaling_decisions, &dlq]).await?;
+        create_topics(
+            &endpoints.kafka_brokers,
+            &[&t.iot_metadata, &t.scaling_requests, &t.spark_metrics, &t.scaling_decisions, &dlq],
+        )
+        .await?;
         let conf = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
         let emr_client = aws_sdk_emrserverless::Client::new(&conf);
-        let application_id = create_application(&emr_client, start, settings.guardrails.max_executors.max(start.executors), settings.vcpu_per_executor, tag).await?;
+        let application_id = create_application(
+            &emr_client,
+            start,
+            settings.guardrails.max_executors.max(start.executors),
+            settings.vcpu_per_executor,
+            tag,
+        )
+        .await?;
         let mut s3 = aws_sdk_s3::config::Builder::from(&conf);
         if std::env::var_os("AWS_ENDPOINT_URL").is_some() {
             s3 = s3.force_path_style(true);
         }
         let s3 = aws_sdk_s3::Client::from_conf(s3.build());
         let bucket = format!("sparkpilot-replay-{tag}").to_lowercase();
-        s3.create_bucket().bucket(&bucket).send().await.map_err(|e| PipelineError::Protocol(format!("CreateBucket {bucket}: {}", aws_sdk_s3::error::DisplayErrorContext(e))))?;
+        s3.create_bucket().bucket(&bucket).send().await.map_err(|e| {
+            PipelineError::Protocol(format!(
+                "CreateBucket {bucket}: {}",
+                aws_sdk_s3::error::DisplayErrorContext(e)
+            ))
+        })?;
         let fast = [("linger.ms".to_string(), "0".to_string())];
         let emr = Arc::new(EmrServerless::new(emr_client, &application_id));
         let nvme = std::env::temp_dir().join(format!("sparkpilot-nvme-{tag}"));
         let backends = Backends {
-            store: Arc::new(RedisStore::connect(&endpoints.redis_url).await.map_err(|e| PipelineError::Config(e.to_string()))?),
-            publisher: Arc::new(KafkaPublisher::new(&endpoints.kafka_brokers, &fast).map_err(|e| PipelineError::Kafka(e.to_string()))?),
+            store: Arc::new(
+                RedisStore::connect(&endpoints.redis_url)
+                    .await
+                    .map_err(|e| PipelineError::Config(e.to_string()))?,
+            ),
+            publisher: Arc::new(
+                KafkaPublisher::new(&endpoints.kafka_brokers, &fast)
+                    .map_err(|e| PipelineError::Kafka(e.to_string()))?,
+            ),
             emr: emr.clone(),
             hot_tier: Arc::new(MemoryHotTier::default()),
             objects: Arc::new(S3Store::new(s3, &bucket)),
@@ -165,7 +211,10 @@ impl LivePlane {
             batch_size: 10_000,
             batch_window: Duration::from_millis(5),
             dead_letter_topic: dlq,
-            extra: vec![("session.timeout.ms".into(), "6000".into()), ("fetch.wait.max.ms".into(), "1".into())],
+            extra: vec![
+                ("session.timeout.ms".into(), "6000".into()),
+                ("fetch.wait.max.ms".into(), "1".into()),
+            ],
             ..BridgeConfig::default()
         };
         let routes = vec![
@@ -203,18 +252,32 @@ impl LivePlane {
         })
     }
 
-    async fn produce(&self, topic: &str, key: &str, payload: &[u8], time_s: f64) -> Result<(), PipelineError> {
+    async fn produce(
+        &self,
+        topic: &str,
+        key: &str,
+        payload: &[u8],
+        time_s: f64,
+    ) -> Result<(), PipelineError> {
         self.producer
-            .send(FutureRecord::to(topic).key(key).payload(payload).timestamp((time_s * 1_000.0) as i64), Duration::from_secs(5))
+            .send(
+                FutureRecord::to(topic).key(key).payload(payload).timestamp((time_s * 1_000.0) as i64),
+                Duration::from_secs(5),
+            )
             .await
             .map(|_| ())
             .map_err(|(e, _)| PipelineError::Kafka(format!("produce to {topic}: {e}")))
     }
 
     async fn invoke(&mut self, name: &'static str, trigger: Trigger) -> Result<Value, PipelineError> {
-        let h = self.direct.get(name).cloned().ok_or_else(|| PipelineError::Config(format!("no handler {name}")))?;
+        let h = self
+            .direct
+            .get(name)
+            .cloned()
+            .ok_or_else(|| PipelineError::Config(format!("no handler {name}")))?;
         *self.invocations.entry(name.to_string()).or_default() += 1;
-        let out = h.handle(trigger).await.map_err(|error| PipelineError::Handler { function: name, error })?;
+        let out =
+            h.handle(trigger).await.map_err(|error| PipelineError::Handler { function: name, error })?;
         self.record_errors += out.get("errors").and_then(|e| e.as_array()).map_or(0, |a| a.len());
         Ok(out)
     }
@@ -245,27 +308,41 @@ impl ControlPlane for LivePlane {
             self.invoke("meta-weights", Trigger::Direct(ctx)).await?;
         }
         if !inputs.control.is_empty() {
-            let payloads: Vec<(String, Vec<u8>, f64)> =
-                inputs.control.iter().map(|r| (r.edge_id.clone(), serde_json::to_vec(r).unwrap_or_default(), r.timestamp)).collect();
+            let payloads: Vec<(String, Vec<u8>, f64)> = inputs
+                .control
+                .iter()
+                .map(|r| (r.edge_id.clone(), serde_json::to_vec(r).unwrap_or_default(), r.timestamp))
+                .collect();
             let mut sends = Vec::with_capacity(payloads.len());
             for (k, v, ts) in &payloads {
-                let record = FutureRecord::to(&topics.iot_metadata).key(k).payload(v).timestamp((ts * 1_000.0) as i64);
-                sends.push(self.producer.send_result(record).map_err(|(e, _)| PipelineError::Kafka(format!("produce to {}: {e}", topics.iot_metadata)))?);
+                let record =
+                    FutureRecord::to(&topics.iot_metadata).key(k).payload(v).timestamp((ts * 1_000.0) as i64);
+                sends.push(self.producer.send_result(record).map_err(|(e, _)| {
+                    PipelineError::Kafka(format!("produce to {}: {e}", topics.iot_metadata))
+                })?);
             }
             for s in sends {
-                s.await.map_err(|_| PipelineError::Kafka("producer dropped".into()))?.map_err(|(e, _)| PipelineError::Kafka(format!("produce to {}: {e}", topics.iot_metadata)))?;
+                s.await.map_err(|_| PipelineError::Kafka("producer dropped".into()))?.map_err(|(e, _)| {
+                    PipelineError::Kafka(format!("produce to {}: {e}", topics.iot_metadata))
+                })?;
             }
             self.produced_control += payloads.len() as u64;
             let want = self.produced_control;
             let burst = self.burst.clone();
-            self.wait("burst-signal handling the interval's control messages", || burst.handled(&topics.iot_metadata) >= want).await?;
+            self.wait("burst-signal handling the interval's control messages", || {
+                burst.handled(&topics.iot_metadata) >= want
+            })
+            .await?;
             // A changed cluster state was published to scaling-requests: let scaling-decision take
             // it before this interval's metrics, as the in-process plane does.
             if self.burst.last().is_some_and(|o| o["changed"] == true) {
                 self.expected_requests += 1;
                 let want = self.expected_requests;
                 let decision = self.decision.clone();
-                self.wait("scaling-decision handling a scaling request", || decision.handled(&topics.scaling_requests) >= want).await?;
+                self.wait("scaling-decision handling a scaling request", || {
+                    decision.handled(&topics.scaling_requests) >= want
+                })
+                .await?;
             }
         }
         for f in &inputs.schedules {
@@ -274,14 +351,24 @@ impl ControlPlane for LivePlane {
         if !inputs.manifests.is_empty() {
             self.invoke("shuffle-router", Trigger::Direct(json!({ "blocks": inputs.manifests }))).await?;
         }
-        let metrics = serde_json::to_vec(&inputs.metrics).map_err(|e| PipelineError::Config(format!("spark metrics: {e}")))?;
+        let metrics = serde_json::to_vec(&inputs.metrics)
+            .map_err(|e| PipelineError::Config(format!("spark metrics: {e}")))?;
         let want = self.decision.handled(&topics.spark_metrics) + 1;
         self.produce(&topics.spark_metrics, "job", &metrics, inputs.time_s).await?;
         let decision = self.decision.clone();
-        self.wait("scaling-decision handling the interval's spark-metrics", || decision.handled(&topics.spark_metrics) >= want).await?;
-        let out = self.decision.last().ok_or_else(|| PipelineError::Protocol("scaling-decision returned nothing".into()))?;
-        let decision: DecisionRecord = serde_json::from_value(out["decision"].clone()).map_err(|e| PipelineError::Protocol(format!("scaling-decision's result has no decision: {e}")))?;
-        let application = self.emr.get_application().await.map_err(|e| PipelineError::Protocol(e.to_string()))?;
+        self.wait("scaling-decision handling the interval's spark-metrics", || {
+            decision.handled(&topics.spark_metrics) >= want
+        })
+        .await?;
+        let out = self
+            .decision
+            .last()
+            .ok_or_else(|| PipelineError::Protocol("scaling-decision returned nothing".into()))?;
+        let decision: DecisionRecord = serde_json::from_value(out["decision"].clone()).map_err(|e| {
+            PipelineError::Protocol(format!("scaling-decision's result has no decision: {e}"))
+        })?;
+        let application =
+            self.emr.get_application().await.map_err(|e| PipelineError::Protocol(e.to_string()))?;
         Ok(IntervalResult { decision, application })
     }
 
@@ -301,7 +388,13 @@ impl ControlPlane for LivePlane {
 /// A STARTED application, as a streaming job keeps it, with room for the guardrails' ceiling of
 /// `most` executors: scaling-decision cannot update it, and the replayed job's agent moves the
 /// executors inside it.
-pub(crate) async fn create_application(client: &aws_sdk_emrserverless::Client, start: &ScalingAction, most: u32, vcpu: u32, tag: &str) -> Result<String, PipelineError> {
+pub(crate) async fn create_application(
+    client: &aws_sdk_emrserverless::Client,
+    start: &ScalingAction,
+    most: u32,
+    vcpu: u32,
+    tag: &str,
+) -> Result<String, PipelineError> {
     use aws_sdk_emrserverless::types::MaximumAllowedResources;
     let err = |op: &str, e: String| PipelineError::Protocol(format!("EMR Serverless {op}: {e}"));
     let max = MaximumAllowedResources::builder()
@@ -317,17 +410,34 @@ pub(crate) async fn create_application(client: &aws_sdk_emrserverless::Client, s
         .maximum_capacity(max)
         .send()
         .await
-        .map_err(|e| err("CreateApplication", aws_sdk_emrserverless::error::DisplayErrorContext(e).to_string()))?;
+        .map_err(|e| {
+            err("CreateApplication", aws_sdk_emrserverless::error::DisplayErrorContext(e).to_string())
+        })?;
     let id = out.application_id().to_string();
-    client.start_application().application_id(&id).send().await.map_err(|e| err("StartApplication", aws_sdk_emrserverless::error::DisplayErrorContext(e).to_string()))?;
+    client.start_application().application_id(&id).send().await.map_err(|e| {
+        err("StartApplication", aws_sdk_emrserverless::error::DisplayErrorContext(e).to_string())
+    })?;
     Ok(id)
 }
 
 /// Replay `trace` on the live stack at `endpoints`.
-pub async fn replay_live(arena: &sim::Arena, trace: &traces::Trace, seed: u64, options: &crate::replay::ReplayOptions, endpoints: &Endpoints) -> Result<crate::replay::ReplayReport, PipelineError> {
+pub async fn replay_live(
+    arena: &sim::Arena,
+    trace: &traces::Trace,
+    seed: u64,
+    options: &crate::replay::ReplayOptions,
+    endpoints: &Endpoints,
+) -> Result<crate::replay::ReplayReport, PipelineError> {
     let settings = crate::replay::replay_settings(arena, options.scenario);
     let start = sim::Episode::new(arena, trace, seed)?.action();
-    let tag = format!("{}-{}", std::process::id(), std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or(0));
+    let tag = format!(
+        "{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis())
+            .unwrap_or(0)
+    );
     let mut plane = LivePlane::connect(endpoints, &settings, &start, &tag).await?;
     let result = crate::replay::run(arena, trace, seed, options, &settings, &mut plane).await;
     plane.shutdown().await?;

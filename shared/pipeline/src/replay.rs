@@ -23,9 +23,11 @@
 use crate::gateways::{EdgeGateways, RawDataSummary};
 use crate::PipelineError;
 use async_trait::async_trait;
-use control::{BlockStats, Scenario, ScalingAction, TierRouter};
+use control::{BlockStats, ScalingAction, Scenario, TierRouter};
 use handlers::ports::{AppState, AppStatus, Capacity, EmrControl, PortError, PortResult, Publisher};
-use handlers::{AgentReport, Backends, DecisionRecord, EdgeRecord, Handler, KafkaMessage, Settings, SparkMetrics, Trigger};
+use handlers::{
+    AgentReport, Backends, DecisionRecord, EdgeRecord, Handler, KafkaMessage, Settings, SparkMetrics, Trigger,
+};
 use serde_json::json;
 use sim::{Arena, Episode, Scores, Timeline};
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -60,7 +62,10 @@ pub fn replay_settings(arena: &Arena, scenario: Scenario) -> Settings {
     Settings {
         cluster: arena.config.edge.cluster,
         vcpu_per_executor: arena.config.vcpu_per_executor.round().max(1.0) as u32,
-        guardrails: control::GuardrailConfig { max_executors: arena.config.max_executors.max(1), ..defaults.guardrails },
+        guardrails: control::GuardrailConfig {
+            max_executors: arena.config.max_executors.max(1),
+            ..defaults.guardrails
+        },
         sla_ms: arena.config.sla_ms,
         scenario,
         ..defaults
@@ -177,7 +182,8 @@ pub fn block_stats_for(router: &TierRouter, target: f64, burst: bool) -> BlockSt
         let per_minute = -c.reads_per_minute_scale * (1.0 - f_needed).ln();
         let exact = per_minute * age.max(1.0) / 60.0;
         for count in [exact.floor(), exact.ceil()] {
-            let stats = BlockStats { access_count: count.max(0.0) as u64, age_s: age, burst, archival: false };
+            let stats =
+                BlockStats { access_count: count.max(0.0) as u64, age_s: age, burst, archival: false };
             let err = (router.temperature(&stats) - target).abs();
             if err < best_err {
                 best_err = err;
@@ -191,21 +197,31 @@ pub fn block_stats_for(router: &TierRouter, target: f64, burst: bool) -> BlockSt
 
 /// Drive `trace` through the handlers behind `plane`, with the arena standing in for EMR
 /// Serverless and the Spark job.
-pub async fn run(arena: &Arena, trace: &Trace, seed: u64, options: &ReplayOptions, settings: &Settings, plane: &mut dyn ControlPlane) -> Result<ReplayReport, PipelineError> {
+pub async fn run(
+    arena: &Arena,
+    trace: &Trace,
+    seed: u64,
+    options: &ReplayOptions,
+    settings: &Settings,
+    plane: &mut dyn ControlPlane,
+) -> Result<ReplayReport, PipelineError> {
     let mut episode = Episode::new(arena, trace, seed)?;
     let mut gateways = EdgeGateways::new(&arena.config.edge, seed)?;
-    let router = TierRouter::new(settings.router).map_err(|e| PipelineError::Config(format!("tier router: {e}")))?;
+    let router =
+        TierRouter::new(settings.router).map_err(|e| PipelineError::Config(format!("tier router: {e}")))?;
     let info = arena.episode_info(trace, seed);
     let budget = sim::learned::episode_budget(arena, &info, trace.len() as f64);
     let mut spend = sim::learned::SpendEstimate::default();
     let payload = block_payload(options.block_bytes, seed);
     let mut timeline = Timeline::default();
-    let (mut decisions, mut executor_changes, mut control_messages, mut raw_summaries, mut shuffle_blocks) = (0, 0, 0, 0, 0);
+    let (mut decisions, mut executor_changes, mut control_messages, mut raw_summaries, mut shuffle_blocks) =
+        (0, 0, 0, 0, 0);
     let mut warm = Some(gateways.warm_up(trace));
     let mut next_second = 0usize;
     let mut burst = false;
     let mut last_executors: Option<u32> = None;
-    let (mut drift, mut temperature_drift, mut latency_drift, mut burst_agree) = (0.0_f64, 0.0_f64, 0.0_f64, 0usize);
+    let (mut drift, mut temperature_drift, mut latency_drift, mut burst_agree) =
+        (0.0_f64, 0.0_f64, 0.0_f64, 0usize);
     let started = tokio::time::Instant::now();
     let pace = options.pace.filter(|p| p.is_finite() && *p > 0.0);
     while !episode.done() {
@@ -228,10 +244,15 @@ pub async fn run(arena: &Arena, trace: &Trace, seed: u64, options: &ReplayOption
             burst = control.iter().filter(|r| r.burst_signal == Some(true)).count() * 2 > control.len();
         }
         let obs = episode.observe();
-        let wait_ms = if obs.processing_rate > 0.0 { obs.backlog_events / obs.processing_rate * 1_000.0 } else { 0.0 };
+        let wait_ms =
+            if obs.processing_rate > 0.0 { obs.backlog_events / obs.processing_rate * 1_000.0 } else { 0.0 };
         let metrics = SparkMetrics {
             // The arena stands in for the job and its agent: it runs what the decisions ask.
-            agent: Some(AgentReport { target_executors: obs.current.executors, status: "arena".into(), ..AgentReport::default() }),
+            agent: Some(AgentReport {
+                target_executors: obs.current.executors,
+                status: "arena".into(),
+                ..AgentReport::default()
+            }),
             timestamp: time_s,
             input_rate: obs.input_rate,
             processing_rate: obs.processing_rate,
@@ -273,7 +294,9 @@ pub async fn run(arena: &Arena, trace: &Trace, seed: u64, options: &ReplayOption
         control_messages += control.len();
         raw_summaries += raw.len();
         shuffle_blocks += manifests.len();
-        let result = plane.step(IntervalInputs { t, time_s, control, raw, manifests, metrics, schedules, context }).await?;
+        let result = plane
+            .step(IntervalInputs { t, time_s, control, raw, manifests, metrics, schedules, context })
+            .await?;
         decisions += 1;
         let seen = &result.decision.inputs;
         drift = drift.max(observation_drift(seen, &obs));
@@ -318,7 +341,12 @@ fn block_payload(len: usize, seed: u64) -> Vec<u8> {
     let mut out = Vec::with_capacity(len + 96);
     let mut i = 0u64;
     while out.len() < len {
-        let line = format!("{{\"device\":\"dev-{:05}\",\"seq\":{},\"temp_c\":{:.2}}}\n", (seed.wrapping_mul(31) + i) % 50_000, i, 20.0 + ((i * 7) % 100) as f64 / 10.0);
+        let line = format!(
+            "{{\"device\":\"dev-{:05}\",\"seq\":{},\"temp_c\":{:.2}}}\n",
+            (seed.wrapping_mul(31) + i) % 50_000,
+            i,
+            20.0 + ((i * 7) % 100) as f64 / 10.0
+        );
         out.extend_from_slice(line.as_bytes());
         i += 1;
     }
@@ -339,7 +367,13 @@ impl SimulatedEmr {
     /// A STARTED application (the replayed streaming job runs in it) whose maximum capacity is
     /// `executors` workers of `vcpu` vCPUs and `memory_gb`.
     pub fn new(executors: u32, vcpu: u32, memory_gb: u32) -> Self {
-        let capacity = Capacity { max_vcpu: executors * vcpu, max_memory_gb: executors * memory_gb, initial_executors: 0, worker_vcpu: vcpu, worker_memory_gb: memory_gb };
+        let capacity = Capacity {
+            max_vcpu: executors * vcpu,
+            max_memory_gb: executors * memory_gb,
+            initial_executors: 0,
+            worker_vcpu: vcpu,
+            worker_memory_gb: memory_gb,
+        };
         Self { status: Mutex::new(AppStatus { state: AppState::Started, capacity }), updates: Mutex::new(0) }
     }
 
@@ -356,7 +390,11 @@ impl EmrControl for SimulatedEmr {
     async fn update_capacity(&self, capacity: &Capacity) -> PortResult<()> {
         let mut status = self.status.lock().unwrap_or_else(|p| p.into_inner());
         if !status.state.accepts_update() {
-            return Err(PortError::new("emr-serverless", "UpdateApplication", format!("application is {:?}; updates need CREATED or STOPPED", status.state)));
+            return Err(PortError::new(
+                "emr-serverless",
+                "UpdateApplication",
+                format!("application is {:?}; updates need CREATED or STOPPED", status.state),
+            ));
         }
         status.capacity = *capacity;
         drop(status);
@@ -425,10 +463,18 @@ impl InProcess {
     }
 
     /// [`InProcess::new`] on the given in-memory backends (whose store a dashboard can read).
-    pub fn on(settings: &Settings, start: &ScalingAction, embedded: &handlers::Embedded) -> Result<Self, PipelineError> {
+    pub fn on(
+        settings: &Settings,
+        start: &ScalingAction,
+        embedded: &handlers::Embedded,
+    ) -> Result<Self, PipelineError> {
         let bus = Arc::new(InProcessBus::default());
         // The job was started with room for the guardrails' ceiling, as a deployment starts it.
-        let emr = Arc::new(SimulatedEmr::new(settings.guardrails.max_executors.max(start.executors), settings.vcpu_per_executor.max(1), start.memory_gb));
+        let emr = Arc::new(SimulatedEmr::new(
+            settings.guardrails.max_executors.max(start.executors),
+            settings.vcpu_per_executor.max(1),
+            start.memory_gb,
+        ));
         let mut backends: Backends = embedded.backends();
         backends.publisher = bus.clone();
         backends.emr = emr.clone();
@@ -436,13 +482,31 @@ impl InProcess {
         for name in handlers::FUNCTIONS {
             built.insert(name, handlers::build(name, settings, &backends)?);
         }
-        Ok(Self { settings: settings.clone(), bus, emr, handlers: built, invocations: BTreeMap::new(), record_errors: 0 })
+        Ok(Self {
+            settings: settings.clone(),
+            bus,
+            emr,
+            handlers: built,
+            invocations: BTreeMap::new(),
+            record_errors: 0,
+        })
     }
 
-    async fn invoke(&mut self, name: &'static str, trigger: Trigger) -> Result<serde_json::Value, PipelineError> {
-        let handler = self.handlers.get(name).ok_or_else(|| PipelineError::Config(format!("no handler {name}")))?.clone();
+    async fn invoke(
+        &mut self,
+        name: &'static str,
+        trigger: Trigger,
+    ) -> Result<serde_json::Value, PipelineError> {
+        let handler = self
+            .handlers
+            .get(name)
+            .ok_or_else(|| PipelineError::Config(format!("no handler {name}")))?
+            .clone();
         *self.invocations.entry(name.to_string()).or_default() += 1;
-        let out = handler.handle(trigger).await.map_err(|error| PipelineError::Handler { function: name, error })?;
+        let out = handler
+            .handle(trigger)
+            .await
+            .map_err(|error| PipelineError::Handler { function: name, error })?;
         self.record_errors += out.get("errors").and_then(|e| e.as_array()).map_or(0, |a| a.len());
         Ok(out)
     }
@@ -457,7 +521,8 @@ impl ControlPlane for InProcess {
         }
         if !inputs.control.is_empty() {
             for r in &inputs.control {
-                let value = serde_json::to_vec(r).map_err(|e| PipelineError::Config(format!("edge record: {e}")))?;
+                let value =
+                    serde_json::to_vec(r).map_err(|e| PipelineError::Config(format!("edge record: {e}")))?;
                 self.bus.append(&topics.iot_metadata, Some(&r.edge_id), value, r.timestamp);
             }
             let batch = self.bus.drain(&topics.iot_metadata);
@@ -469,15 +534,19 @@ impl ControlPlane for InProcess {
         if !inputs.manifests.is_empty() {
             self.invoke("shuffle-router", Trigger::Direct(json!({ "blocks": inputs.manifests }))).await?;
         }
-        let metrics = serde_json::to_vec(&inputs.metrics).map_err(|e| PipelineError::Config(format!("spark metrics: {e}")))?;
+        let metrics = serde_json::to_vec(&inputs.metrics)
+            .map_err(|e| PipelineError::Config(format!("spark metrics: {e}")))?;
         let mut batch = self.bus.drain(&topics.scaling_requests);
         self.bus.append(&topics.spark_metrics, Some("job"), metrics, inputs.time_s);
         batch.extend(self.bus.drain(&topics.spark_metrics));
         let out = self.invoke("scaling-decision", Trigger::Kafka(batch)).await?;
         // What scaling-decision published on scaling-decisions is consumed by nobody here.
         self.bus.drain(&topics.scaling_decisions);
-        let decision: DecisionRecord = serde_json::from_value(out["decision"].clone()).map_err(|e| PipelineError::Protocol(format!("scaling-decision's result has no decision: {e}")))?;
-        let application = self.emr.get_application().await.map_err(|e| PipelineError::Protocol(e.to_string()))?;
+        let decision: DecisionRecord = serde_json::from_value(out["decision"].clone()).map_err(|e| {
+            PipelineError::Protocol(format!("scaling-decision's result has no decision: {e}"))
+        })?;
+        let application =
+            self.emr.get_application().await.map_err(|e| PipelineError::Protocol(e.to_string()))?;
         Ok(IntervalResult { decision, application })
     }
 
@@ -491,13 +560,24 @@ impl ControlPlane for InProcess {
 }
 
 /// Replay `trace` on the embedded default: the handlers in-process, the arena as EMR Serverless.
-pub async fn replay_embedded(arena: &Arena, trace: &Trace, seed: u64, options: &ReplayOptions) -> Result<ReplayReport, PipelineError> {
+pub async fn replay_embedded(
+    arena: &Arena,
+    trace: &Trace,
+    seed: u64,
+    options: &ReplayOptions,
+) -> Result<ReplayReport, PipelineError> {
     replay_embedded_on(arena, trace, seed, options, &handlers::Embedded::default()).await
 }
 
 /// [`replay_embedded`] on the given in-memory backends: what the handlers store stays readable
 /// (by the dashboard) during and after the replay.
-pub async fn replay_embedded_on(arena: &Arena, trace: &Trace, seed: u64, options: &ReplayOptions, embedded: &handlers::Embedded) -> Result<ReplayReport, PipelineError> {
+pub async fn replay_embedded_on(
+    arena: &Arena,
+    trace: &Trace,
+    seed: u64,
+    options: &ReplayOptions,
+    embedded: &handlers::Embedded,
+) -> Result<ReplayReport, PipelineError> {
     let settings = replay_settings(arena, options.scenario);
     let start = Episode::new(arena, trace, seed)?.action();
     let mut plane = InProcess::on(&settings, &start, embedded)?;
@@ -533,7 +613,11 @@ mod tests {
         let options = ReplayOptions::default();
         let report = runtime.block_on(replay_embedded(&arena, &trace, 1, &options)).unwrap();
         for f in handlers::FUNCTIONS {
-            assert!(report.invocations.get(f).copied().unwrap_or(0) > 0, "{f} never ran: {:?}", report.invocations);
+            assert!(
+                report.invocations.get(f).copied().unwrap_or(0) > 0,
+                "{f} never ran: {:?}",
+                report.invocations
+            );
         }
         let interval = arena.config.decision_interval_s;
         assert_eq!(report.decisions, trace.len().div_ceil(interval));
@@ -548,11 +632,32 @@ mod tests {
         // Same code path: the tournament's `rl-meta` (meta-controller on the meta-weights schedule,
         // scaling policy, guardrails, prewarmer) on the same trace and seed, from the same model bytes
         // and for the scenario meta-weights serves, scores as the replay.
-        let scaling = || policy::ScalingPolicy::from_bytes("embedded", handlers::scaling_decision::EMBEDDED_MODEL, arena.state_builder()).unwrap();
-        let meta = policy::MetaPolicy::from_bytes("embedded", handlers::meta_weights::EMBEDDED_MODEL).unwrap();
-        let mut contender = sim::learned::Prewarmed::new(sim::learned::RlMeta::new(meta, scaling(), arena.clone(), options.scenario), &arena);
+        let scaling = || {
+            policy::ScalingPolicy::from_bytes(
+                "embedded",
+                handlers::scaling_decision::EMBEDDED_MODEL,
+                arena.state_builder(),
+            )
+            .unwrap()
+        };
+        let meta =
+            policy::MetaPolicy::from_bytes("embedded", handlers::meta_weights::EMBEDDED_MODEL).unwrap();
+        let mut contender = sim::learned::Prewarmed::new(
+            sim::learned::RlMeta::new(meta, scaling(), arena.clone(), options.scenario),
+            &arena,
+        );
         let rl = arena.run(&trace, 1, &mut contender, None).unwrap();
-        assert!(rel(report.scores.cost_usd, rl.cost_usd) < 0.01, "replay ${} vs rl-meta ${}", report.scores.cost_usd, rl.cost_usd);
-        assert!((report.scores.sla_violation_pct - rl.sla_violation_pct).abs() < 0.5, "replay {} % vs rl-meta {} %", report.scores.sla_violation_pct, rl.sla_violation_pct);
+        assert!(
+            rel(report.scores.cost_usd, rl.cost_usd) < 0.01,
+            "replay ${} vs rl-meta ${}",
+            report.scores.cost_usd,
+            rl.cost_usd
+        );
+        assert!(
+            (report.scores.sla_violation_pct - rl.sla_violation_pct).abs() < 0.5,
+            "replay {} % vs rl-meta {} %",
+            report.scores.sla_violation_pct,
+            rl.sla_violation_pct
+        );
     }
 }

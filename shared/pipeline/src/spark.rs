@@ -66,7 +66,10 @@ pub fn fitted(trace: &Trace, options: &SparkReplayOptions) -> Trace {
         .points()
         .iter()
         .take(options.seconds.max(1))
-        .map(|p| TracePoint { events_per_s: p.events_per_s * options.scale, bytes_per_event: p.bytes_per_event.min(options.max_event_bytes) })
+        .map(|p| TracePoint {
+            events_per_s: p.events_per_s * options.scale,
+            bytes_per_event: p.bytes_per_event.min(options.max_event_bytes),
+        })
         .collect();
     Trace::new(format!("{} x{} ({} s)", trace.name(), options.scale, points.len()), points)
 }
@@ -78,8 +81,18 @@ pub fn summarise(lines: &str, sla_ms: f64) -> Result<LatencySummary, PipelineErr
     for (i, line) in lines.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
         let bad = |what: &str| PipelineError::Protocol(format!("latency line {}: {what}", i + 1));
         let v: serde_json::Value = serde_json::from_str(line).map_err(|e| bad(&e.to_string()))?;
-        let b: Vec<f64> = v["buckets_ms"].as_array().ok_or_else(|| bad("no buckets_ms"))?.iter().filter_map(|x| x.as_f64()).collect();
-        let h: Vec<u64> = v["histogram"].as_array().ok_or_else(|| bad("no histogram"))?.iter().filter_map(|x| x.as_u64()).collect();
+        let b: Vec<f64> = v["buckets_ms"]
+            .as_array()
+            .ok_or_else(|| bad("no buckets_ms"))?
+            .iter()
+            .filter_map(|x| x.as_f64())
+            .collect();
+        let h: Vec<u64> = v["histogram"]
+            .as_array()
+            .ok_or_else(|| bad("no histogram"))?
+            .iter()
+            .filter_map(|x| x.as_u64())
+            .collect();
         if h.len() != b.len() + 1 {
             return Err(bad("histogram needs one bucket more than buckets_ms"));
         }
@@ -109,8 +122,15 @@ pub fn summarise(lines: &str, sla_ms: f64) -> Result<LatencySummary, PipelineErr
         }
         f64::INFINITY
     };
-    let over: u64 = counts.iter().enumerate().filter(|(k, _)| *k > 0 && upper(k - 1) >= sla_ms).map(|(_, c)| c).sum();
-    Ok(LatencySummary { events, p50_ms: quantile(0.5), p95_ms: quantile(0.95), p99_ms: quantile(0.99), over_sla_pct: 100.0 * over as f64 / events as f64 })
+    let over: u64 =
+        counts.iter().enumerate().filter(|(k, _)| *k > 0 && upper(k - 1) >= sla_ms).map(|(_, c)| c).sum();
+    Ok(LatencySummary {
+        events,
+        p50_ms: quantile(0.5),
+        p95_ms: quantile(0.95),
+        p99_ms: quantile(0.99),
+        over_sla_pct: 100.0 * over as f64 / events as f64,
+    })
 }
 
 async fn spark_cmd(root: &Path, args: &[String]) -> Result<String, PipelineError> {
@@ -119,9 +139,17 @@ async fn spark_cmd(root: &Path, args: &[String]) -> Result<String, PipelineError
         .stdin(std::process::Stdio::null())
         .output()
         .await
-        .map_err(|e| PipelineError::Config(format!("infra/spark: {e} (run from the repository, with `infra/spark start` done)")))?;
+        .map_err(|e| {
+            PipelineError::Config(format!(
+                "infra/spark: {e} (run from the repository, with `infra/spark start` done)"
+            ))
+        })?;
     if !out.status.success() {
-        return Err(PipelineError::Config(format!("infra/spark {}: {}", args.first().map_or("", |a| a.as_str()), String::from_utf8_lossy(&out.stderr).trim())));
+        return Err(PipelineError::Config(format!(
+            "infra/spark {}: {}",
+            args.first().map_or("", |a| a.as_str()),
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
@@ -134,24 +162,48 @@ async fn live_executors(ui: &str, app: &str) -> Option<u32> {
 }
 
 /// Play `trace` (fitted by `options`) against the real job on the local stack.
-pub async fn replay_spark(arena: &sim::Arena, trace: &Trace, seed: u64, options: &SparkReplayOptions, endpoints: &Endpoints) -> Result<SparkReplayReport, PipelineError> {
+pub async fn replay_spark(
+    arena: &sim::Arena,
+    trace: &Trace,
+    seed: u64,
+    options: &SparkReplayOptions,
+    endpoints: &Endpoints,
+) -> Result<SparkReplayReport, PipelineError> {
     let trace = fitted(trace, options);
-    let tag = format!("{}-{}", std::process::id(), std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or(0));
+    let tag = format!(
+        "{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis())
+            .unwrap_or(0)
+    );
     let mut settings = replay_settings(arena, options.scenario);
     settings.topics = Topics::tagged(&tag);
     settings.key_prefix = format!("spark-replay-{tag}");
     let t = settings.topics.clone();
     let raw = format!("iot-raw-data-{tag}");
     let dlq = format!("sparkpilot-dlq-{tag}");
-    create_topics(&endpoints.kafka_brokers, &[&raw, &t.iot_metadata, &t.scaling_requests, &t.spark_metrics, &t.scaling_decisions, &dlq]).await?;
+    create_topics(
+        &endpoints.kafka_brokers,
+        &[&raw, &t.iot_metadata, &t.scaling_requests, &t.spark_metrics, &t.scaling_decisions, &dlq],
+    )
+    .await?;
     let conf = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
     let emr_client = aws_sdk_emrserverless::Client::new(&conf);
     let start = sim::Episode::new(arena, &trace, seed)?.action();
     let most = settings.guardrails.max_executors.max(1);
     let app = create_application(&emr_client, &start, most, settings.vcpu_per_executor, &tag).await?;
     let backends = Backends {
-        store: Arc::new(RedisStore::connect(&endpoints.redis_url).await.map_err(|e| PipelineError::Config(e.to_string()))?),
-        publisher: Arc::new(KafkaPublisher::new(&endpoints.kafka_brokers, &[]).map_err(|e| PipelineError::Kafka(e.to_string()))?),
+        store: Arc::new(
+            RedisStore::connect(&endpoints.redis_url)
+                .await
+                .map_err(|e| PipelineError::Config(e.to_string()))?,
+        ),
+        publisher: Arc::new(
+            KafkaPublisher::new(&endpoints.kafka_brokers, &[])
+                .map_err(|e| PipelineError::Kafka(e.to_string()))?,
+        ),
         emr: Arc::new(EmrServerless::new(emr_client, &app)),
         hot_tier: Arc::new(MemoryHotTier::default()),
         objects: Arc::new(MemoryObjectStore::default()),
@@ -168,7 +220,10 @@ pub async fn replay_spark(arena: &sim::Arena, trace: &Trace, seed: u64, options:
         extra: vec![("session.timeout.ms".into(), "6000".into())],
         ..BridgeConfig::default()
     };
-    let functions: std::collections::HashMap<&'static str, Arc<dyn handlers::Handler>> = [("burst-signal", burst), ("scaling-decision", decision.clone() as Arc<dyn handlers::Handler>)].into_iter().collect();
+    let functions: std::collections::HashMap<&'static str, Arc<dyn handlers::Handler>> =
+        [("burst-signal", burst), ("scaling-decision", decision.clone() as Arc<dyn handlers::Handler>)]
+            .into_iter()
+            .collect();
     let routes = crate::live::standard_routes(&t, &functions)?;
     let bridge = Arc::new(Bridge::new(config, routes, vec![])?);
     let (stop, stopped) = tokio::sync::watch::channel(false);
@@ -187,27 +242,56 @@ pub async fn replay_spark(arena: &sim::Arena, trace: &Trace, seed: u64, options:
         args.extend(["--conf".to_string(), c]);
     }
     args.extend(["--brokers", &endpoints.kafka_brokers, "--topic", &raw].map(String::from));
-    args.extend(["--checkpoint".to_string(), checkpoint.display().to_string(), "--latency-out".to_string(), latency_out.display().to_string()]);
+    args.extend([
+        "--checkpoint".to_string(),
+        checkpoint.display().to_string(),
+        "--latency-out".to_string(),
+        latency_out.display().to_string(),
+    ]);
     let exports = spark_cmd(&options.root, &args).await?;
-    let var = |name: &str| exports.lines().find_map(|l| l.strip_prefix(&format!("export {name}="))).map(str::to_string).ok_or_else(|| PipelineError::Protocol(format!("infra/spark submit printed no {name}")));
+    let var = |name: &str| {
+        exports
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("export {name}=")))
+            .map(str::to_string)
+            .ok_or_else(|| PipelineError::Protocol(format!("infra/spark submit printed no {name}")))
+    };
     let (ui, app_id) = (var("SPARK_DRIVER_UI")?, var("SPARK_APP_ID")?);
-    let played = play(&trace, seed, arena, &endpoints.kafka_brokers, &raw, &t.iot_metadata, &ui, &app_id).await;
+    let played =
+        play(&trace, seed, arena, &endpoints.kafka_brokers, &raw, &t.iot_metadata, &ui, &app_id).await;
     // The job drains what it was sent before it is stopped.
     tokio::time::sleep(Duration::from_secs(10)).await;
     let _ = spark_cmd(&options.root, &["stop-job".to_string()]).await;
     let _ = stop.send(true);
     let _ = bridge_task.await;
     let real_executors = played?;
-    let lines = tokio::fs::read_to_string(&latency_out).await.map_err(|e| PipelineError::Protocol(format!("{}: {e}", latency_out.display())))?;
+    let lines = tokio::fs::read_to_string(&latency_out)
+        .await
+        .map_err(|e| PipelineError::Protocol(format!("{}: {e}", latency_out.display())))?;
     let real = summarise(&lines, arena.config.sla_ms)?;
-    let arena_report = replay_embedded(arena, &trace, seed, &ReplayOptions { scenario: options.scenario, ..ReplayOptions::default() }).await?;
+    let arena_report = replay_embedded(
+        arena,
+        &trace,
+        seed,
+        &ReplayOptions { scenario: options.scenario, ..ReplayOptions::default() },
+    )
+    .await?;
     Ok(SparkReplayReport { trace, real, real_executors, decisions: decision.calls(), arena: arena_report })
 }
 
 /// Each second: the gateways' control messages and the second's events, then a look at the
 /// executors. Returns the live executors per second.
 #[allow(clippy::too_many_arguments)]
-async fn play(trace: &Trace, seed: u64, arena: &sim::Arena, brokers: &str, raw: &str, metadata: &str, ui: &str, app: &str) -> Result<Vec<u32>, PipelineError> {
+async fn play(
+    trace: &Trace,
+    seed: u64,
+    arena: &sim::Arena,
+    brokers: &str,
+    raw: &str,
+    metadata: &str,
+    ui: &str,
+    app: &str,
+) -> Result<Vec<u32>, PipelineError> {
     let producer: FutureProducer = rdkafka::ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("linger.ms", "20")
@@ -216,10 +300,17 @@ async fn play(trace: &Trace, seed: u64, arena: &sim::Arena, brokers: &str, raw: 
         .map_err(|e| PipelineError::Kafka(format!("producer for {brokers}: {e}")))?;
     let mut gateways = EdgeGateways::new(&arena.config.edge, seed)?;
     let send = |topic: &str, key: &str, payload: &[u8]| {
-        producer.send_result(FutureRecord::to(topic).key(key).payload(payload)).map(|_| ()).map_err(|(e, _)| PipelineError::Kafka(format!("produce to {topic}: {e}")))
+        producer
+            .send_result(FutureRecord::to(topic).key(key).payload(payload))
+            .map(|_| ())
+            .map_err(|(e, _)| PipelineError::Kafka(format!("produce to {topic}: {e}")))
     };
     for r in gateways.warm_up(trace) {
-        send(metadata, &r.edge_id, &serde_json::to_vec(&r).map_err(|e| PipelineError::Protocol(e.to_string()))?)?;
+        send(
+            metadata,
+            &r.edge_id,
+            &serde_json::to_vec(&r).map_err(|e| PipelineError::Protocol(e.to_string()))?,
+        )?;
     }
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut executors = Vec::with_capacity(trace.len());
@@ -228,14 +319,21 @@ async fn play(trace: &Trace, seed: u64, arena: &sim::Arena, brokers: &str, raw: 
         tick.tick().await;
         let (control, _) = gateways.second(t, trace);
         for r in &control {
-            send(metadata, &r.edge_id, &serde_json::to_vec(r).map_err(|e| PipelineError::Protocol(e.to_string()))?)?;
+            send(
+                metadata,
+                &r.edge_id,
+                &serde_json::to_vec(r).map_err(|e| PipelineError::Protocol(e.to_string()))?,
+            )?;
         }
         let point = trace.at(t);
         carry += point.events_per_s;
         let n = carry.floor() as u64;
         carry -= n as f64;
         let pad = "x".repeat((point.bytes_per_event - 100.0).max(0.0) as usize);
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs_f64())
+            .unwrap_or(0.0);
         for i in 0..n {
             let edge = format!("edge-{:03}", i % 32);
             let e = serde_json::json!({"edge_id": edge, "device_id": format!("dev-{}", i % 500), "ts": now, "value": (i % 100) as f64, "pad": pad});
@@ -253,7 +351,9 @@ mod tests {
 
     #[test]
     fn batch_histograms_merge_into_run_percentiles_and_bad_lines_are_named() {
-        let line = |h: [u64; 3]| format!("{{\"buckets_ms\": [500, 1000], \"histogram\": [{}, {}, {}]}}\n", h[0], h[1], h[2]);
+        let line = |h: [u64; 3]| {
+            format!("{{\"buckets_ms\": [500, 1000], \"histogram\": [{}, {}, {}]}}\n", h[0], h[1], h[2])
+        };
         let run = line([90, 5, 0]) + &line([0, 0, 5]);
         let s = summarise(&run, 1_000.0).unwrap();
         assert_eq!((s.events, s.p50_ms, s.p95_ms), (100, 500.0, 1_000.0));
@@ -266,8 +366,19 @@ mod tests {
 
     #[test]
     fn the_fitted_trace_is_scaled_cut_and_capped() {
-        let trace = Trace::new("t", (0..100).map(|i| TracePoint { events_per_s: 1_000.0 + i as f64, bytes_per_event: 100_000.0 }).collect());
-        let o = SparkReplayOptions { scale: 0.1, seconds: 30, max_event_bytes: 2_000.0, root: PathBuf::new(), scenario: Scenario::Balanced };
+        let trace = Trace::new(
+            "t",
+            (0..100)
+                .map(|i| TracePoint { events_per_s: 1_000.0 + i as f64, bytes_per_event: 100_000.0 })
+                .collect(),
+        );
+        let o = SparkReplayOptions {
+            scale: 0.1,
+            seconds: 30,
+            max_event_bytes: 2_000.0,
+            root: PathBuf::new(),
+            scenario: Scenario::Balanced,
+        };
         let f = fitted(&trace, &o);
         assert_eq!(f.len(), 30);
         assert!((f.at(5).events_per_s - 100.5).abs() < 1e-9 && f.at(5).bytes_per_event == 2_000.0);

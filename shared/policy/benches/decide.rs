@@ -14,7 +14,11 @@ fn models() -> PathBuf {
 }
 
 fn state() -> StateBuilder {
-    StateBuilder { vcpu_per_executor: 4.0, max_executors: 64, processing: latency_model::LatencyModel::embedded().processing }
+    StateBuilder {
+        vcpu_per_executor: 4.0,
+        max_executors: 64,
+        processing: latency_model::LatencyModel::embedded().processing,
+    }
 }
 
 fn observation() -> Observation {
@@ -51,16 +55,24 @@ fn benches(c: &mut Criterion) {
     let nnef = std::env::temp_dir().join(format!("scaling-ppo-{}.nnef.tar", std::process::id()));
     PolicyModel::convert_onnx_to_nnef(&onnx, &nnef, &input).expect("convert to NNEF");
     let mut group = c.benchmark_group("load");
-    group.bench_function("onnx", |b| b.iter(|| black_box(PolicyModel::load(&onnx, input.clone(), output.clone()).unwrap())));
-    group.bench_function("nnef", |b| b.iter(|| black_box(PolicyModel::load(&nnef, input.clone(), output.clone()).unwrap())));
+    group.bench_function("onnx", |b| {
+        b.iter(|| black_box(PolicyModel::load(&onnx, input.clone(), output.clone()).unwrap()))
+    });
+    group.bench_function("nnef", |b| {
+        b.iter(|| black_box(PolicyModel::load(&nnef, input.clone(), output.clone()).unwrap()))
+    });
     group.finish();
 
     let policy = ScalingPolicy::load(&onnx, state()).unwrap();
     let obs = observation();
     let features = policy.state.features(&obs);
     let mut group = c.benchmark_group("decide");
-    group.bench_function("tract-only", |b| b.iter(|| black_box(policy.indices(black_box(&features)).unwrap())));
-    group.bench_function("observation-to-action", |b| b.iter(|| black_box(policy.decide(black_box(&obs)).unwrap())));
+    group.bench_function("tract-only", |b| {
+        b.iter(|| black_box(policy.indices(black_box(&features)).unwrap()))
+    });
+    group.bench_function("observation-to-action", |b| {
+        b.iter(|| black_box(policy.decide(black_box(&obs)).unwrap()))
+    });
     group.finish();
     let _ = std::fs::remove_file(&nnef);
 }

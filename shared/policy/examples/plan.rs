@@ -20,7 +20,11 @@ fn main() {
             std::process::exit(2);
         }
     };
-    let model = match PolicyModel::load(std::path::Path::new(&path), TensorSpec::new(&[1, 13], Elem::F32), TensorSpec::new(&[1, 4], Elem::I64)) {
+    let model = match PolicyModel::load(
+        std::path::Path::new(&path),
+        TensorSpec::new(&[1, 13], Elem::F32),
+        TensorSpec::new(&[1, 4], Elem::I64),
+    ) {
         Ok(m) => m,
         Err(e) => {
             eprintln!("error: {e}");

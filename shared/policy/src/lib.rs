@@ -99,7 +99,11 @@ pub struct PolicyModel {
 
 impl std::fmt::Debug for PolicyModel {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PolicyModel").field("path", &self.path).field("input", &self.input).field("output", &self.output).finish()
+        f.debug_struct("PolicyModel")
+            .field("path", &self.path)
+            .field("input", &self.input)
+            .field("output", &self.output)
+            .finish()
     }
 }
 
@@ -110,17 +114,27 @@ fn corrupt(path: &Path, format: ModelFormat, e: impl std::fmt::Display) -> Polic
 impl PolicyModel {
     /// Load `path` (format from its extension) and check it takes `input` and returns `output`.
     pub fn load(path: &Path, input: TensorSpec, output: TensorSpec) -> Result<Self, PolicyError> {
-        let format = ModelFormat::of(path).ok_or_else(|| PolicyError::UnknownFormat { path: path.to_path_buf() })?;
-        let bytes = std::fs::read(path).map_err(|error| PolicyError::Io { path: path.to_path_buf(), error })?;
+        let format =
+            ModelFormat::of(path).ok_or_else(|| PolicyError::UnknownFormat { path: path.to_path_buf() })?;
+        let bytes =
+            std::fs::read(path).map_err(|error| PolicyError::Io { path: path.to_path_buf(), error })?;
         Self::from_bytes(path, format, &bytes, input, output)
     }
 
     /// Load a model held in memory (a model built into a binary); `label` names it in errors.
-    pub fn from_bytes(label: &Path, format: ModelFormat, bytes: &[u8], input: TensorSpec, output: TensorSpec) -> Result<Self, PolicyError> {
+    pub fn from_bytes(
+        label: &Path,
+        format: ModelFormat,
+        bytes: &[u8],
+        input: TensorSpec,
+        output: TensorSpec,
+    ) -> Result<Self, PolicyError> {
         let path = label;
         let typed = match format {
             ModelFormat::Onnx => {
-                let model = tract_onnx::onnx().model_for_read(&mut &bytes[..]).map_err(|e| corrupt(path, format, e))?;
+                let model = tract_onnx::onnx()
+                    .model_for_read(&mut &bytes[..])
+                    .map_err(|e| corrupt(path, format, e))?;
                 Self::check_declared(path, &model, &input)?;
                 let fact = InferenceFact::dt_shape(input.elem.datum(), input.shape.clone());
                 model
@@ -134,9 +148,16 @@ impl PolicyModel {
             }
         };
         Self::check_typed(path, &typed, &input, &output)?;
-        let plan = typed.into_optimized().and_then(|m| m.into_runnable()).map_err(|e| corrupt(path, format, e))?;
+        let plan =
+            typed.into_optimized().and_then(|m| m.into_runnable()).map_err(|e| corrupt(path, format, e))?;
         let state = plan.spawn().map_err(|e| corrupt(path, format, e))?;
-        let model = Self { state: Arc::new(Mutex::new(state)), path: path.to_path_buf(), version: fingerprint(bytes), input, output };
+        let model = Self {
+            state: Arc::new(Mutex::new(state)),
+            path: path.to_path_buf(),
+            version: fingerprint(bytes),
+            input,
+            output,
+        };
         // The first run allocates and is slower: pay it here, at load, not on the first decision.
         let zeros = vec![0.0f32; model.input_len()];
         model.run(&zeros)?;
@@ -187,10 +208,23 @@ impl PolicyModel {
         Ok(())
     }
 
-    fn check_typed(path: &Path, model: &TypedModel, input: &TensorSpec, output: &TensorSpec) -> Result<(), PolicyError> {
-        let shape_of = |fact: &TypedFact| -> Option<Vec<usize>> { fact.shape.as_concrete().map(|s| s.to_vec()) };
-        let check = |what: &'static str, fact: TractResult<&TypedFact>, want: &TensorSpec| -> Result<(), PolicyError> {
-            let fact = fact.map_err(|e| PolicyError::Corrupt { path: path.to_path_buf(), format: "typed", message: format!("{e:#}") })?;
+    fn check_typed(
+        path: &Path,
+        model: &TypedModel,
+        input: &TensorSpec,
+        output: &TensorSpec,
+    ) -> Result<(), PolicyError> {
+        let shape_of =
+            |fact: &TypedFact| -> Option<Vec<usize>> { fact.shape.as_concrete().map(|s| s.to_vec()) };
+        let check = |what: &'static str,
+                     fact: TractResult<&TypedFact>,
+                     want: &TensorSpec|
+         -> Result<(), PolicyError> {
+            let fact = fact.map_err(|e| PolicyError::Corrupt {
+                path: path.to_path_buf(),
+                format: "typed",
+                message: format!("{e:#}"),
+            })?;
             if fact.datum_type != want.elem.datum() || shape_of(fact).as_deref() != Some(&want.shape[..]) {
                 return Err(PolicyError::Shape {
                     path: path.to_path_buf(),
@@ -217,7 +251,13 @@ impl PolicyModel {
     pub fn describe_plan(&self) -> String {
         let state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         let model = state.model();
-        model.eval_order().unwrap_or_default().iter().map(|&n| format!("{}", model.node(n))).collect::<Vec<_>>().join("\n")
+        model
+            .eval_order()
+            .unwrap_or_default()
+            .iter()
+            .map(|&n| format!("{}", model.node(n)))
+            .collect::<Vec<_>>()
+            .join("\n")
     }
 
     fn input_len(&self) -> usize {
@@ -256,11 +296,14 @@ impl PolicyModel {
     pub fn convert_onnx_to_nnef(onnx: &Path, nnef_out: &Path, input: &TensorSpec) -> Result<(), PolicyError> {
         let model = tract_onnx::onnx()
             .model_for_path(onnx)
-            .and_then(|m| m.with_input_fact(0, InferenceFact::dt_shape(input.elem.datum(), input.shape.clone())))
+            .and_then(|m| {
+                m.with_input_fact(0, InferenceFact::dt_shape(input.elem.datum(), input.shape.clone()))
+            })
             .and_then(|m| m.into_typed())
             .and_then(|m| m.into_decluttered())
             .map_err(|e| corrupt(onnx, ModelFormat::Onnx, e))?;
-        let file = std::fs::File::create(nnef_out).map_err(|error| PolicyError::Io { path: nnef_out.to_path_buf(), error })?;
+        let file = std::fs::File::create(nnef_out)
+            .map_err(|error| PolicyError::Io { path: nnef_out.to_path_buf(), error })?;
         tract_nnef::nnef()
             .with_onnx()
             .write_to_tar(&model, file)
@@ -281,13 +324,23 @@ impl ScalingPolicy {
     pub const OUTPUT: [usize; 2] = [1, 4];
 
     pub fn load(path: &Path, state: StateBuilder) -> Result<Self, PolicyError> {
-        let model = PolicyModel::load(path, TensorSpec::new(&Self::INPUT, Elem::F32), TensorSpec::new(&Self::OUTPUT, Elem::I64))?;
+        let model = PolicyModel::load(
+            path,
+            TensorSpec::new(&Self::INPUT, Elem::F32),
+            TensorSpec::new(&Self::OUTPUT, Elem::I64),
+        )?;
         Ok(Self { model, state })
     }
 
     /// Load from bytes (an embedded model); `label` names it in errors.
     pub fn from_bytes(label: &str, bytes: &[u8], state: StateBuilder) -> Result<Self, PolicyError> {
-        let model = PolicyModel::from_bytes(Path::new(label), ModelFormat::Onnx, bytes, TensorSpec::new(&Self::INPUT, Elem::F32), TensorSpec::new(&Self::OUTPUT, Elem::I64))?;
+        let model = PolicyModel::from_bytes(
+            Path::new(label),
+            ModelFormat::Onnx,
+            bytes,
+            TensorSpec::new(&Self::INPUT, Elem::F32),
+            TensorSpec::new(&Self::OUTPUT, Elem::I64),
+        )?;
         Ok(Self { model, state })
     }
 
@@ -322,13 +375,23 @@ impl MetaPolicy {
     pub const OUTPUT: [usize; 2] = [1, 2];
 
     pub fn load(path: &Path) -> Result<Self, PolicyError> {
-        let model = PolicyModel::load(path, TensorSpec::new(&Self::INPUT, Elem::F32), TensorSpec::new(&Self::OUTPUT, Elem::F32))?;
+        let model = PolicyModel::load(
+            path,
+            TensorSpec::new(&Self::INPUT, Elem::F32),
+            TensorSpec::new(&Self::OUTPUT, Elem::F32),
+        )?;
         Ok(Self { model })
     }
 
     /// Load from bytes (an embedded model); `label` names it in errors.
     pub fn from_bytes(label: &str, bytes: &[u8]) -> Result<Self, PolicyError> {
-        let model = PolicyModel::from_bytes(Path::new(label), ModelFormat::Onnx, bytes, TensorSpec::new(&Self::INPUT, Elem::F32), TensorSpec::new(&Self::OUTPUT, Elem::F32))?;
+        let model = PolicyModel::from_bytes(
+            Path::new(label),
+            ModelFormat::Onnx,
+            bytes,
+            TensorSpec::new(&Self::INPUT, Elem::F32),
+            TensorSpec::new(&Self::OUTPUT, Elem::F32),
+        )?;
         Ok(Self { model })
     }
 
@@ -354,14 +417,21 @@ impl SeedCompatPolicy {
     pub const OUTPUT: [usize; 2] = [1, 4];
 
     pub fn load(path: &Path) -> Result<Self, PolicyError> {
-        let model = PolicyModel::load(path, TensorSpec::new(&Self::INPUT, Elem::F32), TensorSpec::new(&Self::OUTPUT, Elem::I64))?;
+        let model = PolicyModel::load(
+            path,
+            TensorSpec::new(&Self::INPUT, Elem::F32),
+            TensorSpec::new(&Self::OUTPUT, Elem::I64),
+        )?;
         Ok(Self { model })
     }
 
     pub fn act(&self, obs: &[f64; 13]) -> Result<[usize; 4], PolicyError> {
         // The graph sizes executors from obs 11 (the predicted load); a NaN there has no size.
         if let Some((i, v)) = obs.iter().enumerate().find(|(_, v)| !v.is_finite()) {
-            return Err(PolicyError::Run { path: self.model.path.clone(), message: format!("observation {i} is {v}, not a finite number") });
+            return Err(PolicyError::Run {
+                path: self.model.path.clone(),
+                message: format!("observation {i} is {v}, not a finite number"),
+            });
         }
         let input = obs.map(|v| v as f32);
         let [a, b, c, d] = self.model.run_array::<i64, 4>(&input)?;
@@ -369,7 +439,10 @@ impl SeedCompatPolicy {
         let idx = [a, b, c, d];
         for (i, (&v, &dim)) in idx.iter().zip(dims.iter()).enumerate() {
             if v < 0 || v >= dim {
-                return Err(PolicyError::Run { path: self.model.path.clone(), message: format!("action {i} index {v} outside 0..{dim}") });
+                return Err(PolicyError::Run {
+                    path: self.model.path.clone(),
+                    message: format!("action {i} index {v} outside 0..{dim}"),
+                });
             }
         }
         Ok(idx.map(|v| v as usize))

@@ -92,7 +92,9 @@ async fn run_lambda(handler: Arc<dyn Handler>) -> Result<(), Error> {
 fn diagnostic(e: &HandlerError) -> lambda_runtime::Diagnostic {
     let kind = match e {
         HandlerError::BadEvent(_) | HandlerError::BadRequest(_) => "NonRetryable.BadInput",
-        HandlerError::Config(_) | HandlerError::Policy(_) | HandlerError::Control(_) => "NonRetryable.Configuration",
+        HandlerError::Config(_) | HandlerError::Policy(_) | HandlerError::Control(_) => {
+            "NonRetryable.Configuration"
+        }
         HandlerError::State(_) => "NonRetryable.State",
         HandlerError::Port(_) => "Retryable.Backend",
         HandlerError::Busy(_) => "Retryable.Busy",
@@ -118,28 +120,46 @@ pub async fn serve_http(listener: TcpListener, handler: Arc<dyn Handler>) -> Res
 fn json_response(status: StatusCode, body: serde_json::Value) -> Response<Full<Bytes>> {
     let mut r = Response::new(Full::new(Bytes::from(body.to_string())));
     *r.status_mut() = status;
-    r.headers_mut().insert(hyper::header::CONTENT_TYPE, hyper::header::HeaderValue::from_static("application/json"));
+    r.headers_mut()
+        .insert(hyper::header::CONTENT_TYPE, hyper::header::HeaderValue::from_static("application/json"));
     r
 }
 
 /// Largest request body accepted (a shuffle manifest batch with payloads), bytes.
 const MAX_BODY: u64 = 64 * 1024 * 1024;
 
-async fn respond(handler: Arc<dyn Handler>, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, std::convert::Infallible> {
+async fn respond(
+    handler: Arc<dyn Handler>,
+    req: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, std::convert::Infallible> {
     if req.method() == Method::GET && (req.uri().path() == "/_/health" || req.uri().path() == "/health") {
-        return Ok(json_response(StatusCode::OK, serde_json::json!({"function": handler.name(), "status": "ready"})));
+        return Ok(json_response(
+            StatusCode::OK,
+            serde_json::json!({"function": handler.name(), "status": "ready"}),
+        ));
     }
     if req.method() != Method::POST {
-        return Ok(json_response(StatusCode::METHOD_NOT_ALLOWED, serde_json::json!({"error": "POST an event, or GET /_/health"})));
+        return Ok(json_response(
+            StatusCode::METHOD_NOT_ALLOWED,
+            serde_json::json!({"error": "POST an event, or GET /_/health"}),
+        ));
     }
     let too_big = hyper::body::Body::size_hint(req.body()).lower() > MAX_BODY;
     if too_big {
-        return Ok(json_response(StatusCode::PAYLOAD_TOO_LARGE, serde_json::json!({"error": format!("body above {MAX_BODY} bytes")})));
+        return Ok(json_response(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            serde_json::json!({"error": format!("body above {MAX_BODY} bytes")}),
+        ));
     }
     let (parts, body) = req.into_parts();
     let body = match http_body_util::Limited::new(body, MAX_BODY as usize).collect().await {
         Ok(b) => b.to_bytes(),
-        Err(e) => return Ok(json_response(StatusCode::BAD_REQUEST, serde_json::json!({"error": format!("reading body: {e}")}))),
+        Err(e) => {
+            return Ok(json_response(
+                StatusCode::BAD_REQUEST,
+                serde_json::json!({"error": format!("reading body: {e}")}),
+            ))
+        }
     };
     let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
     let result = match handlers::decode_http(header, &body, handlers::events::now_s()) {

@@ -3,9 +3,9 @@
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use latency_model::{Compression, Tier};
+use sim::clairvoyant::{clairvoyant_bound, ClairvoyantSchedule};
 use sim::seed_compat;
 use sim::tournament::{realistic_baseline, seed_baseline, Contender, SeedContender};
-use sim::clairvoyant::{clairvoyant_bound, ClairvoyantSchedule};
 use sim::{Arena, ConstantPolicy};
 use std::hint::black_box;
 use std::time::Duration;
@@ -27,9 +27,15 @@ fn episode_500(c: &mut Criterion) {
     let trace = traces::resolve("burst-4x", 1).unwrap().window(0, 500);
     let mut group = c.benchmark_group("realistic-episode-500");
     for name in sim::tournament::REALISTIC_BASELINES {
-        group.bench_with_input(BenchmarkId::from_parameter(name), &name, |b, name| match realistic_baseline(name).unwrap() {
+        group.bench_with_input(BenchmarkId::from_parameter(name), &name, |b, name| match realistic_baseline(
+            name,
+        )
+        .unwrap()
+        {
             Contender::Policy(mut p) => b.iter(|| black_box(arena.run(&trace, 1, p.as_mut(), None).unwrap())),
-            Contender::Clairvoyant => b.iter(|| black_box(clairvoyant_bound(&arena, &trace, 1, None).unwrap())),
+            Contender::Clairvoyant => {
+                b.iter(|| black_box(clairvoyant_bound(&arena, &trace, 1, None).unwrap()))
+            }
             Contender::ClairvoyantSchedule => b.iter(|| {
                 let mut schedule = ClairvoyantSchedule::new(&arena, &trace, 1).unwrap();
                 black_box(arena.run(&trace, 1, &mut schedule, None).unwrap())
@@ -39,9 +45,13 @@ fn episode_500(c: &mut Criterion) {
     group.finish();
     let mut group = c.benchmark_group("seed-compat-episode-500");
     for name in sim::tournament::SEED_BASELINES {
-        group.bench_with_input(BenchmarkId::from_parameter(name), &name, |b, name| match seed_baseline(name).unwrap() {
-            SeedContender::Policy(mut p) => b.iter(|| black_box(seed_compat::run_episode(1, Some(p.as_mut()), None))),
-            SeedContender::Clairvoyant => b.iter(|| black_box(seed_compat::run_episode(1, None, None))),
+        group.bench_with_input(BenchmarkId::from_parameter(name), &name, |b, name| {
+            match seed_baseline(name).unwrap() {
+                SeedContender::Policy(mut p) => {
+                    b.iter(|| black_box(seed_compat::run_episode(1, Some(p.as_mut()), None)))
+                }
+                SeedContender::Clairvoyant => b.iter(|| black_box(seed_compat::run_episode(1, None, None))),
+            }
         });
     }
     group.finish();

@@ -14,11 +14,11 @@
 #[path = "common/fixed_indices.rs"]
 mod fixed_indices;
 
+use latency_model::Tier;
 use sim::clairvoyant::{cheapest_action, fewest_executors, worker_rate_per_second, ClairvoyantSchedule};
 use sim::learned::RlScaling;
 use sim::realistic::TemperatureSeries;
 use sim::{Arena, Episode, Policy};
-use latency_model::Tier;
 
 #[derive(Default, Clone, Copy)]
 struct Split {
@@ -33,7 +33,9 @@ struct Split {
 /// The fixed rule named by `Q/B` (headrooms while the burst signal is down / up).
 fn rule_policy(arena: &Arena, rule: &str) -> Result<fixed_indices::FixedIndices, Box<dyn std::error::Error>> {
     let (quiet, burst) = rule.split_once('/').ok_or_else(|| format!("rule {rule:?} is not Q/B"))?;
-    fixed_indices::FixedIndices::headroom_rule(arena, quiet.parse()?, burst.parse()?).ok_or_else(|| format!("rule {rule:?}: each headroom must be one of {:?}", control::EXECUTOR_HEADROOM).into())
+    fixed_indices::FixedIndices::headroom_rule(arena, quiet.parse()?, burst.parse()?).ok_or_else(|| {
+        format!("rule {rule:?}: each headroom must be one of {:?}", control::EXECUTOR_HEADROOM).into()
+    })
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -51,7 +53,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             let mut policy: Box<dyn Policy> = match who {
                 "rl" => match model.strip_prefix("rule:") {
                     Some(rule) => Box::new(rule_policy(&arena, rule)?),
-                    None => Box::new(RlScaling::new("rl", policy::ScalingPolicy::load(std::path::Path::new(model), arena.state_builder())?)),
+                    None => Box::new(RlScaling::new(
+                        "rl",
+                        policy::ScalingPolicy::load(std::path::Path::new(model), arena.state_builder())?,
+                    )),
                 },
                 _ => Box::new(ClairvoyantSchedule::new(&arena, &trace, seed)?),
             };
@@ -66,14 +71,22 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 let out = episode.advance(action, None);
                 let t1 = episode.time().min(trace.len());
                 let kept = episode.action();
-                *configs.entry(format!("{} GB {:?} {:?}", kept.memory_gb, kept.tier, kept.compression)).or_default() += 1;
+                *configs
+                    .entry(format!("{} GB {:?} {:?}", kept.memory_gb, kept.tier, kept.compression))
+                    .or_default() += 1;
                 let (mut bound, mut config, mut right) = (0.0, 0.0, 0.0);
                 for (&p, &temperature) in trace.points()[t0..t1].iter().zip(&temperatures[t0..t1]) {
                     if let Some((_, c)) = cheapest_action(&arena, p, temperature) {
                         bound += c;
                     }
                     if let Some(n) = fewest_executors(&arena, &kept, p, temperature) {
-                        let mut c = n as f64 * worker_rate_per_second(&arena, &kept) + arena.tier_cost_per_second(&kept, p.events_per_s, p.bytes_per_event, temperature);
+                        let mut c = n as f64 * worker_rate_per_second(&arena, &kept)
+                            + arena.tier_cost_per_second(
+                                &kept,
+                                p.events_per_s,
+                                p.bytes_per_event,
+                                temperature,
+                            );
                         if kept.tier == Tier::Redis {
                             c += arena.redis_rate_per_second();
                         }
@@ -82,7 +95,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                     }
                 }
                 let seconds = (t1 - t0).max(1) as f64;
-                let group = if obs.burst_signal { 1 } else if obs.predicted_load > 1.3 * obs.input_rate { 2 } else { 0 };
+                let group = if obs.burst_signal {
+                    1
+                } else if obs.predicted_load > 1.3 * obs.input_rate {
+                    2
+                } else {
+                    0
+                };
                 let s = &mut phases[group];
                 s.paid += out.cost_usd;
                 s.bound += bound;
@@ -96,8 +115,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let decisions: usize = configs.values().sum();
         let mut common: Vec<(String, usize)> = configs.into_iter().collect();
         common.sort_by_key(|c| std::cmp::Reverse(c.1));
-        let common: Vec<String> = common.iter().take(3).map(|(c, n)| format!("{c} {:.0} %", 100.0 * *n as f64 / decisions.max(1) as f64)).collect();
-        println!("{who} on {trace_name}, {seeds} seeds (cost as x the whole bound); configurations: {}", common.join(", "));
+        let common: Vec<String> = common
+            .iter()
+            .take(3)
+            .map(|(c, n)| format!("{c} {:.0} %", 100.0 * *n as f64 / decisions.max(1) as f64))
+            .collect();
+        println!(
+            "{who} on {trace_name}, {seeds} seeds (cost as x the whole bound); configurations: {}",
+            common.join(", ")
+        );
         for (name, s) in ["quiet", "burst", "hold"].iter().zip(phases) {
             println!(
                 "  {name:<8} {:>4} intervals: bound {:.3}  + config {:+.3}  + count {:+.3}  = paid {:.3};  executors {:.1} vs right size {:.1}",

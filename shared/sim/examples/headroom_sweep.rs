@@ -36,7 +36,14 @@ fn main() {
                     cost += s.cost_usd;
                     viol += s.sla_violation_pct;
                 }
-                println!("  {:>5} x{:<4} cost {:.3} ({:.2}x)  viol {:.2} %", tier.name(), headroom, cost / seeds as f64, cost / bound, viol / seeds as f64);
+                println!(
+                    "  {:>5} x{:<4} cost {:.3} ({:.2}x)  viol {:.2} %",
+                    tier.name(),
+                    headroom,
+                    cost / seeds as f64,
+                    cost / bound,
+                    viol / seeds as f64
+                );
             }
         }
     }

@@ -52,7 +52,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let summary = |pick: fn(&(f64, f64)) -> f64| {
             let n = weights.len().max(1) as f64;
             let mean = weights.iter().map(pick).sum::<f64>() / n;
-            let (lo, hi) = weights.iter().map(pick).fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), w| (lo.min(w), hi.max(w)));
+            let (lo, hi) = weights
+                .iter()
+                .map(pick)
+                .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), w| (lo.min(w), hi.max(w)));
             format!("{mean:.2} [{lo:.2}, {hi:.2}]")
         };
         println!(

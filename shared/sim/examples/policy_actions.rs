@@ -23,11 +23,20 @@ fn run() -> Result<(), String> {
     };
     let arena = Arena::embedded();
     let state: StateBuilder = arena.state_builder();
-    let policy = policy::ScalingPolicy::load(std::path::Path::new(model), state.clone()).map_err(|e| e.to_string())?;
+    let policy =
+        policy::ScalingPolicy::load(std::path::Path::new(model), state.clone()).map_err(|e| e.to_string())?;
     let trace = traces::resolve(trace_name, seed).map_err(|e| e.to_string())?;
     let mut episode = Episode::new(&arena, &trace, seed).map_err(|e| e.to_string())?;
     let mut guard = ArenaGuardrails::new(arena.config.max_executors);
-    let mut counts = [[vec![0usize; ACTION_DIMS[0]], vec![0; ACTION_DIMS[1]], vec![0; ACTION_DIMS[2]], vec![0; ACTION_DIMS[3]]], [vec![0; ACTION_DIMS[0]], vec![0; ACTION_DIMS[1]], vec![0; ACTION_DIMS[2]], vec![0; ACTION_DIMS[3]]]];
+    let mut counts = [
+        [
+            vec![0usize; ACTION_DIMS[0]],
+            vec![0; ACTION_DIMS[1]],
+            vec![0; ACTION_DIMS[2]],
+            vec![0; ACTION_DIMS[3]],
+        ],
+        [vec![0; ACTION_DIMS[0]], vec![0; ACTION_DIMS[1]], vec![0; ACTION_DIMS[2]], vec![0; ACTION_DIMS[3]]],
+    ];
     let mut violating = 0.0;
     while !episode.done() {
         let obs = episode.observe();

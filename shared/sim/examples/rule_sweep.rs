@@ -14,7 +14,15 @@ use fixed_indices::FixedIndices;
 use sim::config::ArenaConfig;
 use sim::Arena;
 
-const TRACES: [&str; 7] = ["step-burst", "burst-4x", "rush-hour", "slow-ramp", "flash-crowd", "data/traces/real/nyc-taxi-week.csv", "data/traces/real/aws-elb-requests.csv"];
+const TRACES: [&str; 7] = [
+    "step-burst",
+    "burst-4x",
+    "rush-hour",
+    "slow-ramp",
+    "flash-crowd",
+    "data/traces/real/nyc-taxi-week.csv",
+    "data/traces/real/aws-elb-requests.csv",
+];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let seeds: u64 = std::env::args().nth(1).map(|s| s.parse()).transpose()?.unwrap_or(5);
@@ -26,7 +34,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             bounds[i] += sim::clairvoyant::clairvoyant_bound(&base, &trace, seed, None)?.cost_usd;
         }
     }
-    println!("cost x the clairvoyant bound and % of events over the SLA, mean of {seeds} seeds; columns: {}", TRACES.map(|t| t.rsplit('/').next().unwrap_or(t)).join(", "));
+    println!(
+        "cost x the clairvoyant bound and % of events over the SLA, mean of {seeds} seeds; columns: {}",
+        TRACES.map(|t| t.rsplit('/').next().unwrap_or(t)).join(", ")
+    );
     for window in [0.0, 60.0] {
         let mut config = ArenaConfig::default();
         config.edge.cluster.forecast_window_s = window;
@@ -34,13 +45,24 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         println!("forecast window {window} s");
         // The last three are the scaling policy's reference rule at the scenarios' extremes and at the
         // balanced weights (`trainer::scaling_env::teacher_headroom`).
-        for (quiet, burst) in [(1.0, 1.0), (1.0, 1.15), (1.0, 1.4), (1.05, 1.05), (1.05, 1.4), (0.95, 1.0), (0.95, 1.2), (1.0, 1.6)] {
+        for (quiet, burst) in [
+            (1.0, 1.0),
+            (1.0, 1.15),
+            (1.0, 1.4),
+            (1.05, 1.05),
+            (1.05, 1.4),
+            (0.95, 1.0),
+            (0.95, 1.2),
+            (1.0, 1.6),
+        ] {
             let mut line = format!("  x{quiet:<4} (burst x{burst:<4})");
             for (i, name) in TRACES.iter().enumerate() {
                 let (mut cost, mut violations) = (0.0, 0.0);
                 for seed in 0..seeds {
                     let trace = traces::resolve(name, seed)?;
-                    let mut rule = FixedIndices::headroom_rule(&arena, quiet, burst).ok_or_else(|| format!("{quiet} / {burst}: not executor levels of {EXECUTOR_HEADROOM:?}"))?;
+                    let mut rule = FixedIndices::headroom_rule(&arena, quiet, burst).ok_or_else(|| {
+                        format!("{quiet} / {burst}: not executor levels of {EXECUTOR_HEADROOM:?}")
+                    })?;
                     let scores = arena.run(&trace, seed, &mut rule, None)?;
                     cost += scores.cost_usd;
                     violations += scores.sla_violation_pct;

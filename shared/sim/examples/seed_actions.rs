@@ -57,8 +57,18 @@ fn run() -> Result<(), String> {
         }
     }
     for (i, b) in bands.iter().enumerate().filter(|(_, b)| b.0 > 0) {
-        println!("load {:>3}-{:<3}: {:>6} steps, model {:+.1} % cost, executors {:+.2} on average", i * 100, i * 100 + 100, b.0, 100.0 * b.1 / b.2.max(1e-9), b.3 as f64 / b.0 as f64);
+        println!(
+            "load {:>3}-{:<3}: {:>6} steps, model {:+.1} % cost, executors {:+.2} on average",
+            i * 100,
+            i * 100 + 100,
+            b.0,
+            100.0 * b.1 / b.2.max(1e-9),
+            b.3 as f64 / b.0 as f64
+        );
     }
-    println!("{steps} steps: the model costs {:+.1} % against the safe cheapest action", 100.0 * extra / total.max(1e-9));
+    println!(
+        "{steps} steps: the model costs {:+.1} % against the safe cheapest action",
+        100.0 * extra / total.max(1e-9)
+    );
     Ok(())
 }

@@ -19,18 +19,26 @@ fn run() -> Result<(), String> {
     let [_, model, rest @ ..] = args.as_slice() else {
         return Err("usage: weight_response MODEL [TRACE,TRACE] [SEEDS]".into());
     };
-    let traces: Vec<&str> = rest.first().map_or("step-burst,burst-4x,rush-hour", |s| s.as_str()).split(',').collect();
+    let traces: Vec<&str> =
+        rest.first().map_or("step-burst,burst-4x,rush-hour", |s| s.as_str()).split(',').collect();
     let seeds: u64 = match rest.get(1) {
         Some(s) => s.parse().map_err(|_| format!("seeds `{s}` is not a whole number"))?,
         None => 3,
     };
     let arena = Arena::embedded();
     let state = arena.state_builder();
-    let policy = policy::ScalingPolicy::load(std::path::Path::new(model), state.clone()).map_err(|e| e.to_string())?;
+    let policy =
+        policy::ScalingPolicy::load(std::path::Path::new(model), state.clone()).map_err(|e| e.to_string())?;
     let grid = [0.0, 0.25, 0.5, 0.75, 1.0];
     for name in traces {
-        println!("{name}: cost $ / SLA violations % of events, mean of {seeds} seeds (rows alpha, columns beta)");
-        println!("{:>8} {}", "", grid.iter().map(|b| format!("{:>18}", format!("beta {b}"))).collect::<String>());
+        println!(
+            "{name}: cost $ / SLA violations % of events, mean of {seeds} seeds (rows alpha, columns beta)"
+        );
+        println!(
+            "{:>8} {}",
+            "",
+            grid.iter().map(|b| format!("{:>18}", format!("beta {b}"))).collect::<String>()
+        );
         for &alpha in &grid {
             let mut row = format!("{:>8}", format!("a {alpha}"));
             for &beta in &grid {
@@ -51,7 +59,10 @@ fn run() -> Result<(), String> {
                     cost += scores.cost_usd;
                     viol += scores.sla_violation_pct;
                 }
-                row.push_str(&format!("{:>18}", format!("{:.3} / {:.2}", cost / seeds as f64, viol / seeds as f64)));
+                row.push_str(&format!(
+                    "{:>18}",
+                    format!("{:.3} / {:.2}", cost / seeds as f64, viol / seeds as f64)
+                ));
             }
             println!("{row}");
         }

@@ -28,7 +28,11 @@ impl Policy for Fixed {
         "fixed"
     }
     fn reset(&mut self, info: &EpisodeInfo) {
-        self.executors = executors_for(info.mean_load, info.nominal_executor_rate * TARGET_UTILISATION, info.max_executors);
+        self.executors = executors_for(
+            info.mean_load,
+            info.nominal_executor_rate * TARGET_UTILISATION,
+            info.max_executors,
+        );
     }
     fn decide(&mut self, _obs: &Observation) -> ScalingAction {
         ScalingAction::spark_default(self.executors)
@@ -172,7 +176,10 @@ impl Policy for Seer {
         let n = self.history.len() as f64;
         let (sx, sy) = self.history.iter().fold((0.0, 0.0), |a, &(x, y)| (a.0 + x, a.1 + y));
         let (mx, my) = (sx / n, sy / n);
-        let (sxy, sxx) = self.history.iter().fold((0.0, 0.0), |a, &(x, y)| (a.0 + (x - mx) * (y - my), a.1 + (x - mx) * (x - mx)));
+        let (sxy, sxx) = self
+            .history
+            .iter()
+            .fold((0.0, 0.0), |a, &(x, y)| (a.0 + (x - mx) * (y - my), a.1 + (x - mx) * (x - mx)));
         let slope = if sxx > 0.0 { sxy / sxx } else { 0.0 };
         let forecast = (my + slope * (obs.time_s + self.horizon - mx)).max(0.0);
         ScalingAction::spark_default(executors_for(forecast, self.per_executor, self.max))
@@ -274,7 +281,12 @@ impl<P: Policy> Policy for Tiered<P> {
     fn decide(&mut self, obs: &Observation) -> ScalingAction {
         let action = self.inner.decide(obs);
         let reads = (1.0 + 2.0 * obs.data_temperature.clamp(0.0, 1.0)).round() as u64;
-        let stats = control::BlockStats { access_count: reads, age_s: Self::WINDOW_S, burst: obs.burst_signal, archival: false };
+        let stats = control::BlockStats {
+            access_count: reads,
+            age_s: Self::WINDOW_S,
+            burst: obs.burst_signal,
+            archival: false,
+        };
         let placement = self.router.place(&stats);
         ScalingAction { tier: placement.tier, compression: placement.compression, ..action }
     }
@@ -299,7 +311,12 @@ mod tests {
         obs.data_temperature = 0.0;
         let cold = policy.decide(&obs);
         let router = control::TierRouter::default();
-        let expected = router.place(&control::BlockStats { access_count: 1, age_s: 120.0, burst: false, archival: false });
+        let expected = router.place(&control::BlockStats {
+            access_count: 1,
+            age_s: 120.0,
+            burst: false,
+            archival: false,
+        });
         assert_eq!((cold.tier, cold.compression), (expected.tier, expected.compression));
         assert_eq!(policy.name(), "fixed+tiers");
     }

@@ -23,7 +23,12 @@ pub fn cheapest_action(arena: &Arena, point: TracePoint, temperature: f64) -> Op
                 let Some(lo) = fewest_executors(arena, &action, point, temperature) else { continue };
                 let action = ScalingAction { executors: lo, ..action };
                 let mut cost = lo as f64 * worker_rate_per_second(arena, &action)
-                    + arena.tier_cost_per_second(&action, point.events_per_s, point.bytes_per_event, temperature);
+                    + arena.tier_cost_per_second(
+                        &action,
+                        point.events_per_s,
+                        point.bytes_per_event,
+                        temperature,
+                    );
                 if tier == Tier::Redis {
                     cost += arena.redis_rate_per_second();
                 }
@@ -37,7 +42,12 @@ pub fn cheapest_action(arena: &Arena, point: TracePoint, temperature: f64) -> Op
 }
 
 /// Score the bound on `trace` with the temperatures of episode `seed`.
-pub fn clairvoyant_bound(arena: &Arena, trace: &Trace, seed: u64, mut timeline: Option<&mut Timeline>) -> Result<Scores, SimError> {
+pub fn clairvoyant_bound(
+    arena: &Arena,
+    trace: &Trace,
+    seed: u64,
+    mut timeline: Option<&mut Timeline>,
+) -> Result<Scores, SimError> {
     let mut temperature = TemperatureSeries::new(&arena.config, seed)?;
     let mut hist = LatencyHistogram::default();
     let (mut cost, mut events, mut violating, mut bytes, mut steps_violating) = (0.0, 0.0, 0.0, 0.0, 0usize);
@@ -47,13 +57,21 @@ pub fn clairvoyant_bound(arena: &Arena, trace: &Trace, seed: u64, mut timeline: 
         let temp = temperature.advance();
         let (action, c, latency) = match cheapest_action(arena, *point, temp) {
             Some((a, c)) => {
-                let cap = arena.capacity(&a, a.executors as f64, (a.executors * a.memory_gb) as f64, *point, temp);
+                let cap =
+                    arena.capacity(&a, a.executors as f64, (a.executors * a.memory_gb) as f64, *point, temp);
                 (a, c, cap.service_ms)
             }
             None => {
                 // Beyond the arena's maximum capacity: the largest fast deployment, its overflow violating.
-                let a = ScalingAction { executors: arena.config.max_executors, memory_gb: 30, tier: Tier::Redis, compression: Compression::Lz4, prewarm: 0 };
-                let cap = arena.capacity(&a, a.executors as f64, (a.executors * a.memory_gb) as f64, *point, temp);
+                let a = ScalingAction {
+                    executors: arena.config.max_executors,
+                    memory_gb: 30,
+                    tier: Tier::Redis,
+                    compression: Compression::Lz4,
+                    prewarm: 0,
+                };
+                let cap =
+                    arena.capacity(&a, a.executors as f64, (a.executors * a.memory_gb) as f64, *point, temp);
                 violating += (point.events_per_s - cap.events_per_s()).max(0.0);
                 steps_violating += 1;
                 (a, f64::NAN, cap.service_ms)
@@ -70,7 +88,13 @@ pub fn clairvoyant_bound(arena: &Arena, trace: &Trace, seed: u64, mut timeline: 
         events += point.events_per_s;
         bytes += point.events_per_s * point.bytes_per_event;
         executors.add(action.executors as f64);
-        let cap = arena.capacity(&action, action.executors as f64, (action.executors * action.memory_gb) as f64, *point, temp);
+        let cap = arena.capacity(
+            &action,
+            action.executors as f64,
+            (action.executors * action.memory_gb) as f64,
+            *point,
+            temp,
+        );
         let avail = action.executors as f64 * arena.config.vcpu_per_executor * 1_000.0;
         cpu.add((point.events_per_s.min(cap.events_per_s()) * cap.cpu_ms_per_event / avail).min(1.0));
         if let Some(tl) = timeline.as_deref_mut() {
@@ -125,7 +149,12 @@ impl ClairvoyantSchedule {
             for tier in Tier::CHOICES {
                 for &compression in &codecs {
                     let action = ScalingAction { executors: 1, memory_gb, tier, compression, prewarm: 0 };
-                    let needs: Option<Vec<u32>> = trace.points().iter().zip(&temperatures).map(|(p, &temp)| fewest_executors(arena, &action, *p, temp)).collect();
+                    let needs: Option<Vec<u32>> = trace
+                        .points()
+                        .iter()
+                        .zip(&temperatures)
+                        .map(|(p, &temp)| fewest_executors(arena, &action, *p, temp))
+                        .collect();
                     let Some(needs) = needs else { continue };
                     let rate = worker_rate_per_second(arena, &action);
                     let mut cost: f64 = trace
@@ -133,7 +162,10 @@ impl ClairvoyantSchedule {
                         .iter()
                         .zip(&temperatures)
                         .zip(&needs)
-                        .map(|((p, &temp), &n)| n as f64 * rate + arena.tier_cost_per_second(&action, p.events_per_s, p.bytes_per_event, temp))
+                        .map(|((p, &temp), &n)| {
+                            n as f64 * rate
+                                + arena.tier_cost_per_second(&action, p.events_per_s, p.bytes_per_event, temp)
+                        })
                         .sum();
                     if tier == Tier::Redis {
                         cost += arena.redis_rate_per_second() * trace.len() as f64;
@@ -145,7 +177,11 @@ impl ClairvoyantSchedule {
             }
         }
         let Some((_, action, needs)) = best else {
-            return Err(SimError::Config(format!("trace `{}` needs more than the arena's {} executors in every configuration", trace.name(), cfg.max_executors)));
+            return Err(SimError::Config(format!(
+                "trace `{}` needs more than the arena's {} executors in every configuration",
+                trace.name(),
+                cfg.max_executors
+            )));
         };
         let horizon_s = cfg.cold_start.upper_s().ceil() as usize + cfg.decision_interval_s;
         Ok(Self { action, needs, horizon_s })
@@ -160,13 +196,23 @@ impl ClairvoyantSchedule {
 /// Dollars per second of one worker of `action`'s memory, with the disk its tier needs.
 pub fn worker_rate_per_second(arena: &Arena, action: &ScalingAction) -> f64 {
     let cfg = &arena.config;
-    let disk = if action.tier == Tier::Nvme { cfg.nvme_disk_gb } else { arena.prices.emr.free_ephemeral_storage_gb };
-    arena.prices.emr_rate_per_second(&WorkerSpec { vcpu: cfg.vcpu_per_executor, memory_gb: action.memory_gb as f64, disk_gb: disk })
+    let disk =
+        if action.tier == Tier::Nvme { cfg.nvme_disk_gb } else { arena.prices.emr.free_ephemeral_storage_gb };
+    arena.prices.emr_rate_per_second(&WorkerSpec {
+        vcpu: cfg.vcpu_per_executor,
+        memory_gb: action.memory_gb as f64,
+        disk_gb: disk,
+    })
 }
 
 /// The fewest executors of `action`'s configuration that carry `point` within the SLA, by bisection
 /// (capacity grows with executors); `None` if the arena's maximum does not.
-pub fn fewest_executors(arena: &Arena, action: &ScalingAction, point: TracePoint, temperature: f64) -> Option<u32> {
+pub fn fewest_executors(
+    arena: &Arena,
+    action: &ScalingAction,
+    point: TracePoint,
+    temperature: f64,
+) -> Option<u32> {
     let cfg = &arena.config;
     let meets = |n: u32| {
         let cap = arena.capacity(action, n as f64, (n * action.memory_gb) as f64, point, temperature);
@@ -214,17 +260,34 @@ mod tests {
         let mut schedule = ClairvoyantSchedule::new(&arena, &trace, 5).unwrap();
         let scores = arena.run(&trace, 5, &mut schedule, None).unwrap();
         let bound = clairvoyant_bound(&arena, &trace, 5, None).unwrap();
-        let generous = arena.run(&trace, 5, &mut crate::realistic::ConstantPolicy::new(40, 16, Tier::Redis, Compression::Lz4), None).unwrap();
+        let generous = arena
+            .run(
+                &trace,
+                5,
+                &mut crate::realistic::ConstantPolicy::new(40, 16, Tier::Redis, Compression::Lz4),
+                None,
+            )
+            .unwrap();
         // Requests are made a full cold start ahead, so the load is met as it comes.
         assert!(scores.sla_violation_pct < 0.1, "schedule {:.3} % over the SLA", scores.sla_violation_pct);
-        assert!(scores.cost_usd > bound.cost_usd, "schedule ${} below the bound ${}", scores.cost_usd, bound.cost_usd);
+        assert!(
+            scores.cost_usd > bound.cost_usd,
+            "schedule ${} below the bound ${}",
+            scores.cost_usd,
+            bound.cost_usd
+        );
         assert!(scores.cost_usd < generous.cost_usd);
     }
 
     #[test]
     fn without_start_up_delay_the_schedule_follows_the_need_of_each_interval() {
         let config = ArenaConfig { cold_start: ColdStart::Fixed(0.0), ..ArenaConfig::default() };
-        let arena = Arena::new(config, cost_model::PriceBook::embedded("us-east-1").unwrap(), latency_model::LatencyModel::embedded()).unwrap();
+        let arena = Arena::new(
+            config,
+            cost_model::PriceBook::embedded("us-east-1").unwrap(),
+            latency_model::LatencyModel::embedded(),
+        )
+        .unwrap();
         let trace = traces::resolve("step-burst", 2).unwrap();
         let mut schedule = ClairvoyantSchedule::new(&arena, &trace, 2).unwrap();
         let keep = schedule.configuration();

@@ -37,7 +37,11 @@ impl ColdStart {
 
     /// Parse `fixed:S`, `uniform:LO:HI`, `thesis` or `reported`.
     pub fn parse(text: &str) -> Result<Self, SimError> {
-        let bad = || SimError::Config(format!("cold start `{text}`: expected thesis, reported, fixed:S or uniform:LO:HI"));
+        let bad = || {
+            SimError::Config(format!(
+                "cold start `{text}`: expected thesis, reported, fixed:S or uniform:LO:HI"
+            ))
+        };
         let parts: Vec<&str> = text.split(':').collect();
         let num = |s: &str| -> Result<f64, SimError> {
             let v: f64 = s.parse().map_err(|_| bad())?;
@@ -113,7 +117,15 @@ pub struct EdgeConfig {
 
 impl Default for EdgeConfig {
     fn default() -> Self {
-        Self { gateways: 32, lead_s: 60, noise: 0.05, false_alarms_per_hour: 2.0, false_alarm_s: 10, detector: BurstDetectorConfig::default(), cluster: ClusterConfig::default() }
+        Self {
+            gateways: 32,
+            lead_s: 60,
+            noise: 0.05,
+            false_alarms_per_hour: 2.0,
+            false_alarm_s: 10,
+            detector: BurstDetectorConfig::default(),
+            cluster: ClusterConfig::default(),
+        }
     }
 }
 

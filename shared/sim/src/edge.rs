@@ -47,16 +47,27 @@ impl EdgeFleet {
             return Err(SimError::Config("the edge model needs at least one gateway".into()));
         }
         let sd = if config.noise.is_finite() && config.noise > 0.0 { config.noise } else { 0.0 };
-        let noise = Normal::new(0.0, sd).map_err(|e| SimError::Config(format!("edge noise {}: {e}", config.noise)))?;
+        let noise = Normal::new(0.0, sd)
+            .map_err(|e| SimError::Config(format!("edge noise {}: {e}", config.noise)))?;
         // Their own stream, so that the rest of the arena draws the same numbers whatever the fleet.
         let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed ^ 0xED6E_6A7E_0000_0001);
         let weights: Vec<f64> = (0..config.gateways).map(|_| rng.random_range(0.5..1.5)).collect();
         let total: f64 = weights.iter().sum();
         let mut gateways = Vec::with_capacity(config.gateways);
         for (i, w) in weights.into_iter().enumerate() {
-            gateways.push(Gateway { reporter: control::gateway::Gateway::new(format!("edge-{i:04}"), config.detector)?, share: w / total, false_alarm_left: 0 });
+            gateways.push(Gateway {
+                reporter: control::gateway::Gateway::new(format!("edge-{i:04}"), config.detector)?,
+                share: w / total,
+                false_alarm_left: 0,
+            });
         }
-        Ok(Self { config: config.clone(), gateways, noise, rng, false_alarm_p: (config.false_alarms_per_hour / 3_600.0).clamp(0.0, 1.0) })
+        Ok(Self {
+            config: config.clone(),
+            gateways,
+            noise,
+            rng,
+            false_alarm_p: (config.false_alarms_per_hour / 3_600.0).clamp(0.0, 1.0),
+        })
     }
 
     pub fn len(&self) -> usize {
@@ -134,7 +145,13 @@ impl EdgeSignal {
         config.cluster.validate()?;
         let fleet = EdgeFleet::new(config, seed)?;
         let buffer = Vec::with_capacity(fleet.len());
-        Ok(Self { config: config.clone(), edges: HashMap::with_capacity(fleet.len()), cluster: ClusterBurst::new(config.cluster.cluster_detector)?, fleet, buffer })
+        Ok(Self {
+            config: config.clone(),
+            edges: HashMap::with_capacity(fleet.len()),
+            cluster: ClusterBurst::new(config.cluster.cluster_detector)?,
+            fleet,
+            buffer,
+        })
     }
 
     /// Warm the gateways and the cluster on the load before the episode.
@@ -150,7 +167,9 @@ impl EdgeSignal {
         self.fleet.second(t, trace, &mut self.buffer);
         // apply_batch fails only on an invalid detector configuration, which `new` has refused; were
         // it to fail, the cluster would keep its last state, as a burst-signal whose write failed.
-        if let Err(e) = apply_batch(&mut self.buffer, &mut self.edges, &mut self.cluster, &self.config.cluster) {
+        if let Err(e) =
+            apply_batch(&mut self.buffer, &mut self.edges, &mut self.cluster, &self.config.cluster)
+        {
             debug_assert!(false, "validated edge configuration refused: {e}");
         }
         self.report()
@@ -192,7 +211,8 @@ mod tests {
         for t in 1..400 {
             out.clear();
             fleet.second(t, &trace, &mut out);
-            if first.is_none() && out.iter().filter(|r| r.burst_signal == Some(true)).count() * 2 > out.len() {
+            if first.is_none() && out.iter().filter(|r| r.burst_signal == Some(true)).count() * 2 > out.len()
+            {
                 first = Some(t);
             }
         }
@@ -207,7 +227,11 @@ mod tests {
         let warm = edge.warm_up(&trace).unwrap();
         assert!(!warm.burst);
         let opening = trace.at(0).events_per_s;
-        assert!((warm.predicted_load - opening).abs() < 1e-6 * opening, "warm forecast {} vs load {opening}", warm.predicted_load);
+        assert!(
+            (warm.predicted_load - opening).abs() < 1e-6 * opening,
+            "warm forecast {} vs load {opening}",
+            warm.predicted_load
+        );
         let first = (0..600).find(|&t| edge.step(t, &trace).burst).expect("burst seen");
         // The step happens at 300 s; the gateways see it 60 s early.
         assert!((238..=245).contains(&first), "first signal at {first}");

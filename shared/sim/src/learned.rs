@@ -2,7 +2,10 @@
 
 use crate::realistic::{Arena, EpisodeInfo, Policy};
 use crate::seed_compat::SeedPolicy;
-use control::{plan_prewarm, GuardrailConfig, GuardrailContext, Guardrails, LoadForecaster, LoadSample, MetaContext, Observation, ScalingAction, Scenario, DEFAULT_BYTES_PER_EVENT, PREWARM_HISTORY, PREWARM_UTILISATION};
+use control::{
+    plan_prewarm, GuardrailConfig, GuardrailContext, Guardrails, LoadForecaster, LoadSample, MetaContext,
+    Observation, ScalingAction, Scenario, DEFAULT_BYTES_PER_EVENT, PREWARM_HISTORY, PREWARM_UTILISATION,
+};
 use cost_model::WorkerSpec;
 use policy::{MetaPolicy, ScalingPolicy, SeedCompatPolicy};
 
@@ -77,7 +80,11 @@ pub fn episode_budget(arena: &Arena, info: &EpisodeInfo, seconds: f64) -> f64 {
 
 /// Spend rate a live system can estimate from what it observes: running executors at their price.
 pub fn observed_cost_rate(arena: &Arena, obs: &Observation) -> f64 {
-    let worker = WorkerSpec { vcpu: arena.config.vcpu_per_executor, memory_gb: obs.current.memory_gb as f64, disk_gb: 20.0 };
+    let worker = WorkerSpec {
+        vcpu: arena.config.vcpu_per_executor,
+        memory_gb: obs.current.memory_gb as f64,
+        disk_gb: 20.0,
+    };
     obs.running_executors as f64 * arena.prices.emr_rate_per_second(&worker)
 }
 
@@ -123,16 +130,33 @@ pub struct ArenaGuardrails {
 impl ArenaGuardrails {
     pub fn new(max_executors: u32) -> Self {
         let config = GuardrailConfig { max_executors: max_executors.max(1), ..GuardrailConfig::default() };
-        Self { guardrails: Guardrails::new(config).expect("default guardrails with a maximum of at least one are valid"), last_scale_up_s: None, step_window: None }
+        Self {
+            guardrails: Guardrails::new(config)
+                .expect("default guardrails with a maximum of at least one are valid"),
+            last_scale_up_s: None,
+            step_window: None,
+        }
     }
 
     /// The action to apply for `proposed` at observation `obs`.
     pub fn apply(&mut self, proposed: ScalingAction, obs: &Observation) -> ScalingAction {
         // No spend cap in the arena, so the executor price does not matter here.
-        let ctx = GuardrailContext { now_s: obs.time_s, last_scale_up_s: self.last_scale_up_s, burst: obs.burst_signal, usd_per_executor_hour: 0.0, step_window: self.step_window };
+        let ctx = GuardrailContext {
+            now_s: obs.time_s,
+            last_scale_up_s: self.last_scale_up_s,
+            burst: obs.burst_signal,
+            usd_per_executor_hour: 0.0,
+            step_window: self.step_window,
+        };
         let (action, _) = self.guardrails.apply(proposed, &obs.current, &ctx);
-        self.step_window = Some(control::StepWindow::after(self.step_window, &obs.current, obs.time_s, self.guardrails.config()));
-        self.last_scale_up_s = control::scale_up_time(self.last_scale_up_s, &obs.current, &action, obs.time_s);
+        self.step_window = Some(control::StepWindow::after(
+            self.step_window,
+            &obs.current,
+            obs.time_s,
+            self.guardrails.config(),
+        ));
+        self.last_scale_up_s =
+            control::scale_up_time(self.last_scale_up_s, &obs.current, &action, obs.time_s);
         action
     }
 }
@@ -149,7 +173,13 @@ pub struct RlScaling {
 
 impl RlScaling {
     pub fn new(name: &str, model: ScalingPolicy) -> Self {
-        Self { name: name.to_string(), model, max_executors: 64, guardrails: ArenaGuardrails::new(64), error: None }
+        Self {
+            name: name.to_string(),
+            model,
+            max_executors: 64,
+            guardrails: ArenaGuardrails::new(64),
+            error: None,
+        }
     }
 }
 
@@ -216,7 +246,11 @@ impl Policy for RlMeta {
     }
     fn reset(&mut self, info: &EpisodeInfo) {
         self.scaling.reset(info);
-        self.ctx = MetaContext { scenario: self.scenario, budget_usd: episode_budget(&self.arena, info, info.duration_s), horizon_s: info.duration_s };
+        self.ctx = MetaContext {
+            scenario: self.scenario,
+            budget_usd: episode_budget(&self.arena, info, info.duration_s),
+            horizon_s: info.duration_s,
+        };
         let [a, b, _] = self.scenario.weights();
         self.weights = (a, b);
         self.spend = SpendEstimate::default();
@@ -281,7 +315,13 @@ impl<P: Policy> Policy for Prewarmed<P> {
             // The history holds the decisions before this one: the prewarmer runs before
             // scaling-decision records the interval's metrics.
             let samples: Vec<LoadSample> = self.history.iter().copied().collect();
-            let plan = plan_prewarm(&self.forecaster, &samples, self.executor_rate, PREWARM_UTILISATION, self.max_prewarm);
+            let plan = plan_prewarm(
+                &self.forecaster,
+                &samples,
+                self.executor_rate,
+                PREWARM_UTILISATION,
+                self.max_prewarm,
+            );
             // As the function: an unchanged plan leaves the application alone; a new one is bounded
             // by the maximum capacity in force.
             if plan.workers != self.warm {
@@ -291,7 +331,8 @@ impl<P: Policy> Policy for Prewarmed<P> {
         if self.history.len() == PREWARM_HISTORY {
             self.history.pop_front();
         }
-        self.history.push_back(LoadSample { time_s: crate::edge::EPOCH_S + obs.time_s, rate: obs.input_rate });
+        self.history
+            .push_back(LoadSample { time_s: crate::edge::EPOCH_S + obs.time_s, rate: obs.input_rate });
         let mut action = self.inner.decide(obs);
         action.prewarm = self.warm;
         action

@@ -85,7 +85,8 @@ pub struct Arena {
 impl Arena {
     pub fn new(config: ArenaConfig, prices: PriceBook, model: LatencyModel) -> Result<Self, SimError> {
         config.validate()?;
-        let redis_rate_per_s = config.redis_nodes * prices.elasticache_node_rate_per_second(&config.redis_node_type)?;
+        let redis_rate_per_s =
+            config.redis_nodes * prices.elasticache_node_rate_per_second(&config.redis_node_type)?;
         Ok(Self { config, prices, model, redis_rate_per_s })
     }
 
@@ -117,16 +118,30 @@ impl Arena {
     }
 
     /// Capacity of `running` executors holding `memory_gb_total` under `action` for load `point`.
-    pub fn capacity(&self, action: &ScalingAction, running: f64, memory_gb_total: f64, point: TracePoint, temperature: f64) -> Capacity {
+    pub fn capacity(
+        &self,
+        action: &ScalingAction,
+        running: f64,
+        memory_gb_total: f64,
+        point: TracePoint,
+        temperature: f64,
+    ) -> Capacity {
         let proc = &self.model.processing;
         let reads = Self::reads_per_byte(temperature);
         let codec = self.model.compression(action.compression);
         let shuffle_mb_per_event = point.bytes_per_event * proc.shuffle_ratio / 1e6;
-        let cpu_ms_per_event = proc.cpu_ms_per_event(point.bytes_per_event) + codec.cpu_ms_per_mb(reads) * shuffle_mb_per_event;
+        let cpu_ms_per_event =
+            proc.cpu_ms_per_event(point.bytes_per_event) + codec.cpu_ms_per_mb(reads) * shuffle_mb_per_event;
         let tier = self.model.tier(action.tier);
         let service_ms = proc.batch_overhead_ms + cpu_ms_per_event + proc.round_trips * tier.access_ms;
         if running <= 0.0 {
-            return Capacity { cpu_events_per_s: 0.0, io_events_per_s: 0.0, cpu_ms_per_event, service_ms, usable_memory_gb: 0.0 };
+            return Capacity {
+                cpu_events_per_s: 0.0,
+                io_events_per_s: 0.0,
+                cpu_ms_per_event,
+                service_ms,
+                usable_memory_gb: 0.0,
+            };
         }
         let usable = proc.usable_memory_gb(memory_gb_total / running);
         let per_executor = self.config.vcpu_per_executor * 1_000.0 / cpu_ms_per_event;
@@ -138,8 +153,15 @@ impl Arena {
             block_kb: self.config.block_kb,
             s3_prefixes: self.config.s3_prefixes,
         };
-        let io = if io_mb_per_event > 0.0 { tier.bandwidth_mb_s(&ctx) / io_mb_per_event } else { f64::INFINITY };
-        Capacity { cpu_events_per_s: cpu, io_events_per_s: io, cpu_ms_per_event, service_ms, usable_memory_gb: usable }
+        let io =
+            if io_mb_per_event > 0.0 { tier.bandwidth_mb_s(&ctx) / io_mb_per_event } else { f64::INFINITY };
+        Capacity {
+            cpu_events_per_s: cpu,
+            io_events_per_s: io,
+            cpu_ms_per_event,
+            service_ms,
+            usable_memory_gb: usable,
+        }
     }
 
     /// Working set of one executor processing `rate` events/s of `bytes` each, GB: the JVM's base plus
@@ -159,7 +181,11 @@ impl Arena {
         // k r^2 + base r - cpu_rate * usable = 0
         let k = bytes * proc.state_window_s / 1e9;
         let base = proc.executor_base_memory_gb;
-        let r = if k > 0.0 { (-base + (base * base + 4.0 * k * cpu_rate * usable).sqrt()) / (2.0 * k) } else { cpu_rate };
+        let r = if k > 0.0 {
+            (-base + (base * base + 4.0 * k * cpu_rate * usable).sqrt()) / (2.0 * k)
+        } else {
+            cpu_rate
+        };
         r.clamp(cpu_rate * proc.spill_floor, cpu_rate)
     }
 
@@ -167,7 +193,8 @@ impl Arena {
     pub fn nominal_executor_rate(&self, bytes_per_event: f64) -> f64 {
         let action = ScalingAction::spark_default(1);
         let point = TracePoint { events_per_s: 0.0, bytes_per_event };
-        self.capacity(&action, 1.0, action.memory_gb as f64, point, self.config.temperature_mean).cpu_events_per_s
+        self.capacity(&action, 1.0, action.memory_gb as f64, point, self.config.temperature_mean)
+            .cpu_events_per_s
     }
 
     pub fn episode_info(&self, trace: &Trace, seed: u64) -> EpisodeInfo {
@@ -188,20 +215,40 @@ impl Arena {
 
     /// Dollars per second of the shuffle tier for `processed` events of `bytes` at `temperature`
     /// (request and storage charges; Redis nodes and worker disks are billed separately).
-    pub fn tier_cost_per_second(&self, action: &ScalingAction, processed: f64, bytes: f64, temperature: f64) -> f64 {
+    pub fn tier_cost_per_second(
+        &self,
+        action: &ScalingAction,
+        processed: f64,
+        bytes: f64,
+        temperature: f64,
+    ) -> f64 {
         let proc = &self.model.processing;
-        let stored_mb = processed * bytes * proc.shuffle_ratio / 1e6 * self.model.compression(action.compression).ratio;
+        let stored_mb =
+            processed * bytes * proc.shuffle_ratio / 1e6 * self.model.compression(action.compression).ratio;
         let reads = Self::reads_per_byte(temperature);
         let blocks = stored_mb * 1_024.0 / self.config.block_kb;
         match action.tier {
-            Tier::S3 => self.prices.s3_cost(blocks, blocks * reads, stored_mb / 1_024.0 * self.config.s3_retention_s),
-            Tier::Glacier => self.prices.glacier_flexible_cost(blocks, stored_mb / 1_024.0, blocks * reads, stored_mb / 1_024.0 * reads),
+            Tier::S3 => {
+                self.prices.s3_cost(blocks, blocks * reads, stored_mb / 1_024.0 * self.config.s3_retention_s)
+            }
+            Tier::Glacier => self.prices.glacier_flexible_cost(
+                blocks,
+                stored_mb / 1_024.0,
+                blocks * reads,
+                stored_mb / 1_024.0 * reads,
+            ),
             Tier::Redis | Tier::Nvme | Tier::Hdd => 0.0,
         }
     }
 
     /// Run one whole episode of `policy` on `trace`.
-    pub fn run(&self, trace: &Trace, seed: u64, policy: &mut dyn Policy, mut timeline: Option<&mut Timeline>) -> Result<Scores, SimError> {
+    pub fn run(
+        &self,
+        trace: &Trace,
+        seed: u64,
+        policy: &mut dyn Policy,
+        mut timeline: Option<&mut Timeline>,
+    ) -> Result<Scores, SimError> {
         let mut episode = Episode::new(self, trace, seed)?;
         policy.reset(&self.episode_info(trace, seed));
         while !episode.done() {
@@ -333,7 +380,8 @@ pub struct TemperatureSeries {
 impl TemperatureSeries {
     pub fn new(config: &ArenaConfig, seed: u64) -> Result<Self, SimError> {
         let sd = config.temperature_sd * (1.0 - TEMPERATURE_RHO * TEMPERATURE_RHO).sqrt();
-        let noise = Normal::new(0.0, sd.max(0.0)).map_err(|e| SimError::Config(format!("temperature: {e}")))?;
+        let noise =
+            Normal::new(0.0, sd.max(0.0)).map_err(|e| SimError::Config(format!("temperature: {e}")))?;
         let rng = Xoshiro256PlusPlus::seed_from_u64(seed ^ 0x7E3A_5EED_0000_0001);
         Ok(Self { rng, noise, mean: config.temperature_mean, value: config.temperature_mean })
     }
@@ -380,7 +428,13 @@ impl<'a> Episode<'a> {
         let action = ScalingAction::spark_default(start);
         let mut workers = WorkerPool::default();
         workers.start_ready(start, action.memory_gb, 0.0);
-        let last_capacity = arena.capacity(&action, start as f64, (start * action.memory_gb) as f64, first, temperature.current());
+        let last_capacity = arena.capacity(
+            &action,
+            start as f64,
+            (start * action.memory_gb) as f64,
+            first,
+            temperature.current(),
+        );
         Ok(Self {
             arena,
             end: trace.len(),
@@ -458,7 +512,11 @@ impl<'a> Episode<'a> {
             running_executors: self.workers.running(t),
             pending_executors: self.workers.pending(t),
             burst_signal: self.last_edge.burst,
-            predicted_load: if self.last_edge.predicted_load > 0.0 { self.last_edge.predicted_load } else { input },
+            predicted_load: if self.last_edge.predicted_load > 0.0 {
+                self.last_edge.predicted_load
+            } else {
+                input
+            },
             data_temperature: self.temperature.current(),
             shuffle_mb_per_s: input * point.bytes_per_event * proc.shuffle_ratio / 1e6,
             bytes_per_event: point.bytes_per_event,
@@ -481,7 +539,11 @@ impl<'a> Episode<'a> {
         let cold = arena.config.cold_start.sample(&mut self.rng);
         let target = action.executors.max(action.prewarm);
         let vcpu = arena.config.vcpu_per_executor;
-        let disk = if action.tier == Tier::Nvme { arena.config.nvme_disk_gb } else { arena.prices.emr.free_ephemeral_storage_gb };
+        let disk = if action.tier == Tier::Nvme {
+            arena.config.nvme_disk_gb
+        } else {
+            arena.prices.emr.free_ephemeral_storage_gb
+        };
         let prices = &arena.prices;
         let released = self.workers.reconcile(target, action.memory_gb, t, cold, |mem, age| {
             let w = WorkerSpec { vcpu, memory_gb: mem as f64, disk_gb: disk };
@@ -489,7 +551,11 @@ impl<'a> Episode<'a> {
             (prices.emr.minimum_billed_seconds - age).max(0.0) * prices.emr_rate_per_second(&w)
         });
         self.action = action;
-        let mut out = IntervalOutcome { cost_usd: released.minimum_charge, committed_cost_usd: released.minimum_charge, ..Default::default() };
+        let mut out = IntervalOutcome {
+            cost_usd: released.minimum_charge,
+            committed_cost_usd: released.minimum_charge,
+            ..Default::default()
+        };
         self.cost += released.minimum_charge;
         self.iv_arrived = 0.0;
         self.iv_processed = 0.0;
@@ -510,7 +576,11 @@ impl<'a> Episode<'a> {
             out.seconds += 1;
         }
         out.events_arrived = self.iv_arrived;
-        out.mean_latency_ms = if out.events_processed > 0.0 { latency_weighted / out.events_processed } else { self.last_latency_ms };
+        out.mean_latency_ms = if out.events_processed > 0.0 {
+            latency_weighted / out.events_processed
+        } else {
+            self.last_latency_ms
+        };
         out.latency_ms = self.last_latency_ms;
         out.backlog_events = self.backlog;
         if self.done() {
@@ -574,7 +644,8 @@ impl<'a> Episode<'a> {
         }
         self.events_violating += violating;
         if running > 0.0 && cap.usable_memory_gb > 0.0 {
-            self.memory_utilisation = arena.working_set_gb(processed / running, point.bytes_per_event) / cap.usable_memory_gb;
+            self.memory_utilisation =
+                arena.working_set_gb(processed / running, point.bytes_per_event) / cap.usable_memory_gb;
         }
 
         let latency = if self.backlog <= 0.0 {
@@ -651,7 +722,11 @@ impl<'a> Episode<'a> {
             cost_usd: self.cost,
             p95_ms: self.hist.quantile(0.95),
             p99_ms: self.hist.quantile(0.99),
-            sla_violation_pct: if self.events_total > 0.0 { 100.0 * self.events_violating / self.events_total } else { 0.0 },
+            sla_violation_pct: if self.events_total > 0.0 {
+                100.0 * self.events_violating / self.events_total
+            } else {
+                0.0
+            },
             sla_step_violation_pct: 100.0 * self.steps_violating as f64 / seconds,
             stability: self.executors.std(),
             cpu_util_pct: 100.0 * self.cpu_util.mean(),
@@ -754,7 +829,13 @@ mod tests {
         let arena = Arena::embedded();
         let hold = arena.config.redis_hold_s;
         let trace = flat(2_000.0, 2_500.0, (hold as usize) * 3);
-        let redis = ScalingAction { executors: 4, memory_gb: 16, tier: Tier::Redis, compression: Compression::Lz4, prewarm: 0 };
+        let redis = ScalingAction {
+            executors: 4,
+            memory_gb: 16,
+            tier: Tier::Redis,
+            compression: Compression::Lz4,
+            prewarm: 0,
+        };
         let nvme = ScalingAction { tier: Tier::Nvme, ..redis };
         let sums = |switch_after: usize| {
             let mut episode = Episode::new(&arena, &trace, 1).unwrap();
@@ -771,7 +852,10 @@ mod tests {
         // Redis throughout: the hold still running at the end was booked, not yet billed.
         let (cost, committed, first) = sums(usize::MAX);
         let rate = arena.redis_rate_per_second();
-        assert!(((committed - cost) - rate * (hold - 1.0)).abs() < 1e-9 * cost.max(1.0), "{committed} vs {cost}");
+        assert!(
+            ((committed - cost) - rate * (hold - 1.0)).abs() < 1e-9 * cost.max(1.0),
+            "{committed} vs {cost}"
+        );
         // The first interval books a whole hold up front.
         assert!((first.committed_cost_usd - first.cost_usd - rate * (hold - 1.0)).abs() < 1e-9);
         // Redis for one interval, then NVMe: the hold ends inside the episode, both totals agree.
@@ -795,7 +879,16 @@ mod tests {
         let trace = flat(1_000.0, 2_500.0, 300);
         let ask = |config: ArenaConfig| {
             let arena = arena_with(config);
-            let mut p = ConstantPolicy { name: "ask".into(), action: ScalingAction { executors: 6, memory_gb: 30, tier: Tier::S3, compression: Compression::Zstd, prewarm: 12 } };
+            let mut p = ConstantPolicy {
+                name: "ask".into(),
+                action: ScalingAction {
+                    executors: 6,
+                    memory_gb: 30,
+                    tier: Tier::S3,
+                    compression: Compression::Zstd,
+                    prewarm: 12,
+                },
+            };
             let mut episode = Episode::new(&arena, &trace, 3).unwrap();
             let obs = episode.observe();
             episode.advance(p.decide(&obs), None);
@@ -804,8 +897,12 @@ mod tests {
         let (running, cost_running) = ask(ArenaConfig::default());
         let opening = ScalingAction::spark_default(running.executors);
         assert_eq!((running.executors, running.tier), (6, Tier::S3));
-        assert_eq!((running.memory_gb, running.compression, running.prewarm), (opening.memory_gb, opening.compression, 0));
-        let (instant, cost_instant) = ask(ArenaConfig { actuation: Actuation::Instant, ..ArenaConfig::default() });
+        assert_eq!(
+            (running.memory_gb, running.compression, running.prewarm),
+            (opening.memory_gb, opening.compression, 0)
+        );
+        let (instant, cost_instant) =
+            ask(ArenaConfig { actuation: Actuation::Instant, ..ArenaConfig::default() });
         assert_eq!((instant.memory_gb, instant.compression, instant.prewarm), (30, Compression::Zstd, 12));
         // Twelve warm 30 GB workers cost more than six 16 GB ones: the settings really are not applied.
         assert!(cost_instant > cost_running * 1.5, "{cost_instant} vs {cost_running}");
@@ -840,11 +937,18 @@ mod tests {
                 ScalingAction::spark_default(if obs.time_s == 100.0 { 11 } else { 1 })
             }
         }
-        let base = arena.run(&trace, 1, &mut ConstantPolicy::new(1, 16, Tier::Nvme, Compression::Lz4), None).unwrap();
+        let base = arena
+            .run(&trace, 1, &mut ConstantPolicy::new(1, 16, Tier::Nvme, Compression::Lz4), None)
+            .unwrap();
         let blip = arena.run(&trace, 1, &mut Blip, None).unwrap();
         let worker = WorkerSpec { vcpu: 4.0, memory_gb: 16.0, disk_gb: arena.config.nvme_disk_gb };
         let minute = 10.0 * arena.prices.emr_worker_cost(&worker, 5.0);
-        assert!((blip.cost_usd - base.cost_usd - minute).abs() < 1e-9, "{} - {} vs {minute}", blip.cost_usd, base.cost_usd);
+        assert!(
+            (blip.cost_usd - base.cost_usd - minute).abs() < 1e-9,
+            "{} - {} vs {minute}",
+            blip.cost_usd,
+            base.cost_usd
+        );
     }
 
     #[test]
@@ -894,7 +998,9 @@ mod tests {
     fn the_clairvoyant_bound_is_below_any_policy_that_meets_the_sla() {
         let arena = Arena::embedded();
         let trace = traces::resolve("flash-crowd", 5).unwrap();
-        let generous = arena.run(&trace, 5, &mut ConstantPolicy::new(40, 16, Tier::Redis, Compression::Lz4), None).unwrap();
+        let generous = arena
+            .run(&trace, 5, &mut ConstantPolicy::new(40, 16, Tier::Redis, Compression::Lz4), None)
+            .unwrap();
         assert_eq!(generous.sla_violation_pct, 0.0);
         let bound = crate::clairvoyant::clairvoyant_bound(&arena, &trace, 5, None).unwrap();
         assert_eq!(bound.sla_violation_pct, 0.0);

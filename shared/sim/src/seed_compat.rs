@@ -14,7 +14,8 @@ pub const SLA_MS: f64 = 1_000.0;
 /// Action space: executors 1..20, GB 1..8, tier, compression.
 pub const ACTION_DIMS: [usize; 4] = [20, 8, 4, 3];
 /// Declared upper bounds of the observation (values can exceed them).
-pub const OBS_HIGH: [f64; 13] = [1000.0, 1000.0, 100.0, 100.0, 10000.0, 100.0, 1.0, 1.0, 1.0, 10000.0, 1.0, 1000.0, 1.0];
+pub const OBS_HIGH: [f64; 13] =
+    [1000.0, 1000.0, 100.0, 100.0, 10000.0, 100.0, 1.0, 1.0, 1.0, 10000.0, 1.0, 1000.0, 1.0];
 
 const ACCESS: [f64; 4] = [5.0, 20.0, 100.0, 5000.0];
 const COMPRESSED: [f64; 3] = [1.0, 0.6, 0.3];
@@ -116,7 +117,8 @@ impl SeedEnv {
         let nm = (n * m) as f64;
         let cpu = (self.load / nm * 100.0).min(100.0);
         let mem = (self.volume / nm * 100.0).min(100.0);
-        let (done_load, done_volume, done_shuffle, done_temp) = (self.load, self.volume, self.shuffle, self.temperature);
+        let (done_load, done_volume, done_shuffle, done_temp) =
+            (self.load, self.volume, self.shuffle, self.temperature);
         // Next step's workload: burst test, growth factor, volume, shuffle factor, temperature.
         let burst = self.rng.random::<f64>() < 0.2;
         self.load = if burst {
@@ -236,7 +238,11 @@ pub fn cheapest_meeting_sla(load: f64, shuffle: f64) -> [usize; 4] {
 }
 
 /// Run one episode of `policy`; `clairvoyant` replaces the policy with the bound of section 7.
-pub fn run_episode(seed: u64, policy: Option<&mut dyn SeedPolicy>, timeline: Option<&mut crate::Timeline>) -> Scores {
+pub fn run_episode(
+    seed: u64,
+    policy: Option<&mut dyn SeedPolicy>,
+    timeline: Option<&mut crate::Timeline>,
+) -> Scores {
     let (mut env, mut obs) = SeedEnv::reset(seed);
     let mut policy = policy;
     if let Some(p) = policy.as_deref_mut() {
@@ -351,13 +357,24 @@ mod reproduction {
     #[test]
     fn reproduces_the_published_rerun_table() {
         let seeds: Vec<u64> = (0..SEEDS).collect();
-        let mut contenders: Vec<_> = ["fixed", "dexter", "seer", "clairvoyant"].iter().map(|n| seed_baseline(n).unwrap()).collect();
+        let mut contenders: Vec<_> =
+            ["fixed", "dexter", "seer", "clairvoyant"].iter().map(|n| seed_baseline(n).unwrap()).collect();
         let t = run_seed_compat(&seeds, &mut contenders, &|| {});
         // (policy, cost $, SLA %) from the re-run over 200 seeds in seed-env.md section 6.
-        for (policy, cost, sla) in [("fixed", 2_251.1, 90.3), ("dexter", 2_991.0, 62.9), ("seer", 2_476.0, 99.3)] {
+        for (policy, cost, sla) in
+            [("fixed", 2_251.1, 90.3), ("dexter", 2_991.0, 62.9), ("seer", 2_476.0, 99.3)]
+        {
             let m = t.row(policy).unwrap().mean;
-            assert!((m.cost_usd / cost - 1.0).abs() <= COST_TOLERANCE, "{policy}: cost {} vs {cost}", m.cost_usd);
-            assert!((m.sla_violation_pct - sla).abs() <= SLA_TOLERANCE_POINTS, "{policy}: SLA {} vs {sla}", m.sla_violation_pct);
+            assert!(
+                (m.cost_usd / cost - 1.0).abs() <= COST_TOLERANCE,
+                "{policy}: cost {} vs {cost}",
+                m.cost_usd
+            );
+            assert!(
+                (m.sla_violation_pct - sla).abs() <= SLA_TOLERANCE_POINTS,
+                "{policy}: SLA {} vs {sla}",
+                m.sla_violation_pct
+            );
         }
         // P95 of the three baselines (1,533 / 1,158 / 1,247 ms) within 1 %.
         for (policy, p95) in [("fixed", 1_533.0), ("dexter", 1_158.0), ("seer", 1_247.0)] {
@@ -385,7 +402,10 @@ mod reproduction {
             }
         }
         let seeds: Vec<u64> = (0..50).collect();
-        let mut contenders = vec![crate::tournament::SeedContender::Policy(Box::new(Rule)), seed_baseline("clairvoyant").unwrap()];
+        let mut contenders = vec![
+            crate::tournament::SeedContender::Policy(Box::new(Rule)),
+            seed_baseline("clairvoyant").unwrap(),
+        ];
         let t = run_seed_compat(&seeds, &mut contenders, &|| {});
         let rule = t.row("rule").unwrap().mean;
         let bound = t.row("clairvoyant").unwrap().mean;

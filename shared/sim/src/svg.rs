@@ -65,13 +65,24 @@ fn max_of<'a>(series: impl Iterator<Item = &'a f32>, floor: f64) -> f64 {
 }
 
 /// Render the timelines (the first seed's, one per policy); `sla_ms` is drawn on the latency panel.
-pub fn render(title: &str, rows: &[(String, Timeline)], sla_ms: f64, axis: TimeAxis) -> Result<String, String> {
+pub fn render(
+    title: &str,
+    rows: &[(String, Timeline)],
+    sla_ms: f64,
+    axis: TimeAxis,
+) -> Result<String, String> {
     let mut svg = String::new();
     draw(&mut svg, title, rows, sla_ms, axis).map_err(|e| format!("drawing the timeline: {e}"))?;
     Ok(svg)
 }
 
-fn draw(svg: &mut String, title: &str, rows: &[(String, Timeline)], sla_ms: f64, axis: TimeAxis) -> Result<(), Box<dyn std::error::Error>> {
+fn draw(
+    svg: &mut String,
+    title: &str,
+    rows: &[(String, Timeline)],
+    sla_ms: f64,
+    axis: TimeAxis,
+) -> Result<(), Box<dyn std::error::Error>> {
     let steps = rows.iter().map(|(_, t)| t.load.len()).max().unwrap_or(0).max(2);
     let x_max = (steps - 1) as f64 * axis.per_step;
     let load_max = max_of(rows.iter().flat_map(|(_, t)| t.load.iter().chain(&t.processed)), 1.0) * 1.05;
@@ -90,7 +101,14 @@ fn draw(svg: &mut String, title: &str, rows: &[(String, Timeline)], sla_ms: f64,
         .x_label_area_size(36)
         .y_label_area_size(80)
         .build_cartesian_2d(0.0..x_max, 0.0..load_max)?;
-    chart.configure_mesh().x_desc(axis.label).y_desc("events/s").x_label_formatter(&whole).y_label_formatter(&whole).light_line_style(WHITE.mix(0.0)).draw()?;
+    chart
+        .configure_mesh()
+        .x_desc(axis.label)
+        .y_desc("events/s")
+        .x_label_formatter(&whole)
+        .y_label_formatter(&whole)
+        .light_line_style(WHITE.mix(0.0))
+        .draw()?;
     if let Some((_, first)) = rows.first() {
         chart
             .draw_series(LineSeries::new(downsample(&first.load, axis), BLACK.mix(0.35).stroke_width(3)))?
@@ -104,7 +122,12 @@ fn draw(svg: &mut String, title: &str, rows: &[(String, Timeline)], sla_ms: f64,
             .label(name.as_str())
             .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(2)));
     }
-    chart.configure_series_labels().position(SeriesLabelPosition::UpperLeft).background_style(WHITE.mix(0.85)).border_style(BLACK.mix(0.4)).draw()?;
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperLeft)
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK.mix(0.4))
+        .draw()?;
 
     // Running executors.
     let mut chart = ChartBuilder::on(&panels[1])
@@ -113,7 +136,14 @@ fn draw(svg: &mut String, title: &str, rows: &[(String, Timeline)], sla_ms: f64,
         .x_label_area_size(36)
         .y_label_area_size(80)
         .build_cartesian_2d(0.0..x_max, 0.0..exec_max)?;
-    chart.configure_mesh().x_desc(axis.label).y_desc("executors").x_label_formatter(&whole).y_label_formatter(&whole).light_line_style(WHITE.mix(0.0)).draw()?;
+    chart
+        .configure_mesh()
+        .x_desc(axis.label)
+        .y_desc("executors")
+        .x_label_formatter(&whole)
+        .y_label_formatter(&whole)
+        .light_line_style(WHITE.mix(0.0))
+        .draw()?;
     for (i, (name, tl)) in rows.iter().enumerate() {
         let c = colour(i);
         chart
@@ -121,7 +151,12 @@ fn draw(svg: &mut String, title: &str, rows: &[(String, Timeline)], sla_ms: f64,
             .label(name.as_str())
             .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(2)));
     }
-    chart.configure_series_labels().position(SeriesLabelPosition::UpperLeft).background_style(WHITE.mix(0.85)).border_style(BLACK.mix(0.4)).draw()?;
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperLeft)
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK.mix(0.4))
+        .draw()?;
 
     // Latency, log scale, with the SLA.
     let mut chart = ChartBuilder::on(&panels[2])
@@ -130,7 +165,14 @@ fn draw(svg: &mut String, title: &str, rows: &[(String, Timeline)], sla_ms: f64,
         .x_label_area_size(36)
         .y_label_area_size(80)
         .build_cartesian_2d(0.0..x_max, (1.0..lat_max).log_scale())?;
-    chart.configure_mesh().x_desc(axis.label).y_desc("latency (ms)").x_label_formatter(&whole).y_label_formatter(&whole).light_line_style(WHITE.mix(0.0)).draw()?;
+    chart
+        .configure_mesh()
+        .x_desc(axis.label)
+        .y_desc("latency (ms)")
+        .x_label_formatter(&whole)
+        .y_label_formatter(&whole)
+        .light_line_style(WHITE.mix(0.0))
+        .draw()?;
     let sla = RED.mix(0.8).stroke_width(1);
     chart
         .draw_series(DashedLineSeries::new(vec![(0.0, sla_ms), (x_max, sla_ms)], 6, 4, sla))?
@@ -138,13 +180,19 @@ fn draw(svg: &mut String, title: &str, rows: &[(String, Timeline)], sla_ms: f64,
         .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], sla));
     for (i, (name, tl)) in rows.iter().enumerate() {
         let c = colour(i);
-        let points: Vec<(f64, f64)> = downsample(&tl.latency_ms, axis).into_iter().map(|(x, y)| (x, y.max(1.0))).collect();
+        let points: Vec<(f64, f64)> =
+            downsample(&tl.latency_ms, axis).into_iter().map(|(x, y)| (x, y.max(1.0))).collect();
         chart
             .draw_series(LineSeries::new(points, c.stroke_width(1)))?
             .label(name.as_str())
             .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(2)));
     }
-    chart.configure_series_labels().position(SeriesLabelPosition::UpperLeft).background_style(WHITE.mix(0.85)).border_style(BLACK.mix(0.4)).draw()?;
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperLeft)
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK.mix(0.4))
+        .draw()?;
     root.present()?;
     Ok(())
 }
@@ -155,18 +203,43 @@ mod tests {
 
     #[test]
     fn draws_three_panels_with_axes_units_and_every_policy_in_the_legend() {
-        let tl = Timeline { load: vec![100.0; 2_000], processed: vec![90.0; 2_000], executors: vec![2.0; 2_000], latency_ms: vec![300.0; 2_000], tier: vec![] };
+        let tl = Timeline {
+            load: vec![100.0; 2_000],
+            processed: vec![90.0; 2_000],
+            executors: vec![2.0; 2_000],
+            latency_ms: vec![300.0; 2_000],
+            tier: vec![],
+        };
         let long = "clairvoyant-schedule-with-a-long-name";
-        let svg = render("t<1>", &[("a".into(), tl.clone()), (format!("b&c {long}"), tl)], 1_000.0, TimeAxis::SECONDS_AS_MINUTES).unwrap();
+        let svg = render(
+            "t<1>",
+            &[("a".into(), tl.clone()), (format!("b&c {long}"), tl)],
+            1_000.0,
+            TimeAxis::SECONDS_AS_MINUTES,
+        )
+        .unwrap();
         assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
-        for text in ["time (min)", "events/s", "executors", "latency (ms)", "SLA 1000 ms", "load (the trace)", "Running executors"] {
+        for text in [
+            "time (min)",
+            "events/s",
+            "executors",
+            "latency (ms)",
+            "SLA 1000 ms",
+            "load (the trace)",
+            "Running executors",
+        ] {
             assert!(svg.contains(text), "{text}");
         }
         // Every policy once per panel's legend, names escaped and whole.
         assert_eq!(svg.matches(&format!("b&amp;c {long}")).count(), 3);
         assert!(svg.contains("t&lt;1&gt;"));
         // Tick labels on the time axis: 2,000 s is about 33 minutes.
-        let texts: Vec<&str> = svg.split("<text").skip(1).filter_map(|t| t.split('>').nth(1)).map(|t| t.trim_end_matches("</text").trim()).collect();
+        let texts: Vec<&str> = svg
+            .split("<text")
+            .skip(1)
+            .filter_map(|t| t.split('>').nth(1))
+            .map(|t| t.trim_end_matches("</text").trim())
+            .collect();
         assert!(texts.contains(&"30"), "a 30-minute tick: {texts:?}");
         assert!(texts.contains(&"1000"), "a 1000 ms tick on the latency axis: {texts:?}");
     }

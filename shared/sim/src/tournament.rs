@@ -28,7 +28,8 @@ impl ArenaKind {
 
 /// The realistic baselines by name, then the two clairvoyant references (the lower bound and the
 /// achievable schedule).
-pub const REALISTIC_BASELINES: [&str; 7] = ["fixed", "dexter", "seer", "keda", "spark-dra", "clairvoyant", "clairvoyant-schedule"];
+pub const REALISTIC_BASELINES: [&str; 7] =
+    ["fixed", "dexter", "seer", "keda", "spark-dra", "clairvoyant", "clairvoyant-schedule"];
 /// The seed-compat baselines by name.
 pub const SEED_BASELINES: [&str; 4] = ["fixed", "dexter", "seer", "clairvoyant"];
 
@@ -123,7 +124,13 @@ fn row(policy: &str, per_seed: Vec<Scores>) -> Row {
         cost.add(s.cost_usd);
         sla.add(s.sla_violation_pct);
     }
-    Row { policy: policy.to_string(), mean: Scores::mean(&per_seed), cost_std: cost.std(), sla_std: sla.std(), per_seed }
+    Row {
+        policy: policy.to_string(),
+        mean: Scores::mean(&per_seed),
+        cost_std: cost.std(),
+        sla_std: sla.std(),
+        per_seed,
+    }
 }
 
 /// Run realistic contenders on the trace `make_trace(seed)` for every seed. `progress` is called once
@@ -146,7 +153,9 @@ pub fn run_realistic(
             let scores = match contender {
                 Contender::Policy(p) => arena.run(&trace, seed, p.as_mut(), record)?,
                 Contender::Clairvoyant => clairvoyant_bound(arena, &trace, seed, record)?,
-                Contender::ClairvoyantSchedule => arena.run(&trace, seed, &mut ClairvoyantSchedule::new(arena, &trace, seed)?, record)?,
+                Contender::ClairvoyantSchedule => {
+                    arena.run(&trace, seed, &mut ClairvoyantSchedule::new(arena, &trace, seed)?, record)?
+                }
             };
             if si == 0 {
                 timelines.push((contender.name().to_string(), tl));
@@ -265,7 +274,12 @@ impl Tournament {
         };
         std::fs::create_dir_all(dir).map_err(|error| SimError::Write { path: dir.to_path_buf(), error })?;
         write("results.csv", &self.csv())?;
-        let title = format!("{} arena, trace {}, seed {}", self.arena.name(), self.trace, self.seeds.first().copied().unwrap_or(0));
+        let title = format!(
+            "{} arena, trace {}, seed {}",
+            self.arena.name(),
+            self.trace,
+            self.seeds.first().copied().unwrap_or(0)
+        );
         let axis = match self.arena {
             ArenaKind::Realistic => crate::svg::TimeAxis::SECONDS_AS_MINUTES,
             ArenaKind::SeedCompat => crate::svg::TimeAxis::STEPS,

@@ -45,7 +45,10 @@ impl WorkerPool {
         self.groups
             .iter()
             .filter(|g| g.ready_at <= t)
-            .map(|g| g.count as f64 * prices.emr_rate_per_second(&WorkerSpec { vcpu, memory_gb: g.memory_gb as f64, disk_gb }))
+            .map(|g| {
+                g.count as f64
+                    * prices.emr_rate_per_second(&WorkerSpec { vcpu, memory_gb: g.memory_gb as f64, disk_gb })
+            })
             .sum()
     }
 
@@ -72,8 +75,10 @@ impl WorkerPool {
         let mut released = Released::default();
         // Cancel pending workers of another size: they have not started billing.
         self.groups.retain(|g| g.ready_at <= t || g.memory_gb == memory_gb);
-        let ready_right: u32 = self.groups.iter().filter(|g| g.memory_gb == memory_gb && g.ready_at <= t).map(|g| g.count).sum();
-        let pending_right: u32 = self.groups.iter().filter(|g| g.memory_gb == memory_gb && g.ready_at > t).map(|g| g.count).sum();
+        let ready_right: u32 =
+            self.groups.iter().filter(|g| g.memory_gb == memory_gb && g.ready_at <= t).map(|g| g.count).sum();
+        let pending_right: u32 =
+            self.groups.iter().filter(|g| g.memory_gb == memory_gb && g.ready_at > t).map(|g| g.count).sum();
         let have = ready_right + pending_right;
         if have < target {
             self.groups.push(Group { count: target - have, memory_gb, ready_at: t + cold_start.max(0.0) });

@@ -63,7 +63,8 @@ const NOISE_RHO: f64 = 0.7;
 /// Generate a built-in trace for `seed`.
 pub fn builtin(kind: BuiltinTrace, seed: u64) -> Trace {
     // Mix the shape into the seed so different shapes never share a noise stream.
-    let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed ^ (kind as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    let mut rng =
+        Xoshiro256PlusPlus::seed_from_u64(seed ^ (kind as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
     let (base, bytes): (Vec<f64>, f64) = match kind {
         BuiltinTrace::StepBurst => {
             let shape = (0..900).map(|t| if (300..600).contains(&t) { 5_000.0 } else { 1_000.0 }).collect();
@@ -87,7 +88,9 @@ pub fn builtin(kind: BuiltinTrace, seed: u64) -> Trace {
             let shape = (0..3_600)
                 .map(|t| {
                     let phase = (t as f64 % period) / period;
-                    let peak = |centre: f64, width: f64, height: f64| height * (-((phase - centre) / width).powi(2)).exp();
+                    let peak = |centre: f64, width: f64, height: f64| {
+                        height * (-((phase - centre) / width).powi(2)).exp()
+                    };
                     600.0 * (1.0 + peak(0.3, 0.06, 2.5) + peak(0.75, 0.07, 1.5))
                 })
                 .collect();
@@ -148,7 +151,9 @@ mod tests {
     #[test]
     fn step_burst_follows_the_thesis() {
         let t = builtin(BuiltinTrace::StepBurst, 1);
-        let mean = |a: usize, b: usize| t.points()[a..b].iter().map(|p| p.events_per_s).sum::<f64>() / (b - a) as f64;
+        let mean = |a: usize, b: usize| {
+            t.points()[a..b].iter().map(|p| p.events_per_s).sum::<f64>() / (b - a) as f64
+        };
         assert!((mean(0, 300) - 1_000.0).abs() < 50.0);
         assert!((mean(300, 600) - 5_000.0).abs() < 250.0);
         // 5,000 events/s of 100 KB = 500 MB/s, the thesis's burst data rate.
@@ -160,7 +165,11 @@ mod tests {
         let t = builtin(BuiltinTrace::Burst4x, 9);
         let high = t.points().iter().filter(|p| p.events_per_s > 3_000.0).count();
         assert!((240..=720).contains(&high), "{high} burst seconds");
-        let edges = t.points().windows(2).filter(|w| w[0].events_per_s < 3_000.0 && w[1].events_per_s > 3_000.0).count();
+        let edges = t
+            .points()
+            .windows(2)
+            .filter(|w| w[0].events_per_s < 3_000.0 && w[1].events_per_s > 3_000.0)
+            .count();
         assert_eq!(edges, 4);
     }
 }

@@ -18,7 +18,8 @@ pub const MAX_SPAN_S: f64 = 7.0 * 86_400.0;
 
 /// Read a CSV trace from a file; errors name the file and the line.
 pub fn load_csv(path: &Path) -> Result<Trace, TraceError> {
-    let text = std::fs::read_to_string(path).map_err(|error| TraceError::Io { path: path.to_path_buf(), error })?;
+    let text =
+        std::fs::read_to_string(path).map_err(|error| TraceError::Io { path: path.to_path_buf(), error })?;
     let name = path.file_stem().and_then(|s| s.to_str()).unwrap_or("trace").to_string();
     parse_csv(&name, path, &text)
 }
@@ -29,7 +30,8 @@ pub fn load_csv(path: &Path) -> Result<Trace, TraceError> {
 /// handled; lines starting with `#` are comments. Columns are found by their header names, so
 /// their order does not matter and other columns are ignored.
 pub fn parse_csv(name: &str, path: &Path, text: &str) -> Result<Trace, TraceError> {
-    let bad = |line: usize, message: String| TraceError::Malformed { path: PathBuf::from(path), line, message };
+    let bad =
+        |line: usize, message: String| TraceError::Malformed { path: PathBuf::from(path), line, message };
     // The csv crate skips a BOM itself; stripping it here keeps the header message free of it.
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let mut reader = ::csv::ReaderBuilder::new()
@@ -61,7 +63,13 @@ pub fn parse_csv(name: &str, path: &Path, text: &str) -> Result<Trace, TraceErro
                 (Some(t), Some(r)) => layout = Some((t, r, column("bytes_per_event"), record.len())),
                 _ => {
                     let found: Vec<&str> = record.iter().collect();
-                    return Err(bad(line_no, format!("expected the header `time_s,events_per_s[,bytes_per_event]`, found `{}`", found.join(","))));
+                    return Err(bad(
+                        line_no,
+                        format!(
+                            "expected the header `time_s,events_per_s[,bytes_per_event]`, found `{}`",
+                            found.join(",")
+                        ),
+                    ));
                 }
             }
             continue;
@@ -71,7 +79,8 @@ pub fn parse_csv(name: &str, path: &Path, text: &str) -> Result<Trace, TraceErro
         }
         let number = |i: usize, what: &str| -> Result<f64, TraceError> {
             let field = &record[i];
-            let v: f64 = field.parse().map_err(|_| bad(line_no, format!("{what} `{field}` is not a number")))?;
+            let v: f64 =
+                field.parse().map_err(|_| bad(line_no, format!("{what} `{field}` is not a number")))?;
             if !v.is_finite() {
                 return Err(bad(line_no, format!("{what} `{field}` is not finite")));
             }
@@ -212,7 +221,8 @@ mod tests {
 
     #[test]
     fn quoted_fields_reordered_and_extra_columns_are_read() {
-        let trace = parse("\"events_per_s\",\"time_s\",\"note\"\n\"100\",\"0\",\"a, b\"\n200,2,\"\"\n").unwrap();
+        let trace =
+            parse("\"events_per_s\",\"time_s\",\"note\"\n\"100\",\"0\",\"a, b\"\n200,2,\"\"\n").unwrap();
         assert_eq!(trace.len(), 3);
         assert_eq!(trace.at(1).events_per_s, 150.0);
         assert_eq!(trace.at(1).bytes_per_event, DEFAULT_BYTES_PER_EVENT);

@@ -78,7 +78,9 @@ impl Trace {
     pub fn at(&self, t: usize) -> TracePoint {
         match self.points.get(t) {
             Some(p) => *p,
-            None => self.points.last().copied().unwrap_or(TracePoint { events_per_s: 0.0, bytes_per_event: 0.0 }),
+            None => {
+                self.points.last().copied().unwrap_or(TracePoint { events_per_s: 0.0, bytes_per_event: 0.0 })
+            }
         }
     }
 

@@ -10,7 +10,8 @@ use rand::SeedableRng;
 use rand_xoshiro::Xoshiro256PlusPlus;
 use trainer::td3::ContinuousEnv;
 
-const PAIRS: [(f32, f32); 8] = [(0.0, 1.0), (0.0, 0.5), (0.2, 0.3), (0.33, 0.33), (0.5, 0.5), (1.0, 1.0), (0.5, 0.0), (1.0, 0.0)];
+const PAIRS: [(f32, f32); 8] =
+    [(0.0, 1.0), (0.0, 0.5), (0.2, 0.3), (0.33, 0.33), (0.5, 0.5), (1.0, 1.0), (0.5, 0.0), (1.0, 0.0)];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();
@@ -22,7 +23,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("mean paired return per episode over {episodes} training episodes (columns: scenario, episodes drawn)");
     let mut header = format!("{:>12}", "alpha/beta");
     for (i, s) in Scenario::ALL.iter().enumerate() {
-        let drawn = (0..episodes).filter(|&e| scenario_of(&env.reset(&mut Xoshiro256PlusPlus::seed_from_u64(e))) == Some(i)).count();
+        let drawn = (0..episodes)
+            .filter(|&e| scenario_of(&env.reset(&mut Xoshiro256PlusPlus::seed_from_u64(e))) == Some(i))
+            .count();
         header.push_str(&format!("{:>32}", format!("{} ({drawn})", s.name())));
     }
     println!("{header}");
@@ -32,7 +35,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             // Seeding the episode's stream alike for every pair replays the same trace, seed and scenario.
             let mut rng = Xoshiro256PlusPlus::seed_from_u64(episode);
             let obs = env.reset(&mut rng);
-            let Some(scenario) = scenario_of(&obs) else { return Err("the meta features lost their scenario one-hot".into()) };
+            let Some(scenario) = scenario_of(&obs) else {
+                return Err("the meta features lost their scenario one-hot".into());
+            };
             loop {
                 let (_, reward, done) = env.step(&[alpha, beta], &mut rng);
                 sums[scenario].0 += reward as f64;
@@ -42,7 +47,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             }
             sums[scenario].1 += 1;
         }
-        let row: String = sums.iter().map(|(total, n)| format!("{:>32}", format!("{:+.3}", total / (*n).max(1) as f64))).collect();
+        let row: String = sums
+            .iter()
+            .map(|(total, n)| format!("{:>32}", format!("{:+.3}", total / (*n).max(1) as f64)))
+            .collect();
         println!("{:>12}{row}", format!("{alpha}/{beta}"));
     }
     Ok(())

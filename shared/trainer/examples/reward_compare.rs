@@ -25,10 +25,18 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let seeds: u64 = args.get(2).map(|s| s.parse()).transpose()?.unwrap_or(5);
     let arena = Arena::embedded();
     let state = arena.state_builder();
-    let worker = cost_model::WorkerSpec { vcpu: arena.config.vcpu_per_executor, memory_gb: 16.0, disk_gb: 20.0 };
+    let worker =
+        cost_model::WorkerSpec { vcpu: arena.config.vcpu_per_executor, memory_gb: 16.0, disk_gb: 20.0 };
     let worker_usd_per_s = arena.prices.emr_rate_per_second(&worker);
     // (quiet level, burst level, memory level, codec index: 0 none, 1 LZ4, 2 ZSTD); NVMe throughout.
-    let rules: Vec<(f64, f64, i64, i64)> = vec![(1.0, 1.0, 1, 0), (1.0, 1.2, 1, 0), (0.95, 1.2, 1, 0), (1.0, 1.2, 1, 1), (1.0, 1.2, 1, 2), (0.95, 1.2, 1, 2)];
+    let rules: Vec<(f64, f64, i64, i64)> = vec![
+        (1.0, 1.0, 1, 0),
+        (1.0, 1.2, 1, 0),
+        (0.95, 1.2, 1, 0),
+        (1.0, 1.2, 1, 1),
+        (1.0, 1.2, 1, 2),
+        (0.95, 1.2, 1, 2),
+    ];
     for scenario in [Scenario::Balanced, Scenario::HealthcareCritical, Scenario::SmartCityBudget] {
         let [alpha, beta, _] = scenario.weights();
         println!("{} (alpha {alpha}, beta {beta}): mean reward per decision (cost x bound-free units / % events over the SLA)", scenario.name());
@@ -39,8 +47,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 for seed in 0..seeds {
                     let trace = traces::resolve(name, seed)?;
                     let mut policy: Box<dyn Policy> = match who {
-                        None => Box::new(RlScaling::new("rl", policy::ScalingPolicy::load(std::path::Path::new(model), state.clone())?)),
-                        Some(&(quiet, burst, memory, codec)) => Box::new(FixedIndices::new(&arena, [level(quiet), memory, 1, codec], [level(burst), memory, 1, codec])),
+                        None => Box::new(RlScaling::new(
+                            "rl",
+                            policy::ScalingPolicy::load(std::path::Path::new(model), state.clone())?,
+                        )),
+                        Some(&(quiet, burst, memory, codec)) => Box::new(FixedIndices::new(
+                            &arena,
+                            [level(quiet), memory, 1, codec],
+                            [level(burst), memory, 1, codec],
+                        )),
                     };
                     policy.reset(&arena.episode_info(&trace, seed));
                     let mut episode = Episode::new(&arena, &trace, seed)?;
@@ -60,7 +75,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                     None => "rl".to_string(),
                     Some((q, b, m, c)) => format!("{q}/{b}/m{m}/c{c}"),
                 };
-                line += &format!(" | {label} {:.4} ({:.2} %)", total / steps as f64, 100.0 * violating / events.max(1.0));
+                line += &format!(
+                    " | {label} {:.4} ({:.2} %)",
+                    total / steps as f64,
+                    100.0 * violating / events.max(1.0)
+                );
             }
             println!("{line}");
         }

@@ -6,9 +6,9 @@
 //! * [`seed_env`]: the seed-compat arena as a training environment.
 
 mod error;
+pub mod meta_env;
 pub mod net;
 pub mod onnx;
-pub mod meta_env;
 pub mod ppo;
 pub mod scaling_env;
 pub mod seed_env;
@@ -39,8 +39,21 @@ pub const SCALING_ENT_COEF: f64 = 0.003;
 /// rule (a twentieth of the run's decisions, at most 200,000; 10 passes; label smoothing 0.05),
 /// the critic alone trains for the first 20 updates, and [`SCALING_BC_COEF`] holds PPO near the rule.
 pub fn scaling_config(steps: usize) -> PpoConfig {
-    let warm_start = WarmStart { steps: (steps / 20).min(200_000), epochs: 10, label_smoothing: 0.05, learning_rate: 1e-3, critic_updates: 20, bc_coef: SCALING_BC_COEF };
-    PpoConfig { total_steps: steps, gamma: SCALING_GAMMA, ent_coef: SCALING_ENT_COEF, warm_start: Some(warm_start), ..PpoConfig::default() }
+    let warm_start = WarmStart {
+        steps: (steps / 20).min(200_000),
+        epochs: 10,
+        label_smoothing: 0.05,
+        learning_rate: 1e-3,
+        critic_updates: 20,
+        bc_coef: SCALING_BC_COEF,
+    };
+    PpoConfig {
+        total_steps: steps,
+        gamma: SCALING_GAMMA,
+        ent_coef: SCALING_ENT_COEF,
+        warm_start: Some(warm_start),
+        ..PpoConfig::default()
+    }
 }
 
 /// Weight of the term that holds the scaling PPO near its reference rule (`ppo::WarmStart::bc_coef`).
@@ -63,23 +76,38 @@ pub struct TrainReport {
 }
 
 /// Train the seed-compat PPO policy and export `seed-compat-ppo.onnx` into `out_dir`.
-pub fn train_seed_compat(steps: usize, seed: u64, out_dir: &Path, progress: &mut dyn FnMut(PpoProgress)) -> Result<TrainReport, TrainError> {
+pub fn train_seed_compat(
+    steps: usize,
+    seed: u64,
+    out_dir: &Path,
+    progress: &mut dyn FnMut(PpoProgress),
+) -> Result<TrainReport, TrainError> {
     let start = Instant::now();
     // The seed's steps are independent: an action changes nothing that follows (seed-env.md 7), so the
     // problem is a contextual bandit and future rewards are pure noise in the advantage: gamma = 0.
     // A bandit needs little exploration once the heads have found their range: a tenth of CleanRL's
     // entropy bonus, and a larger step size.
-    let config = PpoConfig { total_steps: steps, gamma: SEED_COMPAT_GAMMA, ent_coef: 0.001, learning_rate: 1e-3, ..PpoConfig::default() };
-    let mut envs: Vec<Box<dyn DiscreteEnv>> = (0..config.num_envs).map(|_| Box::new(seed_env::SeedTrainEnv::new()) as Box<dyn DiscreteEnv>).collect();
+    let config = PpoConfig {
+        total_steps: steps,
+        gamma: SEED_COMPAT_GAMMA,
+        ent_coef: 0.001,
+        learning_rate: 1e-3,
+        ..PpoConfig::default()
+    };
+    let mut envs: Vec<Box<dyn DiscreteEnv>> = (0..config.num_envs)
+        .map(|_| Box::new(seed_env::SeedTrainEnv::new()) as Box<dyn DiscreteEnv>)
+        .collect();
     let scale: Vec<f32> = sim::seed_compat::OBS_HIGH.iter().map(|&v| v as f32).collect();
     let mut last = f64::NAN;
-    let agent = ppo::train(&mut envs, 13, &seed_env::HEAD_DIMS, Some(scale.clone()), &config, seed, &mut |p| {
-        if p.mean_return.is_finite() {
-            last = p.mean_return;
-        }
-        progress(p)
-    })?;
-    std::fs::create_dir_all(out_dir).map_err(|error| TrainError::Write { path: out_dir.to_path_buf(), error })?;
+    let agent =
+        ppo::train(&mut envs, 13, &seed_env::HEAD_DIMS, Some(scale.clone()), &config, seed, &mut |p| {
+            if p.mean_return.is_finite() {
+                last = p.mean_return;
+            }
+            progress(p)
+        })?;
+    std::fs::create_dir_all(out_dir)
+        .map_err(|error| TrainError::Write { path: out_dir.to_path_buf(), error })?;
     let path = out_dir.join("seed-compat-ppo.onnx");
     onnx::export_seed_relative(
         &path,
@@ -89,26 +117,42 @@ pub fn train_seed_compat(steps: usize, seed: u64, out_dir: &Path, progress: &mut
         &seed_env::decode(),
         "sparkpilot seed-compat PPO: raw seed observation float32[1,13] -> action indices int64[1,4]",
     )?;
-    Ok(TrainReport { model: path.display().to_string(), steps, seed, wall_time_s: start.elapsed().as_secs_f64(), final_return: last })
+    Ok(TrainReport {
+        model: path.display().to_string(),
+        steps,
+        seed,
+        wall_time_s: start.elapsed().as_secs_f64(),
+        final_return: last,
+    })
 }
 
 /// Train the scaling PPO policy on the realistic arena's training traces and export
 /// `scaling-ppo.onnx` into `out_dir`.
-pub fn train_scaling(steps: usize, seed: u64, out_dir: &Path, progress: &mut dyn FnMut(PpoProgress)) -> Result<TrainReport, TrainError> {
+pub fn train_scaling(
+    steps: usize,
+    seed: u64,
+    out_dir: &Path,
+    progress: &mut dyn FnMut(PpoProgress),
+) -> Result<TrainReport, TrainError> {
     let start = Instant::now();
     let config = scaling_config(steps);
     let arena = sim::Arena::embedded();
     let mut envs: Vec<Box<dyn DiscreteEnv>> = (0..config.num_envs)
-        .map(|_| Box::new(scaling_env::ScalingTrainEnv::new(arena.clone(), scaling_env::TRAINING_TRACES.to_vec())) as Box<dyn DiscreteEnv>)
+        .map(|_| {
+            Box::new(scaling_env::ScalingTrainEnv::new(arena.clone(), scaling_env::TRAINING_TRACES.to_vec()))
+                as Box<dyn DiscreteEnv>
+        })
         .collect();
     let mut last = f64::NAN;
-    let agent = ppo::train(&mut envs, control::FEATURES, &control::ACTION_DIMS, None, &config, seed, &mut |p| {
-        if p.mean_return.is_finite() {
-            last = p.mean_return;
-        }
-        progress(p)
-    })?;
-    std::fs::create_dir_all(out_dir).map_err(|error| TrainError::Write { path: out_dir.to_path_buf(), error })?;
+    let agent =
+        ppo::train(&mut envs, control::FEATURES, &control::ACTION_DIMS, None, &config, seed, &mut |p| {
+            if p.mean_return.is_finite() {
+                last = p.mean_return;
+            }
+            progress(p)
+        })?;
+    std::fs::create_dir_all(out_dir)
+        .map_err(|error| TrainError::Write { path: out_dir.to_path_buf(), error })?;
     let path = out_dir.join("scaling-ppo.onnx");
     onnx::export_multidiscrete(
         &path,
@@ -117,17 +161,33 @@ pub fn train_scaling(steps: usize, seed: u64, out_dir: &Path, progress: &mut dyn
         None,
         "sparkpilot scaling PPO: 13 normalised features float32[1,13] -> action indices int64[1,4]",
     )?;
-    Ok(TrainReport { model: path.display().to_string(), steps, seed, wall_time_s: start.elapsed().as_secs_f64(), final_return: last })
+    Ok(TrainReport {
+        model: path.display().to_string(),
+        steps,
+        seed,
+        wall_time_s: start.elapsed().as_secs_f64(),
+        final_return: last,
+    })
 }
 
 /// Train the TD3 meta-controller with the scaling policy `out_dir/scaling-ppo.onnx` in the loop and
 /// export `meta-td3.onnx` into `out_dir`.
-pub fn train_meta(steps: usize, seed: u64, out_dir: &Path, progress: &mut dyn FnMut(td3::Td3Progress)) -> Result<TrainReport, TrainError> {
+pub fn train_meta(
+    steps: usize,
+    seed: u64,
+    out_dir: &Path,
+    progress: &mut dyn FnMut(td3::Td3Progress),
+) -> Result<TrainReport, TrainError> {
     let start = Instant::now();
     let arena = sim::Arena::embedded();
     let scaling = policy::ScalingPolicy::load(&out_dir.join("scaling-ppo.onnx"), arena.state_builder())?;
     let mut env = meta_env::MetaTrainEnv::new(arena, scaling);
-    let config = td3::Td3Config { total_steps: steps, gamma: META_GAMMA, learning_starts: (steps / 10).min(2_000), ..td3::Td3Config::default() };
+    let config = td3::Td3Config {
+        total_steps: steps,
+        gamma: META_GAMMA,
+        learning_starts: (steps / 10).min(2_000),
+        ..td3::Td3Config::default()
+    };
     let mut last = f64::NAN;
     let agent = td3::train(&mut env, meta_env::INPUTS, 2, &config, seed, &mut |p| {
         if p.mean_return.is_finite() {
@@ -136,6 +196,16 @@ pub fn train_meta(steps: usize, seed: u64, out_dir: &Path, progress: &mut dyn Fn
         progress(p)
     })?;
     let path = out_dir.join("meta-td3.onnx");
-    onnx::export_sigmoid_actor(&path, &agent.actor, "sparkpilot meta-controller TD3: 7 features float32[1,7] -> weights (alpha, beta) float32[1,2]")?;
-    Ok(TrainReport { model: path.display().to_string(), steps, seed, wall_time_s: start.elapsed().as_secs_f64(), final_return: last })
+    onnx::export_sigmoid_actor(
+        &path,
+        &agent.actor,
+        "sparkpilot meta-controller TD3: 7 features float32[1,7] -> weights (alpha, beta) float32[1,2]",
+    )?;
+    Ok(TrainReport {
+        model: path.display().to_string(),
+        steps,
+        seed,
+        wall_time_s: start.elapsed().as_secs_f64(),
+        final_return: last,
+    })
 }

@@ -22,7 +22,8 @@ use sim::{Arena, Episode};
 
 /// Cost of 16 executors of 16 GB for one second: the meta reward's unit of cost.
 pub fn cost_reference_per_s(arena: &Arena) -> f64 {
-    let worker = cost_model::WorkerSpec { vcpu: arena.config.vcpu_per_executor, memory_gb: 16.0, disk_gb: 20.0 };
+    let worker =
+        cost_model::WorkerSpec { vcpu: arena.config.vcpu_per_executor, memory_gb: 16.0, disk_gb: 20.0 };
     16.0 * arena.prices.emr_rate_per_second(&worker)
 }
 
@@ -81,7 +82,11 @@ impl ContinuousEnv for MetaTrainEnv {
         let info = self.arena.episode_info(&trace, seed);
         let seconds = info.duration_s;
         let scenario = Scenario::ALL[rng.random_range(0..4)];
-        self.ctx = MetaContext { scenario, budget_usd: episode_budget(&self.arena, &info, seconds), horizon_s: seconds };
+        self.ctx = MetaContext {
+            scenario,
+            budget_usd: episode_budget(&self.arena, &info, seconds),
+            horizon_s: seconds,
+        };
         self.spent = 0.0;
         self.spend = SpendEstimate::default();
         self.recent.clear();
@@ -107,7 +112,8 @@ impl ContinuousEnv for MetaTrainEnv {
         let objective = |s: &Stretch| s.objective(self.ctx, self.cost_ref_per_s, self.spent);
         let (mut episode, mut guardrails) = reference;
         let [alpha, beta, _] = self.ctx.scenario.weights();
-        let baseline = run_stretch(arena, &self.scaling, &mut episode, &mut guardrails, (alpha, beta), |_| {});
+        let baseline =
+            run_stretch(arena, &self.scaling, &mut episode, &mut guardrails, (alpha, beta), |_| {});
         let reward = PAIRED_REWARD_SCALE * (objective(&taken) - objective(&baseline));
         self.spent += taken.cost;
         let done = self.episode.as_ref().is_none_or(|e| e.done());
@@ -182,7 +188,8 @@ mod tests {
     fn env() -> MetaTrainEnv {
         let arena = Arena::embedded();
         let model = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models/scaling-ppo.onnx");
-        let scaling = ScalingPolicy::load(&model, arena.state_builder()).expect("the committed scaling model loads");
+        let scaling =
+            ScalingPolicy::load(&model, arena.state_builder()).expect("the committed scaling model loads");
         MetaTrainEnv::new(arena, scaling)
     }
 
@@ -207,7 +214,10 @@ mod tests {
         let mut env = env();
         let own = episode_rewards(&mut env, 7, None);
         assert!(own.len() > 1, "an episode spans several meta steps");
-        assert!(own.iter().all(|&r| r == 0.0), "the copy of the episode must replay the same stretch: {own:?}");
+        assert!(
+            own.iter().all(|&r| r == 0.0),
+            "the copy of the episode must replay the same stretch: {own:?}"
+        );
         let cheapest: f32 = episode_rewards(&mut env, 7, Some([1.0, 0.0])).iter().sum();
         let cautious: f32 = episode_rewards(&mut env, 7, Some([0.0, 1.0])).iter().sum();
         assert!(cheapest != 0.0 || cautious != 0.0, "other weights changed nothing");

@@ -91,9 +91,16 @@ pub struct Mlp {
 
 impl Mlp {
     /// `sizes` = [input, hidden..., output]; hidden layers get gain sqrt(2), the output `out_gain`.
-    pub fn new(sizes: &[usize], activation: Activation, out_gain: f64, rng: &mut impl Rng) -> candle_core::Result<Self> {
+    pub fn new(
+        sizes: &[usize],
+        activation: Activation,
+        out_gain: f64,
+        rng: &mut impl Rng,
+    ) -> candle_core::Result<Self> {
         let n = sizes.len();
-        let hidden = (0..n - 2).map(|i| Linear::new(sizes[i], sizes[i + 1], 2f64.sqrt(), rng)).collect::<Result<_, _>>()?;
+        let hidden = (0..n - 2)
+            .map(|i| Linear::new(sizes[i], sizes[i + 1], 2f64.sqrt(), rng))
+            .collect::<Result<_, _>>()?;
         let out = Linear::new(sizes[n - 2], sizes[n - 1], out_gain, rng)?;
         Ok(Self { hidden, out, activation })
     }

@@ -6,9 +6,9 @@ use crate::TrainError;
 use prost::Message;
 use std::path::Path;
 use tract_onnx::pb::{
-    attribute_proto::AttributeType, tensor_proto::DataType, tensor_shape_proto::dimension, tensor_shape_proto::Dimension,
-    type_proto, AttributeProto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, TensorProto, TensorShapeProto,
-    TypeProto, ValueInfoProto,
+    attribute_proto::AttributeType, tensor_proto::DataType, tensor_shape_proto::dimension,
+    tensor_shape_proto::Dimension, type_proto, AttributeProto, GraphProto, ModelProto, NodeProto,
+    OperatorSetIdProto, TensorProto, TensorShapeProto, TypeProto, ValueInfoProto,
 };
 
 const OPSET: i64 = 13;
@@ -37,12 +37,18 @@ fn int_attr(name: &str, value: i64) -> AttributeProto {
 
 fn value_info(name: &str, elem: DataType, dims: &[i64]) -> ValueInfoProto {
     let shape = TensorShapeProto {
-        dim: dims.iter().map(|&d| Dimension { value: Some(dimension::Value::DimValue(d)), ..Default::default() }).collect(),
+        dim: dims
+            .iter()
+            .map(|&d| Dimension { value: Some(dimension::Value::DimValue(d)), ..Default::default() })
+            .collect(),
     };
     ValueInfoProto {
         name: name.into(),
         r#type: Some(TypeProto {
-            value: Some(type_proto::Value::TensorType(type_proto::Tensor { elem_type: elem as i32, shape: Some(shape) })),
+            value: Some(type_proto::Value::TensorType(type_proto::Tensor {
+                elem_type: elem as i32,
+                shape: Some(shape),
+            })),
             ..Default::default()
         }),
         ..Default::default()
@@ -124,11 +130,20 @@ impl Graph {
 
     /// The actor's greedy choice per head (see [`export_multidiscrete`]), written to `output` if
     /// given; returns the input width and the name of the [1, heads] int64 result.
-    fn greedy_heads(&mut self, mlp: &Mlp, head_dims: &[usize], input_scale: Option<&[f32]>, min_width: usize, output: Option<&str>) -> Result<GreedyHeads, TrainError> {
+    fn greedy_heads(
+        &mut self,
+        mlp: &Mlp,
+        head_dims: &[usize],
+        input_scale: Option<&[f32]>,
+        min_width: usize,
+        output: Option<&str>,
+    ) -> Result<GreedyHeads, TrainError> {
         let (n_in, _) = mlp.hidden.first().map(|l| l.dims()).unwrap_or(mlp.out.dims());
         let (hidden, total) = mlp.out.dims();
         if head_dims.iter().sum::<usize>() != total || head_dims.contains(&0) {
-            return Err(TrainError::Invalid(format!("heads {head_dims:?} do not add up to the output layer's {total}")));
+            return Err(TrainError::Invalid(format!(
+                "heads {head_dims:?} do not add up to the output layer's {total}"
+            )));
         }
         let mut x = "input".to_string();
         if let Some(scale) = input_scale {
@@ -165,7 +180,13 @@ impl Graph {
         Ok(GreedyHeads { n_in, width, grid, picked })
     }
 
-    fn write(self, path: &Path, doc: &str, input: ValueInfoProto, output: ValueInfoProto) -> Result<(), TrainError> {
+    fn write(
+        self,
+        path: &Path,
+        doc: &str,
+        input: ValueInfoProto,
+        output: ValueInfoProto,
+    ) -> Result<(), TrainError> {
         let model = ModelProto {
             ir_version: IR_VERSION,
             opset_import: vec![OperatorSetIdProto { domain: String::new(), version: OPSET }],
@@ -182,7 +203,8 @@ impl Graph {
             }),
             ..Default::default()
         };
-        std::fs::write(path, model.encode_to_vec()).map_err(|error| TrainError::Write { path: path.to_path_buf(), error })
+        std::fs::write(path, model.encode_to_vec())
+            .map_err(|error| TrainError::Write { path: path.to_path_buf(), error })
     }
 }
 
@@ -193,7 +215,13 @@ impl Graph {
 /// axis give `actions` [1, heads] int64. The same argmax per head as separate heads would give
 /// (padding never wins, ties go to the first index in both), in a third of the operators: at this
 /// size tract's time goes to operators, not arithmetic.
-pub fn export_multidiscrete(path: &Path, mlp: &Mlp, head_dims: &[usize], input_scale: Option<&[f32]>, doc: &str) -> Result<(), TrainError> {
+pub fn export_multidiscrete(
+    path: &Path,
+    mlp: &Mlp,
+    head_dims: &[usize],
+    input_scale: Option<&[f32]>,
+    doc: &str,
+) -> Result<(), TrainError> {
     let mut g = Graph::default();
     let n_in = g.greedy_heads(mlp, head_dims, input_scale, 1, Some("actions"))?.n_in;
     let input = value_info("input", DataType::Float, &[1, n_in as i64]);
@@ -222,9 +250,21 @@ pub struct SeedDecode<'a> {
 /// int64 [1, 4] = (executors - 1, GB - 1, tier, compression) and the file runs in any ONNX runtime:
 /// capacity = level_m x load x capacity_per_load; executors = clip(ceil(level_e x capacity / unit),
 /// 1, max); GB = clip(ceil(capacity / executors), 1, max GB).
-pub fn export_seed_relative(path: &Path, mlp: &Mlp, head_dims: &[usize], input_scale: Option<&[f32]>, decode: &SeedDecode, doc: &str) -> Result<(), TrainError> {
-    if head_dims.len() != 4 || head_dims[0] != decode.executor_levels.len() || head_dims[1] != decode.memory_levels.len() {
-        return Err(TrainError::Invalid(format!("heads {head_dims:?} do not match the decode's level tables")));
+pub fn export_seed_relative(
+    path: &Path,
+    mlp: &Mlp,
+    head_dims: &[usize],
+    input_scale: Option<&[f32]>,
+    decode: &SeedDecode,
+    doc: &str,
+) -> Result<(), TrainError> {
+    if head_dims.len() != 4
+        || head_dims[0] != decode.executor_levels.len()
+        || head_dims[1] != decode.memory_levels.len()
+    {
+        return Err(TrainError::Invalid(format!(
+            "heads {head_dims:?} do not match the decode's level tables"
+        )));
     }
     let mut g = Graph::default();
     // Wide enough for a row per size (executors and GB) beside the heads' logits.

@@ -124,7 +124,13 @@ pub struct PpoProgress {
 }
 
 impl PpoAgent {
-    pub fn new(obs_dim: usize, head_dims: &[usize], input_scale: Option<Vec<f32>>, hidden: &[usize], rng: &mut impl Rng) -> Result<Self, TrainError> {
+    pub fn new(
+        obs_dim: usize,
+        head_dims: &[usize],
+        input_scale: Option<Vec<f32>>,
+        hidden: &[usize],
+        rng: &mut impl Rng,
+    ) -> Result<Self, TrainError> {
         let mut sizes = vec![obs_dim];
         sizes.extend_from_slice(hidden);
         let mut actor_sizes = sizes.clone();
@@ -229,7 +235,11 @@ fn shuffle(order: &mut [u32], rng: &mut Xoshiro256PlusPlus) {
 }
 
 /// Clip the gradients' global norm to `max_norm`, in place.
-fn clip_grad_norm(grads: &mut candle_core::backprop::GradStore, vars: &[Var], max_norm: f64) -> Result<(), TrainError> {
+fn clip_grad_norm(
+    grads: &mut candle_core::backprop::GradStore,
+    vars: &[Var],
+    max_norm: f64,
+) -> Result<(), TrainError> {
     let mut total = 0.0f64;
     for v in vars {
         if let Some(g) = grads.get(v) {
@@ -260,12 +270,17 @@ pub fn train(
     progress: &mut dyn FnMut(PpoProgress),
 ) -> Result<PpoAgent, TrainError> {
     if envs.len() != config.num_envs {
-        return Err(TrainError::Invalid(format!("{} environments for num_envs = {}", envs.len(), config.num_envs)));
+        return Err(TrainError::Invalid(format!(
+            "{} environments for num_envs = {}",
+            envs.len(),
+            config.num_envs
+        )));
     }
     let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed);
     let agent = PpoAgent::new(obs_dim, head_dims, input_scale, &config.hidden, &mut rng)?;
     let vars = agent.vars();
-    let params = ParamsAdamW { lr: config.learning_rate, beta1: 0.9, beta2: 0.999, eps: 1e-5, weight_decay: 0.0 };
+    let params =
+        ParamsAdamW { lr: config.learning_rate, beta1: 0.9, beta2: 0.999, eps: 1e-5, weight_decay: 0.0 };
     let mut opt = AdamW::new(vars.clone(), params)?;
     let (n_envs, n_steps) = (config.num_envs, config.num_steps);
     let batch = n_envs * n_steps;
@@ -362,7 +377,8 @@ pub fn train(
         }
         // Bootstrap from the value of the observations after the rollout; GAE backwards in time.
         let flat: Vec<f32> = obs.iter().flatten().copied().collect();
-        let next_values: Vec<f32> = agent.critic.forward(&agent.input(&flat, n_envs)?)?.squeeze(1)?.to_vec1()?;
+        let next_values: Vec<f32> =
+            agent.critic.forward(&agent.input(&flat, n_envs)?)?.squeeze(1)?.to_vec1()?;
         let mut advantages = vec![0.0f32; batch];
         for (e, &bootstrap) in next_values.iter().enumerate() {
             let mut last = 0.0f64;
@@ -373,7 +389,8 @@ pub fn train(
                 } else {
                     (b_values[i + n_envs] as f64, if b_dones[i] { 0.0 } else { 1.0 })
                 };
-                let delta = b_rewards[i] as f64 + config.gamma * next_value * next_nonterminal - b_values[i] as f64;
+                let delta =
+                    b_rewards[i] as f64 + config.gamma * next_value * next_nonterminal - b_values[i] as f64;
                 last = delta + config.gamma * config.gae_lambda * next_nonterminal * last;
                 advantages[i] = last as f32;
             }
@@ -388,7 +405,11 @@ pub fn train(
         let t_adv = Tensor::from_vec(advantages, batch, &Device::Cpu)?;
         let t_ret = Tensor::from_vec(returns, batch, &Device::Cpu)?;
         let t_val = Tensor::from_vec(b_values, batch, &Device::Cpu)?;
-        let t_teacher = if bc_coef > 0.0 { Some(Tensor::from_vec(b_teacher, (batch, heads), &Device::Cpu)?) } else { None };
+        let t_teacher = if bc_coef > 0.0 {
+            Some(Tensor::from_vec(b_teacher, (batch, heads), &Device::Cpu)?)
+        } else {
+            None
+        };
         let mut order: Vec<u32> = (0..batch as u32).collect();
         for _ in 0..config.update_epochs {
             shuffle(&mut order, &mut rng);
@@ -413,7 +434,11 @@ pub fn train(
                 let v_clipped = (&old_v + (&v - &old_v)?.clamp(-config.clip_coef, config.clip_coef)?)?;
                 let v_loss = (v_unclipped.maximum(&(v_clipped - &ret)?.sqr()?)?.mean_all()? * 0.5)?;
                 let v_term = (v_loss * config.vf_coef)?;
-                let mut loss = if actor_on { ((pg_loss - (entropy.mean_all()? * config.ent_coef)?)? + v_term)? } else { v_term };
+                let mut loss = if actor_on {
+                    ((pg_loss - (entropy.mean_all()? * config.ent_coef)?)? + v_term)?
+                } else {
+                    v_term
+                };
                 if let (true, Some(teacher)) = (actor_on, &t_teacher) {
                     let (taught_logp, _) = agent.evaluate(&x, &teacher.index_select(&idx, 0)?)?;
                     loss = (loss - (taught_logp.mean_all()? * bc_coef)?)?;
@@ -423,7 +448,8 @@ pub fn train(
                 opt.step(&grads)?;
             }
         }
-        let mean_return = if finished.is_empty() { f64::NAN } else { finished.iter().sum::<f64>() / finished.len() as f64 };
+        let mean_return =
+            if finished.is_empty() { f64::NAN } else { finished.iter().sum::<f64>() / finished.len() as f64 };
         progress(PpoProgress { steps: steps_done, total_steps: updates * batch, mean_return });
     }
     Ok(agent)
@@ -431,16 +457,25 @@ pub fn train(
 
 /// The environment's reference-rule action, checked against the heads; `who` names what asked for it.
 fn teacher_action(env: &dyn DiscreteEnv, head_dims: &[usize], who: &str) -> Result<Vec<usize>, TrainError> {
-    let action = env.teacher().ok_or_else(|| TrainError::Invalid(format!("{who} asked of an environment without a reference rule")))?;
+    let action = env.teacher().ok_or_else(|| {
+        TrainError::Invalid(format!("{who} asked of an environment without a reference rule"))
+    })?;
     if action.len() != head_dims.len() || action.iter().zip(head_dims).any(|(&a, &d)| a >= d) {
-        return Err(TrainError::Invalid(format!("reference rule's action {action:?} does not fit heads {head_dims:?}")));
+        return Err(TrainError::Invalid(format!(
+            "reference rule's action {action:?} does not fit heads {head_dims:?}"
+        )));
     }
     Ok(action)
 }
 
 /// Run the environments' reference rule for `warm.steps` decisions and fit the actor to its choices
 /// by cross-entropy against label-smoothed targets. Returns the environments' current observations.
-fn clone_teacher(agent: &PpoAgent, envs: &mut [Box<dyn DiscreteEnv>], warm: &WarmStart, rng: &mut Xoshiro256PlusPlus) -> Result<Vec<Vec<f32>>, TrainError> {
+fn clone_teacher(
+    agent: &PpoAgent,
+    envs: &mut [Box<dyn DiscreteEnv>],
+    warm: &WarmStart,
+    rng: &mut Xoshiro256PlusPlus,
+) -> Result<Vec<Vec<f32>>, TrainError> {
     let n_envs = envs.len();
     let heads = agent.head_dims.len();
     let mut obs: Vec<Vec<f32>> = envs.iter_mut().map(|e| e.reset(rng)).collect();
@@ -465,7 +500,11 @@ fn clone_teacher(agent: &PpoAgent, envs: &mut [Box<dyn DiscreteEnv>], warm: &War
         for (h, &d) in agent.head_dims.iter().enumerate() {
             let spread = if d > 1 { warm.label_smoothing / (d - 1) as f64 } else { 0.0 };
             for i in 0..d {
-                target[r * width + offset + i] = if i == labels[r * heads + h] { (1.0 - warm.label_smoothing) as f32 } else { spread as f32 };
+                target[r * width + offset + i] = if i == labels[r * heads + h] {
+                    (1.0 - warm.label_smoothing) as f32
+                } else {
+                    spread as f32
+                };
             }
             offset += d;
         }
@@ -473,7 +512,8 @@ fn clone_teacher(agent: &PpoAgent, envs: &mut [Box<dyn DiscreteEnv>], warm: &War
     let t_x = agent.input(&x, rows)?;
     let t_target = Tensor::from_vec(target, (rows, width), &Device::Cpu)?;
     let actor_vars = agent.actor.vars();
-    let params = ParamsAdamW { lr: warm.learning_rate, beta1: 0.9, beta2: 0.999, eps: 1e-5, weight_decay: 0.0 };
+    let params =
+        ParamsAdamW { lr: warm.learning_rate, beta1: 0.9, beta2: 0.999, eps: 1e-5, weight_decay: 0.0 };
     let mut opt = AdamW::new(actor_vars, params)?;
     let minibatch = 2_048.min(rows.max(1));
     let mut order: Vec<u32> = (0..rows as u32).collect();
@@ -530,9 +570,18 @@ mod tests {
     #[test]
     fn the_warm_start_clones_the_reference_rule() {
         // One update whose actor loss is off: whatever the greedy policy does, cloning taught it.
-        let warm = WarmStart { steps: 8_192, epochs: 20, label_smoothing: 0.1, learning_rate: 1e-2, critic_updates: 1, bc_coef: 0.0 };
-        let config = PpoConfig { total_steps: 2_048, gamma: 0.0, warm_start: Some(warm), ..PpoConfig::default() };
-        let mut envs: Vec<Box<dyn DiscreteEnv>> = (0..config.num_envs).map(|_| Box::new(Threshold { x: 0.0 }) as Box<dyn DiscreteEnv>).collect();
+        let warm = WarmStart {
+            steps: 8_192,
+            epochs: 20,
+            label_smoothing: 0.1,
+            learning_rate: 1e-2,
+            critic_updates: 1,
+            bc_coef: 0.0,
+        };
+        let config =
+            PpoConfig { total_steps: 2_048, gamma: 0.0, warm_start: Some(warm), ..PpoConfig::default() };
+        let mut envs: Vec<Box<dyn DiscreteEnv>> =
+            (0..config.num_envs).map(|_| Box::new(Threshold { x: 0.0 }) as Box<dyn DiscreteEnv>).collect();
         let agent = train(&mut envs, 1, &[2], None, &config, 1, &mut |_| {}).unwrap();
         let wrong = (0..100).filter(|i| {
             let x = (*i as f32 + 0.5) / 100.0;
@@ -543,10 +592,21 @@ mod tests {
 
     #[test]
     fn a_warm_start_needs_a_reference_rule() {
-        let warm = WarmStart { steps: 64, epochs: 1, label_smoothing: 0.1, learning_rate: 1e-3, critic_updates: 0, bc_coef: 0.0 };
+        let warm = WarmStart {
+            steps: 64,
+            epochs: 1,
+            label_smoothing: 0.1,
+            learning_rate: 1e-3,
+            critic_updates: 0,
+            bc_coef: 0.0,
+        };
         let config = PpoConfig { total_steps: 2_048, warm_start: Some(warm), ..PpoConfig::default() };
-        let mut envs: Vec<Box<dyn DiscreteEnv>> = (0..config.num_envs).map(|_| Box::new(TwoScales { regime: 0 }) as Box<dyn DiscreteEnv>).collect();
-        let err = train(&mut envs, 1, &[2], None, &config, 1, &mut |_| {}).err().map(|e| e.to_string()).unwrap_or_default();
+        let mut envs: Vec<Box<dyn DiscreteEnv>> =
+            (0..config.num_envs).map(|_| Box::new(TwoScales { regime: 0 }) as Box<dyn DiscreteEnv>).collect();
+        let err = train(&mut envs, 1, &[2], None, &config, 1, &mut |_| {})
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
         assert!(err.contains("reference rule"), "{err}");
     }
 
@@ -573,11 +633,23 @@ mod tests {
 
     #[test]
     fn the_cloning_term_holds_what_the_reward_ignores_and_yields_to_what_it_pays() {
-        let warm = WarmStart { steps: 4_096, epochs: 2, label_smoothing: 0.2, learning_rate: 1e-2, critic_updates: 2, bc_coef: 0.1 };
-        let config = PpoConfig { total_steps: 120_000, gamma: 0.0, warm_start: Some(warm), ..PpoConfig::default() };
-        let mut envs: Vec<Box<dyn DiscreteEnv>> = (0..config.num_envs).map(|_| Box::new(BlindHead { x: 0.0 }) as Box<dyn DiscreteEnv>).collect();
+        let warm = WarmStart {
+            steps: 4_096,
+            epochs: 2,
+            label_smoothing: 0.2,
+            learning_rate: 1e-2,
+            critic_updates: 2,
+            bc_coef: 0.1,
+        };
+        let config =
+            PpoConfig { total_steps: 120_000, gamma: 0.0, warm_start: Some(warm), ..PpoConfig::default() };
+        let mut envs: Vec<Box<dyn DiscreteEnv>> =
+            (0..config.num_envs).map(|_| Box::new(BlindHead { x: 0.0 }) as Box<dyn DiscreteEnv>).collect();
         let agent = train(&mut envs, 1, &[2, 3], None, &config, 1, &mut |_| {}).unwrap();
-        let actions: Vec<(f32, Vec<usize>)> = (0..100).map(|i| (i as f32 + 0.5) / 100.0).map(|x| (x, agent.act_greedy(&[x]).unwrap())).collect();
+        let actions: Vec<(f32, Vec<usize>)> = (0..100)
+            .map(|i| (i as f32 + 0.5) / 100.0)
+            .map(|x| (x, agent.act_greedy(&[x]).unwrap()))
+            .collect();
         let wrong = actions.iter().filter(|(x, a)| (*x > 0.5) != (a[0] == 1)).count();
         assert!(wrong <= 5, "{wrong} of 100 wrong on the paid head");
         assert!(actions.iter().all(|(_, a)| a[1] == 0), "the ignored head left the rule: {actions:?}");
@@ -585,8 +657,13 @@ mod tests {
 
     #[test]
     fn learns_a_state_dependent_choice() {
-        let config = PpoConfig { total_steps: std::env::var("PPO_STEPS").ok().and_then(|v| v.parse().ok()).unwrap_or(120_000), gamma: 0.0, ..PpoConfig::default() };
-        let mut envs: Vec<Box<dyn DiscreteEnv>> = (0..config.num_envs).map(|_| Box::new(Threshold { x: 0.0 }) as Box<dyn DiscreteEnv>).collect();
+        let config = PpoConfig {
+            total_steps: std::env::var("PPO_STEPS").ok().and_then(|v| v.parse().ok()).unwrap_or(120_000),
+            gamma: 0.0,
+            ..PpoConfig::default()
+        };
+        let mut envs: Vec<Box<dyn DiscreteEnv>> =
+            (0..config.num_envs).map(|_| Box::new(Threshold { x: 0.0 }) as Box<dyn DiscreteEnv>).collect();
         let agent = train(&mut envs, 1, &[2], None, &config, 1, &mut |_| {}).unwrap();
         let wrong = (0..100).filter(|i| {
             let x = (*i as f32 + 0.5) / 100.0;
@@ -622,7 +699,8 @@ mod tests {
     #[test]
     fn a_regime_with_small_rewards_is_still_learned() {
         let config = PpoConfig { total_steps: 60_000, gamma: 0.0, ..PpoConfig::default() };
-        let mut envs: Vec<Box<dyn DiscreteEnv>> = (0..config.num_envs).map(|_| Box::new(TwoScales { regime: 0 }) as Box<dyn DiscreteEnv>).collect();
+        let mut envs: Vec<Box<dyn DiscreteEnv>> =
+            (0..config.num_envs).map(|_| Box::new(TwoScales { regime: 0 }) as Box<dyn DiscreteEnv>).collect();
         let agent = train(&mut envs, 1, &[2], None, &config, 1, &mut |_| {}).unwrap();
         assert_eq!(agent.act_greedy(&[0.0]).unwrap(), vec![0]);
         assert_eq!(agent.act_greedy(&[1.0]).unwrap(), vec![1]);

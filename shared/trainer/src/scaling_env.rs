@@ -14,7 +14,8 @@ use traces::{BuiltinTrace, Trace};
 /// measure generalisation. Flash-crowd is trained on: it is the only shape whose burst arrives about
 /// as soon after the edge signal as a worker takes to start, and a policy that never met it carried
 /// too little headroom into that race.
-pub const TRAINING_TRACES: [BuiltinTrace; 4] = [BuiltinTrace::StepBurst, BuiltinTrace::Burst4x, BuiltinTrace::RushHour, BuiltinTrace::FlashCrowd];
+pub const TRAINING_TRACES: [BuiltinTrace; 4] =
+    [BuiltinTrace::StepBurst, BuiltinTrace::Burst4x, BuiltinTrace::RushHour, BuiltinTrace::FlashCrowd];
 
 /// Weight of the violation share inside the latency term of the reward. Violations come in short
 /// runs at burst onsets while headroom is paid in every interval, so the weight must make an onset
@@ -44,7 +45,10 @@ pub fn reward(out: &IntervalOutcome, alpha: f64, beta: f64, cost_unit_usd: f64, 
 
 // The reference rule lives in `control`, so that scaling-decision can fall back to it when the model
 // cannot load or run; the names stay here for the trainer's users.
-pub use control::reference_rule::{executor_level, teacher_headroom, teacher_indices, TEACHER_BURST_HEADROOM, TEACHER_CAUTIOUS_RISK, TEACHER_QUIET_HEADROOM};
+pub use control::reference_rule::{
+    executor_level, teacher_headroom, teacher_indices, TEACHER_BURST_HEADROOM, TEACHER_CAUTIOUS_RISK,
+    TEACHER_QUIET_HEADROOM,
+};
 
 /// One environment: a new episode on a random training trace, seed and scenario at every reset.
 pub struct ScalingTrainEnv {
@@ -60,7 +64,12 @@ pub struct ScalingTrainEnv {
 
 /// What `out`'s arrivals cost on right-sized executors: the CPU-bound executors the mean arrival rate
 /// needs (at least one) at 16 GB, for the interval's seconds. One unit of cost in the reward.
-pub fn right_sized_cost(out: &IntervalOutcome, state: &StateBuilder, bytes_per_event: f64, worker_usd_per_s: f64) -> f64 {
+pub fn right_sized_cost(
+    out: &IntervalOutcome,
+    state: &StateBuilder,
+    bytes_per_event: f64,
+    worker_usd_per_s: f64,
+) -> f64 {
     let seconds = out.seconds.max(1) as f64;
     let need = (out.events_arrived / seconds / state.executor_rate(bytes_per_event)).max(1.0);
     need * worker_usd_per_s * seconds
@@ -68,11 +77,21 @@ pub fn right_sized_cost(out: &IntervalOutcome, state: &StateBuilder, bytes_per_e
 
 impl ScalingTrainEnv {
     pub fn new(arena: Arena, traces: Vec<BuiltinTrace>) -> Self {
-        let worker = cost_model::WorkerSpec { vcpu: arena.config.vcpu_per_executor, memory_gb: 16.0, disk_gb: 20.0 };
+        let worker =
+            cost_model::WorkerSpec { vcpu: arena.config.vcpu_per_executor, memory_gb: 16.0, disk_gb: 20.0 };
         let worker_usd_per_s = arena.prices.emr_rate_per_second(&worker);
         let state = arena.state_builder();
         let guardrails = ArenaGuardrails::new(arena.config.max_executors);
-        Self { arena, state, episode: None, guardrails, weights: (0.33, 0.33), scenario: 0, worker_usd_per_s, traces }
+        Self {
+            arena,
+            state,
+            episode: None,
+            guardrails,
+            weights: (0.33, 0.33),
+            scenario: 0,
+            worker_usd_per_s,
+            traces,
+        }
     }
 
     fn observation(&self) -> Option<Observation> {
@@ -161,11 +180,19 @@ mod tests {
 
     #[test]
     fn the_reference_rule_carries_more_headroom_as_latency_weighs_more() {
-        let level = |alpha, beta, burst| control::EXECUTOR_HEADROOM[executor_level(teacher_headroom(alpha, beta, burst))];
+        let level = |alpha, beta, burst| {
+            control::EXECUTOR_HEADROOM[executor_level(teacher_headroom(alpha, beta, burst))]
+        };
         // The four scenarios' weights (control::Scenario::weights): smart city, balanced, industrial, healthcare.
-        let burst: Vec<f64> = [(0.9, 0.05), (0.33, 0.33), (0.2, 0.3), (0.1, 0.8)].iter().map(|&(a, b)| level(a, b, true)).collect();
+        let burst: Vec<f64> = [(0.9, 0.05), (0.33, 0.33), (0.2, 0.3), (0.1, 0.8)]
+            .iter()
+            .map(|&(a, b)| level(a, b, true))
+            .collect();
         assert_eq!(burst, vec![1.05, 1.2, 1.3, 1.6]);
-        let quiet: Vec<f64> = [(0.9, 0.05), (0.33, 0.33), (0.2, 0.3), (0.1, 0.8)].iter().map(|&(a, b)| level(a, b, false)).collect();
+        let quiet: Vec<f64> = [(0.9, 0.05), (0.33, 0.33), (0.2, 0.3), (0.1, 0.8)]
+            .iter()
+            .map(|&(a, b)| level(a, b, false))
+            .collect();
         assert_eq!(quiet, vec![0.95, 0.95, 0.95, 1.0]);
         assert_eq!(teacher_headroom(0.0, 0.0, true), 1.2, "no weights read as balanced");
         assert_eq!(teacher_headroom(0.0, 1.0, true), 1.6);

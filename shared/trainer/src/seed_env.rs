@@ -37,10 +37,16 @@ pub const EXECUTOR_LEVELS: [f32; 8] = [1.0, 1.05, 1.1, 1.2, 1.35, 1.5, 2.0, 3.0]
 /// needs. The margin above 1 pays for the shuffle's access time, which the stale observation cannot
 /// tell (at most 12.5 ms on Redis uncompressed, 1.25 % of the SLA; far more on the slow tiers).
 /// Steps of a quarter per cent up to 1.03: at the seed's loads one step is worth about one executor-GB.
-pub const MEMORY_LEVELS: [f32; 16] = [1.0, 1.0025, 1.005, 1.0075, 1.01, 1.0125, 1.015, 1.0175, 1.02, 1.025, 1.03, 1.04, 1.06, 1.1, 1.2, 1.5];
+pub const MEMORY_LEVELS: [f32; 16] =
+    [1.0, 1.0025, 1.005, 1.0075, 1.01, 1.0125, 1.015, 1.0175, 1.02, 1.025, 1.03, 1.04, 1.06, 1.1, 1.2, 1.5];
 
 /// The policy's heads: executor level, memory level, tier, compression.
-pub const HEAD_DIMS: [usize; 4] = [EXECUTOR_LEVELS.len(), MEMORY_LEVELS.len(), sim::seed_compat::ACTION_DIMS[2], sim::seed_compat::ACTION_DIMS[3]];
+pub const HEAD_DIMS: [usize; 4] = [
+    EXECUTOR_LEVELS.len(),
+    MEMORY_LEVELS.len(),
+    sim::seed_compat::ACTION_DIMS[2],
+    sim::seed_compat::ACTION_DIMS[3],
+];
 
 /// The decode the exported graph performs, from the same constants.
 pub fn decode() -> crate::onnx::SeedDecode<'static> {
@@ -66,9 +72,16 @@ pub fn seed_action(heads: &[usize], obs: &[f32]) -> [usize; 4] {
     let need = load * CAPACITY_PER_LOAD;
     let level = |table: &[f32], k: usize| table[heads.get(k).copied().unwrap_or(0).min(table.len() - 1)];
     let capacity = level(&MEMORY_LEVELS, 1) * need;
-    let executors = (level(&EXECUTOR_LEVELS, 0) * capacity / EXECUTOR_UNIT_GB).ceil().clamp(1.0, sim::seed_compat::ACTION_DIMS[0] as f32);
+    let executors = (level(&EXECUTOR_LEVELS, 0) * capacity / EXECUTOR_UNIT_GB)
+        .ceil()
+        .clamp(1.0, sim::seed_compat::ACTION_DIMS[0] as f32);
     let memory = (capacity / executors).ceil().clamp(1.0, sim::seed_compat::ACTION_DIMS[1] as f32);
-    [executors as usize - 1, memory as usize - 1, heads.get(2).copied().unwrap_or(0), heads.get(3).copied().unwrap_or(0)]
+    [
+        executors as usize - 1,
+        memory as usize - 1,
+        heads.get(2).copied().unwrap_or(0),
+        heads.get(3).copied().unwrap_or(0),
+    ]
 }
 
 pub struct SeedTrainEnv {
@@ -107,7 +120,11 @@ impl DiscreteEnv for SeedTrainEnv {
             return (obs, 0.0, false);
         };
         let s = env.step(seed_action(action, &self.last));
-        let violation = if s.latency_ms > SLA_MS { VIOLATION_PENALTY + ((s.latency_ms / SLA_MS - 1.0).min(3.0)) as f32 } else { 0.0 };
+        let violation = if s.latency_ms > SLA_MS {
+            VIOLATION_PENALTY + ((s.latency_ms / SLA_MS - 1.0).min(3.0)) as f32
+        } else {
+            0.0
+        };
         let reward = -(s.cost / 10.0) as f32 - violation;
         self.last = to_f32(&s.obs);
         (self.last.clone(), reward, env.steps() >= EPISODE_STEPS)
@@ -132,7 +149,10 @@ mod tests {
             let (n, m) = (n as f32 + 1.0, m as f32 + 1.0);
             let need = load * CAPACITY_PER_LOAD;
             assert!(n * m >= need, "load {load}: {n} x {m} GB < {need}");
-            assert!((n - 1.0) * EXECUTOR_UNIT_GB < need || n == 1.0, "load {load}: {n} executors, one fewer would do");
+            assert!(
+                (n - 1.0) * EXECUTOR_UNIT_GB < need || n == 1.0,
+                "load {load}: {n} executors, one fewer would do"
+            );
             assert!(n * (m - 1.0) < need || m == 1.0, "load {load}: {m} GB, a size less would do");
             // Compute alone takes at most the SLA.
             let (latency, _, _) = evaluate([n as usize - 1, m as usize - 1, 0, 0], load as f64, 0.0);
@@ -145,7 +165,10 @@ mod tests {
         for load in [f32::NAN, f32::INFINITY, -5.0, 0.0, 1e9] {
             for h in [[0, 0, 0, 0], [HEAD_DIMS[0] - 1, HEAD_DIMS[1] - 1, 3, 2]] {
                 let a = seed_action(&h, &obs_with_load(load));
-                assert!(a.iter().zip(sim::seed_compat::ACTION_DIMS).all(|(&i, d)| i < d), "load {load}: {a:?}");
+                assert!(
+                    a.iter().zip(sim::seed_compat::ACTION_DIMS).all(|(&i, d)| i < d),
+                    "load {load}: {a:?}"
+                );
             }
         }
     }

@@ -118,7 +118,8 @@ impl Replay {
     }
 
     fn sample(&self, n: usize, rng: &mut impl Rng) -> Result<[Tensor; 5], TrainError> {
-        let (mut o, mut x, mut a, mut r, mut d) = (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let (mut o, mut x, mut a, mut r, mut d) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for _ in 0..n {
             let i = rng.random_range(0..self.len);
             o.extend_from_slice(&self.obs[i * self.obs_dim..(i + 1) * self.obs_dim]);
@@ -167,14 +168,21 @@ pub fn train(
     let actor = Mlp::new(&actor_sizes, Activation::Relu, gain, &mut rng)?;
     let actor_t = Mlp::new(&actor_sizes, Activation::Relu, gain, &mut rng)?;
     actor_t.soft_update(&actor, 1.0)?;
-    let (q1, q2) = (Mlp::new(&critic_sizes, Activation::Relu, gain, &mut rng)?, Mlp::new(&critic_sizes, Activation::Relu, gain, &mut rng)?);
-    let (q1_t, q2_t) = (Mlp::new(&critic_sizes, Activation::Relu, gain, &mut rng)?, Mlp::new(&critic_sizes, Activation::Relu, gain, &mut rng)?);
+    let (q1, q2) = (
+        Mlp::new(&critic_sizes, Activation::Relu, gain, &mut rng)?,
+        Mlp::new(&critic_sizes, Activation::Relu, gain, &mut rng)?,
+    );
+    let (q1_t, q2_t) = (
+        Mlp::new(&critic_sizes, Activation::Relu, gain, &mut rng)?,
+        Mlp::new(&critic_sizes, Activation::Relu, gain, &mut rng)?,
+    );
     q1_t.soft_update(&q1, 1.0)?;
     q2_t.soft_update(&q2, 1.0)?;
     let mut q_opt = adam([q1.vars(), q2.vars()].concat(), config.learning_rate)?;
     let mut actor_opt = adam(actor.vars(), config.learning_rate)?;
     let half_range = 0.5;
-    let explore = Normal::new(0.0, config.exploration_noise * half_range).map_err(|e| TrainError::Invalid(e.to_string()))?;
+    let explore = Normal::new(0.0, config.exploration_noise * half_range)
+        .map_err(|e| TrainError::Invalid(e.to_string()))?;
     let mut replay = Replay::new(config.buffer_size.min(config.total_steps.max(1)), obs_dim, act_dim);
     let agent = Td3Agent { actor };
 
@@ -184,7 +192,11 @@ pub fn train(
         let action: Vec<f32> = if step < config.learning_starts {
             (0..act_dim).map(|_| rng.random::<f32>()).collect()
         } else {
-            agent.act(&obs)?.into_iter().map(|a| (a as f64 + explore.sample(&mut rng)).clamp(0.0, 1.0) as f32).collect()
+            agent
+                .act(&obs)?
+                .into_iter()
+                .map(|a| (a as f64 + explore.sample(&mut rng)).clamp(0.0, 1.0) as f32)
+                .collect()
         };
         let (next, reward, done) = env.step(&action, &mut rng);
         replay.push(&obs, &action, reward, &next, done);
@@ -203,7 +215,9 @@ pub fn train(
             let noise: Vec<f32> = (0..config.batch_size * act_dim)
                 .map(|_| {
                     let n: f64 = rng.sample(rand_distr::StandardNormal);
-                    (n * config.policy_noise * half_range).clamp(-config.noise_clip * half_range, config.noise_clip * half_range) as f32
+                    (n * config.policy_noise * half_range)
+                        .clamp(-config.noise_clip * half_range, config.noise_clip * half_range)
+                        as f32
                 })
                 .collect();
             let noise = Tensor::from_vec(noise, (config.batch_size, act_dim), &Device::Cpu)?;
@@ -223,7 +237,8 @@ pub fn train(
         }
         if (step + 1) % 500 == 0 || step + 1 == config.total_steps {
             let recent = &finished[finished.len().saturating_sub(10)..];
-            let mean_return = if recent.is_empty() { f64::NAN } else { recent.iter().sum::<f64>() / recent.len() as f64 };
+            let mean_return =
+                if recent.is_empty() { f64::NAN } else { recent.iter().sum::<f64>() / recent.len() as f64 };
             progress(Td3Progress { steps: step + 1, total_steps: config.total_steps, mean_return });
         }
     }

@@ -29,11 +29,21 @@ fn seed_compat_onnx_matches_the_network_and_nnef_matches_onnx() {
     let (agent, scale) = seed_agent(&mut rng);
     let dir = scratch("seed");
     let path = dir.join("seed-compat-ppo.onnx");
-    trainer::onnx::export_seed_relative(&path, &agent.actor, &trainer::seed_env::HEAD_DIMS, Some(&scale), &trainer::seed_env::decode(), "test").unwrap();
+    trainer::onnx::export_seed_relative(
+        &path,
+        &agent.actor,
+        &trainer::seed_env::HEAD_DIMS,
+        Some(&scale),
+        &trainer::seed_env::decode(),
+        "test",
+    )
+    .unwrap();
     let model = SeedCompatPolicy::load(&path).unwrap();
     let nnef = dir.join("seed-compat-ppo.nnef.tar");
     PolicyModel::convert_onnx_to_nnef(&path, &nnef, &TensorSpec::new(&[1, 13], Elem::F32)).unwrap();
-    let from_nnef = PolicyModel::load(&nnef, TensorSpec::new(&[1, 13], Elem::F32), TensorSpec::new(&[1, 4], Elem::I64)).unwrap();
+    let from_nnef =
+        PolicyModel::load(&nnef, TensorSpec::new(&[1, 13], Elem::F32), TensorSpec::new(&[1, 4], Elem::I64))
+            .unwrap();
     for _ in 0..200 {
         let obs: [f64; 13] = std::array::from_fn(|i| rng.random::<f64>() * sim::seed_compat::OBS_HIGH[i]);
         let raw: Vec<f32> = obs.iter().map(|&v| v as f32).collect();
@@ -56,7 +66,8 @@ fn scaling_and_meta_exports_load_with_their_shapes() {
     let mut rng = Xoshiro256PlusPlus::seed_from_u64(8);
     let dir = scratch("shapes");
     let arena = sim::Arena::embedded();
-    let actor = Mlp::new(&[13, 64, 64, control::ACTION_DIMS.iter().sum()], Activation::Tanh, 1.0, &mut rng).unwrap();
+    let actor =
+        Mlp::new(&[13, 64, 64, control::ACTION_DIMS.iter().sum()], Activation::Tanh, 1.0, &mut rng).unwrap();
     let scaling = dir.join("scaling-ppo.onnx");
     trainer::onnx::export_multidiscrete(&scaling, &actor, &control::ACTION_DIMS, None, "test").unwrap();
     let policy = ScalingPolicy::load(&scaling, arena.state_builder()).unwrap();
@@ -94,7 +105,15 @@ fn corrupt_missing_and_unknown_files_are_refused() {
     let truncated = dir.join("truncated.onnx");
     let mut rng = Xoshiro256PlusPlus::seed_from_u64(9);
     let (agent, scale) = seed_agent(&mut rng);
-    trainer::onnx::export_seed_relative(&truncated, &agent.actor, &trainer::seed_env::HEAD_DIMS, Some(&scale), &trainer::seed_env::decode(), "test").unwrap();
+    trainer::onnx::export_seed_relative(
+        &truncated,
+        &agent.actor,
+        &trainer::seed_env::HEAD_DIMS,
+        Some(&scale),
+        &trainer::seed_env::decode(),
+        "test",
+    )
+    .unwrap();
     let bytes = std::fs::read(&truncated).unwrap();
     std::fs::write(&truncated, &bytes[..bytes.len() / 2]).unwrap();
     assert!(SeedCompatPolicy::load(&truncated).is_err());

@@ -3,6 +3,8 @@
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
-    let echo = |event: lambda_runtime::LambdaEvent<serde_json::Value>| async move { Ok::<_, lambda_runtime::Error>(event.payload) };
+    let echo = |event: lambda_runtime::LambdaEvent<serde_json::Value>| async move {
+        Ok::<_, lambda_runtime::Error>(event.payload)
+    };
     lambda_runtime::run(lambda_runtime::service_fn(echo)).await
 }

@@ -19,14 +19,21 @@ impl FixedIndices {
     // Each example compiles this file on its own, and headroom_sweep builds its indices itself.
     #[allow(dead_code)]
     pub fn headroom_rule(arena: &Arena, quiet: f64, burst: f64) -> Option<Self> {
-        let level = |h: f64| control::EXECUTOR_HEADROOM.iter().position(|&l| (l - h).abs() < 1e-9).map(|k| k as i64);
+        let level =
+            |h: f64| control::EXECUTOR_HEADROOM.iter().position(|&l| (l - h).abs() < 1e-9).map(|k| k as i64);
         let nvme = latency_model::Tier::CHOICES.iter().position(|&t| t == latency_model::Tier::Nvme)? as i64;
-        let none = latency_model::Compression::CHOICES.iter().position(|&c| c == latency_model::Compression::None)? as i64;
+        let none = latency_model::Compression::CHOICES
+            .iter()
+            .position(|&c| c == latency_model::Compression::None)? as i64;
         Some(Self::new(arena, [level(quiet)?, 0, nvme, none], [level(burst)?, 0, nvme, none]))
     }
 
     pub fn new(arena: &Arena, quiet: [i64; 4], burst: [i64; 4]) -> Self {
-        Self { state: arena.state_builder(), indices: [quiet, burst], guard: ArenaGuardrails::new(arena.config.max_executors) }
+        Self {
+            state: arena.state_builder(),
+            indices: [quiet, burst],
+            guard: ArenaGuardrails::new(arena.config.max_executors),
+        }
     }
 }
 
