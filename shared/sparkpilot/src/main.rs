@@ -815,25 +815,7 @@ fn replay_cmd(args: &ReplayArgs) -> Result<()> {
         )
     };
     let elapsed = started.elapsed();
-    out!(
-        "replay of {} (seed {}, {} s) through the five handlers on {backends}, in {:.1} s:",
-        trace.name(),
-        args.seed,
-        trace.len(),
-        elapsed.as_secs_f64()
-    );
-    out!(
-        "  {} control messages from {} edges, {} raw-data summaries, {} shuffle blocks, {} decisions ({} executor changes), {} record errors",
-        report.control_messages, arena.config.edge.gateways, report.raw_summaries, report.shuffle_blocks, report.decisions, report.executor_changes, report.record_errors
-    );
-    let calls: Vec<String> = report.invocations.iter().map(|(f, n)| format!("{f} {n}")).collect();
-    out!("  invocations: {}", calls.join(", "));
-    out!(
-        "  what scaling-decision saw against the arena: observation drift {:.1e}, burst signal agreed on {:.1} % of decisions, temperature within {:.3}",
-        report.observation_drift,
-        report.burst_agreement * 100.0,
-        report.temperature_drift
-    );
+    print_replay(&report, &arena, &trace, args.seed, &backends, elapsed)?;
     let row = |policy: &str, scores: sim::Scores| tournament::Row {
         policy: policy.into(),
         mean: scores,
@@ -844,29 +826,7 @@ fn replay_cmd(args: &ReplayArgs) -> Result<()> {
     let mut rows = vec![row("replay", report.scores)];
     let mut timelines = vec![("replay".to_string(), report.timeline)];
     if !args.no_compare {
-        // The tournament's learned policies on the same trace and seed, from the very model bytes
-        // the handlers embed.
-        let scaling = || {
-            policy::ScalingPolicy::from_bytes(
-                "embedded:scaling-ppo.onnx",
-                handlers::scaling_decision::EMBEDDED_MODEL,
-                arena.state_builder(),
-            )
-        };
-        let meta =
-            policy::MetaPolicy::from_bytes("embedded:meta-td3.onnx", handlers::meta_weights::EMBEDDED_MODEL)?;
-        let mut contenders = vec![
-            Contender::Policy(Box::new(sim::learned::RlScaling::new("rl", scaling()?))),
-            Contender::Policy(Box::new(sim::learned::Prewarmed::new(
-                sim::learned::RlMeta::new(meta, scaling()?, arena.clone(), scenario),
-                &arena,
-            ))),
-            Contender::Clairvoyant,
-        ];
-        let t = trace.clone();
-        let make = move |_seed: u64| Ok::<_, SimError>(t.clone());
-        let result =
-            tournament::run_realistic(&arena, trace.name(), &make, &[args.seed], &mut contenders, &|| {})?;
+        let result = learned_on(&arena, &trace, args.seed, scenario)?;
         rows.extend(result.rows);
         timelines.extend(result.timelines);
     }
@@ -889,6 +849,67 @@ fn replay_cmd(args: &ReplayArgs) -> Result<()> {
         let _ = server.stop.send(());
         runtime.block_on(server.task)??;
     }
+    Ok(())
+}
+
+/// The tournament's learned policies on the same trace and seed as a replay, from the very model
+/// bytes the handlers embed, with the clairvoyant bound.
+fn learned_on(
+    arena: &Arena,
+    trace: &traces::Trace,
+    seed: u64,
+    scenario: control::Scenario,
+) -> Result<tournament::Tournament> {
+    let scaling = || {
+        policy::ScalingPolicy::from_bytes(
+            "embedded:scaling-ppo.onnx",
+            handlers::scaling_decision::EMBEDDED_MODEL,
+            arena.state_builder(),
+        )
+    };
+    let meta =
+        policy::MetaPolicy::from_bytes("embedded:meta-td3.onnx", handlers::meta_weights::EMBEDDED_MODEL)?;
+    let mut contenders = vec![
+        Contender::Policy(Box::new(sim::learned::RlScaling::new("rl", scaling()?))),
+        Contender::Policy(Box::new(sim::learned::Prewarmed::new(
+            sim::learned::RlMeta::new(meta, scaling()?, arena.clone(), scenario),
+            arena,
+        ))),
+        Contender::Clairvoyant,
+    ];
+    let t = trace.clone();
+    let make = move |_seed: u64| Ok::<_, SimError>(t.clone());
+    Ok(tournament::run_realistic(arena, trace.name(), &make, &[seed], &mut contenders, &|| {})?)
+}
+
+/// What a replay did, for a person: messages, invocations and how closely the functions saw the arena.
+fn print_replay(
+    report: &pipeline::replay::ReplayReport,
+    arena: &Arena,
+    trace: &traces::Trace,
+    seed: u64,
+    backends: &str,
+    elapsed: Duration,
+) -> Result<()> {
+    out!(
+        "replay of {} (seed {}, {} s) through the five handlers on {backends}, in {:.1} s:",
+        trace.name(),
+        seed,
+        trace.len(),
+        elapsed.as_secs_f64()
+    );
+    out!(
+        "  {} control messages from {} edges, {} raw-data summaries, {} shuffle blocks, {} decisions ({} executor changes), {} record errors",
+        report.control_messages, arena.config.edge.gateways, report.raw_summaries, report.shuffle_blocks, report.decisions, report.executor_changes, report.record_errors
+    );
+    let calls: Vec<String> = report.invocations.iter().map(|(f, n)| format!("{f} {n}")).collect();
+    out!("  invocations: {}", calls.join(", "));
+    out!(
+        "  what scaling-decision saw against the arena: observation drift {:.1e}, burst signal agreed on {:.1} % of decisions, temperature within {:.3}",
+        report.observation_drift,
+        report.burst_agreement * 100.0,
+        report.temperature_drift
+    );
     Ok(())
 }
 
