@@ -12,7 +12,7 @@
 /// [`TEACHER_CAUTIOUS_RISK`]. Each is then rounded up to an executor level.
 ///
 /// Why these points, from fixed rules on 20 seeds of every trace with the edges' 60 s forecast
-/// window (`cargo run --release -p sim --example rule_sweep 20`): 0.95 x quiet and 1.2 x under a
+/// window (`cargo run --release -p experiments --example rule_sweep 20`): 0.95 x quiet and 1.2 x under a
 /// burst was the cheapest pair tried within 1 % of events over the SLA on every trace, 1.02-1.13 x
 /// the clairvoyant bound on the built-in ones; 0.95 / 1.0 costs 2-5 % less there (13 % on aws-elb)
 /// and leaves 1.6 % of step-burst's events over the SLA, which a scenario that weighs cost 18 times

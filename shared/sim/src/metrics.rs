@@ -80,12 +80,21 @@ impl RunningStd {
     pub fn mean(&self) -> f64 {
         self.mean
     }
-    pub fn std(&self) -> f64 {
+    /// Population variance; 0 before the first value.
+    pub fn var(&self) -> f64 {
         if self.n > 0.0 {
-            (self.m2 / self.n).sqrt()
+            self.m2 / self.n
         } else {
             0.0
         }
+    }
+    /// Population standard deviation; 0 before the first value.
+    pub fn std(&self) -> f64 {
+        self.var().sqrt()
+    }
+    /// How many values were added.
+    pub fn count(&self) -> u64 {
+        self.n as u64
     }
 }
 

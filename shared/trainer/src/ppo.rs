@@ -10,6 +10,7 @@ use candle_core::{Device, Tensor, Var, D};
 use candle_nn::{AdamW, Optimizer, ParamsAdamW};
 use rand::{Rng, SeedableRng};
 use rand_xoshiro::Xoshiro256PlusPlus;
+use sim::metrics::RunningStd;
 
 /// An environment PPO can train on: observations are flat f32 vectors, actions one index per head.
 pub trait DiscreteEnv {
@@ -201,28 +202,13 @@ impl PpoAgent {
     }
 }
 
-/// Running variance (Welford), for reward normalisation.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct RunningVar {
-    n: f64,
-    mean: f64,
-    m2: f64,
-}
-
-impl RunningVar {
-    pub fn add(&mut self, x: f64) {
-        self.n += 1.0;
-        let d = x - self.mean;
-        self.mean += d / self.n;
-        self.m2 += d * (x - self.mean);
-    }
-
-    pub fn var(&self) -> f64 {
-        if self.n > 1.0 {
-            self.m2 / self.n
-        } else {
-            1.0
-        }
+/// The variance rewards are scaled by: the returns' population variance (Welford, the same
+/// accumulator the arena scores with), 1 until there are two returns to measure.
+fn reward_scale_var(stats: &RunningStd) -> f64 {
+    if stats.count() > 1 {
+        stats.var()
+    } else {
+        1.0
     }
 }
 
@@ -282,177 +268,265 @@ pub fn train(
     let params =
         ParamsAdamW { lr: config.learning_rate, beta1: 0.9, beta2: 0.999, eps: 1e-5, weight_decay: 0.0 };
     let mut opt = AdamW::new(vars.clone(), params)?;
-    let (n_envs, n_steps) = (config.num_envs, config.num_steps);
-    let batch = n_envs * n_steps;
-    let minibatch = (batch / config.num_minibatches.max(1)).max(1);
+    let batch = config.num_envs * config.num_steps;
     let updates = (config.total_steps / batch).max(1);
-    let heads = head_dims.len();
 
     let mut obs: Vec<Vec<f32>> = envs.iter_mut().map(|e| e.reset(&mut rng)).collect();
     if let Some(warm) = &config.warm_start {
         obs = clone_teacher(&agent, envs, warm, &mut rng)?;
     }
-    let mut discounted = vec![0.0f64; n_envs];
-    let mut return_stats: Vec<RunningVar> = Vec::new();
-    let mut episode_returns = vec![0.0f64; n_envs];
+    let mut rewards = RewardScaler::new(config.num_envs, config.gamma);
+    let mut episode_returns = vec![0.0f64; config.num_envs];
     let mut steps_done = 0usize;
 
     for update in 0..updates {
         if config.anneal_lr {
             opt.set_learning_rate(config.learning_rate * (1.0 - update as f64 / updates as f64));
         }
-        let mut b_obs = Vec::with_capacity(batch * obs_dim);
-        let mut b_actions: Vec<u32> = Vec::with_capacity(batch * heads);
-        let mut b_logp = Vec::with_capacity(batch);
-        let mut b_values = Vec::with_capacity(batch);
-        let mut b_rewards = Vec::with_capacity(batch);
-        let mut b_dones = Vec::with_capacity(batch);
-        let bc_coef = config.warm_start.as_ref().map_or(0.0, |w| w.bc_coef);
-        let mut b_teacher: Vec<u32> = Vec::with_capacity(if bc_coef > 0.0 { batch * heads } else { 0 });
-        let mut finished = Vec::new();
-        for _ in 0..n_steps {
-            let flat: Vec<f32> = obs.iter().flatten().copied().collect();
-            let x = agent.input(&flat, n_envs)?;
-            let logits: Vec<Vec<f32>> = agent.actor.forward(&x)?.to_vec2()?;
-            let values: Vec<f32> = agent.critic.forward(&x)?.squeeze(1)?.to_vec1()?;
-            for e in 0..n_envs {
-                let mut action = Vec::with_capacity(heads);
-                let mut logp = 0.0f64;
-                let mut offset = 0;
-                for &d in head_dims {
-                    let head = &logits[e][offset..offset + d];
-                    let max = head.iter().fold(f32::MIN, |a, &b| a.max(b));
-                    let exps: Vec<f64> = head.iter().map(|&v| ((v - max) as f64).exp()).collect();
-                    let z: f64 = exps.iter().sum();
-                    let mut u = rng.random::<f64>() * z;
-                    let mut pick = d - 1;
-                    for (i, p) in exps.iter().enumerate() {
-                        if u < *p {
-                            pick = i;
-                            break;
-                        }
-                        u -= p;
-                    }
-                    logp += (exps[pick] / z).ln();
-                    action.push(pick);
-                    offset += d;
-                }
-                if bc_coef > 0.0 {
-                    let taught = teacher_action(envs[e].as_ref(), head_dims, "bc_coef > 0")?;
-                    b_teacher.extend(taught.iter().map(|&a| a as u32));
-                }
-                // The regime of the episode the reward belongs to (a step may end it and start another).
-                let regime = envs[e].regime();
-                let (next, reward, done) = envs[e].step(&action, &mut rng);
-                b_obs.extend_from_slice(&obs[e]);
-                b_actions.extend(action.iter().map(|&a| a as u32));
-                b_logp.push(logp as f32);
-                b_values.push(values[e]);
-                let scaled = if config.normalize_reward {
-                    if return_stats.len() <= regime {
-                        return_stats.resize(regime + 1, RunningVar::default());
-                    }
-                    let stats = &mut return_stats[regime];
-                    discounted[e] = discounted[e] * config.gamma + reward as f64;
-                    stats.add(discounted[e]);
-                    if done {
-                        discounted[e] = 0.0;
-                    }
-                    (reward as f64 / (stats.var() + 1e-8).sqrt()).clamp(-10.0, 10.0) as f32
-                } else {
-                    reward
-                };
-                b_rewards.push(scaled);
-                b_dones.push(done);
-                episode_returns[e] += reward as f64;
-                obs[e] = if done {
-                    finished.push(episode_returns[e]);
-                    episode_returns[e] = 0.0;
-                    envs[e].reset(&mut rng)
-                } else {
-                    next
-                };
-            }
-            steps_done += n_envs;
-        }
-        // Bootstrap from the value of the observations after the rollout; GAE backwards in time.
+        let rollout =
+            collect_rollout(&agent, envs, &mut obs, config, &mut rewards, &mut episode_returns, &mut rng)?;
+        steps_done += batch;
+        // Bootstrap from the value of the observations after the rollout.
         let flat: Vec<f32> = obs.iter().flatten().copied().collect();
         let next_values: Vec<f32> =
-            agent.critic.forward(&agent.input(&flat, n_envs)?)?.squeeze(1)?.to_vec1()?;
-        let mut advantages = vec![0.0f32; batch];
-        for (e, &bootstrap) in next_values.iter().enumerate() {
-            let mut last = 0.0f64;
-            for t in (0..n_steps).rev() {
-                let i = t * n_envs + e;
-                let (next_value, next_nonterminal) = if t == n_steps - 1 {
-                    (bootstrap as f64, if b_dones[i] { 0.0 } else { 1.0 })
-                } else {
-                    (b_values[i + n_envs] as f64, if b_dones[i] { 0.0 } else { 1.0 })
-                };
-                let delta =
-                    b_rewards[i] as f64 + config.gamma * next_value * next_nonterminal - b_values[i] as f64;
-                last = delta + config.gamma * config.gae_lambda * next_nonterminal * last;
-                advantages[i] = last as f32;
-            }
-        }
-        let returns: Vec<f32> = advantages.iter().zip(&b_values).map(|(a, v)| a + v).collect();
-
+            agent.critic.forward(&agent.input(&flat, config.num_envs)?)?.squeeze(1)?.to_vec1()?;
+        let advantages = gae(&rollout, &next_values, config);
         // While the critic catches up with a warm-started actor, only the value loss trains.
         let actor_on = config.warm_start.as_ref().is_none_or(|w| update >= w.critic_updates);
-        let t_obs = agent.input(&b_obs, batch)?;
-        let t_actions = Tensor::from_vec(b_actions, (batch, heads), &Device::Cpu)?;
-        let t_logp = Tensor::from_vec(b_logp, batch, &Device::Cpu)?;
-        let t_adv = Tensor::from_vec(advantages, batch, &Device::Cpu)?;
-        let t_ret = Tensor::from_vec(returns, batch, &Device::Cpu)?;
-        let t_val = Tensor::from_vec(b_values, batch, &Device::Cpu)?;
-        let t_teacher = if bc_coef > 0.0 {
-            Some(Tensor::from_vec(b_teacher, (batch, heads), &Device::Cpu)?)
-        } else {
-            None
-        };
-        let mut order: Vec<u32> = (0..batch as u32).collect();
-        for _ in 0..config.update_epochs {
-            shuffle(&mut order, &mut rng);
-            for chunk in order.chunks(minibatch) {
-                let idx = Tensor::from_slice(chunk, chunk.len(), &Device::Cpu)?;
-                let x = t_obs.index_select(&idx, 0)?;
-                let a = t_actions.index_select(&idx, 0)?;
-                let old_logp = t_logp.index_select(&idx, 0)?;
-                let adv = t_adv.index_select(&idx, 0)?;
-                let ret = t_ret.index_select(&idx, 0)?;
-                let old_v = t_val.index_select(&idx, 0)?;
-                let (logp, entropy) = agent.evaluate(&x, &a)?;
-                let ratio = (&logp - &old_logp)?.exp()?;
-                let mean = adv.mean_all()?;
-                let std = adv.broadcast_sub(&mean)?.sqr()?.mean_all()?.sqrt()?;
-                let adv = adv.broadcast_sub(&mean)?.broadcast_div(&(std + 1e-8)?)?;
-                let pg1 = (adv.neg()? * &ratio)?;
-                let pg2 = (adv.neg()? * ratio.clamp(1.0 - config.clip_coef, 1.0 + config.clip_coef)?)?;
-                let pg_loss = pg1.maximum(&pg2)?.mean_all()?;
-                let v = agent.critic.forward(&x)?.squeeze(1)?;
-                let v_unclipped = (&v - &ret)?.sqr()?;
-                let v_clipped = (&old_v + (&v - &old_v)?.clamp(-config.clip_coef, config.clip_coef)?)?;
-                let v_loss = (v_unclipped.maximum(&(v_clipped - &ret)?.sqr()?)?.mean_all()? * 0.5)?;
-                let v_term = (v_loss * config.vf_coef)?;
-                let mut loss = if actor_on {
-                    ((pg_loss - (entropy.mean_all()? * config.ent_coef)?)? + v_term)?
-                } else {
-                    v_term
-                };
-                if let (true, Some(teacher)) = (actor_on, &t_teacher) {
-                    let (taught_logp, _) = agent.evaluate(&x, &teacher.index_select(&idx, 0)?)?;
-                    loss = (loss - (taught_logp.mean_all()? * bc_coef)?)?;
-                }
-                let mut grads = loss.backward()?;
-                clip_grad_norm(&mut grads, &vars, config.max_grad_norm)?;
-                opt.step(&grads)?;
-            }
-        }
-        let mean_return =
-            if finished.is_empty() { f64::NAN } else { finished.iter().sum::<f64>() / finished.len() as f64 };
+        let mean_return = rollout.mean_finished_return();
+        optimise(&agent, &mut opt, &vars, rollout, advantages, config, actor_on, &mut rng)?;
         progress(PpoProgress { steps: steps_done, total_steps: updates * batch, mean_return });
     }
     Ok(agent)
+}
+
+/// One rollout of `num_steps` steps in every environment, flattened step-major (step t of env e at
+/// `t * num_envs + e`).
+struct Rollout {
+    obs: Vec<f32>,
+    actions: Vec<u32>,
+    logp: Vec<f32>,
+    values: Vec<f32>,
+    rewards: Vec<f32>,
+    dones: Vec<bool>,
+    /// The reference rule's actions, when behaviour cloning is on.
+    teacher: Vec<u32>,
+    /// Undiscounted returns of the episodes that ended during the rollout.
+    finished: Vec<f64>,
+}
+
+impl Rollout {
+    fn mean_finished_return(&self) -> f64 {
+        if self.finished.is_empty() {
+            f64::NAN
+        } else {
+            self.finished.iter().sum::<f64>() / self.finished.len() as f64
+        }
+    }
+}
+
+/// Rewards divided by the running standard deviation of the discounted return, per regime.
+struct RewardScaler {
+    gamma: f64,
+    discounted: Vec<f64>,
+    stats: Vec<RunningStd>,
+}
+
+impl RewardScaler {
+    fn new(num_envs: usize, gamma: f64) -> Self {
+        Self { gamma, discounted: vec![0.0; num_envs], stats: Vec::new() }
+    }
+
+    /// The reward of env `e` in `regime`, scaled and clipped to ±10.
+    fn scale(&mut self, e: usize, regime: usize, reward: f32, done: bool) -> f32 {
+        if self.stats.len() <= regime {
+            self.stats.resize(regime + 1, RunningStd::default());
+        }
+        let stats = &mut self.stats[regime];
+        self.discounted[e] = self.discounted[e] * self.gamma + reward as f64;
+        stats.add(self.discounted[e]);
+        if done {
+            self.discounted[e] = 0.0;
+        }
+        (reward as f64 / (reward_scale_var(stats) + 1e-8).sqrt()).clamp(-10.0, 10.0) as f32
+    }
+}
+
+/// Sample one action per head from the actor's logits (softmax); returns the actions and their
+/// joint log-probability.
+fn sample_heads(logits: &[f32], head_dims: &[usize], rng: &mut Xoshiro256PlusPlus) -> (Vec<usize>, f64) {
+    let mut action = Vec::with_capacity(head_dims.len());
+    let mut logp = 0.0f64;
+    let mut offset = 0;
+    for &d in head_dims {
+        let head = &logits[offset..offset + d];
+        let max = head.iter().fold(f32::MIN, |a, &b| a.max(b));
+        let exps: Vec<f64> = head.iter().map(|&v| ((v - max) as f64).exp()).collect();
+        let z: f64 = exps.iter().sum();
+        let mut u = rng.random::<f64>() * z;
+        let mut pick = d - 1;
+        for (i, p) in exps.iter().enumerate() {
+            if u < *p {
+                pick = i;
+                break;
+            }
+            u -= p;
+        }
+        logp += (exps[pick] / z).ln();
+        action.push(pick);
+        offset += d;
+    }
+    (action, logp)
+}
+
+/// Step every environment `num_steps` times with the current policy; `obs` ends as the observations
+/// after the rollout.
+fn collect_rollout(
+    agent: &PpoAgent,
+    envs: &mut [Box<dyn DiscreteEnv>],
+    obs: &mut [Vec<f32>],
+    config: &PpoConfig,
+    rewards: &mut RewardScaler,
+    episode_returns: &mut [f64],
+    rng: &mut Xoshiro256PlusPlus,
+) -> Result<Rollout, TrainError> {
+    let (n_envs, head_dims) = (config.num_envs, &agent.head_dims);
+    let (batch, heads) = (n_envs * config.num_steps, head_dims.len());
+    let bc_coef = config.warm_start.as_ref().map_or(0.0, |w| w.bc_coef);
+    let mut r = Rollout {
+        obs: Vec::with_capacity(batch * agent.obs_dim),
+        actions: Vec::with_capacity(batch * heads),
+        logp: Vec::with_capacity(batch),
+        values: Vec::with_capacity(batch),
+        rewards: Vec::with_capacity(batch),
+        dones: Vec::with_capacity(batch),
+        teacher: Vec::with_capacity(if bc_coef > 0.0 { batch * heads } else { 0 }),
+        finished: Vec::new(),
+    };
+    for _ in 0..config.num_steps {
+        let flat: Vec<f32> = obs.iter().flatten().copied().collect();
+        let x = agent.input(&flat, n_envs)?;
+        let logits: Vec<Vec<f32>> = agent.actor.forward(&x)?.to_vec2()?;
+        let values: Vec<f32> = agent.critic.forward(&x)?.squeeze(1)?.to_vec1()?;
+        for e in 0..n_envs {
+            let (action, logp) = sample_heads(&logits[e], head_dims, rng);
+            if bc_coef > 0.0 {
+                let taught = teacher_action(envs[e].as_ref(), head_dims, "bc_coef > 0")?;
+                r.teacher.extend(taught.iter().map(|&a| a as u32));
+            }
+            // The regime of the episode the reward belongs to (a step may end it and start another).
+            let regime = envs[e].regime();
+            let (next, reward, done) = envs[e].step(&action, rng);
+            r.obs.extend_from_slice(&obs[e]);
+            r.actions.extend(action.iter().map(|&a| a as u32));
+            r.logp.push(logp as f32);
+            r.values.push(values[e]);
+            r.rewards.push(if config.normalize_reward {
+                rewards.scale(e, regime, reward, done)
+            } else {
+                reward
+            });
+            r.dones.push(done);
+            episode_returns[e] += reward as f64;
+            obs[e] = if done {
+                r.finished.push(episode_returns[e]);
+                episode_returns[e] = 0.0;
+                envs[e].reset(rng)
+            } else {
+                next
+            };
+        }
+    }
+    Ok(r)
+}
+
+/// Generalised advantage estimates, backwards in time from the values after the rollout.
+fn gae(r: &Rollout, next_values: &[f32], config: &PpoConfig) -> Vec<f32> {
+    let (n_envs, n_steps) = (config.num_envs, config.num_steps);
+    let mut advantages = vec![0.0f32; n_envs * n_steps];
+    for (e, &bootstrap) in next_values.iter().enumerate() {
+        let mut last = 0.0f64;
+        for t in (0..n_steps).rev() {
+            let i = t * n_envs + e;
+            let (next_value, next_nonterminal) = if t == n_steps - 1 {
+                (bootstrap as f64, if r.dones[i] { 0.0 } else { 1.0 })
+            } else {
+                (r.values[i + n_envs] as f64, if r.dones[i] { 0.0 } else { 1.0 })
+            };
+            let delta =
+                r.rewards[i] as f64 + config.gamma * next_value * next_nonterminal - r.values[i] as f64;
+            last = delta + config.gamma * config.gae_lambda * next_nonterminal * last;
+            advantages[i] = last as f32;
+        }
+    }
+    advantages
+}
+
+/// `update_epochs` passes of clipped-PPO minibatch updates over the rollout (the value loss alone
+/// while `actor_on` is false; behaviour cloning toward the reference rule when configured).
+#[allow(clippy::too_many_arguments)]
+fn optimise(
+    agent: &PpoAgent,
+    opt: &mut AdamW,
+    vars: &[Var],
+    r: Rollout,
+    advantages: Vec<f32>,
+    config: &PpoConfig,
+    actor_on: bool,
+    rng: &mut Xoshiro256PlusPlus,
+) -> Result<(), TrainError> {
+    let batch = config.num_envs * config.num_steps;
+    let heads = agent.head_dims.len();
+    let minibatch = (batch / config.num_minibatches.max(1)).max(1);
+    let bc_coef = config.warm_start.as_ref().map_or(0.0, |w| w.bc_coef);
+    let returns: Vec<f32> = advantages.iter().zip(&r.values).map(|(a, v)| a + v).collect();
+    let t_obs = agent.input(&r.obs, batch)?;
+    let t_actions = Tensor::from_vec(r.actions, (batch, heads), &Device::Cpu)?;
+    let t_logp = Tensor::from_vec(r.logp, batch, &Device::Cpu)?;
+    let t_adv = Tensor::from_vec(advantages, batch, &Device::Cpu)?;
+    let t_ret = Tensor::from_vec(returns, batch, &Device::Cpu)?;
+    let t_val = Tensor::from_vec(r.values, batch, &Device::Cpu)?;
+    let t_teacher =
+        if bc_coef > 0.0 { Some(Tensor::from_vec(r.teacher, (batch, heads), &Device::Cpu)?) } else { None };
+    let mut order: Vec<u32> = (0..batch as u32).collect();
+    for _ in 0..config.update_epochs {
+        shuffle(&mut order, rng);
+        for chunk in order.chunks(minibatch) {
+            let idx = Tensor::from_slice(chunk, chunk.len(), &Device::Cpu)?;
+            let x = t_obs.index_select(&idx, 0)?;
+            let a = t_actions.index_select(&idx, 0)?;
+            let old_logp = t_logp.index_select(&idx, 0)?;
+            let adv = t_adv.index_select(&idx, 0)?;
+            let ret = t_ret.index_select(&idx, 0)?;
+            let old_v = t_val.index_select(&idx, 0)?;
+            let (logp, entropy) = agent.evaluate(&x, &a)?;
+            let ratio = (&logp - &old_logp)?.exp()?;
+            let mean = adv.mean_all()?;
+            let std = adv.broadcast_sub(&mean)?.sqr()?.mean_all()?.sqrt()?;
+            let adv = adv.broadcast_sub(&mean)?.broadcast_div(&(std + 1e-8)?)?;
+            let pg1 = (adv.neg()? * &ratio)?;
+            let pg2 = (adv.neg()? * ratio.clamp(1.0 - config.clip_coef, 1.0 + config.clip_coef)?)?;
+            let pg_loss = pg1.maximum(&pg2)?.mean_all()?;
+            let v = agent.critic.forward(&x)?.squeeze(1)?;
+            let v_unclipped = (&v - &ret)?.sqr()?;
+            let v_clipped = (&old_v + (&v - &old_v)?.clamp(-config.clip_coef, config.clip_coef)?)?;
+            let v_loss = (v_unclipped.maximum(&(v_clipped - &ret)?.sqr()?)?.mean_all()? * 0.5)?;
+            let v_term = (v_loss * config.vf_coef)?;
+            let mut loss = if actor_on {
+                ((pg_loss - (entropy.mean_all()? * config.ent_coef)?)? + v_term)?
+            } else {
+                v_term
+            };
+            if let (true, Some(teacher)) = (actor_on, &t_teacher) {
+                let (taught_logp, _) = agent.evaluate(&x, &teacher.index_select(&idx, 0)?)?;
+                loss = (loss - (taught_logp.mean_all()? * bc_coef)?)?;
+            }
+            let mut grads = loss.backward()?;
+            clip_grad_norm(&mut grads, vars, config.max_grad_norm)?;
+            opt.step(&grads)?;
+        }
+    }
+    Ok(())
 }
 
 /// The environment's reference-rule action, checked against the heads; `who` names what asked for it.

@@ -3,7 +3,7 @@
 //! return: above zero, the pair beats the scenario's own weights by the scenario's objective. The
 //! trained meta-controller should land where its scenario's row is highest.
 //!
-//! `cargo run --release -p trainer --example meta_objective [MODELS_DIR] [EPISODES]`
+//! `cargo run --release -p experiments --example meta_objective [MODELS_DIR] [EPISODES]`
 
 use control::Scenario;
 use rand::SeedableRng;

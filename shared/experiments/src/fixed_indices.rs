@@ -16,8 +16,6 @@ pub struct FixedIndices {
 impl FixedIndices {
     /// The rule "`quiet` x the demand while the burst signal is down, `burst` x while it is up" on
     /// NVMe, memory level 0, no codec; `None` if either headroom is not one of the executor levels.
-    // Each example compiles this file on its own, and headroom_sweep builds its indices itself.
-    #[allow(dead_code)]
     pub fn headroom_rule(arena: &Arena, quiet: f64, burst: f64) -> Option<Self> {
         let level =
             |h: f64| control::EXECUTOR_HEADROOM.iter().position(|&l| (l - h).abs() < 1e-9).map(|k| k as i64);
@@ -28,6 +26,7 @@ impl FixedIndices {
         Some(Self::new(arena, [level(quiet)?, 0, nvme, none], [level(burst)?, 0, nvme, none]))
     }
 
+    /// Fixed head indices (executors, memory, tier, codec) while quiet and under a burst signal.
     pub fn new(arena: &Arena, quiet: [i64; 4], burst: [i64; 4]) -> Self {
         Self {
             state: arena.state_builder(),

@@ -1,13 +1,10 @@
 //! Ablation: a fixed executor level of the scaling policy's relative head (no learning), on every
 //! built-in trace, against the clairvoyant bound. Shows what headroom over the demand costs and buys.
 //!
-//! `cargo run --release -p sim --example headroom_sweep [SEEDS]`
-
-#[path = "common/fixed_indices.rs"]
-mod fixed_indices;
+//! `cargo run --release -p experiments --example headroom_sweep [SEEDS]`
 
 use control::EXECUTOR_HEADROOM;
-use fixed_indices::FixedIndices;
+use experiments::fixed_indices::FixedIndices;
 use latency_model::{Compression, Tier};
 use sim::Arena;
 

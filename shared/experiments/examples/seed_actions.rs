@@ -1,6 +1,6 @@
 //! Diagnostic: the seed-compat model's action against the cheapest action that is safe for any
 //! shuffle size the workload can draw, on episodes of every scenario, by band of next load.
-//! `cargo run --release -p sim --example seed_actions MODEL [EPISODES]`
+//! `cargo run --release -p experiments --example seed_actions MODEL [EPISODES]`
 
 use sim::seed_compat::{cheapest_meeting_sla, evaluate, Scenario, SeedEnv};
 

@@ -7,12 +7,9 @@
 //! forecasts) still 30 % above the input rate, as after a burst; or neither. The achievable
 //! clairvoyant schedule is split the same way.
 //!
-//! `cargo run --release -p sim --example cost_breakdown MODEL TRACE [SEEDS]`; MODEL may also be
+//! `cargo run --release -p experiments --example cost_breakdown MODEL TRACE [SEEDS]`; MODEL may also be
 //! `rule:Q/B`, the fixed rule "Q x the demand while the burst signal is down, B x while it is up"
 //! (memory level 0, NVMe, no codec), to see what the demand estimate itself leaves above the bound.
-
-#[path = "common/fixed_indices.rs"]
-mod fixed_indices;
 
 use latency_model::Tier;
 use sim::clairvoyant::{cheapest_action, fewest_executors, worker_rate_per_second, ClairvoyantSchedule};
@@ -31,11 +28,14 @@ struct Split {
 }
 
 /// The fixed rule named by `Q/B` (headrooms while the burst signal is down / up).
-fn rule_policy(arena: &Arena, rule: &str) -> Result<fixed_indices::FixedIndices, Box<dyn std::error::Error>> {
+fn rule_policy(
+    arena: &Arena,
+    rule: &str,
+) -> Result<experiments::fixed_indices::FixedIndices, Box<dyn std::error::Error>> {
     let (quiet, burst) = rule.split_once('/').ok_or_else(|| format!("rule {rule:?} is not Q/B"))?;
-    fixed_indices::FixedIndices::headroom_rule(arena, quiet.parse()?, burst.parse()?).ok_or_else(|| {
-        format!("rule {rule:?}: each headroom must be one of {:?}", control::EXECUTOR_HEADROOM).into()
-    })
+    experiments::fixed_indices::FixedIndices::headroom_rule(arena, quiet.parse()?, burst.parse()?).ok_or_else(
+        || format!("rule {rule:?}: each headroom must be one of {:?}", control::EXECUTOR_HEADROOM).into(),
+    )
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -4,13 +4,10 @@
 //! evaluation seeds. If a rule earns more reward than the model, PPO has not found the reward's
 //! optimum; if the model earns more, the reward prefers the model's behaviour.
 //!
-//! `cargo run --release -p trainer --example reward_compare MODEL [SEEDS]`
-
-#[path = "../../sim/examples/common/fixed_indices.rs"]
-mod fixed_indices;
+//! `cargo run --release -p experiments --example reward_compare MODEL [SEEDS]`
 
 use control::{Scenario, EXECUTOR_HEADROOM};
-use fixed_indices::FixedIndices;
+use experiments::fixed_indices::FixedIndices;
 use sim::learned::RlScaling;
 use sim::{Arena, Episode, Policy};
 use trainer::scaling_env::{reward, right_sized_cost};

@@ -1,5 +1,5 @@
 //! Diagnostic: what a scaling model chooses on one episode, head by head, with and without the
-//! edge burst signal. `cargo run --release -p sim --example policy_actions MODEL TRACE [SEED]`
+//! edge burst signal. `cargo run --release -p experiments --example policy_actions MODEL TRACE [SEED]`
 
 use control::{StateBuilder, ACTION_DIMS};
 use sim::learned::ArenaGuardrails;

@@ -4,13 +4,10 @@
 //! edge forecast (`forecast_window_s = 0`) and once as the peak of the last minute's forecasts (the
 //! default), against the clairvoyant bound.
 //!
-//! `cargo run --release -p sim --example rule_sweep [SEEDS]`
-
-#[path = "common/fixed_indices.rs"]
-mod fixed_indices;
+//! `cargo run --release -p experiments --example rule_sweep [SEEDS]`
 
 use control::EXECUTOR_HEADROOM;
-use fixed_indices::FixedIndices;
+use experiments::fixed_indices::FixedIndices;
 use sim::config::ArenaConfig;
 use sim::Arena;
 
