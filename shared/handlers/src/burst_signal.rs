@@ -144,85 +144,13 @@ impl Handler for BurstSignal {
     }
 
     async fn handle(&self, trigger: Trigger) -> Result<serde_json::Value, HandlerError> {
-        let records = match trigger {
-            Trigger::Kafka(records) => records,
-            Trigger::Schedule { .. } => {
-                return Err(HandlerError::BadEvent(
-                    "burst-signal is triggered by iot-metadata records, not a schedule".into(),
-                ))
-            }
-            Trigger::Direct(v) => {
-                // A direct call may carry records as {"records": [EdgeRecord...]} (tests, replays).
-                let list = v.get("records").and_then(|r| r.as_array()).ok_or_else(|| {
-                    HandlerError::BadEvent("expected a Kafka event or {\"records\": [...]}".into())
-                })?;
-                list.iter()
-                    .enumerate()
-                    .map(|(i, r)| crate::KafkaMessage {
-                        topic: "direct".into(),
-                        partition: 0,
-                        offset: i as i64,
-                        timestamp_ms: 0,
-                        key: None,
-                        value: Some(Ok(to_json(r))),
-                    })
-                    .collect()
-            }
-        };
+        let records = trigger_records(trigger)?;
         let (mut good, tombstones, errors) =
             decode_records(&records, crate::events::now_s(), self.settings.max_clock_skew_s);
         let mut ids: Vec<String> = good.iter().map(|r| r.edge_id.clone()).collect();
         ids.sort();
         ids.dedup();
-        // The state this container wrote last is still right if nobody has written since: the
-        // versioned write checks exactly that, so a warm container with all the batch's edges
-        // cached needs one round trip per batch. Otherwise read, then write (and retry on a race).
-        let mut cache = self.cache.lock().await;
-        let (accepted, stale, changed, cluster) = loop {
-            let mut state = match cache.take() {
-                Some(warm) if ids.iter().all(|id| warm.edges.contains_key(id)) => warm,
-                Some(mut warm) => {
-                    // New edges: read the batch's edges; if nobody wrote meanwhile, the rest of what
-                    // this container knows is still good.
-                    let fresh = self.load(&ids).await?;
-                    if fresh.version == warm.version {
-                        warm.edges.extend(fresh.edges);
-                        warm
-                    } else {
-                        fresh
-                    }
-                }
-                None => self.load(&ids).await?,
-            };
-            let Applied { accepted, stale, changed } =
-                apply_batch(&mut good, &mut state.edges, &mut state.cluster, &self.settings.cluster)?;
-            if good.is_empty() {
-                break (accepted, stale, changed, state.cluster);
-            }
-            let mut writes: Vec<(String, Vec<u8>)> = ids
-                .iter()
-                .filter_map(|id| state.edges.get(id).map(|s| (self.keys.edge(id), to_json(s))))
-                .collect();
-            writes.push((self.keys.cluster(), to_json(&state.cluster)));
-            if self
-                .backends
-                .store
-                .set_many_if_version(&self.keys.burst_version(), state.version, &writes, Some(EDGE_TTL))
-                .await?
-            {
-                state.version += 1;
-                // Keep what this container knows; bound it so a fleet of edges cannot grow it forever.
-                if state.edges.len() > MAX_CACHED_EDGES {
-                    state.edges.retain(|id, _| ids.binary_search(id).is_ok());
-                }
-                let cluster = state.cluster.clone();
-                *cache = Some(state);
-                break (accepted, stale, changed, cluster);
-            }
-            // Another writer got there first: start again from the store.
-            tracing::debug!("burst state changed under us; re-reading");
-        };
-        drop(cache);
+        let (Applied { accepted, stale, changed }, cluster) = self.apply_and_store(&mut good, &ids).await?;
         let event = BurstEvent {
             kind: "burst".into(),
             burst: cluster.burst,
@@ -273,6 +201,91 @@ impl Handler for BurstSignal {
             "edges": cluster.edges.len(),
             "edges_bursting": cluster.edges_bursting,
         }))
+    }
+}
+
+/// The edge records a trigger carries: a Kafka batch, or `{"records": [EdgeRecord...]}` in a direct
+/// call (tests, replays).
+fn trigger_records(trigger: Trigger) -> Result<Vec<crate::KafkaMessage>, HandlerError> {
+    match trigger {
+        Trigger::Kafka(records) => Ok(records),
+        Trigger::Schedule { .. } => Err(HandlerError::BadEvent(
+            "burst-signal is triggered by iot-metadata records, not a schedule".into(),
+        )),
+        Trigger::Direct(v) => {
+            let list = v.get("records").and_then(|r| r.as_array()).ok_or_else(|| {
+                HandlerError::BadEvent("expected a Kafka event or {\"records\": [...]}".into())
+            })?;
+            Ok(list
+                .iter()
+                .enumerate()
+                .map(|(i, r)| crate::KafkaMessage {
+                    topic: "direct".into(),
+                    partition: 0,
+                    offset: i as i64,
+                    timestamp_ms: 0,
+                    key: None,
+                    value: Some(Ok(to_json(r))),
+                })
+                .collect())
+        }
+    }
+}
+
+impl BurstSignal {
+    /// Fold the batch into the edges' and the cluster's state and store it, one versioned write.
+    /// The state this container wrote last is still right if nobody has written since: the
+    /// versioned write checks exactly that, so a warm container with all the batch's edges cached
+    /// needs one round trip per batch. Otherwise read, then write (and retry on a race).
+    async fn apply_and_store(
+        &self,
+        good: &mut Vec<EdgeRecord>,
+        ids: &[String],
+    ) -> Result<(Applied, ClusterBurst), HandlerError> {
+        let mut cache = self.cache.lock().await;
+        loop {
+            let mut state = match cache.take() {
+                Some(warm) if ids.iter().all(|id| warm.edges.contains_key(id)) => warm,
+                Some(mut warm) => {
+                    // New edges: read the batch's edges; if nobody wrote meanwhile, the rest of what
+                    // this container knows is still good.
+                    let fresh = self.load(ids).await?;
+                    if fresh.version == warm.version {
+                        warm.edges.extend(fresh.edges);
+                        warm
+                    } else {
+                        fresh
+                    }
+                }
+                None => self.load(ids).await?,
+            };
+            let applied = apply_batch(good, &mut state.edges, &mut state.cluster, &self.settings.cluster)?;
+            if good.is_empty() {
+                return Ok((applied, state.cluster));
+            }
+            let mut writes: Vec<(String, Vec<u8>)> = ids
+                .iter()
+                .filter_map(|id| state.edges.get(id).map(|s| (self.keys.edge(id), to_json(s))))
+                .collect();
+            writes.push((self.keys.cluster(), to_json(&state.cluster)));
+            if self
+                .backends
+                .store
+                .set_many_if_version(&self.keys.burst_version(), state.version, &writes, Some(EDGE_TTL))
+                .await?
+            {
+                state.version += 1;
+                // Keep what this container knows; bound it so a fleet of edges cannot grow it forever.
+                if state.edges.len() > MAX_CACHED_EDGES {
+                    state.edges.retain(|id, _| ids.binary_search(id).is_ok());
+                }
+                let cluster = state.cluster.clone();
+                *cache = Some(state);
+                return Ok((applied, cluster));
+            }
+            // Another writer got there first: start again from the store.
+            tracing::debug!("burst state changed under us; re-reading");
+        }
     }
 }
 

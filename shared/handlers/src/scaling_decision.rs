@@ -50,7 +50,7 @@ use cost_model::{PriceBook, WorkerSpec};
 use latency_model::{LatencyModel, Tier};
 use policy::ScalingPolicy;
 use serde_json::json;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 /// The model built into the binary; `SPARKPILOT_SCALING_MODEL` overrides it.
@@ -303,30 +303,38 @@ impl ScalingDecision {
         writes: &mut Vec<StoreWrite>,
     ) -> Result<Actuated, HandlerError> {
         let decided = &decision.applied;
-        let dry = self.settings.dry_run;
-        let part = |lever: Lever, value: &ScalingAction, applies: Applies, why: String| ActuationPart {
-            setting: lever.into(),
-            value: lever.value(value),
-            applies,
-            via: lever.via().to_string(),
-            why,
-        };
-        let mut parts = Vec::new();
         let ceiling = self.ceiling_for(decided, app, pending);
-        // The ceiling: UpdateApplication now if the application takes it, else at its next stop.
+        let (ceiling_part, emr) = self.apply_ceiling(&ceiling, app, writes).await?;
+        let mut parts = vec![ceiling_part];
+        let (running, next_run) = if app.state.accepts_update() {
+            self.for_next_start(decided, before, &ceiling, app, &mut parts, writes)
+        } else {
+            self.for_running_job(decided, before, app, agent_seen, &mut parts, writes)
+        };
+        Ok(Actuated { parts, running, next_run, emr })
+    }
+
+    /// The ceiling: UpdateApplication now if the application takes it, else at its next stop.
+    /// Returns its part of the record and what became of it at EMR.
+    async fn apply_ceiling(
+        &self,
+        ceiling: &Capacity,
+        app: &AppStatus,
+        writes: &mut Vec<StoreWrite>,
+    ) -> Result<(ActuationPart, String), HandlerError> {
         let accepts = app.state.accepts_update();
         let unchanged = if accepts {
-            ceiling == app.capacity
+            *ceiling == app.capacity
         } else {
             (ceiling.max_vcpu, ceiling.max_memory_gb, ceiling.worker_memory_gb)
                 == (app.capacity.max_vcpu, app.capacity.max_memory_gb, app.capacity.worker_memory_gb)
         };
         let (applies, why, emr) = if unchanged {
             (Applies::Unchanged, "already the application's".to_string(), "unchanged".to_string())
-        } else if dry {
+        } else if self.settings.dry_run {
             (Applies::DryRun, "dry run".to_string(), "dry run".to_string())
         } else if accepts {
-            self.backends.emr.update_capacity(&ceiling).await?;
+            self.backends.emr.update_capacity(ceiling).await?;
             writes.push(StoreWrite::Delete { key: self.keys.pending_capacity() });
             (
                 Applies::Now,
@@ -336,65 +344,85 @@ impl ScalingDecision {
         } else {
             writes.push(StoreWrite::Set {
                 key: self.keys.pending_capacity(),
-                value: to_json(&ceiling),
+                value: to_json(ceiling),
                 ttl: None,
             });
             let why = format!("the application is {:?}; UpdateApplication needs CREATED or STOPPED, so it waits for the next stop", app.state);
             (Applies::WhenStopped, why.clone(), format!("pending: {why}"))
         };
-        parts.push(ActuationPart {
+        let part = ActuationPart {
             setting: Setting::MaximumCapacity,
             value: format!("{} vCPU, {} GB", ceiling.max_vcpu, ceiling.max_memory_gb),
             applies,
             via: "UpdateApplication maximumCapacity".into(),
             why,
-        });
-        if accepts {
-            // No job runs: the decision is what the next start gets.
-            let running = ScalingAction { prewarm: ceiling.initial_executors, ..*decided };
-            let next = JobRunConfig::for_action(&running);
-            let why = format!(
-                "the application is {:?}: no job runs; the next StartJobRun starts with it",
-                app.state
-            );
-            for lever in [Lever::Executors, Lever::MemoryPerExecutor, Lever::Codec] {
-                parts.push(part(
-                    lever,
-                    decided,
-                    if dry { Applies::DryRun } else { Applies::NextJobRun },
-                    why.clone(),
-                ));
-            }
-            parts.push(self.tier_part(decided, before, dry));
-            if !dry {
-                writes.push(StoreWrite::Set { key: self.keys.next_run(), value: to_json(&next), ttl: None });
-            }
-            return Ok(Actuated { parts, running, next_run: Some(next), emr });
+        };
+        Ok((part, emr))
+    }
+
+    /// No job runs (the application is CREATED or STOPPED): the whole decision is what the next
+    /// StartJobRun starts with. Returns what runs and the next run's configuration.
+    fn for_next_start(
+        &self,
+        decided: &ScalingAction,
+        before: &ScalingAction,
+        ceiling: &Capacity,
+        app: &AppStatus,
+        parts: &mut Vec<ActuationPart>,
+        writes: &mut Vec<StoreWrite>,
+    ) -> (ScalingAction, Option<JobRunConfig>) {
+        let dry = self.settings.dry_run;
+        let running = ScalingAction { prewarm: ceiling.initial_executors, ..*decided };
+        let next = JobRunConfig::for_action(&running);
+        let why =
+            format!("the application is {:?}: no job runs; the next StartJobRun starts with it", app.state);
+        for lever in [Lever::Executors, Lever::MemoryPerExecutor, Lever::Codec] {
+            let applies = if dry { Applies::DryRun } else { Applies::NextJobRun };
+            parts.push(lever_part(lever, decided, applies, why.clone()));
         }
-        // A job may be running: the live settings go to it, the rest waits.
+        parts.push(self.tier_part(decided, before, dry));
+        if !dry {
+            writes.push(StoreWrite::Set { key: self.keys.next_run(), value: to_json(&next), ttl: None });
+        }
+        (running, Some(next))
+    }
+
+    /// A job may be running: executors go to it through the agent, the tier through
+    /// shuffle-router; memory and codec wait for the next run. Returns what runs and the next run's
+    /// configuration if the decision changed one of those.
+    fn for_running_job(
+        &self,
+        decided: &ScalingAction,
+        before: &ScalingAction,
+        app: &AppStatus,
+        agent_seen: bool,
+        parts: &mut Vec<ActuationPart>,
+        writes: &mut Vec<StoreWrite>,
+    ) -> (ScalingAction, Option<JobRunConfig>) {
+        let dry = self.settings.dry_run;
         let running = control::actuation::running_action(
             decided,
             &ScalingAction { prewarm: app.capacity.initial_executors, ..*before },
         );
         let room = app.capacity.max_vcpu / self.settings.vcpu_per_executor.max(1);
         let executors = if decided.executors == before.executors {
-            part(Lever::Executors, decided, Applies::Unchanged, "the job's target already".into())
+            lever_part(Lever::Executors, decided, Applies::Unchanged, "the job's target already".into())
         } else if dry {
-            part(
+            lever_part(
                 Lever::Executors,
                 decided,
                 Applies::DryRun,
                 "dry run: the agent ignores dry-run decisions".into(),
             )
         } else if decided.executors > room {
-            part(Lever::Executors, decided, Applies::Now, format!("capped at {room} by the application's maximum capacity until it stops (the larger ceiling waits)"))
+            lever_part(Lever::Executors, decided, Applies::Now, format!("capped at {room} by the application's maximum capacity until it stops (the larger ceiling waits)"))
         } else {
             let heard = if agent_seen {
                 ""
             } else {
                 "; no in-job agent has reported on spark-metrics yet, so nothing confirms the job follows it"
             };
-            part(
+            lever_part(
                 Lever::Executors,
                 decided,
                 Applies::Now,
@@ -410,21 +438,22 @@ impl ScalingDecision {
         for lever in [Lever::MemoryPerExecutor, Lever::Codec] {
             if lever.differs(decided, before) {
                 let applies = if dry { Applies::DryRun } else { Applies::NextJobRun };
-                parts.push(part(
-                    lever,
-                    decided,
-                    applies,
-                    "fixed for the life of a SparkContext: the running job keeps its own".into(),
-                ));
+                let why = "fixed for the life of a SparkContext: the running job keeps its own";
+                parts.push(lever_part(lever, decided, applies, why.into()));
                 next_run = Some(JobRunConfig::for_action(decided));
             } else {
-                parts.push(part(lever, decided, Applies::Unchanged, "the running job's already".into()));
+                parts.push(lever_part(
+                    lever,
+                    decided,
+                    Applies::Unchanged,
+                    "the running job's already".into(),
+                ));
             }
         }
         if let (Some(next), false) = (&next_run, dry) {
             writes.push(StoreWrite::Set { key: self.keys.next_run(), value: to_json(next), ttl: None });
         }
-        Ok(Actuated { parts, running, next_run, emr })
+        (running, next_run)
     }
 
     fn tier_part(&self, decided: &ScalingAction, before: &ScalingAction, dry: bool) -> ActuationPart {
@@ -461,6 +490,17 @@ impl ScalingDecision {
         }
         self.backends.hot_tier.set_shards(shards + 1).await?;
         Ok(format!("shards {} -> {}", shards, shards + 1))
+    }
+}
+
+/// A lever's part of the decision record.
+fn lever_part(lever: Lever, value: &ScalingAction, applies: Applies, why: String) -> ActuationPart {
+    ActuationPart {
+        setting: lever.into(),
+        value: lever.value(value),
+        applies,
+        via: lever.via().to_string(),
+        why,
     }
 }
 
@@ -618,40 +658,24 @@ impl Handler for ScalingDecision {
     }
 }
 
-impl ScalingDecision {
-    async fn decide_and_apply(&self, trigger: Trigger) -> Result<serde_json::Value, HandlerError> {
-        let store = &self.backends.store;
-        let wall = crate::events::now_s();
-        let now = trigger.time_s(self.settings.max_clock_skew_s);
-        let trigger_name = match &trigger {
-            Trigger::Schedule { .. } => "schedule".to_string(),
-            Trigger::Direct(_) => "direct".to_string(),
-            Trigger::Kafka(records) => {
-                let mut topics: Vec<&str> = records.iter().map(|r| &*r.topic).collect();
-                topics.sort();
-                topics.dedup();
-                topics.join(",")
-            }
-        };
-        let mut batch = match &trigger {
-            Trigger::Kafka(records) => self.decode_batch(records, wall),
-            _ => Batch::default(),
-        };
-        if let Trigger::Direct(v) = &trigger {
-            // A direct call may carry metrics to decide on: {"spark_metrics": {...}}.
-            if let Some(m) = v.get("spark_metrics") {
-                let x: SparkMetrics = serde_json::from_value(m.clone())
-                    .map_err(|e| HandlerError::BadRequest(format!("spark_metrics: {e}")))?;
-                if let Some(f) = x.invalid_field() {
-                    return Err(HandlerError::BadRequest(format!("spark_metrics: {f}")));
-                }
-                batch.inputs.push((Vec::new(), Input::Metrics(x)));
-            }
-        }
-        // What was decided before: the highest offset per partition, and the content digests.
-        let all_ids: Vec<RecordId> =
+/// The stored state a decision reads, in the order of [`ScalingDecision::state_keys`].
+const STATE_KEYS: usize = 6;
+
+/// The records of a batch by who they are, and what the store says was decided of them before:
+/// the highest decided offset per partition and the content digests already seen.
+struct Redelivery {
+    ids: Vec<RecordId>,
+    partitions: Vec<(String, i64)>,
+    digests: Vec<String>,
+    decided: HashMap<(String, i64), i64>,
+    seen: HashSet<String>,
+}
+
+impl Redelivery {
+    fn of(batch: &Batch) -> Self {
+        let ids: Vec<RecordId> =
             batch.inputs.iter().flat_map(|(ids, _)| ids).chain(&batch.bad).cloned().collect();
-        let mut partitions: Vec<(String, i64)> = all_ids
+        let mut partitions: Vec<(String, i64)> = ids
             .iter()
             .filter_map(|id| match id {
                 RecordId::Offset { topic, partition, .. } => Some((topic.clone(), *partition)),
@@ -660,72 +684,114 @@ impl ScalingDecision {
             .collect();
         partitions.sort();
         partitions.dedup();
-        let digests: Vec<String> = all_ids
+        let digests = ids
             .iter()
             .filter_map(|id| match id {
                 RecordId::Content(d) => Some(d.clone()),
                 RecordId::Offset { .. } => None,
             })
             .collect();
-        let mut keys = vec![
-            self.keys.metrics(),
-            self.keys.cluster(),
-            self.keys.weights(),
-            self.keys.last_decision(),
-            self.keys.shuffle_temperature(),
-            self.keys.pending_capacity(),
-        ];
-        let state_keys = keys.len();
-        keys.extend(partitions.iter().map(|(t, p)| self.keys.decided_offset(t, *p)));
-        keys.extend(digests.iter().map(|d| self.keys.seen(d)));
-        let got = store.get_many(&keys).await?;
-        let decided: HashMap<(String, i64), i64> = partitions
+        Self { ids, partitions, digests, decided: HashMap::new(), seen: HashSet::new() }
+    }
+
+    /// The store keys that say what was decided: one per partition, then one per digest.
+    fn keys(&self, keys: &Keys) -> Vec<String> {
+        let offsets = self.partitions.iter().map(|(t, p)| keys.decided_offset(t, *p));
+        offsets.chain(self.digests.iter().map(|d| keys.seen(d))).collect()
+    }
+
+    /// Take in what the store returned for [`Self::keys`], in the same order.
+    fn read(&mut self, got: &[Option<Vec<u8>>]) {
+        let (offsets, digests) = got.split_at(self.partitions.len());
+        self.decided = self
+            .partitions
             .iter()
-            .zip(&got[state_keys..])
+            .zip(offsets)
             .filter_map(|(p, v)| {
                 let offset = std::str::from_utf8(v.as_deref()?).ok()?.parse().ok()?;
                 Some((p.clone(), offset))
             })
             .collect();
-        let seen: std::collections::HashSet<&String> = digests
-            .iter()
-            .zip(&got[state_keys + partitions.len()..])
-            .filter(|(_, v)| v.is_some())
-            .map(|(d, _)| d)
-            .collect();
-        let is_old = |id: &RecordId| match id {
+        self.seen =
+            self.digests.iter().zip(digests).filter(|(_, v)| v.is_some()).map(|(d, _)| d.clone()).collect();
+    }
+
+    fn is_old(&self, id: &RecordId) -> bool {
+        match id {
             RecordId::Offset { topic, partition, offset } => {
-                decided.get(&(topic.clone(), *partition)).is_some_and(|&o| *offset <= o)
+                self.decided.get(&(topic.clone(), *partition)).is_some_and(|&o| *offset <= o)
             }
-            RecordId::Content(d) => seen.contains(d),
-        };
+            RecordId::Content(d) => self.seen.contains(d),
+        }
+    }
+
+    /// Mark every record of the batch decided (written in the transaction that records the decision).
+    fn mark_decided(&self, keys: &Keys, writes: &mut Vec<StoreWrite>) {
+        let mut highest: HashMap<(String, i64), i64> = HashMap::new();
+        for id in &self.ids {
+            match id {
+                RecordId::Offset { topic, partition, offset } => {
+                    let h = highest.entry((topic.clone(), *partition)).or_insert(*offset);
+                    *h = (*h).max(*offset);
+                }
+                RecordId::Content(d) => writes.push(StoreWrite::Set {
+                    key: keys.seen(d),
+                    value: b"1".to_vec(),
+                    ttl: Some(SEEN_TTL),
+                }),
+            }
+        }
+        for ((topic, partition), offset) in highest {
+            let offset = offset.max(self.decided.get(&(topic.clone(), partition)).copied().unwrap_or(-1));
+            writes.push(StoreWrite::Set {
+                key: keys.decided_offset(&topic, partition),
+                value: offset.to_string().into_bytes(),
+                ttl: Some(OFFSETS_TTL),
+            });
+        }
+    }
+}
+
+/// What triggered a decision, as the record names it: "schedule", "direct" or the Kafka topics.
+fn trigger_name(trigger: &Trigger) -> String {
+    match trigger {
+        Trigger::Schedule { .. } => "schedule".to_string(),
+        Trigger::Direct(_) => "direct".to_string(),
+        Trigger::Kafka(records) => {
+            let mut topics: Vec<&str> = records.iter().map(|r| &*r.topic).collect();
+            topics.sort();
+            topics.dedup();
+            topics.join(",")
+        }
+    }
+}
+
+impl ScalingDecision {
+    async fn decide_and_apply(&self, trigger: Trigger) -> Result<serde_json::Value, HandlerError> {
+        let wall = crate::events::now_s();
+        let now = trigger.time_s(self.settings.max_clock_skew_s);
+        let mut batch = self.decode_trigger(&trigger, wall)?;
+        // One read: the stored state, then what was decided of this batch's records before.
+        let mut redelivery = Redelivery::of(&batch);
+        let mut keys = self.state_keys().to_vec();
+        keys.extend(redelivery.keys(&self.keys));
+        let got = self.backends.store.get_many(&keys).await?;
+        redelivery.read(&got[STATE_KEYS..]);
         let records = match &trigger {
             Trigger::Kafka(r) => r.len(),
             _ => 0,
         };
         let before = batch.inputs.len();
-        batch.inputs.retain(|(ids, _)| !ids.iter().any(is_old));
+        batch.inputs.retain(|(ids, _)| !ids.iter().any(|id| redelivery.is_old(id)));
         let repeated = before - batch.inputs.len();
-        let bad_new = batch.bad.iter().any(|id| !is_old(id));
+        let bad_new = batch.bad.iter().any(|id| !redelivery.is_old(id));
         if records > 0 && batch.inputs.is_empty() && !bad_new {
             tracing::info!(records, "every record of the batch was decided on before; skipped");
             return Ok(json!({ "duplicate": true, "records": records, "seen_before": records }));
         }
-        // Stored state that cannot be read (or that is stamped ahead of the clock) is started afresh.
         let mut discarded = Vec::new();
-        let mut state = DecisionState {
-            metrics: read_or_discard(&keys[0], got[0].as_ref(), &mut discarded),
-            cluster: read_or_discard(&keys[1], got[1].as_ref(), &mut discarded),
-            weights: read_or_discard(&keys[2], got[2].as_ref(), &mut discarded),
-            last: read_or_discard(&keys[3], got[3].as_ref(), &mut discarded),
-            shuffle_temperature: read_or_discard(&keys[4], got[4].as_ref(), &mut discarded),
-        };
-        let pending: Option<Capacity> = read_or_discard(&keys[5], got[5].as_ref(), &mut discarded);
-        let skew = self.settings.max_clock_skew_s;
-        if state.metrics.as_ref().is_some_and(|m| m.timestamp > wall + skew || m.invalid_field().is_some()) {
-            discarded.push(format!("{} (stamped ahead of the clock or out of range)", keys[0]));
-            state.metrics = None;
-        }
+        let (mut state, pending) =
+            self.read_state(&keys[..STATE_KEYS], &got[..STATE_KEYS], wall, &mut discarded);
         let mut new_metrics = Vec::new();
         let mut burst_events = Vec::new();
         for (_, input) in std::mem::take(&mut batch.inputs) {
@@ -736,6 +802,99 @@ impl ScalingDecision {
         }
         // Everything this invocation stores goes in one batch at the end, with the decision.
         let mut writes = Vec::new();
+        self.take_in(&mut state, &new_metrics, &burst_events, &mut writes);
+        redelivery.mark_decided(&self.keys, &mut writes);
+        let reason = if !burst_events.is_empty() {
+            "burst"
+        } else if !new_metrics.is_empty() {
+            "new spark metrics"
+        } else {
+            "periodic check"
+        };
+        let record = self
+            .decide_and_record(&state, pending.as_ref(), now, trigger_name(&trigger), reason, &mut writes)
+            .await?;
+        crate::metrics::emit(
+            self.settings.emf_metrics,
+            "scaling-decision",
+            now,
+            &crate::metrics::decision_metrics(&record, batch.errors.len()),
+        );
+        let mut out = json!({ "decision": record, "errors": batch.errors });
+        if repeated > 0 {
+            out["seen_before"] = json!(repeated);
+        }
+        if !discarded.is_empty() {
+            out["discarded_state"] = json!(discarded);
+        }
+        Ok(out)
+    }
+
+    /// The records a trigger carries: a Kafka batch decoded per record, or the metrics a direct call
+    /// may carry (`{"spark_metrics": {...}}`); a schedule carries none.
+    fn decode_trigger(&self, trigger: &Trigger, wall: f64) -> Result<Batch, HandlerError> {
+        let mut batch = match trigger {
+            Trigger::Kafka(records) => self.decode_batch(records, wall),
+            _ => Batch::default(),
+        };
+        if let Trigger::Direct(v) = trigger {
+            if let Some(m) = v.get("spark_metrics") {
+                let x: SparkMetrics = serde_json::from_value(m.clone())
+                    .map_err(|e| HandlerError::BadRequest(format!("spark_metrics: {e}")))?;
+                if let Some(f) = x.invalid_field() {
+                    return Err(HandlerError::BadRequest(format!("spark_metrics: {f}")));
+                }
+                batch.inputs.push((Vec::new(), Input::Metrics(x)));
+            }
+        }
+        Ok(batch)
+    }
+
+    /// The keys of the state a decision reads, in the order [`Self::read_state`] takes them.
+    fn state_keys(&self) -> [String; STATE_KEYS] {
+        [
+            self.keys.metrics(),
+            self.keys.cluster(),
+            self.keys.weights(),
+            self.keys.last_decision(),
+            self.keys.shuffle_temperature(),
+            self.keys.pending_capacity(),
+        ]
+    }
+
+    /// The stored state and the capacity waiting for a stop. A part that cannot be read (or that is
+    /// stamped ahead of the clock) is started afresh and named in `discarded`.
+    fn read_state(
+        &self,
+        keys: &[String],
+        got: &[Option<Vec<u8>>],
+        wall: f64,
+        discarded: &mut Vec<String>,
+    ) -> (DecisionState, Option<Capacity>) {
+        let mut state = DecisionState {
+            metrics: read_or_discard(&keys[0], got[0].as_ref(), discarded),
+            cluster: read_or_discard(&keys[1], got[1].as_ref(), discarded),
+            weights: read_or_discard(&keys[2], got[2].as_ref(), discarded),
+            last: read_or_discard(&keys[3], got[3].as_ref(), discarded),
+            shuffle_temperature: read_or_discard(&keys[4], got[4].as_ref(), discarded),
+        };
+        let pending = read_or_discard(&keys[5], got[5].as_ref(), discarded);
+        let skew = self.settings.max_clock_skew_s;
+        if state.metrics.as_ref().is_some_and(|m| m.timestamp > wall + skew || m.invalid_field().is_some()) {
+            discarded.push(format!("{} (stamped ahead of the clock or out of range)", keys[0]));
+            state.metrics = None;
+        }
+        (state, pending)
+    }
+
+    /// Fold the batch's new metrics and burst events into the state, queueing the metrics' writes.
+    fn take_in(
+        &self,
+        state: &mut DecisionState,
+        new_metrics: &[SparkMetrics],
+        burst_events: &[BurstEvent],
+        writes: &mut Vec<StoreWrite>,
+    ) {
         if let Some(newest) = new_metrics.iter().max_by(|a, b| a.timestamp.total_cmp(&b.timestamp)).cloned() {
             if state.metrics.as_ref().is_none_or(|m| newest.timestamp >= m.timestamp) {
                 state.metrics = Some(newest);
@@ -763,52 +922,6 @@ impl ScalingDecision {
                 c.predicted_peak = c.predicted_peak.max(event.predicted_peak);
             }
         }
-        // Mark every record of the batch decided, in the transaction that records the decision.
-        let mut highest: HashMap<(String, i64), i64> = HashMap::new();
-        for id in &all_ids {
-            match id {
-                RecordId::Offset { topic, partition, offset } => {
-                    let h = highest.entry((topic.clone(), *partition)).or_insert(*offset);
-                    *h = (*h).max(*offset);
-                }
-                RecordId::Content(d) => writes.push(StoreWrite::Set {
-                    key: self.keys.seen(d),
-                    value: b"1".to_vec(),
-                    ttl: Some(SEEN_TTL),
-                }),
-            }
-        }
-        for ((topic, partition), offset) in highest {
-            let offset = offset.max(decided.get(&(topic.clone(), partition)).copied().unwrap_or(-1));
-            writes.push(StoreWrite::Set {
-                key: self.keys.decided_offset(&topic, partition),
-                value: offset.to_string().into_bytes(),
-                ttl: Some(OFFSETS_TTL),
-            });
-        }
-        let reason = if !burst_events.is_empty() {
-            "burst"
-        } else if !new_metrics.is_empty() {
-            "new spark metrics"
-        } else {
-            "periodic check"
-        };
-        let record =
-            self.decide_and_record(&state, pending.as_ref(), now, trigger_name, reason, &mut writes).await?;
-        crate::metrics::emit(
-            self.settings.emf_metrics,
-            "scaling-decision",
-            now,
-            &crate::metrics::decision_metrics(&record, batch.errors.len()),
-        );
-        let mut out = json!({ "decision": record, "errors": batch.errors });
-        if repeated > 0 {
-            out["seen_before"] = json!(repeated);
-        }
-        if !discarded.is_empty() {
-            out["discarded_state"] = json!(discarded);
-        }
-        Ok(out)
     }
 
     /// Decide from the state, apply, and store and publish the record with `writes`.

@@ -592,8 +592,50 @@ impl ShuffleRouter {
         };
         let ttl = Duration::from_secs(self.settings.block_ttl_s);
         let mut failed = Vec::new();
-        let mut orphans_left = 0;
-        // Redis blocks in pipelines of at most `pipeline_bytes`.
+        let locations = self.write_copies(&blocks, ttl, &mut failed).await?;
+        let (mut verified, mut discard) = self.verify_copies(&blocks, locations, &mut failed).await?;
+        // A move checks, just before indexing, that the block is still where it read it from.
+        if let (Some(old), false) = (&moving, verified.is_empty()) {
+            let now = self.location(&old_id(&blocks)).await?;
+            if now.as_ref() != Some(old) {
+                discard.extend(verified.drain(..).map(|(_, l)| l));
+                self.delete_copies(&discard).await;
+                return Err(HandlerError::State(format!(
+                    "block {} changed while being moved; nothing moved",
+                    old_id(&blocks)
+                )));
+            }
+        }
+        let index = self.index_writes(&blocks, &verified, ttl);
+        if !index.is_empty() {
+            if let Err(e) = self.backends.store.write(&index).await {
+                // Nothing indexed: the old copies stay named; the new ones are orphans.
+                self.delete_copies(
+                    &verified.iter().map(|(_, l)| l.clone()).chain(discard).collect::<Vec<_>>(),
+                )
+                .await;
+                return Err(e.into());
+            }
+        }
+        // Only now: the copies the index named before, and copies that failed their check.
+        let mut old: Vec<BlockLocation> = verified
+            .iter()
+            .filter_map(|(i, new)| previous[*i].clone().filter(|p| p.key != new.key))
+            .collect();
+        old.extend(discard);
+        let orphans_left = self.delete_copies(&old).await;
+        let stored = verified.into_iter().map(|(i, loc)| (blocks[i].at.clone(), loc)).collect();
+        Ok(StoreOutcome { stored, failed, orphans_left })
+    }
+
+    /// Write each block's copy under a new key on its tier (Redis in pipelines of at most
+    /// `pipeline_bytes`). Returns where each landed; a failed put is in `failed`, its slot `None`.
+    async fn write_copies(
+        &self,
+        blocks: &[Prepared],
+        ttl: Duration,
+        failed: &mut Vec<Failed>,
+    ) -> Result<Vec<Option<BlockLocation>>, HandlerError> {
         let mut batch: Vec<(String, Vec<u8>)> = Vec::new();
         let mut batch_bytes = 0usize;
         let mut locations: Vec<Option<BlockLocation>> = vec![None; blocks.len()];
@@ -632,7 +674,17 @@ impl ShuffleRouter {
         if !batch.is_empty() {
             self.backends.store.set_many(&batch, Some(ttl)).await?;
         }
-        // Verify: read every new copy back (Redis in one round trip) before indexing it.
+        Ok(locations)
+    }
+
+    /// Read every new copy back (Redis in one round trip) before it is indexed. Returns the copies
+    /// that read back intact, by block index, and those to discard (each also in `failed`).
+    async fn verify_copies(
+        &self,
+        blocks: &[Prepared],
+        locations: Vec<Option<BlockLocation>>,
+        failed: &mut Vec<Failed>,
+    ) -> Result<(Vec<(usize, BlockLocation)>, Vec<BlockLocation>), HandlerError> {
         let redis_keys: Vec<String> =
             locations.iter().flatten().filter(|l| l.tier == Tier::Redis).map(|l| l.key.clone()).collect();
         let redis_back = if redis_keys.is_empty() {
@@ -643,8 +695,8 @@ impl ShuffleRouter {
         let mut redis_iter = redis_back.into_iter();
         let mut verified: Vec<(usize, BlockLocation)> = Vec::new();
         let mut discard: Vec<BlockLocation> = Vec::new();
-        for (i, b) in blocks.iter().enumerate() {
-            let Some(loc) = locations[i].clone() else { continue };
+        for (i, (b, loc)) in blocks.iter().zip(locations).enumerate() {
+            let Some(loc) = loc else { continue };
             let back = if loc.tier == Tier::Redis {
                 Ok(redis_iter.next().flatten())
             } else if loc.tier == Tier::Glacier {
@@ -658,46 +710,33 @@ impl ShuffleRouter {
                     Err(e) => Err(e),
                 }
             };
-            match back {
-                Ok(Some(x)) if x == b.framed => verified.push((i, loc)),
-                Ok(_) => {
-                    failed.push((
-                        b.at.clone(),
-                        format!(
-                            "block {}: the copy on {} did not read back intact",
-                            b.id,
-                            tier_name(loc.tier)
-                        ),
-                    ));
-                    discard.push(loc);
+            let problem = match back {
+                Ok(Some(x)) if x == b.framed => {
+                    verified.push((i, loc));
+                    continue;
                 }
-                Err(e) => {
-                    failed.push((
-                        b.at.clone(),
-                        format!(
-                            "block {}: the copy on {} could not be read back: {e}",
-                            b.id,
-                            tier_name(loc.tier)
-                        ),
-                    ));
-                    discard.push(loc);
-                }
-            }
+                Ok(_) => "did not read back intact".to_string(),
+                Err(e) => format!("could not be read back: {e}"),
+            };
+            failed.push((
+                b.at.clone(),
+                format!("block {}: the copy on {} {problem}", b.id, tier_name(loc.tier)),
+            ));
+            discard.push(loc);
         }
-        // A move checks, just before indexing, that the block is still where it read it from.
-        if let (Some(old), false) = (&moving, verified.is_empty()) {
-            let now = self.location(&old_id(&blocks)).await?;
-            if now.as_ref() != Some(old) {
-                discard.extend(verified.drain(..).map(|(_, l)| l));
-                self.delete_copies(&discard).await;
-                return Err(HandlerError::State(format!(
-                    "block {} changed while being moved; nothing moved",
-                    old_id(&blocks)
-                )));
-            }
-        }
-        // Index: one MULTI/EXEC. A Redis copy's entry expires with it (a second sooner, or half the
-        // TTL if that is shorter): the index never names a copy that has expired.
+        Ok((verified, discard))
+    }
+
+    /// The index entries of the verified copies, and the mean temperature of what was written (the
+    /// scaling policy's data_temperature), for one MULTI/EXEC. A Redis copy's entry expires with it
+    /// (a second sooner, or half the TTL if that is shorter): the index never names a copy that
+    /// has expired.
+    fn index_writes(
+        &self,
+        blocks: &[Prepared],
+        verified: &[(usize, BlockLocation)],
+        ttl: Duration,
+    ) -> Vec<StoreWrite> {
         let index_ttl = ttl - ttl.min(Duration::from_secs(2)) / 2;
         let mut index: Vec<StoreWrite> = verified
             .iter()
@@ -707,7 +746,6 @@ impl ShuffleRouter {
                 ttl: (loc.tier == Tier::Redis).then_some(index_ttl),
             })
             .collect();
-        // The mean temperature of what was just written: the scaling policy's data_temperature.
         let temps: Vec<f64> = blocks.iter().filter_map(|b| b.temperature).collect();
         if !temps.is_empty() {
             let mean = temps.iter().sum::<f64>() / temps.len() as f64;
@@ -717,25 +755,7 @@ impl ShuffleRouter {
                 ttl: None,
             });
         }
-        if !index.is_empty() {
-            if let Err(e) = self.backends.store.write(&index).await {
-                // Nothing indexed: the old copies stay named; the new ones are orphans.
-                self.delete_copies(
-                    &verified.iter().map(|(_, l)| l.clone()).chain(discard).collect::<Vec<_>>(),
-                )
-                .await;
-                return Err(e.into());
-            }
-        }
-        // Only now: the copies the index named before, and copies that failed their check.
-        let mut old: Vec<BlockLocation> = verified
-            .iter()
-            .filter_map(|(i, new)| previous[*i].clone().filter(|p| p.key != new.key))
-            .collect();
-        old.extend(discard);
-        orphans_left += self.delete_copies(&old).await;
-        let stored = verified.into_iter().map(|(i, loc)| (blocks[i].at.clone(), loc)).collect();
-        Ok(StoreOutcome { stored, failed, orphans_left })
+        index
     }
 
     /// Delete every copy under [`Self::blocks_prefix`] on S3 and NVMe that the index does not name
@@ -874,85 +894,90 @@ impl ShuffleRouter {
         counts: &mut crate::metrics::ShuffleCounts,
         attempted: &mut Attempted,
     ) -> Result<serde_json::Value, HandlerError> {
-        let mut manifests: Vec<(Option<RecordRef>, Result<Manifest, String>)> = Vec::new();
-        match trigger {
+        let manifests = match trigger {
             // A schedule (EventBridge with its input, or OpenFaaS' cron-connector, which posts no body)
             // runs the sweep at its default age.
-            Trigger::Schedule { .. } => {
-                *attempted = Attempted::Sweep;
-                let report = self.sweep(SWEEP_MIN_AGE_S).await?;
-                (counts.swept, counts.sweep_errors) = (report.deleted, report.errors.len());
-                tracing::info!(listed = report.listed, deleted = report.deleted, "scheduled sweep");
-                return Ok(json!({"status": "swept", "report": report}));
-            }
-            Trigger::Direct(v) if v.get("op").is_some() => {
-                let req: OpRequest = serde_json::from_value(v)
-                    .map_err(|e| HandlerError::BadRequest(format!("request: {e}")))?;
-                let block_id = || {
-                    req.block_id
-                        .clone()
-                        .ok_or_else(|| HandlerError::BadRequest(format!("op {:?} needs a block_id", req.op)))
-                };
-                return match req.op.as_str() {
-                    "read" => {
-                        let id = block_id()?;
-                        *attempted = Attempted::Blocks(1);
-                        match self.read(&id).await? {
-                            BlockRead::Bytes(b) => {
-                                counts.read = 1;
-                                Ok(
-                                    json!({"block_id": id, "status": "ok", "size_bytes": b.len(), "payload_b64": base64::engine::general_purpose::STANDARD.encode(&b)}),
-                                )
-                            }
-                            BlockRead::Restoring => Ok(json!({"block_id": id, "status": "restoring"})),
-                        }
+            Trigger::Schedule { .. } => return self.run_sweep(SWEEP_MIN_AGE_S, counts, attempted).await,
+            Trigger::Direct(v) if v.get("op").is_some() => return self.operation(v, counts, attempted).await,
+            Trigger::Direct(v) => direct_manifests(v)?,
+            Trigger::Kafka(records) => records
+                .iter()
+                .filter_map(|m| match record_json::<Manifest>(m) {
+                    Ok(None) => None,
+                    Ok(Some(x)) => Some((Some(m.locator()), Ok(x))),
+                    Err(e) => Some((Some(m.locator()), Err(e))),
+                })
+                .collect(),
+        };
+        self.write_manifests(manifests, counts, attempted).await
+    }
+
+    async fn run_sweep(
+        &self,
+        min_age_s: f64,
+        counts: &mut crate::metrics::ShuffleCounts,
+        attempted: &mut Attempted,
+    ) -> Result<serde_json::Value, HandlerError> {
+        *attempted = Attempted::Sweep;
+        let report = self.sweep(min_age_s).await?;
+        (counts.swept, counts.sweep_errors) = (report.deleted, report.errors.len());
+        tracing::info!(listed = report.listed, deleted = report.deleted, "sweep");
+        Ok(json!({"status": "swept", "report": report}))
+    }
+
+    /// `{"op": "read" | "move" | "sweep", ...}`.
+    async fn operation(
+        &self,
+        v: serde_json::Value,
+        counts: &mut crate::metrics::ShuffleCounts,
+        attempted: &mut Attempted,
+    ) -> Result<serde_json::Value, HandlerError> {
+        let req: OpRequest =
+            serde_json::from_value(v).map_err(|e| HandlerError::BadRequest(format!("request: {e}")))?;
+        let block_id = || {
+            req.block_id
+                .clone()
+                .ok_or_else(|| HandlerError::BadRequest(format!("op {:?} needs a block_id", req.op)))
+        };
+        match req.op.as_str() {
+            "read" => {
+                let id = block_id()?;
+                *attempted = Attempted::Blocks(1);
+                match self.read(&id).await? {
+                    BlockRead::Bytes(b) => {
+                        counts.read = 1;
+                        let payload = base64::engine::general_purpose::STANDARD.encode(&b);
+                        Ok(
+                            json!({"block_id": id, "status": "ok", "size_bytes": b.len(), "payload_b64": payload}),
+                        )
                     }
-                    "move" => {
-                        let id = block_id()?;
-                        let tier = parse_tier(req.tier.as_deref().unwrap_or_default())
-                            .map_err(HandlerError::BadRequest)?;
-                        *attempted = Attempted::Blocks(1);
-                        let loc = self.move_block(&id, tier).await?;
-                        counts.moved = 1;
-                        Ok(json!({"block_id": id, "status": "moved", "tier": tier_name(loc.tier)}))
-                    }
-                    "sweep" => {
-                        *attempted = Attempted::Sweep;
-                        let report = self.sweep(req.min_age_s.unwrap_or(SWEEP_MIN_AGE_S)).await?;
-                        (counts.swept, counts.sweep_errors) = (report.deleted, report.errors.len());
-                        tracing::info!(listed = report.listed, deleted = report.deleted, "sweep");
-                        Ok(json!({"status": "swept", "report": report}))
-                    }
-                    "write" => Err(HandlerError::BadRequest("write with {\"blocks\": [...]}".into())),
-                    other => Err(HandlerError::BadRequest(format!(
-                        "unknown op {other:?}; expected read, move or sweep"
-                    ))),
-                };
-            }
-            Trigger::Direct(v) => {
-                let list = match v.get("blocks") {
-                    Some(serde_json::Value::Array(a)) => a.clone(),
-                    Some(_) => {
-                        return Err(HandlerError::BadRequest("blocks must be a list of manifests".into()))
-                    }
-                    None => vec![v],
-                };
-                for (i, m) in list.into_iter().enumerate() {
-                    let at = RecordRef { topic: "direct".into(), partition: 0, offset: i as i64 };
-                    manifests
-                        .push((Some(at), serde_json::from_value(m).map_err(|e| format!("manifest: {e}"))));
+                    BlockRead::Restoring => Ok(json!({"block_id": id, "status": "restoring"})),
                 }
             }
-            Trigger::Kafka(records) => {
-                for m in &records {
-                    match record_json::<Manifest>(m) {
-                        Ok(None) => {}
-                        Ok(Some(x)) => manifests.push((Some(m.locator()), Ok(x))),
-                        Err(e) => manifests.push((Some(m.locator()), Err(e))),
-                    }
-                }
+            "move" => {
+                let id = block_id()?;
+                let tier =
+                    parse_tier(req.tier.as_deref().unwrap_or_default()).map_err(HandlerError::BadRequest)?;
+                *attempted = Attempted::Blocks(1);
+                let loc = self.move_block(&id, tier).await?;
+                counts.moved = 1;
+                Ok(json!({"block_id": id, "status": "moved", "tier": tier_name(loc.tier)}))
+            }
+            "sweep" => self.run_sweep(req.min_age_s.unwrap_or(SWEEP_MIN_AGE_S), counts, attempted).await,
+            "write" => Err(HandlerError::BadRequest("write with {\"blocks\": [...]}".into())),
+            other => {
+                Err(HandlerError::BadRequest(format!("unknown op {other:?}; expected read, move or sweep")))
             }
         }
+    }
+
+    /// Place, store and index the manifests' blocks; an error per bad manifest or failed block.
+    async fn write_manifests(
+        &self,
+        manifests: Vec<(Option<RecordRef>, Result<Manifest, String>)>,
+        counts: &mut crate::metrics::ShuffleCounts,
+        attempted: &mut Attempted,
+    ) -> Result<serde_json::Value, HandlerError> {
         let total = manifests.len();
         let decided = self.decided_tier().await?;
         let mut errors: Vec<RecordError> = Vec::new();
@@ -1016,6 +1041,25 @@ impl ShuffleRouter {
         }
         Ok(result)
     }
+}
+
+/// The manifests of a direct call: `{"blocks": [...]}` or one manifest.
+fn direct_manifests(
+    v: serde_json::Value,
+) -> Result<Vec<(Option<RecordRef>, Result<Manifest, String>)>, HandlerError> {
+    let list = match v.get("blocks") {
+        Some(serde_json::Value::Array(a)) => a.clone(),
+        Some(_) => return Err(HandlerError::BadRequest("blocks must be a list of manifests".into())),
+        None => vec![v],
+    };
+    Ok(list
+        .into_iter()
+        .enumerate()
+        .map(|(i, m)| {
+            let at = RecordRef { topic: "direct".into(), partition: 0, offset: i as i64 };
+            (Some(at), serde_json::from_value(m).map_err(|e| format!("manifest: {e}")))
+        })
+        .collect())
 }
 
 #[cfg(test)]

@@ -23,7 +23,7 @@
 use crate::gateways::{EdgeGateways, RawDataSummary};
 use crate::PipelineError;
 use async_trait::async_trait;
-use control::{BlockStats, ScalingAction, Scenario, TierRouter};
+use control::{BlockStats, Observation, ScalingAction, Scenario, TierRouter};
 use handlers::ports::{AppState, AppStatus, Capacity, EmrControl, PortError, PortResult, Publisher};
 use handlers::{
     AgentReport, Backends, DecisionRecord, EdgeRecord, Handler, KafkaMessage, Settings, SparkMetrics, Trigger,
@@ -220,8 +220,7 @@ pub async fn run(
     let mut next_second = 0usize;
     let mut burst = false;
     let mut last_executors: Option<u32> = None;
-    let (mut drift, mut temperature_drift, mut latency_drift, mut burst_agree) =
-        (0.0_f64, 0.0_f64, 0.0_f64, 0usize);
+    let mut drift = Drift::default();
     let started = tokio::time::Instant::now();
     let pace = options.pace.filter(|p| p.is_finite() && *p > 0.0);
     while !episode.done() {
@@ -244,49 +243,10 @@ pub async fn run(
             burst = control.iter().filter(|r| r.burst_signal == Some(true)).count() * 2 > control.len();
         }
         let obs = episode.observe();
-        let wait_ms =
-            if obs.processing_rate > 0.0 { obs.backlog_events / obs.processing_rate * 1_000.0 } else { 0.0 };
-        let metrics = SparkMetrics {
-            // The arena stands in for the job and its agent: it runs what the decisions ask.
-            agent: Some(AgentReport {
-                target_executors: obs.current.executors,
-                status: "arena".into(),
-                ..AgentReport::default()
-            }),
-            timestamp: time_s,
-            input_rate: obs.input_rate,
-            processing_rate: obs.processing_rate,
-            // What the job reports as batch duration is the latency without the backlog wait, so
-            // that the latency scaling-decision derives is the arena's.
-            batch_duration_ms: (obs.latency_ms - wait_ms).max(0.0),
-            backlog: obs.backlog_events,
-            cpu_utilisation: Some(obs.cpu_utilisation),
-            memory_utilisation: Some(obs.memory_utilisation),
-            running_executors: Some(obs.running_executors),
-            pending_executors: Some(obs.pending_executors),
-            shuffle_mb_per_s: Some(obs.shuffle_mb_per_s),
-            bytes_per_event: Some(obs.bytes_per_event),
-        };
+        let metrics = job_metrics(&obs, time_s);
         let stats = block_stats_for(&router, obs.data_temperature, burst);
-        let manifests: Vec<serde_json::Value> = (0..options.blocks_per_interval)
-            .map(|i| {
-                json!({
-                    "block_id": format!("replay-{seed}-{t}-{i}"),
-                    "size_bytes": payload.len(),
-                    "access_count": stats.access_count,
-                    "age_s": stats.age_s,
-                    "burst": burst,
-                    "payload_b64": base64_encode(&payload),
-                })
-            })
-            .collect();
-        let mut schedules = Vec::new();
-        if t % META_EVERY_S == 0 {
-            schedules.push("meta-weights");
-        }
-        if t % PREWARM_EVERY_S == 0 {
-            schedules.push("prewarmer");
-        }
+        let manifests = block_manifests(options.blocks_per_interval, &payload, &stats, burst, seed, t);
+        let schedules = schedules_due(t);
         // The budget feed: before each meta-weights run, what is left after the spend a live system
         // estimates from its running executors (the estimate the tournament's rl-meta keeps).
         let spent = spend.observe(arena, &obs);
@@ -298,11 +258,7 @@ pub async fn run(
             .step(IntervalInputs { t, time_s, control, raw, manifests, metrics, schedules, context })
             .await?;
         decisions += 1;
-        let seen = &result.decision.inputs;
-        drift = drift.max(observation_drift(seen, &obs));
-        latency_drift = latency_drift.max(rel(seen.latency_ms, obs.latency_ms));
-        temperature_drift = temperature_drift.max((seen.data_temperature - obs.data_temperature).abs());
-        burst_agree += usize::from(seen.burst_signal == obs.burst_signal);
+        drift.add(&result.decision.inputs, &obs);
         // The job runs what the decision record says reached it: executors and tier through the
         // agent and shuffle-router, memory and codec of the run, pre-initialised workers of the
         // application.
@@ -324,11 +280,93 @@ pub async fn run(
         shuffle_blocks,
         invocations: plane.invocations(),
         record_errors: plane.record_errors(),
-        observation_drift: drift,
-        latency_drift,
-        burst_agreement: burst_agree as f64 / decisions.max(1) as f64,
-        temperature_drift,
+        observation_drift: drift.observation,
+        latency_drift: drift.latency,
+        burst_agreement: drift.burst_agree as f64 / decisions.max(1) as f64,
+        temperature_drift: drift.temperature,
     })
+}
+
+/// How far what the functions decided on strays from the arena's own observation, over a replay.
+#[derive(Default)]
+struct Drift {
+    /// The largest relative difference of the observation's fields.
+    observation: f64,
+    latency: f64,
+    temperature: f64,
+    /// Decisions whose burst signal matched the arena's.
+    burst_agree: usize,
+}
+
+impl Drift {
+    fn add(&mut self, seen: &Observation, obs: &Observation) {
+        self.observation = self.observation.max(observation_drift(seen, obs));
+        self.latency = self.latency.max(rel(seen.latency_ms, obs.latency_ms));
+        self.temperature = self.temperature.max((seen.data_temperature - obs.data_temperature).abs());
+        self.burst_agree += usize::from(seen.burst_signal == obs.burst_signal);
+    }
+}
+
+/// What the job would report for the arena's second: the arena stands in for the job and its agent,
+/// and runs what the decisions ask.
+fn job_metrics(obs: &Observation, time_s: f64) -> SparkMetrics {
+    let wait_ms =
+        if obs.processing_rate > 0.0 { obs.backlog_events / obs.processing_rate * 1_000.0 } else { 0.0 };
+    SparkMetrics {
+        agent: Some(AgentReport {
+            target_executors: obs.current.executors,
+            status: "arena".into(),
+            ..AgentReport::default()
+        }),
+        timestamp: time_s,
+        input_rate: obs.input_rate,
+        processing_rate: obs.processing_rate,
+        // What the job reports as batch duration is the latency without the backlog wait, so
+        // that the latency scaling-decision derives is the arena's.
+        batch_duration_ms: (obs.latency_ms - wait_ms).max(0.0),
+        backlog: obs.backlog_events,
+        cpu_utilisation: Some(obs.cpu_utilisation),
+        memory_utilisation: Some(obs.memory_utilisation),
+        running_executors: Some(obs.running_executors),
+        pending_executors: Some(obs.pending_executors),
+        shuffle_mb_per_s: Some(obs.shuffle_mb_per_s),
+        bytes_per_event: Some(obs.bytes_per_event),
+    }
+}
+
+/// The shuffle manifests the job writes in the interval starting at `t`.
+fn block_manifests(
+    count: usize,
+    payload: &[u8],
+    stats: &BlockStats,
+    burst: bool,
+    seed: u64,
+    t: usize,
+) -> Vec<serde_json::Value> {
+    (0..count)
+        .map(|i| {
+            json!({
+                "block_id": format!("replay-{seed}-{t}-{i}"),
+                "size_bytes": payload.len(),
+                "access_count": stats.access_count,
+                "age_s": stats.age_s,
+                "burst": burst,
+                "payload_b64": base64_encode(payload),
+            })
+        })
+        .collect()
+}
+
+/// The scheduled functions due at second `t`.
+fn schedules_due(t: usize) -> Vec<&'static str> {
+    let mut schedules = Vec::new();
+    if t % META_EVERY_S == 0 {
+        schedules.push("meta-weights");
+    }
+    if t % PREWARM_EVERY_S == 0 {
+        schedules.push("prewarmer");
+    }
+    schedules
 }
 
 fn base64_encode(bytes: &[u8]) -> String {

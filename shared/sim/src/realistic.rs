@@ -316,6 +316,20 @@ pub struct IntervalOutcome {
     pub backlog_events: f64,
 }
 
+/// What one simulated second did.
+struct Second {
+    /// Billed for the second.
+    cost: f64,
+    /// The same with the Redis hold booked when it is committed.
+    committed_cost: f64,
+    /// Events completed.
+    processed: f64,
+    /// Of which over the SLA.
+    violating: f64,
+    /// Sum of the completed events' latencies, ms.
+    latency_sum: f64,
+}
+
 #[derive(Debug, Clone, Copy)]
 struct Cohort {
     arrival: f64,
@@ -567,12 +581,12 @@ impl<'a> Episode<'a> {
             if self.done() {
                 break;
             }
-            let (cost, committed, completed, violating, lat_sum) = self.step(disk, timeline.as_deref_mut());
-            out.cost_usd += cost;
-            out.committed_cost_usd += committed;
-            out.events_processed += completed;
-            out.events_violating += violating;
-            latency_weighted += lat_sum;
+            let second = self.step(disk, timeline.as_deref_mut());
+            out.cost_usd += second.cost;
+            out.committed_cost_usd += second.committed_cost;
+            out.events_processed += second.processed;
+            out.events_violating += second.violating;
+            latency_weighted += second.latency_sum;
             out.seconds += 1;
         }
         out.events_arrived = self.iv_arrived;
@@ -590,9 +604,8 @@ impl<'a> Episode<'a> {
         out
     }
 
-    /// One second. Returns (cost, cost with the Redis hold booked when committed, events completed, of
-    /// which violating, sum of their latencies).
-    fn step(&mut self, disk_gb: f64, timeline: Option<&mut Timeline>) -> (f64, f64, f64, f64, f64) {
+    /// One simulated second: arrivals join the queue, capacity drains it, the second is billed.
+    fn step(&mut self, disk_gb: f64, timeline: Option<&mut Timeline>) -> Second {
         let arena: &Arena = &self.arena;
         let config = &arena.config;
         let t = self.t as f64;
@@ -613,6 +626,53 @@ impl<'a> Episode<'a> {
             self.backlog += point.events_per_s;
             self.events_total += point.events_per_s;
         }
+        let (processed, violating, latency_sum) = self.drain(t, &cap, sla);
+        self.events_violating += violating;
+        if running > 0.0 && cap.usable_memory_gb > 0.0 {
+            self.memory_utilisation =
+                self.arena.working_set_gb(processed / running, point.bytes_per_event) / cap.usable_memory_gb;
+        }
+
+        let latency = if self.backlog <= 0.0 {
+            cap.service_ms
+        } else if rate > 0.0 {
+            (cap.service_ms + self.backlog / rate * 1_000.0).min(STALLED_MS)
+        } else {
+            STALLED_MS
+        };
+        self.last_latency_ms = latency;
+        if latency > sla {
+            self.steps_violating += 1;
+        }
+        let (cost, committed_cost) = self.bill(t, disk_gb, processed, point, temperature);
+
+        let busy = processed * cap.cpu_ms_per_event;
+        let avail = running * self.arena.config.vcpu_per_executor * 1_000.0;
+        if avail > 0.0 {
+            self.cpu_util.add((busy / avail).min(1.0));
+        }
+        self.iv_arrived += point.events_per_s;
+        self.iv_processed += processed;
+        self.iv_cpu_busy += busy;
+        self.iv_cpu_avail += avail;
+        self.iv_steps += 1;
+        self.executors.add(running);
+        self.bytes_processed += processed * point.bytes_per_event;
+        if let Some(tl) = timeline {
+            tl.load.push(point.events_per_s as f32);
+            tl.processed.push(processed as f32);
+            tl.executors.push(running as f32);
+            tl.latency_ms.push(latency as f32);
+            tl.tier.push(self.action.tier);
+        }
+        self.t += 1;
+        Second { cost, committed_cost, processed, violating, latency_sum }
+    }
+
+    /// Drain the queue front first at the second's rate. Returns (events processed, of which over
+    /// the SLA, the sum of their latencies in ms).
+    fn drain(&mut self, t: f64, cap: &Capacity, sla: f64) -> (f64, f64, f64) {
+        let rate = cap.events_per_s();
         let mut budget = rate.min(self.backlog);
         let processed = budget;
         let mut offset = 0.0;
@@ -642,25 +702,21 @@ impl<'a> Episode<'a> {
             self.backlog = 0.0;
             self.queue.clear();
         }
-        self.events_violating += violating;
-        if running > 0.0 && cap.usable_memory_gb > 0.0 {
-            self.memory_utilisation =
-                arena.working_set_gb(processed / running, point.bytes_per_event) / cap.usable_memory_gb;
-        }
+        (processed, violating, lat_sum)
+    }
 
-        let latency = if self.backlog <= 0.0 {
-            cap.service_ms
-        } else if rate > 0.0 {
-            (cap.service_ms + self.backlog / rate * 1_000.0).min(STALLED_MS)
-        } else {
-            STALLED_MS
-        };
-        self.last_latency_ms = latency;
-        if latency > sla {
-            self.steps_violating += 1;
-        }
-
-        // Cost of this second: workers, the Redis hot tier while it is held, request charges.
+    /// The cost of second `t`: workers, the Redis hot tier while it is held, request charges. Returns
+    /// (the second's cost, the cost with the Redis hold booked when it is committed).
+    fn bill(
+        &mut self,
+        t: f64,
+        disk_gb: f64,
+        processed: f64,
+        point: TracePoint,
+        temperature: f64,
+    ) -> (f64, f64) {
+        let arena: &Arena = &self.arena;
+        let config = &arena.config;
         let mut cost = self.workers.rate_per_second(t, config.vcpu_per_executor, disk_gb, &arena.prices);
         cost += arena.tier_cost_per_second(&self.action, processed, point.bytes_per_event, temperature);
         let mut committed = cost;
@@ -673,28 +729,7 @@ impl<'a> Episode<'a> {
             cost += arena.redis_rate_per_s;
         }
         self.cost += cost;
-
-        let busy = processed * cap.cpu_ms_per_event;
-        let avail = running * config.vcpu_per_executor * 1_000.0;
-        if avail > 0.0 {
-            self.cpu_util.add((busy / avail).min(1.0));
-        }
-        self.iv_arrived += point.events_per_s;
-        self.iv_processed += processed;
-        self.iv_cpu_busy += busy;
-        self.iv_cpu_avail += avail;
-        self.iv_steps += 1;
-        self.executors.add(running);
-        self.bytes_processed += processed * point.bytes_per_event;
-        if let Some(tl) = timeline {
-            tl.load.push(point.events_per_s as f32);
-            tl.processed.push(processed as f32);
-            tl.executors.push(running as f32);
-            tl.latency_ms.push(latency as f32);
-            tl.tier.push(self.action.tier);
-        }
-        self.t += 1;
-        (cost, committed, processed, violating, lat_sum)
+        (cost, committed)
     }
 
     /// Events still queued at the end are scored with the latency they have reached (a lower bound).

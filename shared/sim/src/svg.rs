@@ -76,26 +76,37 @@ pub fn render(
     Ok(svg)
 }
 
-fn draw(
-    svg: &mut String,
-    title: &str,
-    rows: &[(String, Timeline)],
-    sla_ms: f64,
-    axis: TimeAxis,
-) -> Result<(), Box<dyn std::error::Error>> {
+type Panel<'b> = DrawingArea<SVGBackend<'b>, plotters::coord::Shift>;
+type Drawn = Result<(), Box<dyn std::error::Error>>;
+
+fn draw(svg: &mut String, title: &str, rows: &[(String, Timeline)], sla_ms: f64, axis: TimeAxis) -> Drawn {
     let steps = rows.iter().map(|(_, t)| t.load.len()).max().unwrap_or(0).max(2);
     let x_max = (steps - 1) as f64 * axis.per_step;
-    let load_max = max_of(rows.iter().flat_map(|(_, t)| t.load.iter().chain(&t.processed)), 1.0) * 1.05;
-    let exec_max = max_of(rows.iter().flat_map(|(_, t)| t.executors.iter()), 1.0) * 1.1;
-    let lat_max = max_of(rows.iter().flat_map(|(_, t)| t.latency_ms.iter()), sla_ms * 2.0).max(10.0) * 1.2;
-
     let root = SVGBackend::with_string(svg, (1200, 1000)).into_drawing_area();
     root.fill(&WHITE)?;
     let root = root.titled(title, ("sans-serif", 20))?;
     let panels = root.split_evenly((3, 1));
+    draw_load(&panels[0], rows, axis, x_max)?;
+    draw_executors(&panels[1], rows, axis, x_max)?;
+    draw_latency(&panels[2], rows, axis, x_max, sla_ms)?;
+    root.present()?;
+    Ok(())
+}
 
-    // Load and processed.
-    let mut chart = ChartBuilder::on(&panels[0])
+/// The legend, upper left, over a translucent box.
+fn legend<'a, 'b: 'a, CT: CoordTranslate>(chart: &mut ChartContext<'a, SVGBackend<'b>, CT>) -> Drawn {
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperLeft)
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK.mix(0.4))
+        .draw()?;
+    Ok(())
+}
+
+fn draw_load(panel: &Panel, rows: &[(String, Timeline)], axis: TimeAxis, x_max: f64) -> Drawn {
+    let load_max = max_of(rows.iter().flat_map(|(_, t)| t.load.iter().chain(&t.processed)), 1.0) * 1.05;
+    let mut chart = ChartBuilder::on(panel)
         .caption("Load and events processed", ("sans-serif", 15))
         .margin(12)
         .x_label_area_size(36)
@@ -122,15 +133,12 @@ fn draw(
             .label(name.as_str())
             .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(2)));
     }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperLeft)
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK.mix(0.4))
-        .draw()?;
+    legend(&mut chart)
+}
 
-    // Running executors.
-    let mut chart = ChartBuilder::on(&panels[1])
+fn draw_executors(panel: &Panel, rows: &[(String, Timeline)], axis: TimeAxis, x_max: f64) -> Drawn {
+    let exec_max = max_of(rows.iter().flat_map(|(_, t)| t.executors.iter()), 1.0) * 1.1;
+    let mut chart = ChartBuilder::on(panel)
         .caption("Running executors", ("sans-serif", 15))
         .margin(12)
         .x_label_area_size(36)
@@ -151,15 +159,19 @@ fn draw(
             .label(name.as_str())
             .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(2)));
     }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperLeft)
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK.mix(0.4))
-        .draw()?;
+    legend(&mut chart)
+}
 
-    // Latency, log scale, with the SLA.
-    let mut chart = ChartBuilder::on(&panels[2])
+/// Latency on a log scale, with the SLA dashed.
+fn draw_latency(
+    panel: &Panel,
+    rows: &[(String, Timeline)],
+    axis: TimeAxis,
+    x_max: f64,
+    sla_ms: f64,
+) -> Drawn {
+    let lat_max = max_of(rows.iter().flat_map(|(_, t)| t.latency_ms.iter()), sla_ms * 2.0).max(10.0) * 1.2;
+    let mut chart = ChartBuilder::on(panel)
         .caption("Event latency (log scale)", ("sans-serif", 15))
         .margin(12)
         .x_label_area_size(36)
@@ -187,14 +199,7 @@ fn draw(
             .label(name.as_str())
             .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(2)));
     }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperLeft)
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK.mix(0.4))
-        .draw()?;
-    root.present()?;
-    Ok(())
+    legend(&mut chart)
 }
 
 #[cfg(test)]
