@@ -16,12 +16,12 @@ use adapters::{EmrServerless, KafkaPublisher, RedisStore};
 use handlers::memory::{MemoryEmr, MemoryHotTier, MemoryObjectStore};
 use handlers::ports::EmrControl;
 use handlers::{Backends, EdgeRecord, Settings, Topics};
-use integration::*;
 use pipeline::bridge::{Bridge, BridgeConfig, BridgeStats, Route};
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tests::*;
 
 // The function binaries' allocator (see the `serve` crate): the handlers here stand in for them.
 #[global_allocator]
@@ -42,7 +42,7 @@ impl handlers::Handler for Timed {
     fn name(&self) -> &'static str {
         self.inner.name()
     }
-    async fn handle(&self, trigger: handlers::Trigger) -> Result<serde_json::Value, handlers::HandlerError> {
+    async fn handle(&self, trigger: handlers::Trigger) -> Result<handlers::Outcome, handlers::HandlerError> {
         let t = Instant::now();
         let out = self.inner.handle(trigger).await;
         self.micros.lock().unwrap().push(t.elapsed().as_secs_f64() * 1e3);

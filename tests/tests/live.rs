@@ -6,10 +6,10 @@ use adapters::{ElastiCacheHotTier, EmrServerless, RedisStore, S3Store};
 use handlers::memory::{DirStore, MemoryPublisher};
 use handlers::ports::{HotTier, ObjectRead, StateStore, StorageClass, StoreWrite};
 use handlers::{build, decode_lambda, Backends, KafkaMessage, Settings, Trigger};
-use integration::*;
 use serde_json::{json, Value};
 use std::sync::Arc;
 use std::time::Duration;
+use tests::*;
 
 struct Live {
     backends: Backends,
@@ -58,6 +58,7 @@ impl Live {
             .unwrap()
             .handle(trigger)
             .await
+            .map(|o| o.to_json())
             .unwrap_or_else(|e| panic!("{function}: {e}"))
     }
 

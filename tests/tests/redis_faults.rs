@@ -5,11 +5,11 @@
 
 use adapters::RedisStore;
 use handlers::{build, Backends, Embedded, KafkaMessage, Settings, Trigger};
-use integration::unique;
 use serde_json::json;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tests::unique;
 
 fn start_redis(port: u16) -> Child {
     Command::new("redis-server")
@@ -67,7 +67,7 @@ async fn redis_killed_mid_stream_loses_no_decision_and_makes_none_twice() {
             server.wait().unwrap();
         }
         let started = Instant::now();
-        match decide.handle(Trigger::Kafka(batch.clone())).await {
+        match decide.handle(Trigger::Kafka(batch.clone())).await.map(|o| o.to_json()) {
             Ok(out) => assert!(out["decision"].is_object() || out["duplicate"] == true, "{out}"),
             Err(e) => {
                 assert!(e.to_string().contains("redis"), "a backend error naming Redis: {e}");
@@ -90,7 +90,7 @@ async fn redis_killed_mid_stream_loses_no_decision_and_makes_none_twice() {
     let rest: Vec<KafkaMessage> = batches[first..].iter().flatten().cloned().collect();
     let started = Instant::now();
     let out = loop {
-        match decide.handle(Trigger::Kafka(rest.clone())).await {
+        match decide.handle(Trigger::Kafka(rest.clone())).await.map(|o| o.to_json()) {
             Ok(out) => break out,
             Err(e) if started.elapsed() < Duration::from_secs(20) => {
                 let _ = e;
@@ -102,12 +102,12 @@ async fn redis_killed_mid_stream_loses_no_decision_and_makes_none_twice() {
     assert!(out["decision"].is_object(), "{out}");
     // The same records again, recut: nothing new to decide.
     for cut in rest.chunks(7) {
-        let again = decide.handle(Trigger::Kafka(cut.to_vec())).await.unwrap();
+        let again = decide.handle(Trigger::Kafka(cut.to_vec())).await.unwrap().to_json();
         assert_eq!(again["duplicate"], true, "{again}");
     }
     assert_eq!(env.publisher.on("scaling-decisions").len(), decided_before + 1);
     // The state reads back and the next batch is decided.
-    let next = decide.handle(Trigger::Kafka(vec![metrics_record(1_000, now)])).await.unwrap();
+    let next = decide.handle(Trigger::Kafka(vec![metrics_record(1_000, now)])).await.unwrap().to_json();
     assert!(next["decision"].is_object() && next.get("discarded_state").is_none(), "{next}");
     server.kill().ok();
     server.wait().ok();

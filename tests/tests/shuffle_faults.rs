@@ -11,12 +11,12 @@ use handlers::memory::{DirStore, Faults, Flaky, MemoryEmr, MemoryHotTier, Memory
 use handlers::ports::{ObjectStore, Reach, StorageClass};
 use handlers::shuffle_router::{BlockRead, ShuffleRouter, SWEEP_MIN_AGE_S};
 use handlers::{Backends, Handler, HandlerError, Settings, Trigger};
-use integration::fault_proxy::{FaultPlan, FaultProxy};
-use integration::*;
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
+use tests::fault_proxy::{FaultPlan, FaultProxy};
+use tests::*;
 
 /// The four placements of the default router: (access_count, age_s, archival) for Redis, NVMe, S3
 /// and Glacier (the sample manifest's blocks).
@@ -110,7 +110,8 @@ impl Rig {
             for batch in pending.chunks(8) {
                 let list: Vec<Value> =
                     batch.iter().map(|&i| manifest(&blocks[i].0, &blocks[i].1, blocks[i].2)).collect();
-                match self.router.handle(Trigger::Direct(json!({"blocks": list}))).await {
+                match self.router.handle(Trigger::Direct(json!({"blocks": list}))).await.map(|o| o.to_json())
+                {
                     Ok(out) => {
                         for e in out["errors"].as_array().unwrap() {
                             errors += 1;
@@ -148,6 +149,7 @@ impl Rig {
                 .router
                 .handle(Trigger::Direct(json!({"op": "move", "block_id": id, "tier": tier})))
                 .await
+                .map(|o| o.to_json())
             {
                 Ok(v) if v["status"] == "moved" => return failures,
                 Ok(v) => panic!("{id} -> {tier}: {v}"),
@@ -328,7 +330,8 @@ async fn a_crash_between_copy_and_delete_leaves_orphans_only_the_sweep_removes()
         .router
         .handle(Trigger::Direct(json!({"blocks": [manifest("crash-2", b"new bytes", 2)]})))
         .await
-        .unwrap();
+        .unwrap()
+        .to_json();
     assert_eq!(out["orphans_left"], 1, "{out}");
 }
 
@@ -341,8 +344,12 @@ async fn an_s3_pointer_reads_its_own_bucket_under_the_shuffle_prefix_only() {
     }
     let pointer =
         |p: String, n: usize| json!({"blocks": [{"block_id": "p", "size_bytes": n, "s3_pointer": p}]});
-    let out =
-        r.router.handle(Trigger::Direct(pointer(format!("s3://{}/{area}", r.bucket), 13))).await.unwrap();
+    let out = r
+        .router
+        .handle(Trigger::Direct(pointer(format!("s3://{}/{area}", r.bucket), 13)))
+        .await
+        .unwrap()
+        .to_json();
     assert_eq!(out["stored"], 1, "{out}");
     assert_eq!(r.read("p").await, b"pointed bytes");
     for (p, why) in [
@@ -353,7 +360,7 @@ async fn an_s3_pointer_reads_its_own_bucket_under_the_shuffle_prefix_only() {
         ),
         (format!("s3://other-bucket/{area}"), "reads only its own bucket"),
     ] {
-        let out = r.router.handle(Trigger::Direct(pointer(p.clone(), 12))).await.unwrap();
+        let out = r.router.handle(Trigger::Direct(pointer(p.clone(), 12))).await.unwrap().to_json();
         let e = out["errors"][0]["error"].as_str().unwrap_or_default();
         assert!(e.contains(why), "{p}: {out}");
     }
@@ -370,7 +377,8 @@ async fn a_redis_blocks_index_entry_expires_with_it_on_redis() {
             json!({"blocks": [manifest("hot", b"hot bytes", 0), manifest("cold", b"cold bytes", 2)]}),
         ))
         .await
-        .unwrap();
+        .unwrap()
+        .to_json();
     assert_eq!(out["tiers"], json!({"redis": 1, "s3": 1}), "{out}");
     assert_eq!(r.read("hot").await, b"hot bytes");
     tokio::time::sleep(Duration::from_millis(1_300)).await;

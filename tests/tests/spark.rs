@@ -10,8 +10,9 @@ use adapters::{EmrServerless, KafkaPublisher, RedisStore};
 use async_trait::async_trait;
 use handlers::memory::{MemoryHotTier, MemoryObjectStore};
 use handlers::ports::StateStore;
-use handlers::{Backends, DecisionRecord, Handler, HandlerError, Settings, SparkMetrics, Topics, Trigger};
-use integration::*;
+use handlers::{
+    Backends, DecisionRecord, Handler, HandlerError, Outcome, Settings, SparkMetrics, Topics, Trigger,
+};
 use pipeline::bridge::{Bridge, BridgeConfig, Route};
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -20,6 +21,7 @@ use serde_json::{json, Value};
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use tests::*;
 
 static ONE_JOB: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 /// How often the tests ask Spark's REST API.
@@ -153,7 +155,7 @@ impl Handler for Timed {
     fn name(&self) -> &'static str {
         self.inner.name()
     }
-    async fn handle(&self, trigger: Trigger) -> Result<Value, HandlerError> {
+    async fn handle(&self, trigger: Trigger) -> Result<Outcome, HandlerError> {
         let at = now_s();
         let batches: Vec<f64> = match &trigger {
             Trigger::Kafka(records) => records
@@ -169,7 +171,7 @@ impl Handler for Timed {
             _ => Vec::new(),
         };
         let out = self.inner.handle(trigger).await?;
-        let record = serde_json::from_value(out["decision"].clone()).ok();
+        let record = out.decision().cloned();
         self.seen.lock().unwrap().push((at, batches, record));
         Ok(out)
     }
@@ -387,7 +389,7 @@ async fn the_job_and_its_agent_ride_out_the_broker_going_away_and_coming_back() 
     let topics = Topics::tagged(&tag);
     let raw = format!("iot-raw-data-{tag}");
     let all = [raw.as_str(), topics.spark_metrics.as_str(), topics.scaling_decisions.as_str()];
-    let mut broker = integration::OwnBroker::start(port, &all).await;
+    let mut broker = tests::OwnBroker::start(port, &all).await;
     let rate = Arc::new(Mutex::new(200.0));
     let (stop_feed, feeding) = tokio::sync::watch::channel(false);
     let fed = feed(&brokers, &raw, rate.clone(), feeding);
@@ -421,7 +423,7 @@ async fn the_job_and_its_agent_ride_out_the_broker_going_away_and_coming_back() 
     assert!(job.alive().await, "the driver still answers");
     assert_eq!(job.executors().await.len(), 1);
     // It comes back empty (memory storage), on the same port, with the topics re-created.
-    let _broker = integration::OwnBroker::start(broker.port, &all).await;
+    let _broker = tests::OwnBroker::start(broker.port, &all).await;
     let back = now_s();
     let resumed = next_metrics(metrics_reader()).await;
     assert!(resumed.timestamp >= back - 1.0, "metrics resume after the outage: {resumed:?}");

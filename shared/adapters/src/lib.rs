@@ -310,10 +310,17 @@ fn objects(
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Arc<dyn ObjectStore>, AdapterError> {
     let conf = conf.expect("the SDK configuration is loaded when an AWS port is needed");
-    // Emulators answer on one host: address buckets by path when the endpoint is overridden.
+    Ok(Arc::new(S3Store::new(s3_client(conf, env), &require("SPARKPILOT_BUCKET")?)))
+}
+
+/// An S3 client on `conf`. Emulators answer on one host: buckets are addressed by path when the
+/// endpoint is overridden (`AWS_ENDPOINT_URL` or `AWS_ENDPOINT_URL_S3` in `env`).
+#[cfg(feature = "s3")]
+pub fn s3_client(conf: &aws_config::SdkConfig, env: &dyn Fn(&str) -> Option<String>) -> aws_sdk_s3::Client {
     let path_style = env("AWS_ENDPOINT_URL").is_some() || env("AWS_ENDPOINT_URL_S3").is_some();
-    let s3 = aws_sdk_s3::config::Builder::from(conf).force_path_style(path_style).build();
-    Ok(Arc::new(S3Store::new(aws_sdk_s3::Client::from_conf(s3), &require("SPARKPILOT_BUCKET")?)))
+    aws_sdk_s3::Client::from_conf(
+        aws_sdk_s3::config::Builder::from(conf).force_path_style(path_style).build(),
+    )
 }
 #[cfg(not(feature = "s3"))]
 fn objects(

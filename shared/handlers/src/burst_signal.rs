@@ -13,7 +13,7 @@
 //! the read: one round trip per batch, whatever its size. Otherwise it reads the batch's edges, the
 //! cluster and the version in one MGET first, and if another writer wins the race it reads again.
 
-use crate::state::{ClusterBurst, EdgeRecord, EdgeState, Keys};
+use crate::wire::{ClusterBurst, EdgeRecord, EdgeState, Keys};
 use crate::{
     read_or_discard, record_json, to_json, Backends, BurstEvent, Handler, HandlerError, RecordError,
     Settings, Trigger,
@@ -21,7 +21,6 @@ use crate::{
 use async_trait::async_trait;
 pub use control::cluster::apply_batch;
 use control::cluster::Applied;
-use serde_json::json;
 use std::collections::HashMap;
 use std::time::Duration;
 
@@ -143,7 +142,7 @@ impl Handler for BurstSignal {
         <Self as crate::Function>::NAME
     }
 
-    async fn handle(&self, trigger: Trigger) -> Result<serde_json::Value, HandlerError> {
+    async fn handle(&self, trigger: Trigger) -> Result<crate::Outcome, HandlerError> {
         let records = trigger_records(trigger)?;
         let (mut good, tombstones, errors) =
             decode_records(&records, crate::events::now_s(), self.settings.max_clock_skew_s);
@@ -182,24 +181,20 @@ impl Handler for BurstSignal {
             crate::events::now_s(),
             &crate::metrics::burst_metrics(&cluster, changed, accepted, errors.len()),
         );
-        Ok(json!({
-            "records": records.len(),
-            "accepted": accepted,
-            "stale": stale,
-            "tombstones": tombstones,
-            "errors": errors,
-            "burst": cluster.burst,
-            "changed": changed,
-            // Events per second, rounded for a reader: the measured rate, the edges' newest summed
-            // forecast (one lead time ahead), the peak of the smoothed forecasts over the forecast
-            // window (below the newest forecast on a sharp rise: it is of the smoothed sums), and
-            // the larger of the two, which is what the scaling policy is given as predicted load.
-            "total_rate": round1(cluster.total_rate),
-            "predicted_load": round1(cluster.predicted_load),
-            "smoothed_peak": round1(cluster.predicted_peak),
-            "load_for_scaling": round1(cluster.predicted_or(cluster.total_rate)),
-            "edges": cluster.edges.len(),
-            "edges_bursting": cluster.edges_bursting,
+        Ok(crate::Outcome::Burst(crate::outcome::BurstOutcome {
+            records: records.len(),
+            accepted,
+            stale,
+            tombstones,
+            errors,
+            burst: cluster.burst,
+            changed,
+            total_rate: round1(cluster.total_rate),
+            predicted_load: round1(cluster.predicted_load),
+            smoothed_peak: round1(cluster.predicted_peak),
+            load_for_scaling: round1(cluster.predicted_or(cluster.total_rate)),
+            edges: cluster.edges.len(),
+            edges_bursting: cluster.edges_bursting,
         }))
     }
 }

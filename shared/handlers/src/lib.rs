@@ -1,7 +1,8 @@
 //! The five sparkpilot functions as plain async handlers.
 //!
-//! Each handler takes a decoded [`Trigger`] and returns a JSON summary. It reaches the outside world
-//! only through the port traits in [`ports`] — a [`StateStore`](ports::StateStore) (Redis), a
+//! Each handler takes a decoded [`Trigger`] and returns an [`Outcome`]: what it did, as types (JSON
+//! only at the function's edge). It reaches the outside world only through the port traits in
+//! [`ports`] — a [`StateStore`](ports::StateStore) (Redis), a
 //! [`Publisher`](ports::Publisher) (Kafka), [`EmrControl`](ports::EmrControl) (EMR Serverless),
 //! [`HotTier`](ports::HotTier) (ElastiCache) and [`ObjectStore`](ports::ObjectStore)s (S3, NVMe) —
 //! so the same handler runs in a Lambda, behind the OpenFaaS watchdog, in `sparkpilot invoke` on
@@ -18,7 +19,8 @@
 //! let backends = Backends::embedded();
 //! let meta = handlers::meta_weights::MetaWeights::new(&Settings::default(), &backends).unwrap();
 //! let out = meta.handle(Trigger::Direct(serde_json::json!({"scenario": "healthcare_critical", "budget_remaining": 40.0}))).await.unwrap();
-//! assert!(out["weights"]["alpha"].as_f64().unwrap() <= 1.0);
+//! let handlers::Outcome::Weights(w) = out else { unreachable!() };
+//! assert!(w.weights.alpha <= 1.0);
 //! # });
 //! # }
 //! ```
@@ -30,6 +32,7 @@ pub mod memory;
 #[cfg(feature = "policy")]
 pub mod meta_weights;
 pub mod metrics;
+pub mod outcome;
 pub mod ports;
 pub mod prewarmer;
 pub mod records;
@@ -37,14 +40,15 @@ pub mod records;
 pub mod scaling_decision;
 mod settings;
 pub mod shuffle_router;
-mod state;
+mod wire;
 
 pub use error::HandlerError;
 pub use events::{
     decode_http, decode_lambda, decode_lambda_bytes, KafkaMessage, RecordError, RecordRef, Trigger,
 };
+pub use outcome::Outcome;
 pub use settings::{Settings, Topics};
-pub use state::{
+pub use wire::{
     ActuationPart, AgentReport, Applies, BurstEvent, ClusterBurst, Context, DecisionRecord, EdgeRecord,
     ExecutorReport, JobRunConfig, Keys, Setting, SparkMetrics, Weights,
 };
@@ -53,12 +57,12 @@ use async_trait::async_trait;
 use ports::{EmrControl, HotTier, ObjectStore, Publisher, StateStore};
 use std::sync::Arc;
 
-/// A function's handler: one invocation in, a JSON summary out.
+/// A function's handler: one invocation in, what it did out.
 #[async_trait]
 pub trait Handler: Send + Sync {
     /// The function's name (folder, binary and deployment name).
     fn name(&self) -> &'static str;
-    async fn handle(&self, trigger: Trigger) -> Result<serde_json::Value, HandlerError>;
+    async fn handle(&self, trigger: Trigger) -> Result<Outcome, HandlerError>;
 }
 
 /// The outside world, as ports. Built once at init and shared by every invocation.

@@ -6,7 +6,7 @@
 //! meta-td3.onnx, and stores the weights with a new version number; the weights are also metrics
 //! ([`crate::metrics::weights_metrics`]).
 
-use crate::state::{Context, DecisionRecord, Keys};
+use crate::wire::{Context, DecisionRecord, Keys};
 use crate::{
     from_json, record_json, to_json, Backends, Handler, HandlerError, RecordError, Settings, Trigger, Weights,
 };
@@ -15,7 +15,6 @@ use control::{MetaContext, Scenario};
 use cost_model::{PriceBook, WorkerSpec};
 use policy::MetaPolicy;
 use serde::Deserialize;
-use serde_json::json;
 
 /// The model built into the binary; `SPARKPILOT_META_MODEL` overrides it.
 pub const EMBEDDED_MODEL: &[u8] = include_bytes!("../../../models/meta-td3.onnx");
@@ -129,7 +128,7 @@ impl Handler for MetaWeights {
         <Self as crate::Function>::NAME
     }
 
-    async fn handle(&self, trigger: Trigger) -> Result<serde_json::Value, HandlerError> {
+    async fn handle(&self, trigger: Trigger) -> Result<crate::Outcome, HandlerError> {
         let store = &self.backends.store;
         let got = store.get_many(&[self.keys.context()]).await?;
         let stored: Option<Context> = from_json(&self.keys.context(), got[0].as_ref())?;
@@ -219,13 +218,18 @@ impl Handler for MetaWeights {
             now,
             &crate::metrics::weights_metrics(&weights, violations, errors.len()),
         );
-        Ok(json!({
-            "weights": weights,
-            "context": { "scenario": context.scenario.name(), "budget_usd": context.budget_usd, "budget_remaining": context.budget_remaining, "horizon_s": context.horizon_s },
-            "recent_violation_share": violations,
-            "recent_cost_per_s": cost_rate,
-            "features": features,
-            "errors": errors,
+        Ok(crate::Outcome::Weights(crate::outcome::WeightsOutcome {
+            weights,
+            context: crate::outcome::ContextSummary {
+                scenario: context.scenario.name(),
+                budget_usd: context.budget_usd,
+                budget_remaining: context.budget_remaining,
+                horizon_s: context.horizon_s,
+            },
+            recent_violation_share: violations,
+            recent_cost_per_s: cost_rate,
+            features: features.to_vec(),
+            errors,
         }))
     }
 }

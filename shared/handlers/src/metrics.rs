@@ -307,7 +307,7 @@ mod tests {
             crate::scaling_decision::ScalingDecision::new(&crate::Settings::default(), &backends).unwrap();
         let out =
             crate::Handler::handle(&f, crate::Trigger::Schedule { time_s: 1_795_341_600.0 }).await.unwrap();
-        let record: DecisionRecord = serde_json::from_value(out["decision"].clone()).unwrap();
+        let record = out.decision().expect("a decision").clone();
         let v = parse_back("scaling-decision", &decision_metrics(&record, 3), &SCALING_DECISION_METRICS);
         assert_eq!(
             (v["Decisions"].as_f64(), v["ModelFallback"].as_f64(), v["RecordsRejected"].as_f64()),

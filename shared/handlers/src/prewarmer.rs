@@ -16,21 +16,20 @@
 //! buckets forecast from are at most [`LoadForecaster::max_buckets`] (`buckets` in the result).
 
 use crate::ports::Capacity;
-use crate::state::Keys;
+use crate::wire::Keys;
 use crate::{to_json, Applies, Backends, Handler, HandlerError, Settings, Trigger};
 use async_trait::async_trait;
 use control::{
-    plan_prewarm, LoadForecaster, LoadSample, StateBuilder, DEFAULT_BYTES_PER_EVENT, PREWARM_HISTORY,
+    plan_prewarm, FeatureBuilder, LoadForecaster, LoadSample, DEFAULT_BYTES_PER_EVENT, PREWARM_HISTORY,
 };
 use latency_model::LatencyModel;
-use serde_json::json;
 
 pub struct Prewarmer {
     settings: Settings,
     keys: Keys,
     backends: Backends,
     forecaster: LoadForecaster,
-    state: StateBuilder,
+    state: FeatureBuilder,
 }
 
 impl Prewarmer {
@@ -40,7 +39,7 @@ impl Prewarmer {
             keys: Keys::new(&settings.key_prefix),
             backends: backends.clone(),
             forecaster: LoadForecaster::default(),
-            state: StateBuilder::for_policy(
+            state: FeatureBuilder::for_policy(
                 settings.vcpu_per_executor as f64,
                 LatencyModel::embedded().processing,
             ),
@@ -54,7 +53,7 @@ impl Handler for Prewarmer {
         <Self as crate::Function>::NAME
     }
 
-    async fn handle(&self, trigger: Trigger) -> Result<serde_json::Value, HandlerError> {
+    async fn handle(&self, trigger: Trigger) -> Result<crate::Outcome, HandlerError> {
         let now = match trigger {
             Trigger::Schedule { time_s } => time_s,
             Trigger::Direct(_) => crate::events::now_s(),
@@ -115,21 +114,21 @@ impl Handler for Prewarmer {
             self.backends.store.set_many(&[(self.keys.pending_capacity(), to_json(&want))], None).await?;
             (Applies::WhenStopped, format!("pending: the application is {:?}; initial capacity {} waits for the next stop (UpdateApplication needs CREATED or STOPPED)", app.state, want.initial_executors))
         };
-        let result = json!({
-            "time_s": now,
-            "samples": samples.len(),
-            "skipped_samples": skipped,
-            "ignored_samples": ignored,
-            "buckets": buckets,
-            "features": forecast.features,
-            "forecast": forecast.expected,
-            "forecast_upper": forecast.upper,
-            "baseline_executors": baseline,
-            "prewarm_workers": target,
-            "emr": outcome,
-            "applies": applies,
-            "dry_run": self.settings.dry_run,
-        });
+        let result = crate::outcome::PrewarmOutcome {
+            time_s: now,
+            samples: samples.len(),
+            skipped_samples: skipped,
+            ignored_samples: ignored,
+            buckets,
+            features: forecast.features,
+            forecast: forecast.expected.clone(),
+            forecast_upper: forecast.upper.clone(),
+            baseline_executors: baseline,
+            prewarm_workers: target,
+            emr: outcome,
+            applies,
+            dry_run: self.settings.dry_run,
+        };
         self.backends.store.set_many(&[(self.keys.prewarm(), to_json(&result))], None).await?;
         tracing::info!(prewarm = target, peak = forecast.peak(), "prewarm decision");
         crate::metrics::emit(
@@ -138,7 +137,7 @@ impl Handler for Prewarmer {
             now,
             &crate::metrics::prewarm_metrics(target, applies, forecast.peak(), skipped + ignored),
         );
-        Ok(result)
+        Ok(crate::Outcome::Prewarm(result))
     }
 }
 
@@ -161,7 +160,7 @@ mod tests {
         let raw: Vec<Vec<u8>> = samples.iter().map(to_json).collect();
         env.store.push_capped("{sparkpilot}:load-history", &raw, PREWARM_HISTORY).await.unwrap();
         let prewarmer = Prewarmer::new(&Settings::default(), &env.backends()).unwrap();
-        prewarmer.handle(Trigger::Schedule { time_s: NOW }).await.unwrap()
+        prewarmer.handle(Trigger::Schedule { time_s: NOW }).await.unwrap().to_json()
     }
 
     fn same_plan(a: &serde_json::Value, b: &serde_json::Value) {

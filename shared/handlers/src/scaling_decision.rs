@@ -35,8 +35,9 @@
 //! pins its digest) or fails to run, decisions come from the reference rule the policy was trained
 //! from (`control::reference_rule`), and each record says so in `fallback` and `model_version`.
 
+use crate::outcome::DecisionOutcome;
 use crate::ports::{AppStatus, Capacity, StoreWrite};
-use crate::state::{ClusterBurst, DecisionRecord, Keys};
+use crate::wire::{ClusterBurst, DecisionRecord, Keys};
 use crate::{
     read_or_discard, record_json, to_json, ActuationPart, Applies, Backends, BurstEvent, ExecutorReport,
     Handler, HandlerError, JobRunConfig, RecordError, Setting, Settings, SparkMetrics, Trigger, Weights,
@@ -44,12 +45,11 @@ use crate::{
 use async_trait::async_trait;
 use control::actuation::Lever;
 use control::{
-    GuardrailChange, GuardrailContext, Guardrails, Observation, ScalingAction, StateBuilder, StepWindow,
+    FeatureBuilder, GuardrailChange, GuardrailContext, Guardrails, Observation, ScalingAction, StepWindow,
 };
 use cost_model::{PriceBook, WorkerSpec};
 use latency_model::{LatencyModel, Tier};
 use policy::ScalingPolicy;
-use serde_json::json;
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
@@ -79,7 +79,7 @@ pub struct ScalingDecision {
     backends: Backends,
     /// `None` when the model could not be loaded: the reference rule decides.
     policy: Option<ScalingPolicy>,
-    state: StateBuilder,
+    state: FeatureBuilder,
     /// Why the model is not in use, when it is not.
     model_problem: Option<String>,
     guardrails: Guardrails,
@@ -127,8 +127,10 @@ pub struct Decision {
 
 impl ScalingDecision {
     pub fn new(settings: &Settings, backends: &Backends) -> Result<Self, HandlerError> {
-        let state =
-            StateBuilder::for_policy(settings.vcpu_per_executor as f64, LatencyModel::embedded().processing);
+        let state = FeatureBuilder::for_policy(
+            settings.vcpu_per_executor as f64,
+            LatencyModel::embedded().processing,
+        );
         let (policy, model_problem) = match Self::load_model(settings, state.clone()) {
             Ok(p) => (Some(p), None),
             Err(problem) => {
@@ -151,7 +153,7 @@ impl ScalingDecision {
     }
 
     /// The configured model, checked against the pinned digest if one is set.
-    fn load_model(settings: &Settings, state: StateBuilder) -> Result<ScalingPolicy, String> {
+    fn load_model(settings: &Settings, state: FeatureBuilder) -> Result<ScalingPolicy, String> {
         let (label, bytes) = match &settings.scaling_model {
             Some(path) => (
                 path.display().to_string(),
@@ -640,13 +642,13 @@ impl Handler for ScalingDecision {
         <Self as crate::Function>::NAME
     }
 
-    async fn handle(&self, trigger: Trigger) -> Result<serde_json::Value, HandlerError> {
+    async fn handle(&self, trigger: Trigger) -> Result<crate::Outcome, HandlerError> {
         let Some(token) = self.take_lease().await? else {
             let why = format!("another decision has held the lease for more than {} s", LEASE_WAIT.as_secs());
             return match trigger {
                 // The event source delivers the batch again; its records are then decided once.
                 Trigger::Kafka(_) => Err(HandlerError::Busy(why)),
-                _ => Ok(json!({ "skipped": why })),
+                _ => Ok(crate::Outcome::Decision(DecisionOutcome::Skipped { skipped: why })),
             };
         };
         let result = self.decide_and_apply(trigger).await;
@@ -767,7 +769,7 @@ fn trigger_name(trigger: &Trigger) -> String {
 }
 
 impl ScalingDecision {
-    async fn decide_and_apply(&self, trigger: Trigger) -> Result<serde_json::Value, HandlerError> {
+    async fn decide_and_apply(&self, trigger: Trigger) -> Result<crate::Outcome, HandlerError> {
         let wall = crate::events::now_s();
         let now = trigger.time_s(self.settings.max_clock_skew_s);
         let mut batch = self.decode_trigger(&trigger, wall)?;
@@ -787,7 +789,11 @@ impl ScalingDecision {
         let bad_new = batch.bad.iter().any(|id| !redelivery.is_old(id));
         if records > 0 && batch.inputs.is_empty() && !bad_new {
             tracing::info!(records, "every record of the batch was decided on before; skipped");
-            return Ok(json!({ "duplicate": true, "records": records, "seen_before": records }));
+            return Ok(crate::Outcome::Decision(DecisionOutcome::Duplicate {
+                duplicate: true,
+                records,
+                seen_before: records,
+            }));
         }
         let mut discarded = Vec::new();
         let (mut state, pending) =
@@ -820,14 +826,12 @@ impl ScalingDecision {
             now,
             &crate::metrics::decision_metrics(&record, batch.errors.len()),
         );
-        let mut out = json!({ "decision": record, "errors": batch.errors });
-        if repeated > 0 {
-            out["seen_before"] = json!(repeated);
-        }
-        if !discarded.is_empty() {
-            out["discarded_state"] = json!(discarded);
-        }
-        Ok(out)
+        Ok(crate::Outcome::Decision(DecisionOutcome::Decided {
+            decision: record,
+            errors: batch.errors,
+            seen_before: (repeated > 0).then_some(repeated),
+            discarded_state: discarded,
+        }))
     }
 
     /// The records a trigger carries: a Kafka batch decoded per record, or the metrics a direct call

@@ -53,8 +53,9 @@
 //! `{"op": "move", "block_id", "tier": "s3"}`; `{"op": "sweep", "min_age_s": 900}`. From Kafka,
 //! each record is a manifest.
 
+use crate::outcome::{NvmeFallback, ShuffleOutcome, WriteOutcome};
 use crate::ports::{ObjectInfo, ObjectRead, ObjectStore, Reach, StorageClass, StoreWrite};
-use crate::state::{DecisionRecord, Keys};
+use crate::wire::{DecisionRecord, Keys};
 use crate::{
     from_json, record_json, to_json, Backends, Handler, HandlerError, RecordError, RecordRef, Settings,
     Trigger,
@@ -64,7 +65,6 @@ use base64::Engine;
 use control::{BlockStats, Placement, TierRouter};
 use latency_model::{Compression, Tier};
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 use std::time::Duration;
 
 /// Largest block accepted, bytes (Spark shuffle blocks are far smaller; this guards memory).
@@ -854,7 +854,7 @@ impl Handler for ShuffleRouter {
         <Self as crate::Function>::NAME
     }
 
-    async fn handle(&self, trigger: Trigger) -> Result<serde_json::Value, HandlerError> {
+    async fn handle(&self, trigger: Trigger) -> Result<crate::Outcome, HandlerError> {
         let mut counts = crate::metrics::ShuffleCounts::default();
         let mut attempted = Attempted::Nothing;
         let result = self.route(trigger, &mut counts, &mut attempted).await;
@@ -893,7 +893,7 @@ impl ShuffleRouter {
         trigger: Trigger,
         counts: &mut crate::metrics::ShuffleCounts,
         attempted: &mut Attempted,
-    ) -> Result<serde_json::Value, HandlerError> {
+    ) -> Result<crate::Outcome, HandlerError> {
         let manifests = match trigger {
             // A schedule (EventBridge with its input, or OpenFaaS' cron-connector, which posts no body)
             // runs the sweep at its default age.
@@ -917,12 +917,12 @@ impl ShuffleRouter {
         min_age_s: f64,
         counts: &mut crate::metrics::ShuffleCounts,
         attempted: &mut Attempted,
-    ) -> Result<serde_json::Value, HandlerError> {
+    ) -> Result<crate::Outcome, HandlerError> {
         *attempted = Attempted::Sweep;
         let report = self.sweep(min_age_s).await?;
         (counts.swept, counts.sweep_errors) = (report.deleted, report.errors.len());
         tracing::info!(listed = report.listed, deleted = report.deleted, "sweep");
-        Ok(json!({"status": "swept", "report": report}))
+        Ok(crate::Outcome::Shuffle(ShuffleOutcome::Swept { status: "swept", report }))
     }
 
     /// `{"op": "read" | "move" | "sweep", ...}`.
@@ -931,7 +931,7 @@ impl ShuffleRouter {
         v: serde_json::Value,
         counts: &mut crate::metrics::ShuffleCounts,
         attempted: &mut Attempted,
-    ) -> Result<serde_json::Value, HandlerError> {
+    ) -> Result<crate::Outcome, HandlerError> {
         let req: OpRequest =
             serde_json::from_value(v).map_err(|e| HandlerError::BadRequest(format!("request: {e}")))?;
         let block_id = || {
@@ -947,11 +947,19 @@ impl ShuffleRouter {
                     BlockRead::Bytes(b) => {
                         counts.read = 1;
                         let payload = base64::engine::general_purpose::STANDARD.encode(&b);
-                        Ok(
-                            json!({"block_id": id, "status": "ok", "size_bytes": b.len(), "payload_b64": payload}),
-                        )
+                        Ok(crate::Outcome::Shuffle(ShuffleOutcome::Read {
+                            block_id: id,
+                            status: "ok",
+                            size_bytes: Some(b.len()),
+                            payload_b64: Some(payload),
+                        }))
                     }
-                    BlockRead::Restoring => Ok(json!({"block_id": id, "status": "restoring"})),
+                    BlockRead::Restoring => Ok(crate::Outcome::Shuffle(ShuffleOutcome::Read {
+                        block_id: id,
+                        status: "restoring",
+                        size_bytes: None,
+                        payload_b64: None,
+                    })),
                 }
             }
             "move" => {
@@ -961,7 +969,11 @@ impl ShuffleRouter {
                 *attempted = Attempted::Blocks(1);
                 let loc = self.move_block(&id, tier).await?;
                 counts.moved = 1;
-                Ok(json!({"block_id": id, "status": "moved", "tier": tier_name(loc.tier)}))
+                Ok(crate::Outcome::Shuffle(ShuffleOutcome::Moved {
+                    block_id: id,
+                    status: "moved",
+                    tier: tier_name(loc.tier),
+                }))
             }
             "sweep" => self.run_sweep(req.min_age_s.unwrap_or(SWEEP_MIN_AGE_S), counts, attempted).await,
             "write" => Err(HandlerError::BadRequest("write with {\"blocks\": [...]}".into())),
@@ -977,7 +989,7 @@ impl ShuffleRouter {
         manifests: Vec<(Option<RecordRef>, Result<Manifest, String>)>,
         counts: &mut crate::metrics::ShuffleCounts,
         attempted: &mut Attempted,
-    ) -> Result<serde_json::Value, HandlerError> {
+    ) -> Result<crate::Outcome, HandlerError> {
         let total = manifests.len();
         let decided = self.decided_tier().await?;
         let mut errors: Vec<RecordError> = Vec::new();
@@ -1006,10 +1018,9 @@ impl ShuffleRouter {
             errors.push(RecordError { record: at.unwrap_or_else(no_record), error: e });
         }
         let stored = out.stored;
-        let mut per_tier = serde_json::Map::new();
+        let mut tiers = std::collections::BTreeMap::new();
         for (_, loc) in &stored {
-            let n = per_tier.entry(tier_name(loc.tier)).or_insert(json!(0));
-            *n = json!(n.as_u64().unwrap_or(0) + 1);
+            *tiers.entry(tier_name(loc.tier)).or_insert(0) += 1;
         }
         let bytes_in: u64 = stored.iter().map(|(_, l)| l.size_bytes).sum();
         (counts.written, counts.bytes_written, counts.orphans_left) =
@@ -1018,15 +1029,16 @@ impl ShuffleRouter {
         for e in &errors {
             tracing::warn!(offset = e.record.offset, error = %e.error, "manifest skipped");
         }
-        let mut result = json!({
-            "manifests": total,
-            "stored": stored.len(),
-            "tiers": per_tier,
-            "bytes_in": bytes_in,
-            "bytes_stored": bytes_stored,
-            "orphans_left": out.orphans_left,
-            "errors": errors,
-        });
+        let mut result = WriteOutcome {
+            manifests: total,
+            stored: stored.len(),
+            tiers,
+            bytes_in,
+            bytes_stored,
+            orphans_left: out.orphans_left,
+            errors,
+            nvme_fallback: None,
+        };
         if !fallback_ids.is_empty() {
             let prefix = self.blocks_prefix();
             let id_of = |key: &str| {
@@ -1037,9 +1049,10 @@ impl ShuffleRouter {
                 .filter(|(_, l)| id_of(&l.key).is_some_and(|id| fallback_ids.contains(&id)))
                 .count();
             counts.nvme_fallbacks = n;
-            result["nvme_fallback"] = json!({"blocks": n, "to": "s3", "reason": self.nvme_unavailable});
+            result.nvme_fallback =
+                Some(NvmeFallback { blocks: n, to: "s3", reason: self.nvme_unavailable.clone() });
         }
-        Ok(result)
+        Ok(crate::Outcome::Shuffle(ShuffleOutcome::Written(result)))
     }
 }
 
@@ -1065,6 +1078,7 @@ fn direct_manifests(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn frames_round_trip_and_corruption_is_caught() {
@@ -1154,7 +1168,7 @@ mod tests {
 
     impl Rig {
         async fn write(&self, blocks: Vec<serde_json::Value>) -> serde_json::Value {
-            self.router.handle(Trigger::Direct(json!({"blocks": blocks}))).await.unwrap()
+            self.router.handle(Trigger::Direct(json!({"blocks": blocks}))).await.unwrap().to_json()
         }
         /// Read through a Glacier restore.
         async fn read(&self, id: &str) -> Result<Vec<u8>, HandlerError> {
@@ -1270,7 +1284,8 @@ mod tests {
             .router
             .handle(Trigger::Direct(json!({"op": "move", "block_id": "b", "tier": "s3"})))
             .await
-            .unwrap();
+            .unwrap()
+            .to_json();
         assert_eq!(moved["status"], "moved");
         let out = r.write(vec![manifest("b", &data, COLD, true)]).await;
         assert_eq!(out["orphans_left"], 1, "{out}");
@@ -1282,7 +1297,8 @@ mod tests {
         r.s3_faults.set(Faults::default());
         let report = r.router.sweep(SWEEP_MIN_AGE_S).await.unwrap();
         assert_eq!((report.listed, report.kept, report.young, report.deleted), (3, 1, 2, 0), "{report:?}");
-        let swept = r.router.handle(Trigger::Direct(json!({"op": "sweep", "min_age_s": 0}))).await.unwrap();
+        let swept =
+            r.router.handle(Trigger::Direct(json!({"op": "sweep", "min_age_s": 0}))).await.unwrap().to_json();
         assert_eq!(swept["report"]["deleted"], 2, "{swept}");
         let live = r.router.location("b").await.unwrap().unwrap();
         assert_eq!(r.copies(), vec![live.key], "exactly one copy: the indexed one");
@@ -1382,7 +1398,8 @@ mod tests {
                         .router
                         .handle(Trigger::Direct(json!({"blocks": [m]})))
                         .await
-                        .map_err(|e| format!("step {step}: write failed whole: {e}"))?;
+                        .map_err(|e| format!("step {step}: write failed whole: {e}"))?
+                        .to_json();
                     match (out["stored"].as_u64(), out["errors"].as_array().map(Vec::len)) {
                         (Some(1), Some(0)) => {
                             model.insert(id, data);
@@ -1397,7 +1414,7 @@ mod tests {
                         .handle(Trigger::Direct(json!({"op": "move", "block_id": id_of(id), "tier": tier})))
                         .await;
                     match (&res, model.contains_key(&id)) {
-                        (Ok(v), true) if v["status"] == "moved" => {}
+                        (Ok(v), true) if v.to_json()["status"] == "moved" => {}
                         (Err(HandlerError::BadRequest(e)), false) if e.contains("no block") => {}
                         (Err(HandlerError::BadRequest(e)), _)
                             if !nvme_shared && tier == "nvme" && e.contains("not offered") => {}

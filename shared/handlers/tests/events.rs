@@ -22,7 +22,7 @@ async fn invoke(
     function: &str,
     t: Trigger,
 ) -> Result<Value, HandlerError> {
-    build(function, settings, &env.backends()).unwrap().handle(t).await
+    build(function, settings, &env.backends()).unwrap().handle(t).await.map(|o| o.to_json())
 }
 
 /// Published payloads on a topic, as Kafka records the next function would receive.
@@ -83,7 +83,7 @@ async fn a_warm_container_needs_one_round_trip_per_batch_and_a_racing_writer_is_
     };
     handler.handle(batch(0)).await.unwrap();
     let before = env.store.trips();
-    let out = handler.handle(batch(1)).await.unwrap();
+    let out = handler.handle(batch(1)).await.unwrap().to_json();
     assert_eq!(out["accepted"], 1_000);
     assert_eq!(env.store.trips() - before, 1, "1,000 records, 50 edges, one round trip");
     // Another container writes in between: the versioned write fails, the state is re-read, and
@@ -91,10 +91,10 @@ async fn a_warm_container_needs_one_round_trip_per_batch_and_a_racing_writer_is_
     let other = build("burst-signal", &settings, &env.backends()).unwrap();
     other.handle(batch(2)).await.unwrap();
     let before = env.store.trips();
-    let out = handler.handle(batch(3)).await.unwrap();
+    let out = handler.handle(batch(3)).await.unwrap().to_json();
     assert_eq!((out["accepted"].as_u64(), out["stale"].as_u64()), (Some(1_000), Some(0)), "{out}");
     assert_eq!(env.store.trips() - before, 3, "failed write, read, write");
-    let out = handler.handle(batch(2)).await.unwrap();
+    let out = handler.handle(batch(2)).await.unwrap().to_json();
     assert_eq!(out["stale"], 1_000, "the other container's batch is in the state this one read");
 }
 
@@ -334,10 +334,10 @@ async fn a_batch_that_failed_is_decided_when_redelivered() {
         env.store.keys()
     );
     // The event-source mapping delivers it again: this time it is decided, not skipped.
-    let out = handler.handle(trigger("scaling-decision-spark-metrics.json")).await.unwrap();
+    let out = handler.handle(trigger("scaling-decision-spark-metrics.json")).await.unwrap().to_json();
     assert_eq!(out["decision"]["reason"], "new spark metrics", "{out}");
     assert_eq!(env.publisher.on("scaling-decisions").len(), 1);
-    let dup = handler.handle(trigger("scaling-decision-spark-metrics.json")).await.unwrap();
+    let dup = handler.handle(trigger("scaling-decision-spark-metrics.json")).await.unwrap().to_json();
     assert_eq!(dup["duplicate"], true);
 }
 

@@ -51,7 +51,7 @@ async fn out_of_range_numbers_are_refused_per_record_and_nothing_non_finite_is_s
             json!({"edge_id": "e2", "timestamp": now - 2.0, "rate": 100.0, "firmware": "2.1"}),
         ),
     ];
-    let out = burst.handle(Trigger::Kafka(edges)).await.unwrap();
+    let out = burst.handle(Trigger::Kafka(edges)).await.unwrap().to_json();
     assert_eq!(out["accepted"], 1, "{out}");
     assert!(out["errors"][0]["error"].as_str().unwrap().contains("rate 1e308"), "{out}");
     let decide = handler(&env, &settings, "scaling-decision");
@@ -60,7 +60,7 @@ async fn out_of_range_numbers_are_refused_per_record_and_nothing_non_finite_is_s
         // In range but drained at almost nothing: the latency is capped, not infinite.
         record("spark-metrics", 1, now_ms(), metrics(now - 1.0, 4_000.0, 1e12, 1e-300)),
     ];
-    let out = decide.handle(Trigger::Kafka(batch)).await.unwrap();
+    let out = decide.handle(Trigger::Kafka(batch)).await.unwrap().to_json();
     assert!(out["errors"][0]["error"].as_str().unwrap().contains("backlog"), "{out}");
     let latency = out["decision"]["inputs"]["latency_ms"].as_f64().expect("a finite latency, not null");
     assert!(latency.is_finite() && latency <= 86_400_000.0, "{latency}");
@@ -73,7 +73,8 @@ async fn out_of_range_numbers_are_refused_per_record_and_nothing_non_finite_is_s
             metrics(now, 4_000.0, 10.0, 4_000.0),
         )]))
         .await
-        .unwrap();
+        .unwrap()
+        .to_json();
     assert!(out["decision"].is_object(), "{out}");
 }
 
@@ -94,11 +95,15 @@ async fn unreadable_stored_state_is_started_afresh_not_a_wedge() {
         .await
         .unwrap();
     let decide = handler(&env, &settings, "scaling-decision");
-    let out = decide.handle(Trigger::Schedule { time_s: handlers::events::now_s() }).await.unwrap();
+    let out = decide.handle(Trigger::Schedule { time_s: handlers::events::now_s() }).await.unwrap().to_json();
     let discarded = out["discarded_state"].as_array().unwrap();
     assert_eq!(discarded.len(), 3, "{out}");
     // It wrote a readable decision over the bad one: the next run discards nothing.
-    let out = decide.handle(Trigger::Schedule { time_s: handlers::events::now_s() + 60.0 }).await.unwrap();
+    let out = decide
+        .handle(Trigger::Schedule { time_s: handlers::events::now_s() + 60.0 })
+        .await
+        .unwrap()
+        .to_json();
     assert!(
         out.get("discarded_state").is_none_or(|d| d
             .as_array()
@@ -117,7 +122,8 @@ async fn unreadable_stored_state_is_started_afresh_not_a_wedge() {
             json!({"edge_id": "e1", "timestamp": now, "rate": 10.0}),
         )]))
         .await
-        .unwrap();
+        .unwrap()
+        .to_json();
     assert_eq!(out["accepted"], 1, "{out}");
 }
 
@@ -136,7 +142,8 @@ async fn clocks_far_ahead_are_refused_and_pin_nothing() {
             metrics(now, 4_000.0, 0.0, 4_000.0),
         )]))
         .await
-        .unwrap();
+        .unwrap()
+        .to_json();
     assert!(out["errors"][0]["error"].as_str().unwrap().contains("ahead of this function's clock"), "{out}");
     assert!((out["decision"]["time_s"].as_f64().unwrap() - now).abs() < 60.0, "{out}");
     // Metrics stamped ahead inside a well-stamped record: refused too.
@@ -148,7 +155,8 @@ async fn clocks_far_ahead_are_refused_and_pin_nothing() {
             metrics(now + 86_400.0, 1.0, 0.0, 1.0),
         )]))
         .await
-        .unwrap();
+        .unwrap()
+        .to_json();
     assert!(out["errors"][0]["error"].as_str().unwrap().contains("timestamp"), "{out}");
     // An edge stamped in milliseconds is refused: it would never go stale.
     let burst = handler(&env, &settings, "burst-signal");
@@ -160,7 +168,8 @@ async fn clocks_far_ahead_are_refused_and_pin_nothing() {
             json!({"edge_id": "e1", "timestamp": now * 1_000.0, "rate": 51_000.0}),
         )]))
         .await
-        .unwrap();
+        .unwrap()
+        .to_json();
     assert_eq!(out["accepted"], 0, "{out}");
     assert!(out["errors"][0]["error"].as_str().unwrap().contains("milliseconds"), "{out}");
     // A cooldown stored ahead of the clock (by an older version) does not hold a scale-down back.
@@ -169,7 +178,7 @@ async fn clocks_far_ahead_are_refused_and_pin_nothing() {
         serde_json::from_slice(&env.store.get(&keys.last_decision()).await.unwrap().unwrap()).unwrap();
     last["last_scale_up_s"] = json!(9_999_999_999.0);
     env.store.set_many(&[(keys.last_decision(), serde_json::to_vec(&last).unwrap())], None).await.unwrap();
-    let out = decide.handle(Trigger::Schedule { time_s: now + 1.0 }).await.unwrap();
+    let out = decide.handle(Trigger::Schedule { time_s: now + 1.0 }).await.unwrap().to_json();
     let pinned =
         out["decision"]["guardrail_changes"].as_array().unwrap().iter().any(|c| c["rule"] == "cooldown");
     assert!(!pinned, "{out}");
@@ -202,7 +211,7 @@ async fn the_same_records_recut_and_delivered_concurrently_decide_once() {
         vec![records.clone(), records[..5].to_vec(), records[5..].to_vec(), records[3..9].to_vec()];
     let runs = cuts.into_iter().map(|c| {
         let d = decide.clone();
-        tokio::spawn(async move { d.handle(Trigger::Kafka(c)).await })
+        tokio::spawn(async move { d.handle(Trigger::Kafka(c)).await.map(|o| o.to_json()) })
     });
     let mut decided = 0;
     for r in futures_join(runs).await {
@@ -218,7 +227,7 @@ async fn the_same_records_recut_and_delivered_concurrently_decide_once() {
     assert!(decided <= 3, "{decided} decisions for 12 records cut 4 ways");
     // Every record is now marked: any cut again decides nothing.
     for cut in [records.clone(), records[2..7].to_vec()] {
-        let out = decide.handle(Trigger::Kafka(cut)).await.unwrap();
+        let out = decide.handle(Trigger::Kafka(cut)).await.unwrap().to_json();
         assert_eq!(out["duplicate"], true, "{out}");
     }
     assert_eq!(env.publisher.on("scaling-decisions").len(), first.len());
@@ -232,7 +241,7 @@ async fn a_batch_then_its_recut_redelivery_makes_one_decision() {
     let records = rising(10, handlers::events::now_s());
     decide.handle(Trigger::Kafka(records.clone())).await.unwrap();
     for cut in [&records[..4], &records[4..], &records[2..8]] {
-        let out = decide.handle(Trigger::Kafka(cut.to_vec())).await.unwrap();
+        let out = decide.handle(Trigger::Kafka(cut.to_vec())).await.unwrap().to_json();
         assert_eq!(out["duplicate"], true, "{out}");
     }
     assert_eq!(decisions(&env), 1);
@@ -247,7 +256,7 @@ async fn records_without_offsets_and_republished_burst_events_decide_once() {
     // OpenFaaS' connector without an offset header: the record's content identifies it.
     let openfaas = record("spark-metrics", -1, now_ms(), metrics(now, 9_000.0, 100_000.0, 2_000.0));
     decide.handle(Trigger::Kafka(vec![openfaas.clone()])).await.unwrap();
-    let again = decide.handle(Trigger::Kafka(vec![openfaas])).await.unwrap();
+    let again = decide.handle(Trigger::Kafka(vec![openfaas])).await.unwrap().to_json();
     assert_eq!(again["duplicate"], true, "{again}");
     // One burst event published three times (three offsets): one step.
     let event = json!({"kind": "burst", "burst": true, "time_s": now, "total_rate": 9_000.0, "predicted_load": 20_000.0, "predicted_peak": 20_000.0, "edges": 4, "edges_bursting": 3});
@@ -255,7 +264,8 @@ async fn records_without_offsets_and_republished_burst_events_decide_once() {
         decide
             .handle(Trigger::Kafka(vec![record("scaling-requests", offset, now_ms(), event.clone())]))
             .await
-            .unwrap();
+            .unwrap()
+            .to_json();
     }
     assert_eq!(decisions(&env), 2, "one for the metrics, one for the burst event");
 }
@@ -276,7 +286,8 @@ async fn decisions_in_quick_succession_step_at_most_max_step_per_window() {
                 metrics(now + i as f64 * 0.5, 200_000.0, 1e7, 2_000.0),
             )]))
             .await
-            .unwrap();
+            .unwrap()
+            .to_json();
         executors.push(out["decision"]["applied"]["executors"].as_u64().unwrap());
     }
     let start = 1; // no stored decision: the application's ceiling / vCPU, at least one
@@ -312,7 +323,8 @@ async fn a_broken_or_tampered_model_falls_back_to_the_reference_rule_and_says_so
                 metrics(now, 8_000.0, 0.0, 8_000.0),
             )]))
             .await
-            .unwrap();
+            .unwrap()
+            .to_json();
         assert_eq!(out["decision"]["model_version"], "reference-rule", "{out}");
         assert!(!out["decision"]["fallback"].as_str().unwrap().is_empty(), "{out}");
         assert!(out["decision"]["applied"]["executors"].as_u64().unwrap() >= 1);
@@ -325,8 +337,11 @@ async fn a_broken_or_tampered_model_falls_back_to_the_reference_rule_and_says_so
         ..Settings::default()
     };
     let env = Embedded::default();
-    let out =
-        handler(&env, &pinned, "scaling-decision").handle(Trigger::Schedule { time_s: now }).await.unwrap();
+    let out = handler(&env, &pinned, "scaling-decision")
+        .handle(Trigger::Schedule { time_s: now })
+        .await
+        .unwrap()
+        .to_json();
     assert_ne!(out["decision"]["model_version"], "reference-rule");
     assert!(out["decision"].get("fallback").is_none(), "{out}");
     std::fs::remove_dir_all(dir).ok();
@@ -397,9 +412,9 @@ proptest! {
                 let fix = |mut v: Value| { if v["timestamp"] == json!(1.0) { v["timestamp"] = json!(now - 1.0); } v };
                 let edge_records: Vec<_> = edges.iter().map(|e| { offset += 1; record("iot-metadata", offset, stamp, fix(e.clone())) }).collect();
                 let metric_records: Vec<_> = ms.iter().map(|m| { offset += 1; record("spark-metrics", offset, stamp, fix(m.clone())) }).collect();
-                let b = burst.handle(Trigger::Kafka(edge_records)).await;
+                let b = burst.handle(Trigger::Kafka(edge_records)).await.map(|o| o.to_json());
                 prop_assert!(b.is_ok(), "burst-signal: {:?}", b.err());
-                let d = decide.handle(Trigger::Kafka(metric_records)).await;
+                let d = decide.handle(Trigger::Kafka(metric_records)).await.map(|o| o.to_json());
                 prop_assert!(d.is_ok(), "scaling-decision: {:?}", d.err());
             }
             // Every stored value is readable JSON with no null where a number was.
@@ -413,9 +428,9 @@ proptest! {
                     }
                 }
             }
-            let ok = decide.handle(Trigger::Kafka(vec![record("spark-metrics", offset + 1, now_ms(), metrics(now, 3_000.0, 10.0, 3_000.0))])).await.unwrap();
+            let ok = decide.handle(Trigger::Kafka(vec![record("spark-metrics", offset + 1, now_ms(), metrics(now, 3_000.0, 10.0, 3_000.0))])).await.unwrap().to_json();
             prop_assert!(ok["decision"].is_object(), "{ok}");
-            let ok = burst.handle(Trigger::Kafka(vec![record("iot-metadata", offset + 2, now_ms(), json!({"edge_id": "fresh", "timestamp": now, "rate": 5.0}))])).await.unwrap();
+            let ok = burst.handle(Trigger::Kafka(vec![record("iot-metadata", offset + 2, now_ms(), json!({"edge_id": "fresh", "timestamp": now, "rate": 5.0}))])).await.unwrap().to_json();
             prop_assert_eq!(&ok["accepted"], &json!(1));
             Ok(())
         })?;
@@ -465,13 +480,13 @@ proptest! {
             for (scenario, budget) in &payloads {
                 let _ = meta.handle(Trigger::Direct(json!({"scenario": scenario, "budget_remaining": budget}))).await;
             }
-            let ok = meta.handle(Trigger::Direct(json!({"scenario": "balanced", "budget_remaining": 40.0}))).await;
+            let ok = meta.handle(Trigger::Direct(json!({"scenario": "balanced", "budget_remaining": 40.0}))).await.map(|o| o.to_json());
             prop_assert!(ok.is_ok(), "meta-weights after wild input: {:?}", ok.err());
             let keys = handlers::Keys::new(&settings.key_prefix);
             let now = handlers::events::now_s();
             let samples: Vec<Vec<u8>> = history.iter().map(|(t, r)| serde_json::to_vec(&json!({"time_s": t, "rate": r})).unwrap()).chain((0..30).map(|s| serde_json::to_vec(&json!({"time_s": now - s as f64, "rate": 100.0})).unwrap())).collect();
             env.store.push_capped(&keys.load_history(), &samples, 7_200).await.unwrap();
-            let out = handler(&env, &settings, "prewarmer").handle(Trigger::Schedule { time_s: now }).await;
+            let out = handler(&env, &settings, "prewarmer").handle(Trigger::Schedule { time_s: now }).await.map(|o| o.to_json());
             prop_assert!(out.is_ok(), "prewarmer: {:?}", out.err());
             Ok(())
         })?;

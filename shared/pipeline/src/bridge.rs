@@ -356,20 +356,17 @@ impl Bridge {
         &self,
         function: &str,
         batch: &[KafkaMessage],
-        out: &serde_json::Value,
+        out: &handlers::Outcome,
         dead: &mut HashSet<(String, i64, i64)>,
     ) -> Result<(), PipelineError> {
-        let Some(errors) = out.get("errors").and_then(|e| e.as_array()) else { return Ok(()) };
-        for e in errors {
-            // RecordError: {"topic", "partition", "offset", "error"}.
-            let (Some(p), Some(o)) = (e["partition"].as_i64(), e["offset"].as_i64()) else { continue };
-            let topic = e["topic"].as_str().unwrap_or_default();
-            if let Some(r) = batch
-                .iter()
-                .find(|r| r.partition == p && r.offset == o && (topic.is_empty() || *r.topic == *topic))
-            {
-                self.dead_letter(function, r, e["error"].as_str().unwrap_or("malformed record"), 1, dead)
-                    .await?;
+        for e in out.record_errors() {
+            let at = &e.record;
+            if let Some(r) = batch.iter().find(|r| {
+                r.partition == at.partition
+                    && r.offset == at.offset
+                    && (at.topic.is_empty() || *r.topic == *at.topic)
+            }) {
+                self.dead_letter(function, r, &e.error, 1, dead).await?;
             }
         }
         Ok(())

@@ -2,16 +2,16 @@
 //! event-source bridge, as `sparkpilot bridge` runs them and as `sparkpilot replay --live` drives them.
 
 use crate::bridge::{create_topics, Bridge, BridgeConfig, Route, Schedule};
-use crate::replay::{ControlPlane, IntervalInputs, IntervalResult};
+use crate::replay::ControlPlane;
 use crate::PipelineError;
 use adapters::{EmrServerless, KafkaPublisher, RedisStore, S3Store};
 use async_trait::async_trait;
 use control::ScalingAction;
 use handlers::memory::{DirStore, MemoryHotTier};
-use handlers::ports::EmrControl;
-use handlers::{Backends, DecisionRecord, Handler, HandlerError, Settings, Topics, Trigger};
-use rdkafka::producer::{FutureProducer, FutureRecord};
-use serde_json::{json, Value};
+use handlers::ports::{AppStatus, EmrControl};
+use handlers::{
+    Backends, EdgeRecord, Handler, HandlerError, Outcome, Settings, SparkMetrics, Topics, Trigger,
+};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -48,7 +48,7 @@ pub fn standard_schedules(functions: &HashMap<&'static str, Arc<dyn Handler>>) -
 pub struct Observed {
     inner: Arc<dyn Handler>,
     handled: Mutex<HashMap<String, u64>>,
-    last: Mutex<Option<Value>>,
+    last: Mutex<Option<Outcome>>,
     calls: AtomicU64,
 }
 
@@ -65,7 +65,7 @@ impl Observed {
     pub fn handled(&self, topic: &str) -> u64 {
         self.handled.lock().unwrap_or_else(|p| p.into_inner()).get(topic).copied().unwrap_or(0)
     }
-    pub fn last(&self) -> Option<Value> {
+    pub fn last(&self) -> Option<Outcome> {
         self.last.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
     pub fn calls(&self) -> u64 {
@@ -78,7 +78,7 @@ impl Handler for Observed {
     fn name(&self) -> &'static str {
         self.inner.name()
     }
-    async fn handle(&self, trigger: Trigger) -> Result<Value, HandlerError> {
+    async fn handle(&self, trigger: Trigger) -> Result<Outcome, HandlerError> {
         let counts: Vec<(String, u64)> = match &trigger {
             Trigger::Kafka(records) => {
                 let mut m: BTreeMap<&str, u64> = BTreeMap::new();
@@ -127,7 +127,7 @@ impl Endpoints {
 /// replayed job as they would through its agent) and bucket. ElastiCache stays in memory: the emulator lacks shard configuration.
 pub struct LivePlane {
     settings: Settings,
-    producer: FutureProducer,
+    publisher: Arc<KafkaPublisher>,
     burst: Arc<Observed>,
     decision: Arc<Observed>,
     direct: HashMap<&'static str, Arc<dyn Handler>>,
@@ -159,7 +159,7 @@ impl LivePlane {
             &[&t.iot_metadata, &t.scaling_requests, &t.spark_metrics, &t.scaling_decisions, &dlq],
         )
         .await?;
-        let conf = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+        let conf = adapters::sdk_config().await;
         let emr_client = aws_sdk_emrserverless::Client::new(&conf);
         let application_id = create_application(
             &emr_client,
@@ -169,11 +169,7 @@ impl LivePlane {
             tag,
         )
         .await?;
-        let mut s3 = aws_sdk_s3::config::Builder::from(&conf);
-        if std::env::var_os("AWS_ENDPOINT_URL").is_some() {
-            s3 = s3.force_path_style(true);
-        }
-        let s3 = aws_sdk_s3::Client::from_conf(s3.build());
+        let s3 = adapters::s3_client(&conf, &|k| std::env::var(k).ok());
         let bucket = format!("sparkpilot-replay-{tag}").to_lowercase();
         s3.create_bucket().bucket(&bucket).send().await.map_err(|e| {
             PipelineError::Protocol(format!(
@@ -181,7 +177,12 @@ impl LivePlane {
                 aws_sdk_s3::error::DisplayErrorContext(e)
             ))
         })?;
+        // One producer for the functions and for what the replay sends as the edges and the job.
         let fast = [("linger.ms".to_string(), "0".to_string())];
+        let publisher = Arc::new(
+            KafkaPublisher::new(&endpoints.kafka_brokers, &fast)
+                .map_err(|e| PipelineError::Kafka(e.to_string()))?,
+        );
         let emr = Arc::new(EmrServerless::new(emr_client, &application_id));
         let nvme = std::env::temp_dir().join(format!("sparkpilot-nvme-{tag}"));
         let backends = Backends {
@@ -190,10 +191,7 @@ impl LivePlane {
                     .await
                     .map_err(|e| PipelineError::Config(e.to_string()))?,
             ),
-            publisher: Arc::new(
-                KafkaPublisher::new(&endpoints.kafka_brokers, &fast)
-                    .map_err(|e| PipelineError::Kafka(e.to_string()))?,
-            ),
+            publisher: publisher.clone(),
             emr: emr.clone(),
             hot_tier: Arc::new(MemoryHotTier::default()),
             objects: Arc::new(S3Store::new(s3, &bucket)),
@@ -229,14 +227,9 @@ impl LivePlane {
             let b = bridge.clone();
             tokio::spawn(async move { b.run(stopped).await })
         };
-        let producer: FutureProducer = rdkafka::ClientConfig::new()
-            .set("bootstrap.servers", &endpoints.kafka_brokers)
-            .set("linger.ms", "2")
-            .create()
-            .map_err(|e| PipelineError::Kafka(format!("producer for {}: {e}", endpoints.kafka_brokers)))?;
         Ok(Self {
             settings,
-            producer,
+            publisher,
             burst,
             decision,
             direct,
@@ -259,27 +252,11 @@ impl LivePlane {
         payload: &[u8],
         time_s: f64,
     ) -> Result<(), PipelineError> {
-        self.producer
-            .send(
-                FutureRecord::to(topic).key(key).payload(payload).timestamp((time_s * 1_000.0) as i64),
-                Duration::from_secs(5),
-            )
+        use handlers::ports::Publisher;
+        self.publisher
+            .publish_at(topic, key, payload, time_s)
             .await
-            .map(|_| ())
-            .map_err(|(e, _)| PipelineError::Kafka(format!("produce to {topic}: {e}")))
-    }
-
-    async fn invoke(&mut self, name: &'static str, trigger: Trigger) -> Result<Value, PipelineError> {
-        let h = self
-            .direct
-            .get(name)
-            .cloned()
-            .ok_or_else(|| PipelineError::Config(format!("no handler {name}")))?;
-        *self.invocations.entry(name.to_string()).or_default() += 1;
-        let out =
-            h.handle(trigger).await.map_err(|error| PipelineError::Handler { function: name, error })?;
-        self.record_errors += out.get("errors").and_then(|e| e.as_array()).map_or(0, |a| a.len());
-        Ok(out)
+            .map_err(|e| PipelineError::Kafka(format!("produce to {topic}: {e}")))
     }
 
     async fn wait(&self, what: &str, done: impl Fn() -> bool) -> Result<(), PipelineError> {
@@ -302,74 +279,75 @@ impl LivePlane {
 
 #[async_trait]
 impl ControlPlane for LivePlane {
-    async fn step(&mut self, inputs: IntervalInputs) -> Result<IntervalResult, PipelineError> {
+    async fn invoke(&mut self, name: &'static str, trigger: Trigger) -> Result<Outcome, PipelineError> {
+        let h = self
+            .direct
+            .get(name)
+            .cloned()
+            .ok_or_else(|| PipelineError::Config(format!("no handler {name}")))?;
+        *self.invocations.entry(name.to_string()).or_default() += 1;
+        let out =
+            h.handle(trigger).await.map_err(|error| PipelineError::Handler { function: name, error })?;
+        self.record_errors += out.record_errors().len();
+        Ok(out)
+    }
+
+    async fn send_control(&mut self, records: &[EdgeRecord]) -> Result<(), PipelineError> {
         let topics = self.settings.topics.clone();
-        if let Some(ctx) = inputs.context {
-            self.invoke("meta-weights", Trigger::Direct(ctx)).await?;
+        // Queued together, then awaited: one round of deliveries for the interval's records.
+        let mut deliveries = Vec::with_capacity(records.len());
+        for r in records {
+            let value =
+                serde_json::to_vec(r).map_err(|e| PipelineError::Config(format!("edge record: {e}")))?;
+            let ts = Some((r.timestamp * 1_000.0) as i64);
+            deliveries.push(
+                self.publisher
+                    .enqueue(&topics.iot_metadata, &r.edge_id, &value, ts)
+                    .map_err(|e| PipelineError::Kafka(format!("produce to {}: {e}", topics.iot_metadata)))?,
+            );
         }
-        if !inputs.control.is_empty() {
-            let payloads: Vec<(String, Vec<u8>, f64)> = inputs
-                .control
-                .iter()
-                .map(|r| (r.edge_id.clone(), serde_json::to_vec(r).unwrap_or_default(), r.timestamp))
-                .collect();
-            let mut sends = Vec::with_capacity(payloads.len());
-            for (k, v, ts) in &payloads {
-                let record =
-                    FutureRecord::to(&topics.iot_metadata).key(k).payload(v).timestamp((ts * 1_000.0) as i64);
-                sends.push(self.producer.send_result(record).map_err(|(e, _)| {
-                    PipelineError::Kafka(format!("produce to {}: {e}", topics.iot_metadata))
-                })?);
-            }
-            for s in sends {
-                s.await.map_err(|_| PipelineError::Kafka("producer dropped".into()))?.map_err(|(e, _)| {
-                    PipelineError::Kafka(format!("produce to {}: {e}", topics.iot_metadata))
-                })?;
-            }
-            self.produced_control += payloads.len() as u64;
-            let want = self.produced_control;
-            let burst = self.burst.clone();
-            self.wait("burst-signal handling the interval's control messages", || {
-                burst.handled(&topics.iot_metadata) >= want
-            })
-            .await?;
-            // A changed cluster state was published to scaling-requests: let scaling-decision take
-            // it before this interval's metrics, as the in-process plane does.
-            if self.burst.last().is_some_and(|o| o["changed"] == true) {
-                self.expected_requests += 1;
-                let want = self.expected_requests;
-                let decision = self.decision.clone();
-                self.wait("scaling-decision handling a scaling request", || {
-                    decision.handled(&topics.scaling_requests) >= want
-                })
-                .await?;
-            }
+        for d in deliveries {
+            d.await.map_err(|e| PipelineError::Kafka(format!("produce to {e}")))?;
         }
-        for f in &inputs.schedules {
-            self.invoke(f, Trigger::Schedule { time_s: inputs.time_s }).await?;
-        }
-        if !inputs.manifests.is_empty() {
-            self.invoke("shuffle-router", Trigger::Direct(json!({ "blocks": inputs.manifests }))).await?;
-        }
-        let metrics = serde_json::to_vec(&inputs.metrics)
-            .map_err(|e| PipelineError::Config(format!("spark metrics: {e}")))?;
-        let want = self.decision.handled(&topics.spark_metrics) + 1;
-        self.produce(&topics.spark_metrics, "job", &metrics, inputs.time_s).await?;
-        let decision = self.decision.clone();
-        self.wait("scaling-decision handling the interval's spark-metrics", || {
-            decision.handled(&topics.spark_metrics) >= want
+        self.produced_control += records.len() as u64;
+        let want = self.produced_control;
+        let burst = self.burst.clone();
+        self.wait("burst-signal handling the interval's control messages", || {
+            burst.handled(&topics.iot_metadata) >= want
         })
         .await?;
-        let out = self
-            .decision
+        // A changed cluster state was published to scaling-requests: let scaling-decision take it
+        // before this interval's metrics, as the in-process plane does.
+        if self.burst.last().is_some_and(|o| o.burst().is_some_and(|b| b.changed)) {
+            self.expected_requests += 1;
+            let want = self.expected_requests;
+            let decision = self.decision.clone();
+            self.wait("scaling-decision handling a scaling request", || {
+                decision.handled(&topics.scaling_requests) >= want
+            })
+            .await?;
+        }
+        Ok(())
+    }
+
+    async fn send_metrics(&mut self, metrics: &SparkMetrics, time_s: f64) -> Result<Outcome, PipelineError> {
+        let topic = self.settings.topics.spark_metrics.clone();
+        let value =
+            serde_json::to_vec(metrics).map_err(|e| PipelineError::Config(format!("spark metrics: {e}")))?;
+        let want = self.decision.handled(&topic) + 1;
+        self.produce(&topic, "job", &value, time_s).await?;
+        let decision = self.decision.clone();
+        self.wait("scaling-decision handling the interval's spark-metrics", || {
+            decision.handled(&topic) >= want
+        })
+        .await?;
+        self.decision
             .last()
-            .ok_or_else(|| PipelineError::Protocol("scaling-decision returned nothing".into()))?;
-        let decision: DecisionRecord = serde_json::from_value(out["decision"].clone()).map_err(|e| {
-            PipelineError::Protocol(format!("scaling-decision's result has no decision: {e}"))
-        })?;
-        let application =
-            self.emr.get_application().await.map_err(|e| PipelineError::Protocol(e.to_string()))?;
-        Ok(IntervalResult { decision, application })
+            .ok_or_else(|| PipelineError::Protocol("scaling-decision returned nothing".into()))
+    }
+
+    async fn application(&self) -> Result<AppStatus, PipelineError> {
+        self.emr.get_application().await.map_err(|e| PipelineError::Protocol(e.to_string()))
     }
 
     fn invocations(&self) -> BTreeMap<String, usize> {

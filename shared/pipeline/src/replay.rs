@@ -26,7 +26,8 @@ use async_trait::async_trait;
 use control::{BlockStats, Observation, ScalingAction, Scenario, TierRouter};
 use handlers::ports::{AppState, AppStatus, Capacity, EmrControl, PortError, PortResult, Publisher};
 use handlers::{
-    AgentReport, Backends, DecisionRecord, EdgeRecord, Handler, KafkaMessage, Settings, SparkMetrics, Trigger,
+    AgentReport, Backends, DecisionRecord, EdgeRecord, Handler, KafkaMessage, Outcome, Settings,
+    SparkMetrics, Trigger,
 };
 use serde_json::json;
 use sim::{Arena, Episode, Scores, Timeline};
@@ -102,15 +103,50 @@ pub struct IntervalResult {
     pub application: AppStatus,
 }
 
-/// How an interval's records reach the handlers.
+/// How an interval's records reach the handlers. What happens in an interval, and in which order,
+/// is [`step`], the same for every plane; a plane says only how records travel.
 #[async_trait]
 pub trait ControlPlane: Send {
-    /// Deliver the interval's traffic; return the decision and the application after it.
-    async fn step(&mut self, inputs: IntervalInputs) -> Result<IntervalResult, PipelineError>;
+    /// Call a function directly, as its schedule or a direct invocation does.
+    async fn invoke(&mut self, function: &'static str, trigger: Trigger) -> Result<Outcome, PipelineError>;
+    /// Deliver the edges' `iot-metadata` records to burst-signal. What it publishes on
+    /// `scaling-requests` reaches scaling-decision before the interval's metrics do.
+    async fn send_control(&mut self, records: &[EdgeRecord]) -> Result<(), PipelineError>;
+    /// Deliver the job's `spark-metrics` record; return what scaling-decision did with it.
+    async fn send_metrics(&mut self, metrics: &SparkMetrics, time_s: f64) -> Result<Outcome, PipelineError>;
+    /// The application as the EMR Serverless port shows it.
+    async fn application(&self) -> Result<AppStatus, PipelineError>;
     /// Invocations so far, by function.
     fn invocations(&self) -> BTreeMap<String, usize>;
     /// Record errors the handlers reported so far.
     fn record_errors(&self) -> usize;
+}
+
+/// One interval through `plane`: the context change to meta-weights, the control messages to
+/// burst-signal, the schedules due, the shuffle manifests to shuffle-router, then the job's metrics
+/// to scaling-decision, whose decision is the interval's.
+pub async fn step(
+    plane: &mut dyn ControlPlane,
+    inputs: IntervalInputs,
+) -> Result<IntervalResult, PipelineError> {
+    if let Some(ctx) = inputs.context {
+        plane.invoke("meta-weights", Trigger::Direct(ctx)).await?;
+    }
+    if !inputs.control.is_empty() {
+        plane.send_control(&inputs.control).await?;
+    }
+    for f in &inputs.schedules {
+        plane.invoke(f, Trigger::Schedule { time_s: inputs.time_s }).await?;
+    }
+    if !inputs.manifests.is_empty() {
+        plane.invoke("shuffle-router", Trigger::Direct(json!({ "blocks": inputs.manifests }))).await?;
+    }
+    let out = plane.send_metrics(&inputs.metrics, inputs.time_s).await?;
+    let decision = out.decision().cloned().ok_or_else(|| {
+        PipelineError::Protocol(format!("scaling-decision made no decision: {}", out.to_json()))
+    })?;
+    let application = plane.application().await?;
+    Ok(IntervalResult { decision, application })
 }
 
 /// A finished replay.
@@ -254,9 +290,9 @@ pub async fn run(
         control_messages += control.len();
         raw_summaries += raw.len();
         shuffle_blocks += manifests.len();
-        let result = plane
-            .step(IntervalInputs { t, time_s, control, raw, manifests, metrics, schedules, context })
-            .await?;
+        let result =
+            step(plane, IntervalInputs { t, time_s, control, raw, manifests, metrics, schedules, context })
+                .await?;
         decisions += 1;
         drift.add(&result.decision.inputs, &obs);
         // The job runs what the decision record says reached it: executors and tier through the
@@ -529,12 +565,11 @@ impl InProcess {
             record_errors: 0,
         })
     }
+}
 
-    async fn invoke(
-        &mut self,
-        name: &'static str,
-        trigger: Trigger,
-    ) -> Result<serde_json::Value, PipelineError> {
+#[async_trait]
+impl ControlPlane for InProcess {
+    async fn invoke(&mut self, name: &'static str, trigger: Trigger) -> Result<Outcome, PipelineError> {
         let handler = self
             .handlers
             .get(name)
@@ -545,47 +580,38 @@ impl InProcess {
             .handle(trigger)
             .await
             .map_err(|error| PipelineError::Handler { function: name, error })?;
-        self.record_errors += out.get("errors").and_then(|e| e.as_array()).map_or(0, |a| a.len());
+        self.record_errors += out.record_errors().len();
         Ok(out)
     }
-}
 
-#[async_trait]
-impl ControlPlane for InProcess {
-    async fn step(&mut self, inputs: IntervalInputs) -> Result<IntervalResult, PipelineError> {
+    async fn send_control(&mut self, records: &[EdgeRecord]) -> Result<(), PipelineError> {
+        let topic = self.settings.topics.iot_metadata.clone();
+        for r in records {
+            let value =
+                serde_json::to_vec(r).map_err(|e| PipelineError::Config(format!("edge record: {e}")))?;
+            self.bus.append(&topic, Some(&r.edge_id), value, r.timestamp);
+        }
+        let batch = self.bus.drain(&topic);
+        self.invoke("burst-signal", Trigger::Kafka(batch)).await?;
+        Ok(())
+    }
+
+    async fn send_metrics(&mut self, metrics: &SparkMetrics, time_s: f64) -> Result<Outcome, PipelineError> {
         let topics = self.settings.topics.clone();
-        if let Some(ctx) = inputs.context {
-            self.invoke("meta-weights", Trigger::Direct(ctx)).await?;
-        }
-        if !inputs.control.is_empty() {
-            for r in &inputs.control {
-                let value =
-                    serde_json::to_vec(r).map_err(|e| PipelineError::Config(format!("edge record: {e}")))?;
-                self.bus.append(&topics.iot_metadata, Some(&r.edge_id), value, r.timestamp);
-            }
-            let batch = self.bus.drain(&topics.iot_metadata);
-            self.invoke("burst-signal", Trigger::Kafka(batch)).await?;
-        }
-        for f in &inputs.schedules {
-            self.invoke(f, Trigger::Schedule { time_s: inputs.time_s }).await?;
-        }
-        if !inputs.manifests.is_empty() {
-            self.invoke("shuffle-router", Trigger::Direct(json!({ "blocks": inputs.manifests }))).await?;
-        }
-        let metrics = serde_json::to_vec(&inputs.metrics)
-            .map_err(|e| PipelineError::Config(format!("spark metrics: {e}")))?;
+        let value =
+            serde_json::to_vec(metrics).map_err(|e| PipelineError::Config(format!("spark metrics: {e}")))?;
+        // The scaling requests burst-signal published this interval come first, in one batch.
         let mut batch = self.bus.drain(&topics.scaling_requests);
-        self.bus.append(&topics.spark_metrics, Some("job"), metrics, inputs.time_s);
+        self.bus.append(&topics.spark_metrics, Some("job"), value, time_s);
         batch.extend(self.bus.drain(&topics.spark_metrics));
         let out = self.invoke("scaling-decision", Trigger::Kafka(batch)).await?;
         // What scaling-decision published on scaling-decisions is consumed by nobody here.
         self.bus.drain(&topics.scaling_decisions);
-        let decision: DecisionRecord = serde_json::from_value(out["decision"].clone()).map_err(|e| {
-            PipelineError::Protocol(format!("scaling-decision's result has no decision: {e}"))
-        })?;
-        let application =
-            self.emr.get_application().await.map_err(|e| PipelineError::Protocol(e.to_string()))?;
-        Ok(IntervalResult { decision, application })
+        Ok(out)
+    }
+
+    async fn application(&self) -> Result<AppStatus, PipelineError> {
+        self.emr.get_application().await.map_err(|e| PipelineError::Protocol(e.to_string()))
     }
 
     fn invocations(&self) -> BTreeMap<String, usize> {
@@ -674,7 +700,7 @@ mod tests {
             policy::ScalingPolicy::from_bytes(
                 "embedded",
                 handlers::scaling_decision::EMBEDDED_MODEL,
-                arena.state_builder(),
+                arena.feature_builder(),
             )
             .unwrap()
         };

@@ -17,7 +17,6 @@ use adapters::{EmrServerless, KafkaPublisher, RedisStore};
 use control::Scenario;
 use handlers::memory::{MemoryHotTier, MemoryObjectStore};
 use handlers::{Backends, Topics};
-use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -189,7 +188,7 @@ pub async fn replay_spark(
         &[&raw, &t.iot_metadata, &t.scaling_requests, &t.spark_metrics, &t.scaling_decisions, &dlq],
     )
     .await?;
-    let conf = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+    let conf = adapters::sdk_config().await;
     let emr_client = aws_sdk_emrserverless::Client::new(&conf);
     let start = sim::Episode::new(arena, &trace, seed)?.action();
     let most = settings.guardrails.max_executors.max(1);
@@ -292,18 +291,18 @@ async fn play(
     ui: &str,
     app: &str,
 ) -> Result<Vec<u32>, PipelineError> {
-    let producer: FutureProducer = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("linger.ms", "20")
-        .set("queue.buffering.max.messages", "1000000")
-        .create()
-        .map_err(|e| PipelineError::Kafka(format!("producer for {brokers}: {e}")))?;
+    let producer = adapters::KafkaPublisher::new(
+        brokers,
+        &[("linger.ms".into(), "20".into()), ("queue.buffering.max.messages".into(), "1000000".into())],
+    )
+    .map_err(|e| PipelineError::Kafka(e.to_string()))?;
     let mut gateways = EdgeGateways::new(&arena.config.edge, seed)?;
     let send = |topic: &str, key: &str, payload: &[u8]| {
+        // Queued without waiting for each delivery; the flush at the end waits for them all.
         producer
-            .send_result(FutureRecord::to(topic).key(key).payload(payload))
-            .map(|_| ())
-            .map_err(|(e, _)| PipelineError::Kafka(format!("produce to {topic}: {e}")))
+            .enqueue(topic, key, payload, None)
+            .map(drop)
+            .map_err(|e| PipelineError::Kafka(format!("produce to {topic}: {e}")))
     };
     for r in gateways.warm_up(trace) {
         send(

@@ -167,7 +167,7 @@ async fn respond(
         Err(e) => Err(e),
     };
     Ok(match result {
-        Ok(v) => json_response(StatusCode::OK, v),
+        Ok(outcome) => json_response(StatusCode::OK, outcome.to_json()),
         Err(e) => {
             let status = match e {
                 HandlerError::BadEvent(_) | HandlerError::BadRequest(_) => StatusCode::BAD_REQUEST,
