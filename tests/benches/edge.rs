@@ -9,12 +9,12 @@
 //!
 //! Run by `infra/bench-edge` (which builds the release binary and starts the services).
 
-use integration::{service_env, unique, workspace_binary};
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::Message;
 use rumqttc::{AsyncClient, MqttOptions, QoS};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tests::{service_env, unique, workspace_binary};
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()

@@ -1,6 +1,6 @@
 //! Shuffle blocks into Redis: one pipelined round trip for a batch of 64 × 64 KB blocks (what
 //! shuffle-router does) against one SET per block, on a real redis-server (`REDIS_URL`), on loopback
-//! and through [`integration::delay_proxy::DelayProxy`] at in-VPC round-trip times.
+//! and through [`tests::delay_proxy::DelayProxy`] at in-VPC round-trip times.
 //!
 //! Samples of the two ways alternate, so both see the same machine; the figures are medians and the
 //! ratio is per block-by-block over pipelined. The round-trip time printed is measured (median of
@@ -11,10 +11,10 @@
 
 use adapters::RedisStore;
 use handlers::ports::StateStore;
-use integration::delay_proxy::DelayProxy;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::time::{Duration, Instant};
+use tests::delay_proxy::DelayProxy;
 
 // The function binaries' allocator (see the `serve` crate): shuffle-router's pipelines are these.
 #[global_allocator]
@@ -59,7 +59,7 @@ fn ping_rtt_ms(addr: SocketAddr) -> f64 {
 fn main() {
     // `cargo bench` passes `--bench`; `cargo test --benches` passes nothing: then check it runs once.
     let quick = !std::env::args().any(|a| a == "--bench");
-    let url = integration::service_env("REDIS_URL");
+    let url = tests::service_env("REDIS_URL");
     let target = redis_addr(&url);
     let rtts: Vec<f64> = std::env::var("REDIS_RTT_MS")
         .unwrap_or_else(|_| "0,0.2,0.5,1.0".into())

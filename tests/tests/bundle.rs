@@ -8,10 +8,10 @@
 //! A cold run compiles the release profile (LTO) five times over; it shares the cargo target
 //! directory, so a warm run only relinks what changed.
 
-use integration::{event, repo_root, target_dir, tools_bin, tools_python};
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
+use tests::{event, repo_root, target_dir, tools_bin, tools_python};
 
 /// Largest zip per function. The goal is 5 MB and is not met yet (the two functions that run a
 /// model link tract-onnx; burst-signal, with librdkafka, OpenSSL and the AWS SDK for Kafka sign-in,
@@ -97,7 +97,7 @@ async fn sam_build_makes_small_lean_artifacts_that_answer_events() {
         let mut cmd = tokio::process::Command::new(&bootstrap);
         cmd.env("SPARKPILOT_BACKEND", "embedded").env("RUST_LOG", "warn");
         let answer =
-            integration::lambda_api::invoke(cmd, function, &event(event_file), Duration::from_secs(30)).await;
+            tests::lambda_api::invoke(cmd, function, &event(event_file), Duration::from_secs(30)).await;
         assert_eq!(answer.kind, "response", "{function}: {}", answer.body);
         eprintln!(
             "{function}: ready after {:?}, answered {}",

@@ -3,12 +3,12 @@
 //! embedded replay (`sparkpilot replay --dashboard`).
 
 use handlers::{Backends, Settings};
-use integration::{event, service_env, unique, workspace_binary};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tests::{event, service_env, unique, workspace_binary};
 
 /// A `sparkpilot` subcommand whose stderr is read for the dashboard's URL, killed when dropped.
 struct Running {
@@ -235,7 +235,7 @@ fn chromium_shows_the_replays_decisions_charts_and_results() {
     assert_eq!(status, 200);
     assert!(svg.contains("<svg"));
 
-    let shot: PathBuf = integration::target_dir().join("dashboard.png");
+    let shot: PathBuf = tests::target_dir().join("dashboard.png");
     let _ = std::fs::remove_file(&shot);
     let out = chromium(
         &[

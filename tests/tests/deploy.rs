@@ -3,10 +3,10 @@
 //! `cargo lambda watch` itself, driven with `cargo lambda invoke`) and the of-watchdog's HTTP
 //! upstream.
 
-use integration::{event, repo_root, tool, tools_bin, tools_python, workspace_binary};
 use serde_json::Value;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+use tests::{event, repo_root, tool, tools_bin, tools_python, workspace_binary};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -36,7 +36,7 @@ fn template_yaml_passes_cfn_lint_with_no_ignored_checks() {
 #[test]
 fn template_yaml_passes_sam_validate_lint() {
     // Offline: SAM CLI needs a region to name, not credentials or the network.
-    let home = std::env::temp_dir().join(integration::unique("sam-home"));
+    let home = std::env::temp_dir().join(tests::unique("sam-home"));
     std::fs::create_dir_all(&home).unwrap();
     let out = Command::new(tool("sam"))
         .args(["validate", "--lint", "-t", "template.yaml"])
@@ -63,7 +63,7 @@ fn code_metrics() -> Value {
 /// infra/check-template.py on `path`, with the metrics the compiled functions emit: whether it
 /// passed, and what it printed.
 fn check_template(path: &std::path::Path) -> (bool, String) {
-    let metrics = std::env::temp_dir().join(integration::unique("metrics")).with_extension("json");
+    let metrics = std::env::temp_dir().join(tests::unique("metrics")).with_extension("json");
     std::fs::write(&metrics, code_metrics().to_string()).unwrap();
     let out = Command::new(tools_python())
         .arg(repo_root().join("infra/check-template.py"))
@@ -106,7 +106,7 @@ fn template_yaml_iam_destinations_schedules_and_concurrency() {
     ];
     for (from, to, expect) in cases {
         assert!(template.contains(from), "the test's anchor {from:?} is gone from template.yaml");
-        let bad = std::env::temp_dir().join(integration::unique("template")).with_extension("yaml");
+        let bad = std::env::temp_dir().join(tests::unique("template")).with_extension("yaml");
         std::fs::write(&bad, template.replacen(from, to, 1)).unwrap();
         let (ok, text) = check_template(&bad);
         let _ = std::fs::remove_file(&bad);
@@ -193,7 +193,7 @@ fn stack_yml_matches_the_openfaas_schema_and_the_repository() {
         ),
     ];
     for (file, from, to, expect) in cases {
-        let dir = std::env::temp_dir().join(integration::unique("stack"));
+        let dir = std::env::temp_dir().join(tests::unique("stack"));
         std::fs::create_dir_all(dir.join("template/sparkpilot-rust")).unwrap();
         for entry in ["Cargo.toml", "Cargo.lock", "shared", "functions", "tests", "models"] {
             std::os::unix::fs::symlink(repo_root().join(entry), dir.join(entry)).unwrap();
@@ -253,7 +253,7 @@ fn function(name: &str, envs: &[(&str, String)]) -> Killed {
 async fn lambda_invoke(function_name: &str, payload: &Value) -> (String, Value) {
     let mut cmd = tokio::process::Command::new(workspace_binary(function_name));
     cmd.env("SPARKPILOT_BACKEND", "embedded").env("RUST_LOG", "warn");
-    let out = integration::lambda_api::invoke(cmd, function_name, payload, Duration::from_secs(30)).await;
+    let out = tests::lambda_api::invoke(cmd, function_name, payload, Duration::from_secs(30)).await;
     (out.kind, out.body)
 }
 
@@ -406,7 +406,7 @@ async fn function_binaries_serve_openfaas_connector_requests() {
 async fn serve_logged(name: &str, rust_log: &str) -> (Killed, String, std::path::PathBuf) {
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let addr = format!("127.0.0.1:{port}");
-    let out_path = std::env::temp_dir().join(integration::unique(name)).with_extension("log");
+    let out_path = std::env::temp_dir().join(tests::unique(name)).with_extension("log");
     let stdout = std::fs::File::create(&out_path).unwrap();
     let mut cmd = Command::new(workspace_binary(name));
     cmd.env("SPARKPILOT_BACKEND", "embedded")

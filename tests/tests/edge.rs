@@ -7,7 +7,6 @@ use adapters::{KafkaPublisher, RedisStore};
 use edge::{EdgeConfig, EdgeStats};
 use handlers::ports::StateStore;
 use handlers::{Backends, Settings, Topics};
-use integration::{service_env, unique, wait_until, OwnBroker};
 use pipeline::bridge::{create_topics, Bridge, BridgeConfig, Route};
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::Message;
@@ -16,6 +15,7 @@ use std::collections::BTreeSet;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
+use tests::{service_env, unique, wait_until, OwnBroker};
 use tokio::sync::watch;
 
 fn free_port() -> u16 {

@@ -4,10 +4,10 @@
 
 use adapters::{kafka_auth, msk_iam_token, KafkaAuth};
 use aws_config::SdkConfig;
-use integration::{service_env, tools_python, unique};
 use std::collections::BTreeMap;
 use std::process::Command;
 use std::time::{Duration, UNIX_EPOCH};
+use tests::{service_env, tools_python, unique};
 
 fn query_of(url: &str) -> BTreeMap<String, String> {
     let (_, q) = url.split_once('?').expect("a query");

@@ -4,11 +4,11 @@
 
 use adapters::RedisStore;
 use handlers::ports::StateStore;
-use integration::delay_proxy::DelayProxy;
-use integration::{service_env, unique};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+use tests::delay_proxy::DelayProxy;
+use tests::{service_env, unique};
 
 /// A CA and a server certificate for 127.0.0.1, made with the openssl command.
 fn make_certificates(dir: &Path) {

@@ -1,4 +1,4 @@
-//! The state builder: turns an [`Observation`] into the 13 normalised features the scaling policy
+//! The feature builder: turns an [`Observation`] into the 13 normalised features the scaling policy
 //! reads, and the policy's action indices back into a [`ScalingAction`]. The simulator and the
 //! scaling-decision function both go through here, so the policy sees the same numbers in both.
 
@@ -28,7 +28,7 @@ pub const FEATURE_NAMES: [&str; FEATURES] = [
 pub const POLICY_MAX_EXECUTORS: u32 = 64;
 
 /// The executor head's levels. Level 0 keeps the executors in force; level k > 0 sizes the cluster at
-/// `EXECUTOR_HEADROOM[k]` times the demand (see [`StateBuilder::demand_executors`]).
+/// `EXECUTOR_HEADROOM[k]` times the demand (see [`FeatureBuilder::demand_executors`]).
 ///
 /// Why relative and not an absolute count: an absolute head must learn a separate "right count" for
 /// every load level it meets, and a policy trained on one trace's loads holds a fixed count on the
@@ -43,7 +43,7 @@ pub const BACKLOG_DRAIN_S: f64 = 10.0;
 
 /// The memory head's levels: level k asks for executors of the smallest size in [`MEMORY_CHOICES_GB`]
 /// whose usable memory holds `MEMORY_HEADROOM[k]` times the working set of an executor running at its
-/// full CPU rate (see [`StateBuilder::memory_for`]); the last level is the largest size.
+/// full CPU rate (see [`FeatureBuilder::memory_for`]); the last level is the largest size.
 ///
 /// Why relative, as the executor head: the memory an executor needs follows the event size (its
 /// windowed state grows with the bytes it holds), so an absolute size that fits one trace spills or
@@ -57,13 +57,13 @@ pub const ACTION_DIMS: [usize; 4] =
 
 /// Builds policy features from observations.
 #[derive(Debug, Clone, PartialEq)]
-pub struct StateBuilder {
+pub struct FeatureBuilder {
     pub vcpu_per_executor: f64,
     pub max_executors: u32,
     pub processing: Processing,
 }
 
-impl StateBuilder {
+impl FeatureBuilder {
     /// The builder every scaling policy is trained and run with: rates are normalised by the
     /// policy's executor head (64), not by a deployment's maximum, so a model means the same thing
     /// wherever it runs.
@@ -187,8 +187,8 @@ mod tests {
         }
     }
 
-    fn builder() -> StateBuilder {
-        StateBuilder {
+    fn builder() -> FeatureBuilder {
+        FeatureBuilder {
             vcpu_per_executor: 4.0,
             max_executors: 64,
             processing: latency_model::LatencyModel::embedded().processing,

@@ -14,16 +14,16 @@ mod forecast;
 pub mod gateway;
 mod guardrails;
 mod meta;
+mod policy_io;
 pub mod reference_rule;
-mod state;
 mod tier_router;
 
 pub use burst::{BurstDetector, BurstDetectorConfig};
 pub use cluster::{ClusterBurst, ClusterConfig, EdgeRecord};
 pub use error::ControlError;
 pub use features::{
-    StateBuilder, ACTION_DIMS, BACKLOG_DRAIN_S, EXECUTOR_HEADROOM, FEATURES, FEATURE_NAMES, MEMORY_HEADROOM,
-    POLICY_MAX_EXECUTORS,
+    FeatureBuilder, ACTION_DIMS, BACKLOG_DRAIN_S, EXECUTOR_HEADROOM, FEATURES, FEATURE_NAMES,
+    MEMORY_HEADROOM, POLICY_MAX_EXECUTORS,
 };
 pub use forecast::{
     plan_prewarm, prewarm_workers, Forecast, ForecastConfig, LoadForecaster, LoadSample, PatternFeatures,
@@ -33,5 +33,5 @@ pub use guardrails::{
     scale_up_time, GuardrailChange, GuardrailConfig, GuardrailContext, GuardrailRule, Guardrails, StepWindow,
 };
 pub use meta::{recent_summary, MetaContext, Scenario, META_FEATURES};
-pub use state::{Observation, ScalingAction, MEMORY_CHOICES_GB};
+pub use policy_io::{Observation, ScalingAction, MEMORY_CHOICES_GB};
 pub use tier_router::{BlockStats, Placement, TierRouter, TierRouterConfig};

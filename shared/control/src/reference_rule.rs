@@ -4,7 +4,7 @@
 //! anything the observation does not carry.
 
 /// The reference rule the scaling PPO is warm-started from and held near (see
-/// [`trainer's `ppo::WarmStart``]): the demand ([`crate::StateBuilder::demand_executors`]) times a headroom
+/// [`trainer's `ppo::WarmStart``]): the demand ([`crate::FeatureBuilder::demand_executors`]) times a headroom
 /// that depends on the burst signal and on how the weights split between latency and cost, memory
 /// level 1, the NVMe tier, no codec. With `risk` = beta / (alpha + beta) (0.5 when both are 0), the
 /// headroom while the edges' burst signal is up runs linearly through [`TEACHER_BURST_HEADROOM`] at
@@ -66,7 +66,7 @@ pub fn teacher_indices(obs: &crate::Observation) -> [usize; 4] {
 
 /// The reference rule's action for an observation, as the policy's indices would give it.
 pub fn reference_action(
-    state: &crate::StateBuilder,
+    state: &crate::FeatureBuilder,
     obs: &crate::Observation,
 ) -> Result<crate::ScalingAction, crate::ControlError> {
     let [e, m, t, c] = teacher_indices(obs);

@@ -55,7 +55,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                     Some(rule) => Box::new(rule_policy(&arena, rule)?),
                     None => Box::new(RlScaling::new(
                         "rl",
-                        policy::ScalingPolicy::load(std::path::Path::new(model), arena.state_builder())?,
+                        policy::ScalingPolicy::load(std::path::Path::new(model), arena.feature_builder())?,
                     )),
                 },
                 _ => Box::new(ClairvoyantSchedule::new(&arena, &trace, seed)?),

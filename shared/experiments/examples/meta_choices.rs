@@ -40,7 +40,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let (mut cost, mut violations, mut weights) = (0.0, 0.0, Vec::new());
         for seed in 0..seeds {
             let meta = policy::MetaPolicy::load(&dir.join("meta-td3.onnx"))?;
-            let scaling = policy::ScalingPolicy::load(&dir.join("scaling-ppo.onnx"), arena.state_builder())?;
+            let scaling =
+                policy::ScalingPolicy::load(&dir.join("scaling-ppo.onnx"), arena.feature_builder())?;
             let bundle = Prewarmed::new(RlMeta::new(meta, scaling, arena.clone(), scenario), &arena);
             let mut recorded = Recorded { bundle, weights: Vec::new() };
             let trace = traces::resolve(trace_name, seed)?;

@@ -18,7 +18,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let dir = std::path::Path::new(args.get(1).map_or("models", |s| s.as_str()));
     let episodes: u64 = args.get(2).map(|s| s.parse()).transpose()?.unwrap_or(40);
     let arena = sim::Arena::embedded();
-    let scaling = policy::ScalingPolicy::load(&dir.join("scaling-ppo.onnx"), arena.state_builder())?;
+    let scaling = policy::ScalingPolicy::load(&dir.join("scaling-ppo.onnx"), arena.feature_builder())?;
     let mut env = trainer::meta_env::MetaTrainEnv::new(arena, scaling);
     println!("mean paired return per episode over {episodes} training episodes (columns: scenario, episodes drawn)");
     let mut header = format!("{:>12}", "alpha/beta");

@@ -1,7 +1,7 @@
 //! Diagnostic: what a scaling model chooses on one episode, head by head, with and without the
 //! edge burst signal. `cargo run --release -p experiments --example policy_actions MODEL TRACE [SEED]`
 
-use control::{StateBuilder, ACTION_DIMS};
+use control::{FeatureBuilder, ACTION_DIMS};
 use sim::learned::ArenaGuardrails;
 use sim::{Arena, Episode};
 
@@ -22,7 +22,7 @@ fn run() -> Result<(), String> {
         None => 0,
     };
     let arena = Arena::embedded();
-    let state: StateBuilder = arena.state_builder();
+    let state: FeatureBuilder = arena.feature_builder();
     let policy =
         policy::ScalingPolicy::load(std::path::Path::new(model), state.clone()).map_err(|e| e.to_string())?;
     let trace = traces::resolve(trace_name, seed).map_err(|e| e.to_string())?;

@@ -21,7 +21,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let model = args.get(1).ok_or("usage: reward_compare MODEL [SEEDS]")?;
     let seeds: u64 = args.get(2).map(|s| s.parse()).transpose()?.unwrap_or(5);
     let arena = Arena::embedded();
-    let state = arena.state_builder();
+    let state = arena.feature_builder();
     let worker =
         cost_model::WorkerSpec { vcpu: arena.config.vcpu_per_executor, memory_gb: 16.0, disk_gb: 20.0 };
     let worker_usd_per_s = arena.prices.emr_rate_per_second(&worker);

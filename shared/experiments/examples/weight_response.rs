@@ -26,7 +26,7 @@ fn run() -> Result<(), String> {
         None => 3,
     };
     let arena = Arena::embedded();
-    let state = arena.state_builder();
+    let state = arena.feature_builder();
     let policy =
         policy::ScalingPolicy::load(std::path::Path::new(model), state.clone()).map_err(|e| e.to_string())?;
     let grid = [0.0, 0.25, 0.5, 0.75, 1.0];

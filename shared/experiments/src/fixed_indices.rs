@@ -1,13 +1,13 @@
 //! A scaling policy that always picks the same action indices of the learned policy's heads (one set
-//! while the burst signal is down, one while it is up), decoded by the same `StateBuilder` and bounded
+//! while the burst signal is down, one while it is up), decoded by the same `FeatureBuilder` and bounded
 //! by the same guardrails: the no-learning reference the ablation examples sweep.
 
-use control::{Observation, ScalingAction, StateBuilder};
+use control::{FeatureBuilder, Observation, ScalingAction};
 use sim::learned::ArenaGuardrails;
 use sim::{Arena, EpisodeInfo, Policy};
 
 pub struct FixedIndices {
-    state: StateBuilder,
+    state: FeatureBuilder,
     /// Indices while the burst signal is down, and while it is up.
     indices: [[i64; 4]; 2],
     guard: ArenaGuardrails,
@@ -29,7 +29,7 @@ impl FixedIndices {
     /// Fixed head indices (executors, memory, tier, codec) while quiet and under a burst signal.
     pub fn new(arena: &Arena, quiet: [i64; 4], burst: [i64; 4]) -> Self {
         Self {
-            state: arena.state_builder(),
+            state: arena.feature_builder(),
             indices: [quiet, burst],
             guard: ArenaGuardrails::new(arena.config.max_executors),
         }

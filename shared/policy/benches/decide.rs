@@ -2,7 +2,7 @@
 //! (observation -> features -> tract -> action) with the committed scaling model.
 //! Medians: `infra/bench-report`.
 
-use control::{Observation, ScalingAction, StateBuilder};
+use control::{FeatureBuilder, Observation, ScalingAction};
 use criterion::{criterion_group, criterion_main, Criterion};
 use policy::{Elem, PolicyModel, ScalingPolicy, TensorSpec};
 use std::hint::black_box;
@@ -13,8 +13,8 @@ fn models() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../models")
 }
 
-fn state() -> StateBuilder {
-    StateBuilder {
+fn state() -> FeatureBuilder {
+    FeatureBuilder {
         vcpu_per_executor: 4.0,
         max_executors: 64,
         processing: latency_model::LatencyModel::embedded().processing,

@@ -10,7 +10,7 @@ mod error;
 
 pub use error::PolicyError;
 
-use control::{Observation, ScalingAction, StateBuilder, FEATURES};
+use control::{FeatureBuilder, Observation, ScalingAction, FEATURES};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -316,14 +316,14 @@ impl PolicyModel {
 #[derive(Debug, Clone)]
 pub struct ScalingPolicy {
     model: PolicyModel,
-    pub state: StateBuilder,
+    pub state: FeatureBuilder,
 }
 
 impl ScalingPolicy {
     pub const INPUT: [usize; 2] = [1, FEATURES];
     pub const OUTPUT: [usize; 2] = [1, 4];
 
-    pub fn load(path: &Path, state: StateBuilder) -> Result<Self, PolicyError> {
+    pub fn load(path: &Path, state: FeatureBuilder) -> Result<Self, PolicyError> {
         let model = PolicyModel::load(
             path,
             TensorSpec::new(&Self::INPUT, Elem::F32),
@@ -333,7 +333,7 @@ impl ScalingPolicy {
     }
 
     /// Load from bytes (an embedded model); `label` names it in errors.
-    pub fn from_bytes(label: &str, bytes: &[u8], state: StateBuilder) -> Result<Self, PolicyError> {
+    pub fn from_bytes(label: &str, bytes: &[u8], state: FeatureBuilder) -> Result<Self, PolicyError> {
         let model = PolicyModel::from_bytes(
             Path::new(label),
             ModelFormat::Onnx,

@@ -290,7 +290,7 @@ impl<P: Policy> Prewarmed<P> {
             inner,
             forecaster: LoadForecaster::default(),
             history: std::collections::VecDeque::new(),
-            executor_rate: arena.state_builder().executor_rate(DEFAULT_BYTES_PER_EVENT),
+            executor_rate: arena.feature_builder().executor_rate(DEFAULT_BYTES_PER_EVENT),
             max_prewarm: GuardrailConfig::default().max_prewarm,
             warm: 0,
         }

@@ -100,11 +100,11 @@ impl Arena {
         .expect("default arena is valid")
     }
 
-    /// The state builder a learned policy reads this arena through. Rates are normalised by the
+    /// The feature builder a learned policy reads this arena through. Rates are normalised by the
     /// policy's executor head (64), not by this arena's maximum, so a model means the same thing in
     /// every configuration.
-    pub fn state_builder(&self) -> control::StateBuilder {
-        control::StateBuilder::for_policy(self.config.vcpu_per_executor, self.model.processing.clone())
+    pub fn feature_builder(&self) -> control::FeatureBuilder {
+        control::FeatureBuilder::for_policy(self.config.vcpu_per_executor, self.model.processing.clone())
     }
 
     /// Dollars per second of the Redis hot tier while it is held.

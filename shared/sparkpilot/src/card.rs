@@ -131,7 +131,7 @@ pub fn write_scaling(dir: &Path, command: &str, report: &TrainReport, evals: &[T
     let text = format!(
         "# scaling-ppo.onnx\n\n\
          The scaling policy: executors, memory per executor, shuffle tier and compression for the next micro-batch.\n\n\
-         ## Input\n\n`input`: float32 [1, 13], built by `control::StateBuilder::features` from what a live system observes \
+         ## Input\n\n`input`: float32 [1, 13], built by `control::FeatureBuilder::features` from what a live system observes \
          (the simulator and the scaling-decision function call the same code). In order:\n\n{features}\n\
          Normalisation: utilisation in 0..1; memory utilisation / 2; backlog as ln(1 + backlog in executor-seconds) / 10; \
          rates (input, processing, predicted) in executors' worth (events/s over one executor's events/s at the observed event \
@@ -139,12 +139,12 @@ pub fn write_scaling(dir: &Path, command: &str, report: &TrainReport, evals: &[T
          The predicted load is the most load the edge gateways expect within their lead time: the larger of their newest summed forecast and the peak of the last {window} s of forecasts, smoothed over {smooth} s (`control::ClusterBurst::predicted_or`).\n\n\
          ## Output\n\n`actions`: int64 [1, 4]: executor level (0..{levels}), memory level (0..{mlevels}), tier \
          (0 Redis, 1 NVMe, 2 S3, 3 Glacier), codec (0 none, 1 LZ4, 2 ZSTD). Greedy (argmax per head).\n\n\
-         The executor level is relative to the demand (`control::StateBuilder::action`): level 0 keeps the executors in force; \
+         The executor level is relative to the demand (`control::FeatureBuilder::action`): level 0 keeps the executors in force; \
          level k sizes the cluster at headroom[k] x demand, rounded up, within 1..{max}, where headroom = {headroom:?} and \
          demand = (max(input rate, predicted load) + backlog / {drain} s) in executors' worth. The guardrails \
          (`control::Guardrails`, default limits: at most {step} executors up or down per decision, no scale-down within \
          {cooldown} s of the last scale-up) apply after, in the arena, in training and in the scaling-decision function.\n\n\
-         The memory level is relative to the observed event size (`control::StateBuilder::memory_for`): level k picks the \
+         The memory level is relative to the observed event size (`control::FeatureBuilder::memory_for`): level k picks the \
          smallest executor size of {sizes:?} GB whose usable memory (after the container overhead) holds mheadroom[k] x the \
          working set of an executor running at its full CPU rate (the JVM's base plus the state it keeps over the window), \
          where mheadroom = {mheadroom:?}; the last level is the largest size.\n\n\

@@ -503,10 +503,10 @@ impl Models<'_> {
             policy::ScalingPolicy::from_bytes(
                 "embedded:scaling-ppo.onnx",
                 handlers::scaling_decision::EMBEDDED_MODEL,
-                arena.state_builder(),
+                arena.feature_builder(),
             )?
         } else {
-            policy::ScalingPolicy::load(&path, arena.state_builder())?
+            policy::ScalingPolicy::load(&path, arena.feature_builder())?
         })
     }
 
@@ -864,7 +864,7 @@ fn learned_on(
         policy::ScalingPolicy::from_bytes(
             "embedded:scaling-ppo.onnx",
             handlers::scaling_decision::EMBEDDED_MODEL,
-            arena.state_builder(),
+            arena.feature_builder(),
         )
     };
     let meta =

@@ -180,7 +180,7 @@ pub fn train_meta(
 ) -> Result<TrainReport, TrainError> {
     let start = Instant::now();
     let arena = sim::Arena::embedded();
-    let scaling = policy::ScalingPolicy::load(&out_dir.join("scaling-ppo.onnx"), arena.state_builder())?;
+    let scaling = policy::ScalingPolicy::load(&out_dir.join("scaling-ppo.onnx"), arena.feature_builder())?;
     let mut env = meta_env::MetaTrainEnv::new(arena, scaling);
     let config = td3::Td3Config {
         total_steps: steps,

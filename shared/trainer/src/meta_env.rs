@@ -189,7 +189,7 @@ mod tests {
         let arena = Arena::embedded();
         let model = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models/scaling-ppo.onnx");
         let scaling =
-            ScalingPolicy::load(&model, arena.state_builder()).expect("the committed scaling model loads");
+            ScalingPolicy::load(&model, arena.feature_builder()).expect("the committed scaling model loads");
         MetaTrainEnv::new(arena, scaling)
     }
 

@@ -2,7 +2,7 @@
 
 use crate::ppo::DiscreteEnv;
 use crate::seed_env::TRAINING_SEED_BIT;
-use control::{Observation, StateBuilder, FEATURES};
+use control::{FeatureBuilder, Observation, FEATURES};
 use rand::Rng;
 use rand_xoshiro::Xoshiro256PlusPlus;
 use sim::learned::ArenaGuardrails;
@@ -53,7 +53,7 @@ pub use control::reference_rule::{
 /// One environment: a new episode on a random training trace, seed and scenario at every reset.
 pub struct ScalingTrainEnv {
     arena: Arena,
-    state: StateBuilder,
+    state: FeatureBuilder,
     episode: Option<Episode<'static>>,
     guardrails: ArenaGuardrails,
     weights: (f64, f64),
@@ -66,7 +66,7 @@ pub struct ScalingTrainEnv {
 /// needs (at least one) at 16 GB, for the interval's seconds. One unit of cost in the reward.
 pub fn right_sized_cost(
     out: &IntervalOutcome,
-    state: &StateBuilder,
+    state: &FeatureBuilder,
     bytes_per_event: f64,
     worker_usd_per_s: f64,
 ) -> f64 {
@@ -80,7 +80,7 @@ impl ScalingTrainEnv {
         let worker =
             cost_model::WorkerSpec { vcpu: arena.config.vcpu_per_executor, memory_gb: 16.0, disk_gb: 20.0 };
         let worker_usd_per_s = arena.prices.emr_rate_per_second(&worker);
-        let state = arena.state_builder();
+        let state = arena.feature_builder();
         let guardrails = ArenaGuardrails::new(arena.config.max_executors);
         Self {
             arena,

@@ -70,7 +70,7 @@ fn scaling_and_meta_exports_load_with_their_shapes() {
         Mlp::new(&[13, 64, 64, control::ACTION_DIMS.iter().sum()], Activation::Tanh, 1.0, &mut rng).unwrap();
     let scaling = dir.join("scaling-ppo.onnx");
     trainer::onnx::export_multidiscrete(&scaling, &actor, &control::ACTION_DIMS, None, "test").unwrap();
-    let policy = ScalingPolicy::load(&scaling, arena.state_builder()).unwrap();
+    let policy = ScalingPolicy::load(&scaling, arena.feature_builder()).unwrap();
     let features: [f32; 13] = std::array::from_fn(|_| rng.random::<f32>());
     let idx = policy.indices(&features).unwrap();
     assert!(idx.iter().zip(control::ACTION_DIMS).all(|(&i, d)| i >= 0 && (i as usize) < d));
