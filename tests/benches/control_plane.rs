@@ -13,10 +13,10 @@
 //! `./infra/bench-pipeline`, or `eval "$(infra/services start)" && cargo bench --workspace --bench control_plane`
 
 use adapters::{EmrServerless, KafkaPublisher, RedisStore};
+use bridge::{Bridge, BridgeConfig, BridgeStats, Route};
 use handlers::memory::{MemoryEmr, MemoryHotTier, MemoryObjectStore};
 use handlers::ports::EmrControl;
 use handlers::{Backends, EdgeRecord, Settings, Topics};
-use pipeline::bridge::{Bridge, BridgeConfig, BridgeStats, Route};
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use std::sync::Arc;
@@ -90,7 +90,7 @@ async fn latency(brokers: &str, emr: Arc<dyn EmrControl>, label: &str) {
     let tag = unique("lat");
     let t = Topics::tagged(&tag);
     let dlq = format!("dlq-{tag}");
-    pipeline::bridge::create_topics(
+    adapters::create_topics(
         brokers,
         &[&t.iot_metadata, &t.scaling_requests, &t.spark_metrics, &t.scaling_decisions, &dlq],
     )
@@ -231,7 +231,7 @@ async fn throughput_once(brokers: &str) -> f64 {
     let tag = unique("thr");
     let t = Topics::tagged(&tag);
     let dlq = format!("dlq-{tag}");
-    pipeline::bridge::create_topics(brokers, &[&t.iot_metadata, &t.scaling_requests, &dlq]).await.unwrap();
+    adapters::create_topics(brokers, &[&t.iot_metadata, &t.scaling_requests, &dlq]).await.unwrap();
     // 500 edges, 100 seconds of control messages.
     let producer: FutureProducer = rdkafka::ClientConfig::new()
         .set("bootstrap.servers", brokers)

@@ -71,7 +71,7 @@ async fn main() {
     }
     let tag = unique("bench-edge");
     let (metadata, raw) = (format!("iot-metadata-{tag}"), format!("iot-raw-data-{tag}"));
-    pipeline::bridge::create_topics(&brokers, &[&metadata, &raw]).await.unwrap();
+    adapters::create_topics(&brokers, &[&metadata, &raw]).await.unwrap();
 
     let agent = Killed(
         Command::new(workspace_binary("sparkpilot"))

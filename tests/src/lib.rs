@@ -198,7 +198,7 @@ impl OwnBroker {
         let brokers = format!("127.0.0.1:{port}");
         let start = std::time::Instant::now();
         loop {
-            if pipeline::bridge::create_topics(&brokers, topics).await.is_ok() {
+            if adapters::create_topics(&brokers, topics).await.is_ok() {
                 break;
             }
             assert!(start.elapsed() < std::time::Duration::from_secs(30), "tansu on {port} did not answer");

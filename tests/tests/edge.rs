@@ -3,11 +3,12 @@
 //! and while Kafka is away messages wait in the bounded buffer, none is lost, and what a full
 //! buffer drops is counted.
 
+use adapters::create_topics;
 use adapters::{KafkaPublisher, RedisStore};
+use bridge::{Bridge, BridgeConfig, Route};
 use edge::{EdgeConfig, EdgeStats};
 use handlers::ports::StateStore;
 use handlers::{Backends, Settings, Topics};
-use pipeline::bridge::{create_topics, Bridge, BridgeConfig, Route};
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::Message;
 use rumqttc::{AsyncClient, MqttOptions, QoS};

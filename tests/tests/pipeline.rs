@@ -6,11 +6,11 @@
 
 use adapters::{EmrServerless, KafkaPublisher, RedisStore};
 use async_trait::async_trait;
+use bridge::{dead_letter_headers, Bridge, BridgeConfig, BridgeStats, Route};
 use handlers::memory::{MemoryHotTier, MemoryObjectStore};
 use handlers::outcome::BurstOutcome;
 use handlers::ports::StateStore;
 use handlers::{Backends, Handler, HandlerError, Outcome, Settings, Topics, Trigger};
-use pipeline::bridge::{dead_letter_headers, Bridge, BridgeConfig, BridgeStats, Route};
 use pipeline::gateways::EdgeGateways;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -78,7 +78,7 @@ async fn a_step_burst_through_kafka_scales_emr_once_per_batch_and_dead_letters_a
     let tag = unique("e2e");
     let topics = Topics::tagged(&tag);
     let dlq = format!("sparkpilot-dlq-{tag}");
-    pipeline::bridge::create_topics(
+    adapters::create_topics(
         &brokers,
         &[
             &topics.iot_metadata,
@@ -301,7 +301,7 @@ async fn a_record_that_keeps_failing_is_bisected_out_and_dead_lettered_after_n_t
     let brokers = service_env("KAFKA_BROKERS");
     let tag = unique("bisect");
     let (topic, dlq) = (format!("work-{tag}"), format!("dlq-{tag}"));
-    pipeline::bridge::create_topics(&brokers, &[&topic, &dlq]).await.unwrap();
+    adapters::create_topics(&brokers, &[&topic, &dlq]).await.unwrap();
     let handler = Recording::new(Arc::new(FailsOn(b"fail")));
     let config = BridgeConfig {
         brokers: brokers.clone(),
@@ -393,7 +393,7 @@ async fn a_restarted_bridge_resumes_after_the_last_handled_batch() {
     let brokers = service_env("KAFKA_BROKERS");
     let tag = unique("resume");
     let (topic, dlq, group) = (format!("work-{tag}"), format!("dlq-{tag}"), unique("group"));
-    pipeline::bridge::create_topics(&brokers, &[&topic, &dlq]).await.unwrap();
+    adapters::create_topics(&brokers, &[&topic, &dlq]).await.unwrap();
     let producer: FutureProducer =
         rdkafka::ClientConfig::new().set("bootstrap.servers", &brokers).create().unwrap();
     let produce = |from: usize, to: usize| {

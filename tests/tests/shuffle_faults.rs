@@ -283,7 +283,8 @@ async fn s3_errors_and_throttling_lose_no_block_and_leave_no_orphan_after_the_sw
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crash_between_copy_and_delete_leaves_orphans_only_the_sweep_removes() {
-    let (mut s3f, mut nvf): (Option<Arc<Flaky<S3Store>>>, Option<Arc<Flaky<DirStore>>>) = (None, None);
+    let mut s3f: Option<Arc<Flaky<S3Store>>> = None;
+    let mut nvf: Option<Arc<Flaky<DirStore>>> = None;
     let r = rig(
         None,
         3,

@@ -8,12 +8,12 @@
 
 use adapters::{EmrServerless, KafkaPublisher, RedisStore};
 use async_trait::async_trait;
+use bridge::{Bridge, BridgeConfig, Route};
 use handlers::memory::{MemoryHotTier, MemoryObjectStore};
 use handlers::ports::StateStore;
 use handlers::{
     Backends, DecisionRecord, Handler, HandlerError, Outcome, Settings, SparkMetrics, Topics, Trigger,
 };
-use pipeline::bridge::{Bridge, BridgeConfig, Route};
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::Message;
@@ -147,8 +147,11 @@ fn added_s(v: &Value) -> f64 {
 /// of the micro-batches it was given.
 struct Timed {
     inner: Arc<dyn Handler>,
-    seen: Mutex<Vec<(f64, Vec<f64>, Option<DecisionRecord>)>>,
+    seen: Mutex<Vec<Call>>,
 }
+
+/// One call: when it was made, the end times of the micro-batches it was given, its decision.
+type Call = (f64, Vec<f64>, Option<DecisionRecord>);
 
 #[async_trait]
 impl Handler for Timed {
@@ -280,7 +283,7 @@ async fn a_step_burst_moves_the_real_jobs_executors_up_and_back_down_without_a_f
     let tag = unique("spark");
     let topics = Topics::tagged(&tag);
     let raw = format!("iot-raw-data-{tag}");
-    pipeline::bridge::create_topics(
+    adapters::create_topics(
         &brokers,
         &[&raw, &topics.spark_metrics, &topics.scaling_decisions, &format!("{}-dlq", topics.spark_metrics)],
     )

@@ -244,6 +244,45 @@ impl ClientContext for ProducerContext {
     }
 }
 
+/// The settings of every Kafka client sparkpilot makes (producers here, the local bridge's consumer
+/// and dead-letter producer, the admin client): `brokers`, then the client's own `defaults`, then
+/// `extra` (librdkafka settings the user gave), which win over both.
+pub fn client_config(brokers: &str, defaults: &[(&str, String)], extra: &[(String, String)]) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config.set("bootstrap.servers", brokers);
+    for (k, v) in defaults {
+        config.set(*k, v);
+    }
+    for (k, v) in extra {
+        config.set(k, v);
+    }
+    config
+}
+
+/// Create `topics` (one partition each) unless they exist: brokers without automatic topic creation
+/// (tansu among them) need them before a consumer subscribes or a producer writes.
+pub async fn create_topics(brokers: &str, topics: &[&str]) -> Result<(), AdapterError> {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    use rdkafka::client::DefaultClientContext;
+    use rdkafka::types::RDKafkaErrorCode;
+    let admin: AdminClient<DefaultClientContext> = client_config(brokers, &[], &[])
+        .create()
+        .map_err(|e| AdapterError::Kafka(format!("admin client for {brokers}: {e}")))?;
+    let new: Vec<NewTopic> = topics.iter().map(|t| NewTopic::new(t, 1, TopicReplication::Fixed(1))).collect();
+    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+    let results = admin
+        .create_topics(&new, &options)
+        .await
+        .map_err(|e| AdapterError::Kafka(format!("CreateTopics on {brokers}: {e}")))?;
+    for r in results {
+        match r {
+            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((topic, code)) => return Err(AdapterError::Kafka(format!("CreateTopics {topic}: {code}"))),
+        }
+    }
+    Ok(())
+}
+
 pub struct KafkaPublisher {
     producer: FutureProducer<ProducerContext>,
     tokens_made: std::sync::Arc<std::sync::atomic::AtomicU64>,
@@ -264,19 +303,14 @@ impl KafkaPublisher {
         auth: &KafkaAuth,
         extra: &[(String, String)],
     ) -> Result<Self, AdapterError> {
-        let mut config = ClientConfig::new();
-        config
-            .set("bootstrap.servers", brokers)
+        let mut defaults: Vec<(&str, String)> = vec![
             // A decision that cannot be published within 5 s is reported, not retried forever.
-            .set("message.timeout.ms", "5000")
-            .set("enable.idempotence", "true")
-            .set("linger.ms", "1");
-        for (k, v) in auth.settings() {
-            config.set(k, v);
-        }
-        for (k, v) in extra {
-            config.set(k, v);
-        }
+            ("message.timeout.ms", "5000".into()),
+            ("enable.idempotence", "true".into()),
+            ("linger.ms", "1".into()),
+        ];
+        defaults.extend(auth.settings());
+        let config = client_config(brokers, &defaults, extra);
         let msk_iam = match auth {
             KafkaAuth::MskIam { region, credentials } => {
                 let runtime = tokio::runtime::Handle::try_current()

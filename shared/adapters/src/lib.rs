@@ -40,8 +40,8 @@ pub use emr::{parse_quantity, EmrServerless};
 pub use error::AdapterError;
 #[cfg(feature = "kafka")]
 pub use kafka::{
-    msk_iam_token, parse_scram_secret, Delivery, EnqueueError, KafkaAuth, KafkaAuthKind, KafkaPublisher,
-    ScramMechanism, Secret,
+    client_config, create_topics, msk_iam_token, parse_scram_secret, Delivery, EnqueueError, KafkaAuth,
+    KafkaAuthKind, KafkaPublisher, ScramMechanism, Secret,
 };
 pub use redis_store::{redact_url, RedisStore};
 #[cfg(feature = "s3")]

@@ -194,7 +194,7 @@ pub async fn run(
     stats: Arc<EdgeStats>,
     mut stop: watch::Receiver<bool>,
 ) -> Result<(), EdgeError> {
-    let mut gateway = Gateway::new(config.gateway_id.clone(), config.detector)
+    let gateway = Gateway::new(config.gateway_id.clone(), config.detector)
         .map_err(|e| EdgeError::Config(e.to_string()))?;
     let (client, mut events) = AsyncClient::new(config.mqtt_options()?, 1_024);
 
@@ -203,106 +203,160 @@ pub async fn run(
         mpsc::channel::<(Delivery, Pending)>(config.buffer_messages.clamp(1, 1 << 20));
     let acker = tokio::spawn(acknowledge(client.clone(), pending_rx, stats.clone()));
 
-    let mut tally = Tally::default();
-    let mut last_size = 0.0;
-    let mut period_start = Instant::now();
+    let mut agent = Agent {
+        config,
+        kafka,
+        stats,
+        client: client.clone(),
+        pending: pending_tx,
+        gateway,
+        tally: Tally::default(),
+        last_size: 0.0,
+        period_start: Instant::now(),
+        last_drop_log: (0, Instant::now()),
+        connected: false,
+    };
     let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + config.period, config.period);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut last_drop_log = (0u64, Instant::now());
-    let mut connected = false;
     let result = loop {
-        tokio::select! {
+        let step = tokio::select! {
             _ = stop.changed() => {
                 if *stop.borrow() {
                     break Ok(());
                 }
+                Ok(())
             }
-            _ = ticks.tick() => {
-                let elapsed = period_start.elapsed();
-                period_start = Instant::now();
-                let (rate, size) = tally.rate(elapsed, last_size);
-                last_size = size;
-                tally = Tally::default();
-                // Cut off from the devices, the agent does not know the rate: a second reported as
-                // zero would read as a burst when they are back.
-                if !connected {
-                    continue;
-                }
-                let report = EdgeReport { record: gateway.report(unix_now(), rate, false), bytes_per_event: size };
-                let payload = serde_json::to_vec(&report).map_err(|e| EdgeError::Config(format!("report: {e}")))?;
-                match kafka.enqueue(&config.metadata_topic, &config.gateway_id, &payload, Some((report.record.timestamp * 1_000.0) as i64)) {
-                    Ok(delivery) => {
-                        if pending_tx.send((delivery, Pending::Report)).await.is_err() {
-                            break Err(EdgeError::Stopped("the acknowledging task ended".into()));
-                        }
-                    }
-                    Err(EnqueueError::Full) => {
-                        stats.dropped_reports.fetch_add(1, Ordering::Relaxed);
-                    }
-                    Err(EnqueueError::Other(e)) => {
-                        stats.failed.fetch_add(1, Ordering::Relaxed);
-                        tracing::warn!(error = %e, "report not queued");
-                    }
-                }
-                let dropped = EdgeStats::get(&stats.dropped_raw) + EdgeStats::get(&stats.dropped_reports);
-                if dropped > last_drop_log.0 && last_drop_log.1.elapsed() >= Duration::from_secs(10) {
-                    tracing::warn!(dropped_raw = EdgeStats::get(&stats.dropped_raw), dropped_reports = EdgeStats::get(&stats.dropped_reports), buffer = config.buffer_messages, "Kafka's buffer is full: records dropped");
-                    last_drop_log = (dropped, Instant::now());
-                }
-            }
+            _ = ticks.tick() => agent.report().await,
             event = events.poll() => match event {
-                Ok(Event::Incoming(Packet::Publish(publish))) => {
-                    stats.messages.fetch_add(1, Ordering::Relaxed);
-                    stats.bytes.fetch_add(publish.payload.len() as u64, Ordering::Relaxed);
-                    tally.add(publish.payload.len());
-                    if !config.forward_raw {
-                        let _ = client.try_ack(&publish);
-                        continue;
-                    }
-                    match kafka.enqueue(&config.raw_topic, &publish.topic, &publish.payload, None) {
-                        Ok(delivery) => {
-                            if pending_tx.send((delivery, Pending::Raw(Box::new(publish)))).await.is_err() {
-                                break Err(EdgeError::Stopped("the acknowledging task ended".into()));
-                            }
-                        }
-                        Err(full_or_other) => {
-                            match full_or_other {
-                                EnqueueError::Full => stats.dropped_raw.fetch_add(1, Ordering::Relaxed),
-                                EnqueueError::Other(e) => {
-                                    tracing::warn!(error = %e, topic = %publish.topic, "device message not queued");
-                                    stats.failed.fetch_add(1, Ordering::Relaxed)
-                                }
-                            };
-                            // Dropped and counted: the broker need not send it again.
-                            let _ = client.try_ack(&publish);
-                        }
-                    }
-                }
+                Ok(Event::Incoming(Packet::Publish(publish))) => agent.forward(publish).await,
                 Ok(Event::Incoming(Packet::ConnAck(ack))) => {
-                    tracing::info!(session_present = ack.session_present, url = %config.mqtt_url, "MQTT connected");
-                    connected = true;
-                    // Subscribe on every connection: a broker without persistence forgets.
-                    for topic in &config.topics {
-                        if let Err(e) = client.try_subscribe(topic.clone(), QoS::AtLeastOnce) {
-                            tracing::warn!(error = %e, topic = %topic, "MQTT subscribe not sent");
-                        }
-                    }
+                    agent.on_connected(ack.session_present);
+                    Ok(())
                 }
-                Ok(_) => {}
+                Ok(_) => Ok(()),
                 Err(e) => {
-                    connected = false;
-                    stats.mqtt_reconnects.fetch_add(1, Ordering::Relaxed);
+                    agent.connected = false;
+                    agent.stats.mqtt_reconnects.fetch_add(1, Ordering::Relaxed);
                     tracing::warn!(error = %e, url = %config.mqtt_url, "MQTT connection lost; reconnecting in 1 s");
                     tokio::time::sleep(Duration::from_secs(1)).await;
+                    Ok(())
                 }
             }
+        };
+        if let Err(e) = step {
+            break Err(e);
         }
     };
-    drop(pending_tx);
+    drop(agent);
     // What Kafka already has is acknowledged to the broker; the rest the broker sends again.
     let _ = tokio::time::timeout(Duration::from_secs(5), acker).await;
     let _ = client.disconnect().await;
     result
+}
+
+/// The agent's state between MQTT events and report ticks.
+struct Agent<'a> {
+    config: &'a EdgeConfig,
+    kafka: Arc<KafkaPublisher>,
+    stats: Arc<EdgeStats>,
+    client: AsyncClient,
+    /// Deliveries Kafka has yet to confirm, for the acknowledging task.
+    pending: mpsc::Sender<(Delivery, Pending)>,
+    gateway: Gateway,
+    /// This period's messages so far.
+    tally: Tally,
+    last_size: f64,
+    period_start: Instant,
+    /// Drops counted when they were last logged, and when.
+    last_drop_log: (u64, Instant),
+    connected: bool,
+}
+
+impl Agent<'_> {
+    /// The period is over: report its rate and size to `iot-metadata`.
+    async fn report(&mut self) -> Result<(), EdgeError> {
+        let elapsed = self.period_start.elapsed();
+        self.period_start = Instant::now();
+        let (rate, size) = std::mem::take(&mut self.tally).rate(elapsed, self.last_size);
+        self.last_size = size;
+        // Cut off from the devices, the agent does not know the rate: a second reported as zero
+        // would read as a burst when they are back.
+        if !self.connected {
+            return Ok(());
+        }
+        let (config, stats) = (self.config, &self.stats);
+        let report =
+            EdgeReport { record: self.gateway.report(unix_now(), rate, false), bytes_per_event: size };
+        let payload = serde_json::to_vec(&report).map_err(|e| EdgeError::Config(format!("report: {e}")))?;
+        let timestamp_ms = Some((report.record.timestamp * 1_000.0) as i64);
+        match self.kafka.enqueue(&config.metadata_topic, &config.gateway_id, &payload, timestamp_ms) {
+            Ok(delivery) => self.pend(delivery, Pending::Report).await?,
+            Err(EnqueueError::Full) => {
+                stats.dropped_reports.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(EnqueueError::Other(e)) => {
+                stats.failed.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(error = %e, "report not queued");
+            }
+        }
+        let dropped = EdgeStats::get(&stats.dropped_raw) + EdgeStats::get(&stats.dropped_reports);
+        if dropped > self.last_drop_log.0 && self.last_drop_log.1.elapsed() >= Duration::from_secs(10) {
+            tracing::warn!(
+                dropped_raw = EdgeStats::get(&stats.dropped_raw),
+                dropped_reports = EdgeStats::get(&stats.dropped_reports),
+                buffer = config.buffer_messages,
+                "Kafka's buffer is full: records dropped"
+            );
+            self.last_drop_log = (dropped, Instant::now());
+        }
+        Ok(())
+    }
+
+    /// A device message: count it and forward it to `iot-raw-data`; the broker gets its
+    /// acknowledgement once Kafka has it (or at once when it is not forwarded or was dropped).
+    async fn forward(&mut self, publish: Publish) -> Result<(), EdgeError> {
+        let stats = &self.stats;
+        stats.messages.fetch_add(1, Ordering::Relaxed);
+        stats.bytes.fetch_add(publish.payload.len() as u64, Ordering::Relaxed);
+        self.tally.add(publish.payload.len());
+        if !self.config.forward_raw {
+            let _ = self.client.try_ack(&publish);
+            return Ok(());
+        }
+        match self.kafka.enqueue(&self.config.raw_topic, &publish.topic, &publish.payload, None) {
+            Ok(delivery) => self.pend(delivery, Pending::Raw(Box::new(publish))).await,
+            Err(full_or_other) => {
+                match full_or_other {
+                    EnqueueError::Full => stats.dropped_raw.fetch_add(1, Ordering::Relaxed),
+                    EnqueueError::Other(e) => {
+                        tracing::warn!(error = %e, topic = %publish.topic, "device message not queued");
+                        stats.failed.fetch_add(1, Ordering::Relaxed)
+                    }
+                };
+                // Dropped and counted: the broker need not send it again.
+                let _ = self.client.try_ack(&publish);
+                Ok(())
+            }
+        }
+    }
+
+    async fn pend(&self, delivery: Delivery, what: Pending) -> Result<(), EdgeError> {
+        self.pending
+            .send((delivery, what))
+            .await
+            .map_err(|_| EdgeError::Stopped("the acknowledging task ended".into()))
+    }
+
+    fn on_connected(&mut self, session_present: bool) {
+        tracing::info!(session_present, url = %self.config.mqtt_url, "MQTT connected");
+        self.connected = true;
+        // Subscribe on every connection: a broker without persistence forgets.
+        for topic in &self.config.topics {
+            if let Err(e) = self.client.try_subscribe(topic.clone(), QoS::AtLeastOnce) {
+                tracing::warn!(error = %e, topic = %topic, "MQTT subscribe not sent");
+            }
+        }
+    }
 }
 
 /// Acknowledge each device message to the MQTT broker once Kafka has it; count reports.

@@ -234,7 +234,7 @@ impl BurstSignal {
     /// needs one round trip per batch. Otherwise read, then write (and retry on a race).
     async fn apply_and_store(
         &self,
-        good: &mut Vec<EdgeRecord>,
+        good: &mut [EdgeRecord],
         ids: &[String],
     ) -> Result<(Applied, ClusterBurst), HandlerError> {
         let mut cache = self.cache.lock().await;

@@ -17,7 +17,7 @@ use policy::MetaPolicy;
 use serde::Deserialize;
 
 /// The model built into the binary; `SPARKPILOT_META_MODEL` overrides it.
-pub const EMBEDDED_MODEL: &[u8] = include_bytes!("../../../models/meta-td3.onnx");
+pub const EMBEDDED_MODEL: &[u8] = models::META_TD3;
 
 /// Decisions the recent violation share and spend rate are computed over (one hour at one a minute).
 const RECENT_DECISIONS: usize = 60;
@@ -61,6 +61,65 @@ impl MetaWeights {
             model,
             prices,
         })
+    }
+
+    /// The stored context with the trigger's changes applied in order, the trigger's time, and the
+    /// records whose change was refused (a direct call's refused change is the call's error).
+    fn merge_changes(
+        &self,
+        trigger: Trigger,
+        stored: Option<Context>,
+    ) -> Result<(Context, f64, Vec<RecordError>), HandlerError> {
+        let now = match &trigger {
+            Trigger::Schedule { time_s } => *time_s,
+            _ => trigger.time_s(self.settings.max_clock_skew_s),
+        };
+        let mut ctx = stored;
+        let mut current = ctx.clone().unwrap_or(Context {
+            scenario: self.settings.scenario,
+            budget_usd: self.settings.budget_usd,
+            budget_remaining: self.settings.budget_usd,
+            horizon_s: self.settings.budget_horizon_s,
+            time_s: now,
+        });
+        let mut errors = Vec::new();
+        let mut apply = |change: Result<ContextChange, String>,
+                         at: Option<crate::RecordRef>,
+                         current: &mut Context|
+         -> Result<(), HandlerError> {
+            match change.and_then(|c| self.validate(&c, now, current)) {
+                Ok(c) => {
+                    *current = c;
+                    ctx = Some(current.clone());
+                    Ok(())
+                }
+                Err(e) => match at {
+                    Some(record) => {
+                        errors.push(RecordError { record, error: e });
+                        Ok(())
+                    }
+                    None => Err(HandlerError::BadRequest(e)),
+                },
+            }
+        };
+        match trigger {
+            Trigger::Schedule { .. } => {}
+            Trigger::Direct(v) => apply(
+                serde_json::from_value::<ContextChange>(v).map_err(|e| format!("context change: {e}")),
+                None,
+                &mut current,
+            )?,
+            Trigger::Kafka(records) => {
+                for m in &records {
+                    match record_json::<ContextChange>(m) {
+                        Ok(None) => {}
+                        Ok(Some(c)) => apply(Ok(c), Some(m.locator()), &mut current)?,
+                        Err(e) => apply(Err(e), Some(m.locator()), &mut current)?,
+                    }
+                }
+            }
+        }
+        Ok((ctx.unwrap_or(current), now, errors))
     }
 
     fn validate(&self, change: &ContextChange, now: f64, current: &Context) -> Result<Context, String> {
@@ -132,55 +191,7 @@ impl Handler for MetaWeights {
         let store = &self.backends.store;
         let got = store.get_many(&[self.keys.context()]).await?;
         let stored: Option<Context> = from_json(&self.keys.context(), got[0].as_ref())?;
-        let (mut ctx, now) = match &trigger {
-            Trigger::Schedule { time_s } => (stored.clone(), *time_s),
-            _ => (stored.clone(), trigger.time_s(self.settings.max_clock_skew_s)),
-        };
-        let mut current = ctx.clone().unwrap_or(Context {
-            scenario: self.settings.scenario,
-            budget_usd: self.settings.budget_usd,
-            budget_remaining: self.settings.budget_usd,
-            horizon_s: self.settings.budget_horizon_s,
-            time_s: now,
-        });
-        let mut errors = Vec::new();
-        let mut apply = |change: Result<ContextChange, String>,
-                         at: Option<crate::RecordRef>,
-                         current: &mut Context|
-         -> Result<(), HandlerError> {
-            match change.and_then(|c| self.validate(&c, now, current)) {
-                Ok(c) => {
-                    *current = c;
-                    ctx = Some(current.clone());
-                    Ok(())
-                }
-                Err(e) => match at {
-                    Some(record) => {
-                        errors.push(RecordError { record, error: e });
-                        Ok(())
-                    }
-                    None => Err(HandlerError::BadRequest(e)),
-                },
-            }
-        };
-        match trigger {
-            Trigger::Schedule { .. } => {}
-            Trigger::Direct(v) => apply(
-                serde_json::from_value::<ContextChange>(v).map_err(|e| format!("context change: {e}")),
-                None,
-                &mut current,
-            )?,
-            Trigger::Kafka(records) => {
-                for m in &records {
-                    match record_json::<ContextChange>(m) {
-                        Ok(None) => {}
-                        Ok(Some(c)) => apply(Ok(c), Some(m.locator()), &mut current)?,
-                        Err(e) => apply(Err(e), Some(m.locator()), &mut current)?,
-                    }
-                }
-            }
-        }
-        let context = ctx.unwrap_or(current);
+        let (context, now, errors) = self.merge_changes(trigger, stored)?;
         let recent: Vec<DecisionRecord> = store
             .recent(&self.keys.decisions(), RECENT_DECISIONS)
             .await?

@@ -37,7 +37,7 @@ impl Outcome {
     /// The decision scaling-decision made, if it made one.
     pub fn decision(&self) -> Option<&DecisionRecord> {
         match self {
-            Outcome::Decision(DecisionOutcome::Decided { decision, .. }) => Some(decision),
+            Outcome::Decision(DecisionOutcome::Decided { decision, .. }) => Some(decision.as_ref()),
             _ => None,
         }
     }
@@ -115,7 +115,8 @@ pub enum DecisionOutcome {
     /// Every record of the batch was decided on before (a redelivery).
     Duplicate { duplicate: bool, records: usize, seen_before: usize },
     Decided {
-        decision: DecisionRecord,
+        // Boxed: a decision record is several hundred bytes, every other outcome a few dozen.
+        decision: Box<DecisionRecord>,
         errors: Vec<RecordError>,
         /// Records of the batch decided on before, left out of this decision.
         #[serde(skip_serializing_if = "Option::is_none")]

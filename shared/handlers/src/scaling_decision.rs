@@ -54,7 +54,7 @@ use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 /// The model built into the binary; `SPARKPILOT_SCALING_MODEL` overrides it.
-pub const EMBEDDED_MODEL: &[u8] = include_bytes!("../../../models/scaling-ppo.onnx");
+pub const EMBEDDED_MODEL: &[u8] = models::SCALING_PPO;
 /// Decisions kept in the store's log.
 const DECISION_LOG: usize = 1_000;
 /// Load samples kept for the prewarmer (one a second for two hours at most).
@@ -827,7 +827,7 @@ impl ScalingDecision {
             &crate::metrics::decision_metrics(&record, batch.errors.len()),
         );
         Ok(crate::Outcome::Decision(DecisionOutcome::Decided {
-            decision: record,
+            decision: Box::new(record),
             errors: batch.errors,
             seen_before: (repeated > 0).then_some(repeated),
             discarded_state: discarded,
@@ -1000,7 +1000,19 @@ impl ScalingDecision {
             step_window,
             fallback: decision.fallback,
         };
-        let bytes = to_json(&record);
+        self.store_and_publish(&record, now, writes).await?;
+        Ok(record)
+    }
+
+    /// Store the record with `writes` (the last decision, the capped log), publish it to
+    /// `scaling-decisions`, and log it.
+    async fn store_and_publish(
+        &self,
+        record: &DecisionRecord,
+        now: f64,
+        writes: &mut Vec<StoreWrite>,
+    ) -> Result<(), HandlerError> {
+        let bytes = to_json(record);
         writes.push(StoreWrite::Set { key: self.keys.last_decision(), value: bytes.clone(), ttl: None });
         writes.push(StoreWrite::PushCapped {
             key: self.keys.decisions(),
@@ -1026,10 +1038,10 @@ impl ScalingDecision {
                 ),
                 Err(_) => println!(
                     "{}",
-                    crate::records::record_line(module_path!(), "decision", "scaling decision", &record)
+                    crate::records::record_line(module_path!(), "decision", "scaling decision", record)
                 ),
             }
         }
-        Ok(record)
+        Ok(())
     }
 }

@@ -986,7 +986,7 @@ impl ShuffleRouter {
     /// Place, store and index the manifests' blocks; an error per bad manifest or failed block.
     async fn write_manifests(
         &self,
-        manifests: Vec<(Option<RecordRef>, Result<Manifest, String>)>,
+        manifests: Vec<ManifestEntry>,
         counts: &mut crate::metrics::ShuffleCounts,
         attempted: &mut Attempted,
     ) -> Result<crate::Outcome, HandlerError> {
@@ -1056,10 +1056,12 @@ impl ShuffleRouter {
     }
 }
 
+/// A manifest as it came in: the record it came from (none for a direct call), and the manifest or
+/// why it could not be read.
+type ManifestEntry = (Option<RecordRef>, Result<Manifest, String>);
+
 /// The manifests of a direct call: `{"blocks": [...]}` or one manifest.
-fn direct_manifests(
-    v: serde_json::Value,
-) -> Result<Vec<(Option<RecordRef>, Result<Manifest, String>)>, HandlerError> {
+fn direct_manifests(v: serde_json::Value) -> Result<Vec<ManifestEntry>, HandlerError> {
     let list = match v.get("blocks") {
         Some(serde_json::Value::Array(a)) => a.clone(),
         Some(_) => return Err(HandlerError::BadRequest("blocks must be a list of manifests".into())),

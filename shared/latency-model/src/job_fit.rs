@@ -119,8 +119,9 @@ fn solve(mut a: Vec<Vec<f64>>, mut b: Vec<f64>) -> Option<Vec<f64>> {
         b.swap(col, pivot);
         for i in col + 1..n {
             let f = a[i][col] / a[col][col];
-            for j in col..n {
-                a[i][j] -= f * a[col][j];
+            let (pivot_rows, rest) = a.split_at_mut(i);
+            for (x, p) in rest[0][col..n].iter_mut().zip(&pivot_rows[col][col..n]) {
+                *x -= f * p;
             }
             b[i] -= f * b[col];
         }

@@ -13,6 +13,10 @@ pub enum PipelineError {
     Build(#[from] handlers::HandlerError),
     #[error("kafka: {0}")]
     Kafka(String),
+    #[error(transparent)]
+    Bridge(#[from] bridge::BridgeError),
+    #[error(transparent)]
+    Adapter(#[from] adapters::AdapterError),
     #[error("{0}")]
     Protocol(String),
     #[error("timed out: {0}")]

@@ -3,11 +3,9 @@
 //! * [`gateways`]: the edge gateway simulator, a trace as many gateways report it;
 //! * [`replay`]: a trace driven through the five handlers with the arena standing in for EMR
 //!   Serverless and the Spark job, on the embedded default ([`replay::InProcess`]) or live;
-//! * [`bridge`]: the Kafka event-source bridge, which plays Lambda's MSK event-source mapping (and
-//!   OpenFaaS's kafka-connector) for local stacks: batches, at-least-once commits, a dead-letter
-//!   topic, and the schedules;
-//! * [`live`]: the handlers on their real backends behind the bridge (`sparkpilot bridge`), and the
-//!   live control plane of `sparkpilot replay --live`.
+//! * [`live`]: the handlers on their real backends behind the Kafka event-source bridge (the
+//!   `bridge` crate; `sparkpilot bridge`), and the live control plane of `sparkpilot replay --live`;
+//! * [`spark`]: the same control plane around a real Spark job.
 //!
 //! ```
 //! use pipeline::replay::{replay_embedded, ReplayOptions};
@@ -20,7 +18,6 @@
 //! assert_eq!(report.decisions, 120 / arena.config.decision_interval_s);
 //! ```
 
-pub mod bridge;
 mod error;
 pub mod gateways;
 pub mod http;

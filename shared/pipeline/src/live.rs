@@ -1,11 +1,12 @@
 //! The live stack: the handlers on their real backends (Redis, Kafka, EMR Serverless, S3), fed by the
 //! event-source bridge, as `sparkpilot bridge` runs them and as `sparkpilot replay --live` drives them.
 
-use crate::bridge::{create_topics, Bridge, BridgeConfig, Route, Schedule};
 use crate::replay::ControlPlane;
 use crate::PipelineError;
+use adapters::create_topics;
 use adapters::{EmrServerless, KafkaPublisher, RedisStore, S3Store};
 use async_trait::async_trait;
+use bridge::{Bridge, BridgeConfig, Route, Schedule};
 use control::ScalingAction;
 use handlers::memory::{DirStore, MemoryHotTier};
 use handlers::ports::{AppStatus, EmrControl};
@@ -133,13 +134,35 @@ pub struct LivePlane {
     direct: HashMap<&'static str, Arc<dyn Handler>>,
     emr: Arc<EmrServerless>,
     stop: watch::Sender<bool>,
-    bridge: tokio::task::JoinHandle<Result<(), PipelineError>>,
+    bridge: tokio::task::JoinHandle<Result<(), bridge::BridgeError>>,
     produced_control: u64,
     expected_requests: u64,
     invocations: BTreeMap<String, usize>,
     record_errors: usize,
     timeout: Duration,
     pub application_id: String,
+}
+
+/// The bridge in front of the functions for one run: large batches and a short window, so that a
+/// second's records reach a function together and quickly.
+fn start_bridge(
+    brokers: &str,
+    tag: &str,
+    dead_letter_topic: String,
+    routes: Vec<Route>,
+    stopped: watch::Receiver<bool>,
+) -> Result<tokio::task::JoinHandle<Result<(), bridge::BridgeError>>, PipelineError> {
+    let config = BridgeConfig {
+        brokers: brokers.to_string(),
+        group_id: format!("sparkpilot-replay-{tag}"),
+        batch_size: 10_000,
+        batch_window: Duration::from_millis(5),
+        dead_letter_topic,
+        extra: vec![("session.timeout.ms".into(), "6000".into()), ("fetch.wait.max.ms".into(), "1".into())],
+        ..BridgeConfig::default()
+    };
+    let bridge = Bridge::new(config, routes, vec![])?;
+    Ok(tokio::spawn(async move { bridge.run(stopped).await }))
 }
 
 impl LivePlane {
@@ -203,30 +226,14 @@ impl LivePlane {
         }
         let burst = Observed::new(direct["burst-signal"].clone());
         let decision = Observed::new(direct["scaling-decision"].clone());
-        let config = BridgeConfig {
-            brokers: endpoints.kafka_brokers.clone(),
-            group_id: format!("sparkpilot-replay-{tag}"),
-            batch_size: 10_000,
-            batch_window: Duration::from_millis(5),
-            dead_letter_topic: dlq,
-            extra: vec![
-                ("session.timeout.ms".into(), "6000".into()),
-                ("fetch.wait.max.ms".into(), "1".into()),
-            ],
-            ..BridgeConfig::default()
-        };
+        // The schedules are driven in simulated time by the replay, not by the bridge's clock.
         let routes = vec![
             Route { topic: t.iot_metadata.clone(), function: burst.clone() },
             Route { topic: t.scaling_requests.clone(), function: decision.clone() },
             Route { topic: t.spark_metrics.clone(), function: decision.clone() },
         ];
-        // The schedules are driven in simulated time by the replay, not by the bridge's clock.
-        let bridge = Arc::new(Bridge::new(config, routes, vec![])?);
         let (stop, stopped) = watch::channel(false);
-        let task = {
-            let b = bridge.clone();
-            tokio::spawn(async move { b.run(stopped).await })
-        };
+        let task = start_bridge(&endpoints.kafka_brokers, tag, dlq, routes, stopped)?;
         Ok(Self {
             settings,
             publisher,
@@ -273,7 +280,7 @@ impl LivePlane {
     /// Stop the bridge.
     pub async fn shutdown(self) -> Result<(), PipelineError> {
         let _ = self.stop.send(true);
-        self.bridge.await.map_err(|e| PipelineError::Protocol(format!("bridge task: {e}")))?
+        Ok(self.bridge.await.map_err(|e| PipelineError::Protocol(format!("bridge task: {e}")))??)
     }
 }
 
@@ -408,16 +415,19 @@ pub async fn replay_live(
 ) -> Result<crate::replay::ReplayReport, PipelineError> {
     let settings = crate::replay::replay_settings(arena, options.scenario);
     let start = sim::Episode::new(arena, trace, seed)?.action();
-    let tag = format!(
-        "{}-{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_millis())
-            .unwrap_or(0)
-    );
+    let tag = run_tag();
     let mut plane = LivePlane::connect(endpoints, &settings, &start, &tag).await?;
     let result = crate::replay::run(arena, trace, seed, options, &settings, &mut plane).await;
     plane.shutdown().await?;
     result
+}
+
+/// A tag no other run on the stack has (process and start time): it names this run's topics, keys,
+/// consumer group and EMR application, so runs sharing a broker and a Redis never meet.
+pub(crate) fn run_tag() -> String {
+    let ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or(0);
+    format!("{}-{ms}", std::process::id())
 }

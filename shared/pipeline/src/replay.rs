@@ -396,10 +396,10 @@ fn block_manifests(
 /// The scheduled functions due at second `t`.
 fn schedules_due(t: usize) -> Vec<&'static str> {
     let mut schedules = Vec::new();
-    if t % META_EVERY_S == 0 {
+    if t.is_multiple_of(META_EVERY_S) {
         schedules.push("meta-weights");
     }
-    if t % PREWARM_EVERY_S == 0 {
+    if t.is_multiple_of(PREWARM_EVERY_S) {
         schedules.push("prewarmer");
     }
     schedules

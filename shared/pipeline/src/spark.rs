@@ -8,12 +8,13 @@
 //! histograms and Spark's live executors, read every second from its monitoring REST API, are the
 //! real side; the embedded replay of the same scaled trace and seed is the arena's.
 
-use crate::bridge::{create_topics, Bridge, BridgeConfig};
 use crate::gateways::EdgeGateways;
 use crate::live::{create_application, Endpoints};
 use crate::replay::{replay_embedded, replay_settings, ReplayOptions, ReplayReport};
 use crate::PipelineError;
+use adapters::create_topics;
 use adapters::{EmrServerless, KafkaPublisher, RedisStore};
+use bridge::{Bridge, BridgeConfig};
 use control::Scenario;
 use handlers::memory::{MemoryHotTier, MemoryObjectStore};
 use handlers::{Backends, Topics};
@@ -169,14 +170,7 @@ pub async fn replay_spark(
     endpoints: &Endpoints,
 ) -> Result<SparkReplayReport, PipelineError> {
     let trace = fitted(trace, options);
-    let tag = format!(
-        "{}-{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_millis())
-            .unwrap_or(0)
-    );
+    let tag = crate::live::run_tag();
     let mut settings = replay_settings(arena, options.scenario);
     settings.topics = Topics::tagged(&tag);
     settings.key_prefix = format!("spark-replay-{tag}");
@@ -228,34 +222,15 @@ pub async fn replay_spark(
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let bridge_task = tokio::spawn(async move { bridge.run(stopped).await });
 
-    let latency_out = std::env::temp_dir().join(format!("sparkpilot-latency-{tag}.jsonl"));
-    let checkpoint = std::env::temp_dir().join(format!("sparkpilot-ckpt-{tag}"));
-    let mut args: Vec<String> = vec!["submit".into()];
-    for c in [
-        format!("spark.sparkpilot.kafka.brokers={}", endpoints.kafka_brokers),
-        format!("spark.sparkpilot.metricsTopic={}", t.spark_metrics),
-        format!("spark.sparkpilot.decisionsTopic={}", t.scaling_decisions),
-        format!("spark.sparkpilot.maxExecutors={most}"),
-        format!("spark.sparkpilot.maxStep={}", settings.guardrails.max_step),
-    ] {
-        args.extend(["--conf".to_string(), c]);
-    }
-    args.extend(["--brokers", &endpoints.kafka_brokers, "--topic", &raw].map(String::from));
-    args.extend([
-        "--checkpoint".to_string(),
-        checkpoint.display().to_string(),
-        "--latency-out".to_string(),
-        latency_out.display().to_string(),
-    ]);
-    let exports = spark_cmd(&options.root, &args).await?;
-    let var = |name: &str| {
-        exports
-            .lines()
-            .find_map(|l| l.strip_prefix(&format!("export {name}=")))
-            .map(str::to_string)
-            .ok_or_else(|| PipelineError::Protocol(format!("infra/spark submit printed no {name}")))
+    let job = JobSubmission {
+        brokers: &endpoints.kafka_brokers,
+        topics: &t,
+        raw: &raw,
+        max_executors: most,
+        max_step: settings.guardrails.max_step,
+        tag: &tag,
     };
-    let (ui, app_id) = (var("SPARK_DRIVER_UI")?, var("SPARK_APP_ID")?);
+    let (ui, app_id, latency_out) = job.submit(&options.root).await?;
     let played =
         play(&trace, seed, arena, &endpoints.kafka_brokers, &raw, &t.iot_metadata, &ui, &app_id).await;
     // The job drains what it was sent before it is stopped.
@@ -276,6 +251,52 @@ pub async fn replay_spark(
     )
     .await?;
     Ok(SparkReplayReport { trace, real, real_executors, decisions: decision.calls(), arena: arena_report })
+}
+
+/// The streaming job as `infra/spark submit` starts it: where it reads and reports, and its bounds.
+struct JobSubmission<'a> {
+    brokers: &'a str,
+    topics: &'a Topics,
+    /// The topic the job reads the events from.
+    raw: &'a str,
+    max_executors: u32,
+    max_step: u32,
+    tag: &'a str,
+}
+
+impl JobSubmission<'_> {
+    /// Submit the job; returns its driver UI, application id and the file its per-batch latencies go to.
+    async fn submit(&self, root: &Path) -> Result<(String, String, PathBuf), PipelineError> {
+        let tag = self.tag;
+        let latency_out = std::env::temp_dir().join(format!("sparkpilot-latency-{tag}.jsonl"));
+        let checkpoint = std::env::temp_dir().join(format!("sparkpilot-ckpt-{tag}"));
+        let mut args: Vec<String> = vec!["submit".into()];
+        for c in [
+            format!("spark.sparkpilot.kafka.brokers={}", self.brokers),
+            format!("spark.sparkpilot.metricsTopic={}", self.topics.spark_metrics),
+            format!("spark.sparkpilot.decisionsTopic={}", self.topics.scaling_decisions),
+            format!("spark.sparkpilot.maxExecutors={}", self.max_executors),
+            format!("spark.sparkpilot.maxStep={}", self.max_step),
+        ] {
+            args.extend(["--conf".to_string(), c]);
+        }
+        args.extend(["--brokers", self.brokers, "--topic", self.raw].map(String::from));
+        args.extend([
+            "--checkpoint".to_string(),
+            checkpoint.display().to_string(),
+            "--latency-out".to_string(),
+            latency_out.display().to_string(),
+        ]);
+        let exports = spark_cmd(root, &args).await?;
+        let var = |name: &str| {
+            exports
+                .lines()
+                .find_map(|l| l.strip_prefix(&format!("export {name}=")))
+                .map(str::to_string)
+                .ok_or_else(|| PipelineError::Protocol(format!("infra/spark submit printed no {name}")))
+        };
+        Ok((var("SPARK_DRIVER_UI")?, var("SPARK_APP_ID")?, latency_out))
+    }
 }
 
 /// Each second: the gateways' control messages and the second's events, then a look at the

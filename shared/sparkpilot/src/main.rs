@@ -576,6 +576,21 @@ fn train_cmd(
     overwrite: bool,
     eval_seeds: u64,
 ) -> Result<()> {
+    let model = out.join(match what {
+        TrainWhat::Scaling => SCALING_MODEL,
+        TrainWhat::Meta => META_MODEL,
+        TrainWhat::SeedCompat => SEED_MODEL,
+    });
+    if model.exists() && !overwrite {
+        bail!("{} exists (the committed models are in models/): pass --overwrite to replace it, or --out another directory", model.display());
+    }
+    if matches!(what, TrainWhat::Meta) && !out.join(SCALING_MODEL).exists() {
+        bail!(
+                "the meta-controller is trained over the scaling policy in --out, and {} is missing: train scaling into {} first, or copy models/{SCALING_MODEL} there",
+                out.join(SCALING_MODEL).display(),
+                out.display()
+            );
+    }
     let bar = ProgressBar::new(steps as u64);
     bar.set_style(
         ProgressStyle::with_template(
@@ -968,7 +983,16 @@ fn dashboard_cmd(listen: &str, results: Option<PathBuf>, no_store: bool) -> Resu
     })
 }
 
-fn bridge_cmd(config: pipeline::bridge::BridgeConfig, schedules: bool) -> Result<()> {
+/// Run the bridge on the stack `KAFKA_BROKERS` names; `SPARKPILOT_KAFKA_CONFIG_<NAME>` variables are
+/// librdkafka settings (dots as underscores), as for the functions.
+fn bridge_cmd(mut config: bridge::BridgeConfig, schedules: bool) -> Result<()> {
+    config.brokers = std::env::var("KAFKA_BROKERS")
+        .map_err(|_| anyhow::anyhow!("KAFKA_BROKERS is not set (eval \"$(infra/services start)\")"))?;
+    config.extra = std::env::vars()
+        .filter_map(|(k, v)| {
+            k.strip_prefix("SPARKPILOT_KAFKA_CONFIG_").map(|s| (s.to_ascii_lowercase().replace('_', "."), v))
+        })
+        .collect();
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     runtime.block_on(async {
         let settings = handlers::Settings::from_env()?;
@@ -980,9 +1004,9 @@ fn bridge_cmd(config: pipeline::bridge::BridgeConfig, schedules: bool) -> Result
         let routes = pipeline::live::standard_routes(&settings.topics, &functions)?;
         let schedules = if schedules { pipeline::live::standard_schedules(&functions) } else { Vec::new() };
         let topics: Vec<&str> = routes.iter().map(|r| r.topic.as_str()).chain([config.dead_letter_topic.as_str()]).collect();
-        pipeline::bridge::create_topics(&config.brokers, &topics).await?;
+        adapters::create_topics(&config.brokers, &topics).await?;
         eprintln!("bridge: routes {}; dead letters to {}; {} schedule(s); Ctrl-C stops", routes.iter().map(|r| format!("{} -> {}", r.topic, r.function.name())).collect::<Vec<_>>().join(", "), config.dead_letter_topic, schedules.len());
-        let bridge = pipeline::bridge::Bridge::new(config, routes, schedules)?;
+        let bridge = bridge::Bridge::new(config, routes, schedules)?;
         let (stop, stopped) = tokio::sync::watch::channel(false);
         tokio::spawn(async move {
             let _ = tokio::signal::ctrl_c().await;
@@ -990,9 +1014,20 @@ fn bridge_cmd(config: pipeline::bridge::BridgeConfig, schedules: bool) -> Result
         });
         bridge.run(stopped).await?;
         let s = &bridge.stats;
-        use pipeline::bridge::BridgeStats as B;
+        use bridge::BridgeStats as B;
         eprintln!("bridge: {} records in {} batches, {} invocations ({} failed), {} dead-lettered, {} scheduled runs", B::get(&s.records), B::get(&s.batches), B::get(&s.invocations), B::get(&s.failed_invocations), B::get(&s.dead_lettered), B::get(&s.schedule_runs));
         Ok(())
+    })
+}
+
+/// The MQTT user and password: the name from `--mqtt-username`, the password only from
+/// `SPARKPILOT_MQTT_PASSWORD` (never a flag, which `ps` would show).
+fn mqtt_credentials(username: Option<String>) -> Result<Option<(String, String)>> {
+    let password = std::env::var("SPARKPILOT_MQTT_PASSWORD").ok();
+    Ok(match (username, password) {
+        (Some(user), Some(password)) => Some((user, password)),
+        (Some(_), None) => bail!("--mqtt-username is set but SPARKPILOT_MQTT_PASSWORD is not"),
+        (None, _) => None,
     })
 }
 
@@ -1099,6 +1134,33 @@ fn main() -> std::process::ExitCode {
     }
 }
 
+/// `traces`: the built-in traces, or one of them (or a CSV file) as CSV.
+fn traces_cmd(show: Option<&str>, seed: u64) -> Result<()> {
+    let Some(name) = show else {
+        out!("built-in traces (any CSV file `time_s,events_per_s[,bytes_per_event]` works too):");
+        for (name, description) in traces::BUILTINS {
+            out!("  {name:<12} {description}");
+        }
+        return Ok(());
+    };
+    let trace = traces::resolve(name, seed)?;
+    out!("time_s,events_per_s,bytes_per_event");
+    for (t, p) in trace.points().iter().enumerate() {
+        out!("{t},{:.1},{:.0}", p.events_per_s, p.bytes_per_event);
+    }
+    Ok(())
+}
+
+/// `calibrate`: measure the codecs on this machine and write the table to `out`.
+fn calibrate_codecs(out: &Path, budget_ms: u64) -> Result<()> {
+    let payload = calibrate::iot_payload(calibrate::CALIBRATION_SEED, calibrate::CALIBRATION_BYTES);
+    let table = calibrate::measure(&payload, calibrate::CALIBRATION_BLOCK, Duration::from_millis(budget_ms))?;
+    std::fs::write(out, calibrate::to_toml(&table)).with_context(|| format!("writing {}", out.display()))?;
+    out!("{}", calibrate::to_toml(&table));
+    out!("wrote {}", out.display());
+    Ok(())
+}
+
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Tournament(args) => tournament_cmd(&args, parse_scenario(&args.scenario)?),
@@ -1111,23 +1173,12 @@ fn run(cli: Cli) -> Result<()> {
             group,
             no_schedules,
         } => {
-            let brokers = std::env::var("KAFKA_BROKERS").map_err(|_| {
-                anyhow::anyhow!("KAFKA_BROKERS is not set (eval \"$(infra/services start)\")")
-            })?;
-            let extra: Vec<(String, String)> = std::env::vars()
-                .filter_map(|(k, v)| {
-                    k.strip_prefix("SPARKPILOT_KAFKA_CONFIG_")
-                        .map(|s| (s.to_ascii_lowercase().replace('_', "."), v))
-                })
-                .collect();
-            let config = pipeline::bridge::BridgeConfig {
-                brokers,
+            let config = bridge::BridgeConfig {
                 group_id: group,
                 batch_size,
                 batch_window: Duration::from_millis(batch_window_ms),
                 max_attempts,
                 dead_letter_topic,
-                extra,
                 ..Default::default()
             };
             bridge_cmd(config, !no_schedules)
@@ -1144,15 +1195,9 @@ fn run(cli: Cli) -> Result<()> {
             buffer,
             seconds,
         } => {
-            let password = std::env::var("SPARKPILOT_MQTT_PASSWORD").ok();
-            let mqtt_credentials = match (mqtt_username, password) {
-                (Some(user), Some(password)) => Some((user, password)),
-                (Some(_), None) => bail!("--mqtt-username is set but SPARKPILOT_MQTT_PASSWORD is not"),
-                (None, _) => None,
-            };
             let config = edge::EdgeConfig {
                 mqtt_url: mqtt,
-                mqtt_credentials,
+                mqtt_credentials: mqtt_credentials(mqtt_username)?,
                 topics,
                 gateway_id,
                 metadata_topic,
@@ -1164,49 +1209,11 @@ fn run(cli: Cli) -> Result<()> {
             edge_cmd(config, seconds.map(Duration::from_secs))
         }
         Command::Train { what, steps, seed, out, overwrite, eval_seeds } => {
-            let model = out.join(match what {
-                TrainWhat::Scaling => SCALING_MODEL,
-                TrainWhat::Meta => META_MODEL,
-                TrainWhat::SeedCompat => SEED_MODEL,
-            });
-            if model.exists() && !overwrite {
-                bail!("{} exists (the committed models are in models/): pass --overwrite to replace it, or --out another directory", model.display());
-            }
-            if matches!(what, TrainWhat::Meta) && !out.join(SCALING_MODEL).exists() {
-                bail!(
-                    "the meta-controller is trained over the scaling policy in --out, and {} is missing: train scaling into {} first, or copy models/{SCALING_MODEL} there",
-                    out.join(SCALING_MODEL).display(),
-                    out.display()
-                );
-            }
             train_cmd(what, steps, seed, &out, overwrite, eval_seeds)
         }
         Command::Invoke { function, event, dry_run } => invoke_cmd(&function, &event, dry_run),
-        Command::Traces { show: None, .. } => {
-            out!("built-in traces (any CSV file `time_s,events_per_s[,bytes_per_event]` works too):");
-            for (name, description) in traces::BUILTINS {
-                out!("  {name:<12} {description}");
-            }
-            Ok(())
-        }
-        Command::Traces { show: Some(name), seed } => {
-            let trace = traces::resolve(&name, seed)?;
-            out!("time_s,events_per_s,bytes_per_event");
-            for (t, p) in trace.points().iter().enumerate() {
-                out!("{t},{:.1},{:.0}", p.events_per_s, p.bytes_per_event);
-            }
-            Ok(())
-        }
+        Command::Traces { show, seed } => traces_cmd(show.as_deref(), seed),
         Command::Calibrate { job: Some(samples), .. } => calibrate_job(&samples),
-        Command::Calibrate { out, budget_ms, job: None } => {
-            let payload = calibrate::iot_payload(calibrate::CALIBRATION_SEED, calibrate::CALIBRATION_BYTES);
-            let table =
-                calibrate::measure(&payload, calibrate::CALIBRATION_BLOCK, Duration::from_millis(budget_ms))?;
-            std::fs::write(&out, calibrate::to_toml(&table))
-                .with_context(|| format!("writing {}", out.display()))?;
-            out!("{}", calibrate::to_toml(&table));
-            out!("wrote {}", out.display());
-            Ok(())
-        }
+        Command::Calibrate { out, budget_ms, job: None } => calibrate_codecs(&out, budget_ms),
     }
 }

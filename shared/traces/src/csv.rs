@@ -104,7 +104,7 @@ pub fn parse_csv(name: &str, path: &Path, text: &str) -> Result<Trace, TraceErro
             }
         }
         if let Some(&(first, _, _)) = rows.first() {
-            if !(t - first <= MAX_SPAN_S) {
+            if (t - first).is_nan() || t - first > MAX_SPAN_S {
                 return Err(bad(
                     line_no,
                     format!("time_s `{}` is more than {MAX_SPAN_S:.0} s (7 days) after the first row's; a trace spans at most that, one point per second (is the time in milliseconds?)", &record[ti]),

@@ -12,10 +12,18 @@
 //!   that fails `max_attempts` times on its own goes to the dead-letter topic. A record the handler
 //!   reports as malformed goes there at once: decoding it again cannot succeed.
 //! * Fires the schedule-triggered functions on their periods.
+//!
+//! Its clients are made from [`adapters::client_config`], like every other Kafka client of
+//! sparkpilot; `sparkpilot bridge` runs it in front of the five handlers on their real backends.
+//!
+//! ```
+//! use bridge::{Bridge, BridgeConfig, BridgeError};
+//! // A mapping's batch holds 1 to 10,000 records: other sizes are refused before a client is made.
+//! let config = BridgeConfig { batch_size: 0, ..BridgeConfig::default() };
+//! assert!(matches!(Bridge::new(config, vec![], vec![]), Err(BridgeError::Config(_))));
+//! ```
 
-use crate::PipelineError;
 use handlers::{Handler, KafkaMessage, Trigger};
-use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -25,6 +33,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
+
+mod error;
+pub use error::BridgeError;
 
 /// How the bridge batches, retries and connects.
 #[derive(Debug, Clone)]
@@ -109,55 +120,45 @@ pub struct Bridge {
     committed: std::sync::Mutex<BTreeMap<(String, i64), i64>>,
 }
 
-fn client_config(config: &BridgeConfig) -> ClientConfig {
-    let mut c = ClientConfig::new();
-    c.set("bootstrap.servers", &config.brokers);
-    for (k, v) in &config.extra {
-        c.set(k, v);
-    }
-    c
-}
-
 impl Bridge {
     pub fn new(
         config: BridgeConfig,
         routes: Vec<Route>,
         schedules: Vec<Schedule>,
-    ) -> Result<Self, PipelineError> {
+    ) -> Result<Self, BridgeError> {
         if config.batch_size == 0 || config.batch_size > 10_000 {
-            return Err(PipelineError::Config(format!(
+            return Err(BridgeError::Config(format!(
                 "batch size {} must be 1-10000 (the event-source mapping's range)",
                 config.batch_size
             )));
         }
         if config.max_attempts == 0 {
-            return Err(PipelineError::Config("max_attempts must be at least 1".into()));
+            return Err(BridgeError::Config("max_attempts must be at least 1".into()));
         }
         if routes.is_empty() && schedules.is_empty() {
-            return Err(PipelineError::Config("the bridge has no routes and no schedules".into()));
+            return Err(BridgeError::Config("the bridge has no routes and no schedules".into()));
         }
-        let mut cc = client_config(&config);
-        cc.set("group.id", &config.group_id)
-            .set("enable.auto.commit", "false")
-            .set("auto.offset.reset", "earliest")
-            .set("enable.partition.eof", "false");
-        // A consumer's own extra settings may override the defaults above (e.g. session.timeout.ms).
-        for (k, v) in &config.extra {
-            cc.set(k, v);
-        }
+        // The user's extra settings may override these (e.g. session.timeout.ms).
+        let consumer_defaults = [
+            ("group.id", config.group_id.clone()),
+            ("enable.auto.commit", "false".into()),
+            ("auto.offset.reset", "earliest".into()),
+            ("enable.partition.eof", "false".into()),
+        ];
+        let cc = adapters::client_config(&config.brokers, &consumer_defaults, &config.extra);
         let consumer: StreamConsumer =
-            cc.create().map_err(|e| PipelineError::Kafka(format!("consumer for {}: {e}", config.brokers)))?;
+            cc.create().map_err(|e| BridgeError::Kafka(format!("consumer for {}: {e}", config.brokers)))?;
         let topics: Vec<&str> = routes.iter().map(|r| r.topic.as_str()).collect();
         if !topics.is_empty() {
             consumer
                 .subscribe(&topics)
-                .map_err(|e| PipelineError::Kafka(format!("subscribe {topics:?}: {e}")))?;
+                .map_err(|e| BridgeError::Kafka(format!("subscribe {topics:?}: {e}")))?;
         }
-        let mut pc = client_config(&config);
-        pc.set("message.timeout.ms", "5000").set("linger.ms", "1");
+        let producer_defaults = [("message.timeout.ms", "5000".into()), ("linger.ms", "1".into())];
+        let pc = adapters::client_config(&config.brokers, &producer_defaults, &config.extra);
         let producer: FutureProducer = pc
             .create()
-            .map_err(|e| PipelineError::Kafka(format!("dead-letter producer for {}: {e}", config.brokers)))?;
+            .map_err(|e| BridgeError::Kafka(format!("dead-letter producer for {}: {e}", config.brokers)))?;
         let routes = routes.into_iter().map(|r| (r.topic, r.function)).collect();
         Ok(Self {
             config,
@@ -171,7 +172,7 @@ impl Bridge {
     }
 
     /// Run until `stop` turns true. Schedules run as their own tasks on the current runtime.
-    pub async fn run(&self, mut stop: watch::Receiver<bool>) -> Result<(), PipelineError> {
+    pub async fn run(&self, mut stop: watch::Receiver<bool>) -> Result<(), BridgeError> {
         let mut tasks = Vec::new();
         for s in &self.schedules {
             let (s, stats, mut stop) = (s.clone(), self.stats.clone(), stop.clone());
@@ -204,7 +205,7 @@ impl Bridge {
         result
     }
 
-    async fn consume(&self, stop: &mut watch::Receiver<bool>) -> Result<(), PipelineError> {
+    async fn consume(&self, stop: &mut watch::Receiver<bool>) -> Result<(), BridgeError> {
         let result = self.consume_until_stopped(stop).await;
         // The commits were sent without waiting; make sure the last ones reached the broker.
         let mut tpl = TopicPartitionList::new();
@@ -219,7 +220,7 @@ impl Bridge {
         result
     }
 
-    async fn consume_until_stopped(&self, stop: &mut watch::Receiver<bool>) -> Result<(), PipelineError> {
+    async fn consume_until_stopped(&self, stop: &mut watch::Receiver<bool>) -> Result<(), BridgeError> {
         // Per function: records waiting, and when the oldest arrived.
         let mut pending: BTreeMap<String, (Instant, Vec<KafkaMessage>)> = BTreeMap::new();
         loop {
@@ -275,7 +276,7 @@ impl Bridge {
     }
 
     /// Handle one batch to the end (success or dead letter), then commit its offsets.
-    async fn deliver(&self, topic: &str, batch: Vec<KafkaMessage>) -> Result<(), PipelineError> {
+    async fn deliver(&self, topic: &str, batch: Vec<KafkaMessage>) -> Result<(), BridgeError> {
         let Some(function) = self.routes.get(topic).cloned() else { return Ok(()) };
         self.stats.batches.fetch_add(1, Ordering::Relaxed);
         let rounds = if self.config.deliver_twice { 2 } else { 1 };
@@ -292,7 +293,7 @@ impl Bridge {
         }
         for (p, o) in next {
             tpl.add_partition_offset(topic, p as i32, Offset::Offset(o))
-                .map_err(|e| PipelineError::Kafka(format!("commit list: {e}")))?;
+                .map_err(|e| BridgeError::Kafka(format!("commit list: {e}")))?;
             self.committed.lock().unwrap_or_else(|e| e.into_inner()).insert((topic.to_string(), p), o);
         }
         // Sent after the batch is handled, not awaited: waiting for the broker's answer would hold
@@ -300,7 +301,7 @@ impl Bridge {
         // which the handlers recognise.
         self.consumer
             .commit(&tpl, CommitMode::Async)
-            .map_err(|e| PipelineError::Kafka(format!("commit {topic}: {e}")))?;
+            .map_err(|e| BridgeError::Kafka(format!("commit {topic}: {e}")))?;
         self.stats.commits.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
@@ -312,7 +313,7 @@ impl Bridge {
         function: &dyn Handler,
         batch: Vec<KafkaMessage>,
         dead: &mut HashSet<(String, i64, i64)>,
-    ) -> Result<(), PipelineError> {
+    ) -> Result<(), BridgeError> {
         let mut work = vec![batch];
         while let Some(batch) = work.pop() {
             let mut last_error = String::new();
@@ -358,7 +359,7 @@ impl Bridge {
         batch: &[KafkaMessage],
         out: &handlers::Outcome,
         dead: &mut HashSet<(String, i64, i64)>,
-    ) -> Result<(), PipelineError> {
+    ) -> Result<(), BridgeError> {
         for e in out.record_errors() {
             let at = &e.record;
             if let Some(r) = batch.iter().find(|r| {
@@ -379,7 +380,7 @@ impl Bridge {
         error: &str,
         attempts: u32,
         dead: &mut HashSet<(String, i64, i64)>,
-    ) -> Result<(), PipelineError> {
+    ) -> Result<(), BridgeError> {
         if !dead.insert((r.topic.to_string(), r.partition, r.offset)) {
             return Ok(());
         }
@@ -401,7 +402,7 @@ impl Bridge {
             record = record.key(k.as_slice());
         }
         self.producer.send(record, Duration::from_secs(5)).await.map_err(|(e, _)| {
-            PipelineError::Kafka(format!("dead letter to {}: {e}", self.config.dead_letter_topic))
+            BridgeError::Kafka(format!("dead letter to {}: {e}", self.config.dead_letter_topic))
         })?;
         self.stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
         tracing::warn!(function, topic = %r.topic, partition = r.partition, offset = r.offset, error, "record dead-lettered");
@@ -422,29 +423,4 @@ pub fn dead_letter_headers<M: Message>(m: &M) -> BTreeMap<String, String> {
         }
     }
     out
-}
-
-/// Create `topics` (one partition each) unless they exist: brokers without automatic topic creation
-/// (tansu among them) need them before a consumer subscribes.
-pub async fn create_topics(brokers: &str, topics: &[&str]) -> Result<(), PipelineError> {
-    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-    use rdkafka::client::DefaultClientContext;
-    use rdkafka::types::RDKafkaErrorCode;
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .create()
-        .map_err(|e| PipelineError::Kafka(format!("admin client for {brokers}: {e}")))?;
-    let new: Vec<NewTopic> = topics.iter().map(|t| NewTopic::new(t, 1, TopicReplication::Fixed(1))).collect();
-    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
-    let results = admin
-        .create_topics(&new, &options)
-        .await
-        .map_err(|e| PipelineError::Kafka(format!("CreateTopics on {brokers}: {e}")))?;
-    for r in results {
-        match r {
-            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
-            Err((topic, code)) => return Err(PipelineError::Kafka(format!("CreateTopics {topic}: {code}"))),
-        }
-    }
-    Ok(())
 }
