@@ -31,6 +31,7 @@ pub use forecast::{
 };
 pub use guardrails::{
     scale_up_time, GuardrailChange, GuardrailConfig, GuardrailContext, GuardrailRule, Guardrails, StepWindow,
+    Throughput,
 };
 pub use meta::{recent_summary, MetaContext, Scenario, META_FEATURES};
 pub use policy_io::{Observation, ScalingAction, MEMORY_CHOICES_GB};

@@ -266,6 +266,7 @@ impl ScalingDecision {
             burst: obs.burst_signal,
             usd_per_executor_hour: self.prices.emr_rate_per_second(&worker) * 3_600.0,
             step_window,
+            throughput: obs.into(),
         };
         let (applied, changes) = self.guardrails.apply(proposed, &obs.current, &ctx);
         Ok(Decision { observation: *obs, proposed, applied, changes, fallback })

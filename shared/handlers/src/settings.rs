@@ -151,6 +151,7 @@ impl Settings {
         parse(g, "SPARKPILOT_MAX_STEP", &mut s.guardrails.max_step)?;
         parse(g, "SPARKPILOT_COOLDOWN_S", &mut s.guardrails.cooldown_s)?;
         parse(g, "SPARKPILOT_STEP_WINDOW_S", &mut s.guardrails.step_window_s)?;
+        parse(g, "SPARKPILOT_BACKLOG_DRAIN_S", &mut s.guardrails.backlog_drain_s)?;
         parse(g, "SPARKPILOT_MAX_CLOCK_SKEW_S", &mut s.max_clock_skew_s)?;
         if !(s.max_clock_skew_s.is_finite() && s.max_clock_skew_s >= 0.0) {
             return Err(HandlerError::Config(format!(

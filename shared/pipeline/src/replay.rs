@@ -65,6 +65,7 @@ pub fn replay_settings(arena: &Arena, scenario: Scenario) -> Settings {
         vcpu_per_executor: arena.config.vcpu_per_executor.round().max(1.0) as u32,
         guardrails: control::GuardrailConfig {
             max_executors: arena.config.max_executors.max(1),
+            backlog_drain_s: arena.config.backlog_drain_s,
             ..defaults.guardrails
         },
         sla_ms: arena.config.sla_ms,

@@ -164,6 +164,9 @@ pub struct ArenaConfig {
     /// Reward weights observed by the policy (alpha: cost, beta: latency).
     pub alpha: f64,
     pub beta: f64,
+    /// The learned policies' backlog safety net, as the scaling-decision function runs it
+    /// (`control::GuardrailConfig::backlog_drain_s`; 0 turns it off).
+    pub backlog_drain_s: f64,
 }
 
 impl Default for ArenaConfig {
@@ -187,6 +190,7 @@ impl Default for ArenaConfig {
             temperature_sd: 0.2,
             alpha: 0.33,
             beta: 0.33,
+            backlog_drain_s: control::GuardrailConfig::default().backlog_drain_s,
         }
     }
 }
@@ -218,6 +222,12 @@ impl ArenaConfig {
         self.edge.cluster.validate()?;
         if self.edge.gateways == 0 {
             return Err(SimError::Config("edge.gateways must be at least 1".into()));
+        }
+        if !(self.backlog_drain_s.is_finite() && self.backlog_drain_s >= 0.0) {
+            return Err(SimError::Config(format!(
+                "backlog_drain_s {} must be a non-negative number of seconds (0 turns the net off)",
+                self.backlog_drain_s
+            )));
         }
         Ok(())
     }

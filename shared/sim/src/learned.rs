@@ -119,7 +119,8 @@ impl SeedPolicy for RlSeed {
 /// The guardrails a learned scaling policy runs under in the arena: the scaling-decision function's
 /// defaults with the arena's maximum, and the time of the last executor change for the cooldown.
 /// The tournament and the trainer both go through here, so a policy is trained under the limits it
-/// is judged (and deployed) under.
+/// is judged (and deployed) under: all but the backlog safety net, which training leaves out
+/// ([`ArenaGuardrails::without_backlog_net`]).
 #[derive(Debug, Clone)]
 pub struct ArenaGuardrails {
     guardrails: Guardrails,
@@ -129,7 +130,31 @@ pub struct ArenaGuardrails {
 
 impl ArenaGuardrails {
     pub fn new(max_executors: u32) -> Self {
-        let config = GuardrailConfig { max_executors: max_executors.max(1), ..GuardrailConfig::default() };
+        Self::with(GuardrailConfig { max_executors: max_executors.max(1), ..GuardrailConfig::default() })
+    }
+
+    /// The guardrails of an episode: the arena's maximum and backlog safety net.
+    pub fn for_episode(info: &EpisodeInfo) -> Self {
+        Self::with(GuardrailConfig {
+            max_executors: info.max_executors.max(1),
+            backlog_drain_s: info.backlog_drain_s,
+            ..GuardrailConfig::default()
+        })
+    }
+
+    /// The same limits without the backlog safety net ([`GuardrailConfig::backlog_drain_s`]), for
+    /// training. The net is for loads beyond what a policy learnt; trained under it, a policy is
+    /// rescued from the backlogs its own under-provisioning builds and pays for them less, so it
+    /// learns to lean on a rule meant as the last resort.
+    pub fn without_backlog_net(max_executors: u32) -> Self {
+        Self::with(GuardrailConfig {
+            max_executors: max_executors.max(1),
+            backlog_drain_s: 0.0,
+            ..GuardrailConfig::default()
+        })
+    }
+
+    fn with(config: GuardrailConfig) -> Self {
         Self {
             guardrails: Guardrails::new(config)
                 .expect("default guardrails with a maximum of at least one are valid"),
@@ -147,6 +172,7 @@ impl ArenaGuardrails {
             burst: obs.burst_signal,
             usd_per_executor_hour: 0.0,
             step_window: self.step_window,
+            throughput: obs.into(),
         };
         let (action, _) = self.guardrails.apply(proposed, &obs.current, &ctx);
         self.step_window = Some(control::StepWindow::after(
@@ -189,7 +215,7 @@ impl Policy for RlScaling {
     }
     fn reset(&mut self, info: &EpisodeInfo) {
         self.max_executors = info.max_executors;
-        self.guardrails = ArenaGuardrails::new(info.max_executors);
+        self.guardrails = ArenaGuardrails::for_episode(info);
     }
     fn decide(&mut self, obs: &Observation) -> ScalingAction {
         let proposed = match self.model.decide(obs) {

@@ -50,6 +50,8 @@ pub struct EpisodeInfo {
     pub cold_start_mean_s: f64,
     /// Length of the trace, seconds.
     pub duration_s: f64,
+    /// The backlog safety net of the learned policies' guardrails (0: off).
+    pub backlog_drain_s: f64,
 }
 
 /// Capacity of the cluster in one second.
@@ -210,6 +212,7 @@ impl Arena {
             nominal_executor_rate: self.nominal_executor_rate(mean_bytes),
             cold_start_mean_s: self.config.cold_start.mean(),
             duration_s: trace.len() as f64,
+            backlog_drain_s: self.config.backlog_drain_s,
         }
     }
 

@@ -287,6 +287,11 @@ struct ArenaOpts {
     /// setting at once, the arena before the in-job agent).
     #[arg(long, default_value = "running-job")]
     actuation: String,
+    /// The learned policies' backlog safety net: raise executors so that a growing backlog drains
+    /// within this many seconds (SPARKPILOT_BACKLOG_DRAIN_S in the function); 0, the default, turns
+    /// it off.
+    #[arg(long, default_value_t = control::GuardrailConfig::default().backlog_drain_s)]
+    backlog_drain_s: f64,
 }
 
 impl ArenaOpts {
@@ -306,6 +311,7 @@ impl ArenaOpts {
             decision_interval_s: self.decision_interval,
             max_executors: self.max_executors,
             edge: sim::EdgeConfig { gateways: self.edges, ..sim::EdgeConfig::default() },
+            backlog_drain_s: self.backlog_drain_s,
             ..ArenaConfig::default()
         };
         Ok(Arena::new(config, prices, model)?)
@@ -568,6 +574,30 @@ fn meta_contender(models: Models, arena: &Arena, scenario: control::Scenario) ->
     ))))
 }
 
+/// Refuse a training run that would overwrite a model without --overwrite, or train the
+/// meta-controller without the scaling policy it is trained over.
+fn check_train_out(what: TrainWhat, out: &Path, overwrite: bool) -> Result<()> {
+    let model = out.join(match what {
+        TrainWhat::Scaling => SCALING_MODEL,
+        TrainWhat::Meta => META_MODEL,
+        TrainWhat::SeedCompat => SEED_MODEL,
+    });
+    if model.exists() && !overwrite {
+        bail!(
+            "{} exists (the committed models are in models/): pass --overwrite to replace it, or --out another directory",
+            model.display()
+        );
+    }
+    if matches!(what, TrainWhat::Meta) && !out.join(SCALING_MODEL).exists() {
+        bail!(
+            "the meta-controller is trained over the scaling policy in --out, and {} is missing: train scaling into {} first, or copy models/{SCALING_MODEL} there",
+            out.join(SCALING_MODEL).display(),
+            out.display()
+        );
+    }
+    Ok(())
+}
+
 fn train_cmd(
     what: TrainWhat,
     steps: usize,
@@ -576,21 +606,7 @@ fn train_cmd(
     overwrite: bool,
     eval_seeds: u64,
 ) -> Result<()> {
-    let model = out.join(match what {
-        TrainWhat::Scaling => SCALING_MODEL,
-        TrainWhat::Meta => META_MODEL,
-        TrainWhat::SeedCompat => SEED_MODEL,
-    });
-    if model.exists() && !overwrite {
-        bail!("{} exists (the committed models are in models/): pass --overwrite to replace it, or --out another directory", model.display());
-    }
-    if matches!(what, TrainWhat::Meta) && !out.join(SCALING_MODEL).exists() {
-        bail!(
-                "the meta-controller is trained over the scaling policy in --out, and {} is missing: train scaling into {} first, or copy models/{SCALING_MODEL} there",
-                out.join(SCALING_MODEL).display(),
-                out.display()
-            );
-    }
+    check_train_out(what, out, overwrite)?;
     let bar = ProgressBar::new(steps as u64);
     bar.set_style(
         ProgressStyle::with_template(

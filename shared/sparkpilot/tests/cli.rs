@@ -166,7 +166,7 @@ fn traces_lists_every_builtin() {
     let o = sparkpilot(&["traces"]);
     assert!(o.status.success());
     let stdout = text(&o.stdout);
-    for name in ["step-burst", "burst-4x", "rush-hour", "slow-ramp", "flash-crowd"] {
+    for name in ["step-burst", "burst-4x", "rush-hour", "slow-ramp", "flash-crowd", "spike-30x"] {
         assert!(stdout.contains(name), "{name}");
     }
     let o = sparkpilot(&["traces", "--show", "step-burst"]);

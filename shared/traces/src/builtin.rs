@@ -14,6 +14,8 @@ pub enum BuiltinTrace {
     RushHour,
     SlowRamp,
     FlashCrowd,
+    /// A spike beyond every training trace: what the backlog safety net is for.
+    Spike30x,
 }
 
 /// Name and one-line description of every built-in, in listing order.
@@ -26,6 +28,7 @@ pub const BUILTINS: &[(&str, &str)] = &[
     ("rush-hour", "periodic: two rush peaks (3.5x and 2.5x) every 20 min over a 600 events/s floor, 2.5 KB events; 60 min"),
     ("slow-ramp", "500 -> 4,000 events/s linear ramp over 30 min, then flat, 8 KB events; 40 min"),
     ("flash-crowd", "1,000 events/s, an 8x flash crowd at a seeded time decaying with a 2 min half-life, 2.5 KB events; 30 min"),
+    ("spike-30x", "1,200 events/s, rising to 30x within a minute at a seeded time, held 5-10 min, back down over 5 min, 2.5 KB events; 40 min (beyond every training trace)"),
 ];
 
 impl BuiltinTrace {
@@ -36,6 +39,7 @@ impl BuiltinTrace {
             "rush-hour" => Self::RushHour,
             "slow-ramp" => Self::SlowRamp,
             "flash-crowd" => Self::FlashCrowd,
+            "spike-30x" => Self::Spike30x,
             _ => return None,
         })
     }
@@ -47,11 +51,12 @@ impl BuiltinTrace {
             Self::RushHour => "rush-hour",
             Self::SlowRamp => "slow-ramp",
             Self::FlashCrowd => "flash-crowd",
+            Self::Spike30x => "spike-30x",
         }
     }
 
-    pub fn all() -> [Self; 5] {
-        [Self::StepBurst, Self::Burst4x, Self::RushHour, Self::SlowRamp, Self::FlashCrowd]
+    pub fn all() -> [Self; 6] {
+        [Self::StepBurst, Self::Burst4x, Self::RushHour, Self::SlowRamp, Self::FlashCrowd, Self::Spike30x]
     }
 }
 
@@ -111,6 +116,27 @@ pub fn builtin(kind: BuiltinTrace, seed: u64) -> Trace {
                         let age = (t - start) as f64;
                         1_000.0 * (1.0 + 7.0 * (-(age * std::f64::consts::LN_2 / half_life)).exp())
                     }
+                })
+                .collect();
+            (shape, 2_500.0)
+        }
+        BuiltinTrace::Spike30x => {
+            let start = rng.random_range(600..1_200);
+            let hold = rng.random_range(300..=600);
+            let (rise, fall, base) = (60.0, 300.0, 1_200.0);
+            let shape = (0..2_400)
+                .map(|t| {
+                    let since = t as f64 - start as f64;
+                    let level = if since < 0.0 {
+                        1.0
+                    } else if since < rise {
+                        1.0 + 29.0 * since / rise
+                    } else if since < rise + hold as f64 {
+                        30.0
+                    } else {
+                        30.0 - 29.0 * ((since - rise - hold as f64) / fall).min(1.0)
+                    };
+                    base * level
                 })
                 .collect();
             (shape, 2_500.0)

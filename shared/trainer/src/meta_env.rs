@@ -50,7 +50,7 @@ impl MetaTrainEnv {
     pub fn new(arena: Arena, scaling: ScalingPolicy) -> Self {
         let cost_ref_per_s = cost_reference_per_s(&arena);
         Self {
-            guardrails: ArenaGuardrails::new(arena.config.max_executors),
+            guardrails: ArenaGuardrails::without_backlog_net(arena.config.max_executors),
             arena,
             scaling,
             episode: None,
@@ -91,7 +91,7 @@ impl ContinuousEnv for MetaTrainEnv {
         self.spend = SpendEstimate::default();
         self.recent.clear();
         self.episode = Episode::owned(self.arena.clone(), trace, seed).ok();
-        self.guardrails = ArenaGuardrails::new(self.arena.config.max_executors);
+        self.guardrails = ArenaGuardrails::without_backlog_net(self.arena.config.max_executors);
         self.features()
     }
 

@@ -81,7 +81,7 @@ impl ScalingTrainEnv {
             cost_model::WorkerSpec { vcpu: arena.config.vcpu_per_executor, memory_gb: 16.0, disk_gb: 20.0 };
         let worker_usd_per_s = arena.prices.emr_rate_per_second(&worker);
         let state = arena.feature_builder();
-        let guardrails = ArenaGuardrails::new(arena.config.max_executors);
+        let guardrails = ArenaGuardrails::without_backlog_net(arena.config.max_executors);
         Self {
             arena,
             state,
@@ -120,7 +120,7 @@ impl DiscreteEnv for ScalingTrainEnv {
         let [a, b, _] = Scenario::ALL[self.scenario].weights();
         self.weights = (a, b);
         self.episode = Episode::owned(self.arena.clone(), trace, seed).ok();
-        self.guardrails = ArenaGuardrails::new(self.arena.config.max_executors);
+        self.guardrails = ArenaGuardrails::without_backlog_net(self.arena.config.max_executors);
         self.features()
     }
 
