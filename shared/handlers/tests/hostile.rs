@@ -303,6 +303,52 @@ async fn decisions_in_quick_succession_step_at_most_max_step_per_window() {
 }
 
 #[tokio::test]
+async fn the_backlog_net_raises_a_decision_only_when_it_is_turned_on() {
+    // 4 executors processing 2,000 events/s, 20,000 arriving, ten million waiting: the net asks for
+    // (20,000 + 10^7 / 30) / 500 = 707 executors, which the maximum and the step limit then cut.
+    let rules = |out: &Value| -> Vec<String> {
+        out["decision"]["guardrail_changes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["rule"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let now = handlers::events::now_s();
+    let mut seen = Vec::new();
+    for drain in [None, Some("30")] {
+        let env = Embedded::default();
+        let settings = Settings::from_lookup(|k| match k {
+            "SPARKPILOT_BACKLOG_DRAIN_S" => drain.map(str::to_string),
+            _ => None,
+        })
+        .unwrap();
+        let decide = handler(&env, &settings, "scaling-decision");
+        let out = decide
+            .handle(Trigger::Kafka(vec![record(
+                "spark-metrics",
+                0,
+                now_ms(),
+                metrics(now, 20_000.0, 1e7, 2_000.0),
+            )]))
+            .await
+            .unwrap()
+            .to_json();
+        seen.push(rules(&out));
+        let backlog =
+            out["decision"]["guardrail_changes"].as_array().unwrap().iter().find(|c| c["rule"] == "backlog");
+        if let Some(c) = backlog {
+            assert_eq!(c["applied"], 707, "{out}");
+        }
+    }
+    assert!(!seen[0].contains(&"backlog".to_string()), "off by default: {seen:?}");
+    assert!(seen[1].contains(&"backlog".to_string()), "on with SPARKPILOT_BACKLOG_DRAIN_S=30: {seen:?}");
+    let e = Settings::from_lookup(|k| (k == "SPARKPILOT_BACKLOG_DRAIN_S").then(|| "soon".to_string()))
+        .unwrap_err();
+    assert!(e.to_string().contains("SPARKPILOT_BACKLOG_DRAIN_S"), "{e}");
+}
+
+#[tokio::test]
 async fn a_broken_or_tampered_model_falls_back_to_the_reference_rule_and_says_so() {
     let dir = std::env::temp_dir().join(format!("sparkpilot-model-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
