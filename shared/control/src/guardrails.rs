@@ -461,16 +461,9 @@ mod tests {
     }
 
     /// The default guardrails with the backlog net on, as measured in the README.
-    const NET: GuardrailConfig = GuardrailConfig {
-        min_executors: 1,
-        max_executors: 64,
-        max_step: 16,
-        step_window_s: 5.0,
-        cooldown_s: 60.0,
-        max_usd_per_hour: None,
-        max_prewarm: 16,
-        backlog_drain_s: 30.0,
-    };
+    fn net() -> GuardrailConfig {
+        GuardrailConfig { backlog_drain_s: 30.0, ..GuardrailConfig::default() }
+    }
 
     /// A job at 8 executors processing 8,000 events/s (1,000 each) under a 1 s SLA.
     fn hot(backlog_events: f64, input_rate: f64) -> Throughput {
@@ -479,7 +472,7 @@ mod tests {
 
     #[test]
     fn a_growing_backlog_raises_the_proposal_to_what_drains_it() {
-        let g = Guardrails::new(GuardrailConfig { max_step: 64, ..NET }).unwrap();
+        let g = Guardrails::new(GuardrailConfig { max_step: 64, ..net() }).unwrap();
         let current = ScalingAction::spark_default(8);
         // 30,000 events/s arriving, 60,000 waiting: keep up (30) and clear the backlog in 30 s (2).
         let c = GuardrailContext { throughput: hot(60_000.0, 30_000.0), ..ctx(0.0, None, true) };
@@ -490,7 +483,7 @@ mod tests {
         let (a, ch) = g.apply(ScalingAction::spark_default(40), &current, &c);
         assert_eq!((a.executors, ch.len()), (40, 0));
         // The raise is still held to the step limit and the maximum.
-        let g = Guardrails::new(GuardrailConfig { max_step: 16, max_executors: 20, ..NET }).unwrap();
+        let g = Guardrails::new(GuardrailConfig { max_step: 16, max_executors: 20, ..net() }).unwrap();
         let (a, ch) = g.apply(ScalingAction::spark_default(9), &current, &c);
         assert_eq!(a.executors, 20);
         let rules: Vec<_> = ch.iter().map(|c| c.rule).collect();
@@ -499,7 +492,7 @@ mod tests {
 
     #[test]
     fn a_shallow_or_shrinking_backlog_and_a_net_turned_off_change_nothing() {
-        let g = Guardrails::new(NET).unwrap();
+        let g = Guardrails::new(net()).unwrap();
         let current = ScalingAction::spark_default(8);
         for t in [
             hot(3_000.0, 30_000.0), // growing, but under half the SLA's worth of processing
@@ -540,7 +533,7 @@ mod tests {
                 backlog in number(), input in number(), processing in number(),
                 running in 0u32..100, proposed in 0u32..200, current in 1u32..64,
             ) {
-                let config = GuardrailConfig { max_step: 8, ..NET };
+                let config = GuardrailConfig { max_step: 8, ..net() };
                 let g = Guardrails::new(config).unwrap();
                 let t = Throughput {
                     backlog_events: backlog, input_rate: input, processing_rate: processing,
