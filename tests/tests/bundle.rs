@@ -22,8 +22,10 @@ const ZIP_LIMIT_BYTES: u64 = 15_000_000;
 /// Text that a dependency leaves in a stripped binary (the source paths of its panic locations,
 /// or librdkafka's own name), and the functions that may contain it: whatever else links it
 /// carries code it never runs.
-const MARKERS: [(&str, &[&str]); 5] = [
-    ("/tract-core-", &["meta-weights", "scaling-decision"]),
+const MARKERS: [(&str, &[&str]); 6] = [
+    ("shared/policy/src/", &["meta-weights", "scaling-decision"]),
+    // The policy crate evaluates the models itself; a general ONNX runtime is a test dependency only.
+    ("/tract-", &[]),
     ("librdkafka", &["burst-signal", "scaling-decision"]),
     ("/aws-sdk-emrserverless-", &["scaling-decision", "prewarmer"]),
     ("/aws-sdk-elasticache-", &["scaling-decision"]),

@@ -1,7 +1,7 @@
 //! Function hot paths without I/O:
 //! - burst-signal: a 10,000-record MSK batch from raw payload bytes (JSON, base64, per-record JSON)
 //!   through the edge and cluster detectors; throughput in records per second;
-//! - scaling-decision: stored state -> observation -> policy (tract) -> guardrails, one decision.
+//! - scaling-decision: stored state -> observation -> policy network -> guardrails, one decision.
 //!
 //! `cargo bench --workspace --bench functions` (add `--profile dev` for a quick look).
 

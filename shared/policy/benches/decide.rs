@@ -1,6 +1,6 @@
-//! Policy runtime speed: model load time for ONNX against NNEF (the same network), and one decision
-//! (observation -> features -> tract -> action) with the committed scaling model.
-//! Medians: `infra/bench-report`.
+//! Policy runtime speed with the committed scaling model, against tract (a general ONNX runtime) in
+//! the same run: model load, one run of the network, and one decision (observation -> features ->
+//! network -> action). Medians: `infra/bench-report`.
 
 use control::{FeatureBuilder, Observation, ScalingAction};
 use criterion::{criterion_group, criterion_main, Criterion};
@@ -8,6 +8,7 @@ use policy::{Elem, PolicyModel, ScalingPolicy, TensorSpec};
 use std::hint::black_box;
 use std::path::PathBuf;
 use std::time::Duration;
+use tract_onnx::prelude::*;
 
 fn models() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../models")
@@ -44,37 +45,45 @@ fn observation() -> Observation {
     }
 }
 
+fn tract_plan(onnx: &std::path::Path) -> std::sync::Arc<TypedRunnableModel> {
+    tract_onnx::onnx()
+        .model_for_path(onnx)
+        .and_then(|m| m.with_input_fact(0, InferenceFact::dt_shape(f32::datum_type(), [1, 13])))
+        .and_then(|m| m.into_optimized())
+        .and_then(|m| m.into_runnable())
+        .expect("tract loads the model")
+}
+
 fn benches(c: &mut Criterion) {
     let onnx = models().join("scaling-ppo.onnx");
-    if !onnx.exists() {
-        eprintln!("{} not found: train it first (sparkpilot train scaling)", onnx.display());
-        return;
-    }
     let input = TensorSpec::new(&[1, 13], Elem::F32);
     let output = TensorSpec::new(&[1, 4], Elem::I64);
-    let nnef = std::env::temp_dir().join(format!("scaling-ppo-{}.nnef.tar", std::process::id()));
-    PolicyModel::convert_onnx_to_nnef(&onnx, &nnef, &input).expect("convert to NNEF");
     let mut group = c.benchmark_group("load");
-    group.bench_function("onnx", |b| {
+    group.bench_function("policy", |b| {
         b.iter(|| black_box(PolicyModel::load(&onnx, input.clone(), output.clone()).unwrap()))
     });
-    group.bench_function("nnef", |b| {
-        b.iter(|| black_box(PolicyModel::load(&nnef, input.clone(), output.clone()).unwrap()))
-    });
+    group.bench_function("tract", |b| b.iter(|| black_box(tract_plan(&onnx))));
     group.finish();
 
     let policy = ScalingPolicy::load(&onnx, state()).unwrap();
     let obs = observation();
     let features = policy.state.features(&obs);
+    let tract = tract_plan(&onnx);
+    let mut tract_state = tract.spawn().unwrap();
     let mut group = c.benchmark_group("decide");
-    group.bench_function("tract-only", |b| {
+    group.bench_function("network-policy", |b| {
         b.iter(|| black_box(policy.indices(black_box(&features)).unwrap()))
+    });
+    group.bench_function("network-tract", |b| {
+        b.iter(|| {
+            let x = Tensor::from_shape(&[1, 13], black_box(&features[..])).unwrap();
+            black_box(tract_state.run(tvec!(x.into())).unwrap())
+        })
     });
     group.bench_function("observation-to-action", |b| {
         b.iter(|| black_box(policy.decide(black_box(&obs)).unwrap()))
     });
     group.finish();
-    let _ = std::fs::remove_file(&nnef);
 }
 
 criterion_group! {

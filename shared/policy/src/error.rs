@@ -10,7 +10,9 @@ pub enum PolicyError {
     Corrupt { path: PathBuf, format: &'static str, message: String },
     #[error("model {path}: {what} is {found}, expected {expected}")]
     Shape { path: PathBuf, what: &'static str, found: String, expected: String },
-    #[error("model {path}: unknown format (expected .onnx or .nnef.tgz)")]
+    #[error("model {path}: {message}")]
+    Unsupported { path: PathBuf, message: String },
+    #[error("model {path}: unknown format (expected an .onnx file)")]
     UnknownFormat { path: PathBuf },
     #[error("running model {path}: {message}")]
     Run { path: PathBuf, message: String },

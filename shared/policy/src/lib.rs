@@ -1,18 +1,47 @@
-//! Runs sparkpilot's exported policies with tract.
+//! Runs sparkpilot's exported policies: small ONNX networks evaluated in-process, in microseconds,
+//! by the same code in the arena and in the functions.
 //!
-//! A [`PolicyModel`] is loaded once (at function init), its input and output shapes are checked
-//! against what the caller expects (a mismatch or a corrupt file is a clear error), the plan is
-//! optimised and run once to warm it, and every decision after that is one call to
-//! [`PolicyModel::run`]. Three typed wrappers sit on top: [`ScalingPolicy`] (scaling-ppo),
-//! [`MetaPolicy`] (meta-td3) and [`SeedCompatPolicy`] (seed-compat-ppo).
+//! A [`PolicyModel`] is read once (at function init) into a plan of the operators its output
+//! needs; the file's declared input and the output of a trial run are checked against what the
+//! caller expects (a mismatch, a corrupt file or an operator this runtime does not run is a clear
+//! error), and every decision after that is one call to [`PolicyModel::run`]. Three typed wrappers
+//! sit on top: [`ScalingPolicy`] (scaling-ppo), [`MetaPolicy`] (meta-td3) and [`SeedCompatPolicy`]
+//! (seed-compat-ppo).
+//!
+//! The runtime implements the ONNX operators a policy network is built from (dense layers,
+//! activations, broadcasting arithmetic, reshape, gather, concat, argmax, softmax; opsets 13 to 22)
+//! and nothing else, which keeps a function binary megabytes smaller than a general ONNX runtime
+//! would. The trainer's exports are checked against tract, a general ONNX runtime, in this crate's
+//! tests.
+//!
+//! ```
+//! use policy::{Elem, PolicyModel, TensorSpec};
+//!
+//! let model = PolicyModel::from_bytes(
+//!     std::path::Path::new("embedded:meta-td3.onnx"),
+//!     models::META_TD3,
+//!     TensorSpec::new(&[1, 7], Elem::F32),
+//!     TensorSpec::new(&[1, 2], Elem::F32),
+//! )?;
+//! let weights = model.run(&[0.0, 0.0, 1.0, 0.0, 0.5, 0.1, 0.3])?;
+//! assert_eq!(weights.shape(), &[1, 2]);
+//! assert!(weights.as_f32().unwrap().iter().all(|w| (0.0..=1.0).contains(w)));
+//! # Ok::<(), policy::PolicyError>(())
+//! ```
 
 mod error;
+mod graph;
+mod ops;
+pub mod pb;
+mod tensor;
 
 pub use error::PolicyError;
+pub use tensor::{Elem, Tensor, Values};
 
 use control::{FeatureBuilder, Observation, ScalingAction, FEATURES};
+use graph::{LoadError, Plan};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 fn fingerprint(bytes: &[u8]) -> String {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
@@ -21,24 +50,6 @@ fn fingerprint(bytes: &[u8]) -> String {
         h = h.wrapping_mul(0x0100_0000_01b3);
     }
     format!("{h:016x}")
-}
-use tract_onnx::prelude::*;
-use tract_onnx::tract_hir::infer::Factoid;
-
-/// Element type of a model input or output.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Elem {
-    F32,
-    I64,
-}
-
-impl Elem {
-    fn datum(self) -> DatumType {
-        match self {
-            Elem::F32 => DatumType::F32,
-            Elem::I64 => DatumType::I64,
-        }
-    }
 }
 
 /// Shape and element type a caller expects.
@@ -54,43 +65,14 @@ impl TensorSpec {
     }
 
     fn describe(&self) -> String {
-        format!("{:?} {:?}", self.elem.datum(), self.shape)
+        format!("{:?} {:?}", self.elem, self.shape)
     }
 }
 
-/// On-disk format of a model.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ModelFormat {
-    Onnx,
-    /// tract's NNEF tarball (`.nnef.tar`, or gzipped `.nnef.tgz`), with the ONNX extensions.
-    Nnef,
-}
-
-impl ModelFormat {
-    pub fn of(path: &Path) -> Option<Self> {
-        let name = path.file_name()?.to_str()?;
-        if name.ends_with(".onnx") {
-            Some(ModelFormat::Onnx)
-        } else if name.ends_with(".nnef.tgz") || name.ends_with(".nnef.tar") {
-            Some(ModelFormat::Nnef)
-        } else {
-            None
-        }
-    }
-
-    fn name(self) -> &'static str {
-        match self {
-            ModelFormat::Onnx => "ONNX",
-            ModelFormat::Nnef => "NNEF",
-        }
-    }
-}
-
-/// A loaded, shape-checked, optimised model ready to run.
+/// A loaded, shape-checked model ready to run. Clones share the plan.
 #[derive(Clone)]
 pub struct PolicyModel {
-    /// Run state kept between calls: building it allocates, and a decision should not.
-    state: Arc<Mutex<TypedSimpleState>>,
+    plan: Arc<Plan>,
     path: PathBuf,
     version: String,
     input: TensorSpec,
@@ -107,61 +89,99 @@ impl std::fmt::Debug for PolicyModel {
     }
 }
 
-fn corrupt(path: &Path, format: ModelFormat, e: impl std::fmt::Display) -> PolicyError {
-    PolicyError::Corrupt { path: path.to_path_buf(), format: format.name(), message: format!("{e:#}") }
+/// Values of one element type, read out of a [`Tensor`].
+trait Scalar: Copy {
+    fn slice(t: &Tensor) -> Option<&[Self]>;
+}
+
+impl Scalar for f32 {
+    fn slice(t: &Tensor) -> Option<&[f32]> {
+        t.as_f32()
+    }
+}
+
+impl Scalar for i64 {
+    fn slice(t: &Tensor) -> Option<&[i64]> {
+        t.as_i64()
+    }
 }
 
 impl PolicyModel {
-    /// Load `path` (format from its extension) and check it takes `input` and returns `output`.
+    /// Load the ONNX file `path` and check it takes `input` and returns `output`.
     pub fn load(path: &Path, input: TensorSpec, output: TensorSpec) -> Result<Self, PolicyError> {
-        let format =
-            ModelFormat::of(path).ok_or_else(|| PolicyError::UnknownFormat { path: path.to_path_buf() })?;
+        if path.extension().and_then(|e| e.to_str()) != Some("onnx") {
+            return Err(PolicyError::UnknownFormat { path: path.to_path_buf() });
+        }
         let bytes =
             std::fs::read(path).map_err(|error| PolicyError::Io { path: path.to_path_buf(), error })?;
-        Self::from_bytes(path, format, &bytes, input, output)
+        Self::from_bytes(path, &bytes, input, output)
     }
 
-    /// Load a model held in memory (a model built into a binary); `label` names it in errors.
+    /// Load an ONNX model held in memory (a model built into a binary); `label` names it in errors.
     pub fn from_bytes(
         label: &Path,
-        format: ModelFormat,
         bytes: &[u8],
         input: TensorSpec,
         output: TensorSpec,
     ) -> Result<Self, PolicyError> {
-        let path = label;
-        let typed = match format {
-            ModelFormat::Onnx => {
-                let model = tract_onnx::onnx()
-                    .model_for_read(&mut &bytes[..])
-                    .map_err(|e| corrupt(path, format, e))?;
-                Self::check_declared(path, &model, &input)?;
-                let fact = InferenceFact::dt_shape(input.elem.datum(), input.shape.clone());
-                model
-                    .with_input_fact(0, fact)
-                    .and_then(|m| m.into_typed())
-                    .map_err(|e| corrupt(path, format, e))?
+        let path = label.to_path_buf();
+        let plan = Plan::from_onnx(bytes).map_err(|e| match e {
+            LoadError::Corrupt(message) => {
+                PolicyError::Corrupt { path: path.clone(), format: "ONNX", message }
             }
-            ModelFormat::Nnef => {
-                let nnef = tract_nnef::nnef().with_onnx();
-                nnef.model_for_read(&mut &bytes[..]).map_err(|e| corrupt(path, format, e))?
+            LoadError::Unsupported(message) => PolicyError::Unsupported { path: path.clone(), message },
+            LoadError::Count { what, found } => PolicyError::Shape {
+                path: path.clone(),
+                what,
+                found: found.to_string(),
+                expected: "1".into(),
+            },
+        })?;
+        let shape_error = |what, found: String, expected: &TensorSpec| PolicyError::Shape {
+            path: path.clone(),
+            what,
+            found,
+            expected: expected.describe(),
+        };
+        if let Some(code) = plan.input.elem {
+            if graph::elem_of(code) != Some(input.elem) {
+                return Err(shape_error("the input type", pb::data_type::name(code), &input));
             }
-        };
-        Self::check_typed(path, &typed, &input, &output)?;
-        let plan =
-            typed.into_optimized().and_then(|m| m.into_runnable()).map_err(|e| corrupt(path, format, e))?;
-        let state = plan.spawn().map_err(|e| corrupt(path, format, e))?;
-        let model = Self {
-            state: Arc::new(Mutex::new(state)),
-            path: path.to_path_buf(),
-            version: fingerprint(bytes),
-            input,
-            output,
-        };
-        // The first run allocates and is slower: pay it here, at load, not on the first decision.
-        let zeros = vec![0.0f32; model.input_len()];
-        model.run(&zeros)?;
-        Ok(model)
+        }
+        if let Some(dims) = &plan.input.dims {
+            let fits = dims.len() == input.shape.len()
+                && dims.iter().zip(&input.shape).all(|(d, &w)| d.is_none_or(|d| d == w as i64));
+            if !fits {
+                let found = dims.iter().map(|d| d.map_or("?".into(), |d| d.to_string())).collect::<Vec<_>>();
+                return Err(shape_error("the input shape", format!("[{}]", found.join(", ")), &input));
+            }
+        }
+        // A trial run types every value: the output it gives is the output every run gives.
+        let trial = Tensor::zeros(&input.shape, input.elem)
+            .and_then(|zeros| plan.run(&zeros))
+            .map_err(|message| PolicyError::Corrupt { path: path.clone(), format: "ONNX", message })?;
+        if trial.elem() != output.elem || trial.shape() != &output.shape[..] {
+            return Err(shape_error(
+                "the output",
+                format!("{:?} {:?}", trial.elem(), trial.shape()),
+                &output,
+            ));
+        }
+        if let Some(code) = plan.output_declared.elem {
+            if graph::elem_of(code) != Some(trial.elem()) {
+                return Err(PolicyError::Corrupt {
+                    path,
+                    format: "ONNX",
+                    message: format!(
+                        "the output `{}` is declared {} but computes {:?}",
+                        plan.output_declared.name,
+                        pb::data_type::name(code),
+                        trial.elem()
+                    ),
+                });
+            }
+        }
+        Ok(Self { plan: Arc::new(plan), path, version: fingerprint(bytes), input, output })
     }
 
     /// A fingerprint of the model file (FNV-1a, 64 bits, hex): recorded with every decision so a
@@ -170,94 +190,9 @@ impl PolicyModel {
         &self.version
     }
 
-    /// The ONNX file's own declared input, before we impose ours.
-    fn check_declared(path: &Path, model: &InferenceModel, want: &TensorSpec) -> Result<(), PolicyError> {
-        let inputs = model.input_outlets().map_err(|e| corrupt(path, ModelFormat::Onnx, e))?;
-        if inputs.len() != 1 {
-            return Err(PolicyError::Shape {
-                path: path.to_path_buf(),
-                what: "the number of inputs",
-                found: inputs.len().to_string(),
-                expected: "1".into(),
-            });
-        }
-        let fact = model.input_fact(0).map_err(|e| corrupt(path, ModelFormat::Onnx, e))?;
-        if let Some(dt) = fact.datum_type.concretize() {
-            if dt != want.elem.datum() {
-                return Err(PolicyError::Shape {
-                    path: path.to_path_buf(),
-                    what: "the input type",
-                    found: format!("{dt:?}"),
-                    expected: format!("{:?}", want.elem.datum()),
-                });
-            }
-        }
-        if let Some(shape) = fact.shape.concretize() {
-            let dims: Vec<Option<i64>> = shape.iter().map(|d| d.to_i64().ok()).collect();
-            let matches = dims.len() == want.shape.len()
-                && dims.iter().zip(&want.shape).all(|(d, w)| d.is_none_or(|d| d == *w as i64));
-            if !matches {
-                return Err(PolicyError::Shape {
-                    path: path.to_path_buf(),
-                    what: "the input shape",
-                    found: format!("{shape:?}"),
-                    expected: format!("{:?}", want.shape),
-                });
-            }
-        }
-        Ok(())
-    }
-
-    fn check_typed(
-        path: &Path,
-        model: &TypedModel,
-        input: &TensorSpec,
-        output: &TensorSpec,
-    ) -> Result<(), PolicyError> {
-        let shape_of =
-            |fact: &TypedFact| -> Option<Vec<usize>> { fact.shape.as_concrete().map(|s| s.to_vec()) };
-        let check = |what: &'static str,
-                     fact: TractResult<&TypedFact>,
-                     want: &TensorSpec|
-         -> Result<(), PolicyError> {
-            let fact = fact.map_err(|e| PolicyError::Corrupt {
-                path: path.to_path_buf(),
-                format: "typed",
-                message: format!("{e:#}"),
-            })?;
-            if fact.datum_type != want.elem.datum() || shape_of(fact).as_deref() != Some(&want.shape[..]) {
-                return Err(PolicyError::Shape {
-                    path: path.to_path_buf(),
-                    what,
-                    found: format!("{:?} {:?}", fact.datum_type, fact.shape),
-                    expected: want.describe(),
-                });
-            }
-            Ok(())
-        };
-        if model.outputs.len() != 1 {
-            return Err(PolicyError::Shape {
-                path: path.to_path_buf(),
-                what: "the number of outputs",
-                found: model.outputs.len().to_string(),
-                expected: "1".into(),
-            });
-        }
-        check("the input", model.input_fact(0), input)?;
-        check("the output", model.output_fact(0), output)
-    }
-
-    /// The optimised plan, one node per line (operator and output fact).
+    /// The plan, one operator per line with its inputs.
     pub fn describe_plan(&self) -> String {
-        let state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        let model = state.model();
-        model
-            .eval_order()
-            .unwrap_or_default()
-            .iter()
-            .map(|&n| format!("{}", model.node(n)))
-            .collect::<Vec<_>>()
-            .join("\n")
+        self.plan.describe()
     }
 
     fn input_len(&self) -> usize {
@@ -273,42 +208,21 @@ impl PolicyModel {
         if input.len() != self.input_len() {
             return Err(PolicyError::InputLength { found: input.len(), expected: self.input_len() });
         }
-        let run_err = |e: TractError| PolicyError::Run { path: self.path.clone(), message: format!("{e:#}") };
-        let tensor = Tensor::from_shape(&self.input.shape, input).map_err(run_err)?;
-        // Clones share the state; the lock is uncontended in a function (one decision at a time).
-        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        let mut out = state.run(tvec!(tensor.into())).map_err(run_err)?;
-        Ok(out.remove(0).into_tensor())
+        let run_err = |message| PolicyError::Run { path: self.path.clone(), message };
+        let values = match self.input.elem {
+            Elem::F32 => Values::F32(input.to_vec()),
+            Elem::I64 => Values::I64(input.iter().map(|&v| v as i64).collect()),
+        };
+        let tensor = Tensor::new(self.input.shape.clone(), values).map_err(run_err)?;
+        self.plan.run(&tensor).map_err(run_err)
     }
 
     /// Run and read the output as exactly `N` values of `T`.
-    fn run_array<T: Datum + Copy, const N: usize>(&self, input: &[f32]) -> Result<[T; N], PolicyError> {
+    fn run_array<T: Scalar, const N: usize>(&self, input: &[f32]) -> Result<[T; N], PolicyError> {
         let out = self.run(input)?;
         let run_err = |message: String| PolicyError::Run { path: self.path.clone(), message };
-        let view = out.to_plain_array_view::<T>().map_err(|e| run_err(format!("{e:#}")))?;
-        let values: Vec<T> = view.iter().copied().collect();
-        let found = values.len();
-        values.try_into().map_err(|_| run_err(format!("{found} outputs, expected {N}")))
-    }
-
-    /// Convert an ONNX model to a tract NNEF tarball (`.nnef.tar`), decluttered but not optimised,
-    /// so that it loads without the ONNX front end.
-    pub fn convert_onnx_to_nnef(onnx: &Path, nnef_out: &Path, input: &TensorSpec) -> Result<(), PolicyError> {
-        let model = tract_onnx::onnx()
-            .model_for_path(onnx)
-            .and_then(|m| {
-                m.with_input_fact(0, InferenceFact::dt_shape(input.elem.datum(), input.shape.clone()))
-            })
-            .and_then(|m| m.into_typed())
-            .and_then(|m| m.into_decluttered())
-            .map_err(|e| corrupt(onnx, ModelFormat::Onnx, e))?;
-        let file = std::fs::File::create(nnef_out)
-            .map_err(|error| PolicyError::Io { path: nnef_out.to_path_buf(), error })?;
-        tract_nnef::nnef()
-            .with_onnx()
-            .write_to_tar(&model, file)
-            .map(|_| ())
-            .map_err(|e| PolicyError::Run { path: nnef_out.to_path_buf(), message: format!("{e:#}") })
+        let values = T::slice(&out).ok_or_else(|| run_err(format!("output is {:?}", out.elem())))?;
+        values.try_into().map_err(|_| run_err(format!("{} outputs, expected {N}", values.len())))
     }
 }
 
@@ -336,7 +250,6 @@ impl ScalingPolicy {
     pub fn from_bytes(label: &str, bytes: &[u8], state: FeatureBuilder) -> Result<Self, PolicyError> {
         let model = PolicyModel::from_bytes(
             Path::new(label),
-            ModelFormat::Onnx,
             bytes,
             TensorSpec::new(&Self::INPUT, Elem::F32),
             TensorSpec::new(&Self::OUTPUT, Elem::I64),
@@ -387,7 +300,6 @@ impl MetaPolicy {
     pub fn from_bytes(label: &str, bytes: &[u8]) -> Result<Self, PolicyError> {
         let model = PolicyModel::from_bytes(
             Path::new(label),
-            ModelFormat::Onnx,
             bytes,
             TensorSpec::new(&Self::INPUT, Elem::F32),
             TensorSpec::new(&Self::OUTPUT, Elem::F32),

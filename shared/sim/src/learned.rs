@@ -1,4 +1,4 @@
-//! Learned policies in the arenas, run through the same `policy` crate (tract) the functions use.
+//! Learned policies in the arenas, run through the same `policy` crate the functions use.
 
 use crate::realistic::{Arena, EpisodeInfo, Policy};
 use crate::seed_compat::SeedPolicy;

@@ -83,7 +83,7 @@ pub fn write_seed_compat(dir: &Path, command: &str, report: &TrainReport, eval: 
          - deviations from the reference below: gamma = {g} (the seed's steps are independent of the actions, so this is a \
          contextual bandit), entropy coefficient 0.001, learning rate 1e-3 (annealed).\n\
          - algorithm: {PPO_REFERENCE}\n\n\
-         ## Evaluation\n\n`sparkpilot tournament --arena seed-compat --seeds {n}` (seeds 0..{n}), through tract:\n\n{table}\n{ratio}\n",
+         ## Evaluation\n\n`sparkpilot tournament --arena seed-compat --seeds {n}` (seeds 0..{n}), through the policy runtime:\n\n{table}\n{ratio}\n",
         seed = report.seed,
         steps = report.steps,
         wall = report.wall_time_s,
@@ -171,7 +171,7 @@ pub fn write_scaling(dir: &Path, command: &str, report: &TrainReport, evals: &[T
          critic alone trains for the first {critic} updates; during PPO a cross-entropy term towards the rule's action on every \
          rollout state, weight {bc}, is added to the loss (`trainer::ppo::WarmStart`).\n\
          - algorithm: {PPO_REFERENCE}\n\n\
-         ## Evaluation\n\nThrough tract, with the balanced weights (alpha = beta = 0.33):\n\n{tables}",
+         ## Evaluation\n\nThrough the policy runtime, with the balanced weights (alpha = beta = 0.33):\n\n{tables}",
         seed = report.seed,
         steps = report.steps,
         wall = report.wall_time_s,
@@ -237,7 +237,7 @@ pub fn write_meta(
          ## Training\n\n- command: `{command}`\n- seed: {seed}\n- meta steps ({every} s each): {steps}\n- wall time: {wall:.0} s\n\
          - final mean episode return: {ret:.2}\n\
          - environment: the realistic arena on the scaling policy's training traces, with `scaling-ppo.onnx` in the loop \
-         through tract; each episode draws a scenario. Actuation: a running job (executors and tier live; memory, codec and \
+         through the policy runtime; each episode draws a scenario. Actuation: a running job (executors and tier live; memory, codec and \
          pre-initialised workers held for the run).\n\
          - reward per meta step, paired: the scenario's own objective, -(alpha_s x cost / cost of 16 executors + beta_s x 5 x \
          share of events over the SLA) - overspend beyond the budget as a share of it, with (alpha_s, beta_s) the scenario's \
@@ -247,7 +247,7 @@ pub fn write_meta(
          smoothing (0.2, clip 0.5, in action half-ranges), actor and targets updated every 2 steps, tau 0.005, gamma {gamma} (CleanRL: 0.99; the paired reward scores each step on its own), \
          Adam 3e-4, batch 256, exploration noise 0.1, random actions for the first tenth of the steps (at most 2,000); \
          64-64 ReLU networks, sigmoid actions. Implemented in Rust on candle.\n\n\
-         ## Evaluation (rl-meta per scenario, through tract)\n\n`rl-meta` is the deployed bundle: the meta-controller on its schedule, \
+         ## Evaluation (rl-meta per scenario, through the policy runtime)\n\n`rl-meta` is the deployed bundle: the meta-controller on its schedule, \
          the scaling policy with its guardrails, and the prewarmer (`control::plan_prewarm`) every {prewarm} s.\n\n{table}",
         every = sim::learned::META_EVERY_S,
         recent = sim::learned::META_RECENT_DECISIONS,

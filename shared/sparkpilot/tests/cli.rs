@@ -174,9 +174,9 @@ fn traces_lists_every_builtin() {
 }
 
 #[test]
-fn train_to_onnx_to_tract_to_tournament_smoke() {
+fn train_to_onnx_to_tournament_smoke() {
     // Seconds, not minutes: a few thousand steps of each trainer, then the tournament runs the
-    // exported models through tract beside the baselines.
+    // exported models through the policy runtime beside the baselines.
     let dir = scratch("train-smoke");
     let models = dir.join("models");
     let m = models.to_str().unwrap();

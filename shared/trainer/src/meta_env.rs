@@ -1,5 +1,5 @@
 //! The meta-controller's training environment: the realistic arena with the trained scaling policy
-//! (through tract, as deployed) in the loop. Every meta step lasts [`META_EVERY_S`], the meta-weights
+//! (through the `policy` runtime, as deployed) in the loop. Every meta step lasts [`META_EVERY_S`], the meta-weights
 //! schedule, and sees what that function sees: the budget left after the estimated spend and the
 //! last decisions' violations and spend rate ([`SpendEstimate`], [`RecentDecisions`]). The meta action
 //! is the (alpha, beta) the scaling policy sees meanwhile.

@@ -1,15 +1,16 @@
-//! ONNX export of the trained networks, written with the protobuf types tract itself reads
-//! (`tract_onnx::pb`), opset 13, so the files run unchanged in other ONNX runtimes.
+//! ONNX export of the trained networks, written with the protobuf messages the `policy` runtime
+//! reads (`policy::pb`, ONNX's own field numbers), opset 13, so the files run unchanged in other
+//! ONNX runtimes too (the policy crate's tests run them in tract).
 
 use crate::net::{Activation, Linear, Mlp};
 use crate::TrainError;
+use policy::pb::{
+    attribute_type, data_type, tensor_shape_proto::dimension, tensor_shape_proto::Dimension, type_proto,
+    AttributeProto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, TensorProto, TensorShapeProto,
+    TypeProto, ValueInfoProto,
+};
 use prost::Message;
 use std::path::Path;
-use tract_onnx::pb::{
-    attribute_proto::AttributeType, tensor_proto::DataType, tensor_shape_proto::dimension,
-    tensor_shape_proto::Dimension, type_proto, AttributeProto, GraphProto, ModelProto, NodeProto,
-    OperatorSetIdProto, TensorProto, TensorShapeProto, TypeProto, ValueInfoProto,
-};
 
 const OPSET: i64 = 13;
 const IR_VERSION: i64 = 8;
@@ -32,26 +33,21 @@ struct Graph {
 }
 
 fn int_attr(name: &str, value: i64) -> AttributeProto {
-    AttributeProto { name: name.into(), r#type: AttributeType::Int as i32, i: value, ..Default::default() }
+    AttributeProto { name: name.into(), r#type: attribute_type::INT, i: value, ..Default::default() }
 }
 
-fn value_info(name: &str, elem: DataType, dims: &[i64]) -> ValueInfoProto {
+fn value_info(name: &str, elem: i32, dims: &[i64]) -> ValueInfoProto {
     let shape = TensorShapeProto {
-        dim: dims
-            .iter()
-            .map(|&d| Dimension { value: Some(dimension::Value::DimValue(d)), ..Default::default() })
-            .collect(),
+        dim: dims.iter().map(|&d| Dimension { value: Some(dimension::Value::DimValue(d)) }).collect(),
     };
     ValueInfoProto {
         name: name.into(),
         r#type: Some(TypeProto {
             value: Some(type_proto::Value::TensorType(type_proto::Tensor {
-                elem_type: elem as i32,
+                elem_type: elem,
                 shape: Some(shape),
             })),
-            ..Default::default()
         }),
-        ..Default::default()
     }
 }
 
@@ -66,7 +62,7 @@ impl Graph {
         self.initializers.push(TensorProto {
             name: name.clone(),
             dims: dims.to_vec(),
-            data_type: DataType::Float as i32,
+            data_type: data_type::FLOAT,
             float_data: data,
             ..Default::default()
         });
@@ -78,7 +74,7 @@ impl Graph {
         self.initializers.push(TensorProto {
             name: name.clone(),
             dims: vec![data.len() as i64],
-            data_type: DataType::Int64 as i32,
+            data_type: data_type::INT64,
             int64_data: data,
             ..Default::default()
         });
@@ -199,9 +195,7 @@ impl Graph {
                 initializer: self.initializers,
                 input: vec![input],
                 output: vec![output],
-                ..Default::default()
             }),
-            ..Default::default()
         };
         std::fs::write(path, model.encode_to_vec())
             .map_err(|error| TrainError::Write { path: path.to_path_buf(), error })
@@ -214,7 +208,7 @@ impl Graph {
 /// bias -1e30, so that one MatMul, one Reshape to [1, heads, width] and one ArgMax over the last
 /// axis give `actions` [1, heads] int64. The same argmax per head as separate heads would give
 /// (padding never wins, ties go to the first index in both), in a third of the operators: at this
-/// size tract's time goes to operators, not arithmetic.
+/// size a runtime's time goes to operators, not arithmetic.
 pub fn export_multidiscrete(
     path: &Path,
     mlp: &Mlp,
@@ -224,8 +218,8 @@ pub fn export_multidiscrete(
 ) -> Result<(), TrainError> {
     let mut g = Graph::default();
     let n_in = g.greedy_heads(mlp, head_dims, input_scale, 1, Some("actions"))?.n_in;
-    let input = value_info("input", DataType::Float, &[1, n_in as i64]);
-    let output = value_info("actions", DataType::Int64, &[1, head_dims.len() as i64]);
+    let input = value_info("input", data_type::FLOAT, &[1, n_in as i64]);
+    let output = value_info("actions", data_type::INT64, &[1, head_dims.len() as i64]);
     g.write(path, doc, input, output)
 }
 
@@ -295,9 +289,9 @@ pub fn export_seed_relative(
     let executors = bounded(&mut g, &per_unit, decode.max_executors);
     let per_executor = g.node("Div", &[&capacity, &executors], vec![]);
     let memory = bounded(&mut g, &per_executor, decode.max_memory_gb);
-    // The sizes become indices through the same ArgMax as the other heads (tract types an int64
-    // produced by Cast as a symbolic dimension): a row scoring -|i - (size - 1)| over 0..width
-    // peaks at the index.
+    // The sizes become indices through the same ArgMax as the other heads (not a Cast: tract, which
+    // these files must run in as well, types an int64 produced by Cast as a symbolic dimension): a
+    // row scoring -|i - (size - 1)| over 0..width peaks at the index.
     let positions = g.constant("positions", &[1, 1, width as i64], (1..=width).map(|i| i as f32).collect());
     let row = |g: &mut Graph, size: &str| {
         let shape = g.constant_i64("row_shape", vec![1, 1, 1]);
@@ -312,8 +306,8 @@ pub fn export_seed_relative(
     let rest = g.node("Gather", &[&grid, &others], vec![int_attr("axis", 1)]);
     let scores = g.node("Concat", &[&exec_row, &mem_row, &rest], vec![int_attr("axis", 1)]);
     g.node_to("ArgMax", &[&scores], "actions", vec![int_attr("axis", 2), int_attr("keepdims", 0)]);
-    let input = value_info("input", DataType::Float, &[1, n_in as i64]);
-    let output = value_info("actions", DataType::Int64, &[1, 4]);
+    let input = value_info("input", data_type::FLOAT, &[1, n_in as i64]);
+    let output = value_info("actions", data_type::INT64, &[1, 4]);
     g.write(path, doc, input, output)
 }
 
@@ -326,7 +320,7 @@ pub fn export_sigmoid_actor(path: &Path, mlp: &Mlp, doc: &str) -> Result<(), Tra
     let h = g.trunk("input", mlp)?;
     let z = g.layer(&h, &mlp.out)?;
     g.node_to("Sigmoid", &[&z], "weights", vec![]);
-    let input = value_info("input", DataType::Float, &[1, n_in as i64]);
-    let output = value_info("weights", DataType::Float, &[1, n_out as i64]);
+    let input = value_info("input", data_type::FLOAT, &[1, n_in as i64]);
+    let output = value_info("weights", data_type::FLOAT, &[1, n_out as i64]);
     g.write(path, doc, input, output)
 }
