@@ -13,11 +13,19 @@ use std::process::Command;
 use std::time::Duration;
 use tests::{event, repo_root, target_dir, tools_bin, tools_python};
 
-/// Largest zip per function. The goal is 5 MB and is not met yet (the two functions that run a
-/// model link tract-onnx; burst-signal, with librdkafka, OpenSSL and the AWS SDK for Kafka sign-in,
-/// was 5.35 MB before the SDK); this bound stops a return to the one binary of every client and
-/// handler the bundle shipped before (16.5 MB per function).
-const ZIP_LIMIT_BYTES: u64 = 15_000_000;
+/// The goal for every function's zip.
+const ZIP_GOAL_BYTES: u64 = 5_000_000;
+
+/// Where a function's zip is above the goal, its bound: the measured size plus about 5 %, so that
+/// growth is caught. burst-signal and scaling-decision produce to Kafka: librdkafka with OpenSSL
+/// (vendored, for TLS and SCRAM) beside the AWS SDK's own TLS stack (6.95 and 7.64 MB measured);
+/// shuffle-router links the S3 client and Redis (5.68 MB).
+const ZIP_ABOVE_GOAL: [(&str, u64); 3] =
+    [("burst-signal", 7_300_000), ("scaling-decision", 8_000_000), ("shuffle-router", 6_000_000)];
+
+fn zip_limit(function: &str) -> u64 {
+    ZIP_ABOVE_GOAL.iter().find(|(f, _)| *f == function).map_or(ZIP_GOAL_BYTES, |(_, limit)| *limit)
+}
 
 /// Text that a dependency leaves in a stripped binary (the source paths of its panic locations,
 /// or librdkafka's own name), and the functions that may contain it: whatever else links it
@@ -86,7 +94,8 @@ async fn sam_build_makes_small_lean_artifacts_that_answer_events() {
         let binary = std::fs::read(&bootstrap).unwrap_or_else(|e| panic!("{}: {e}", bootstrap.display()));
         let zip = zipped_size(&bootstrap, &build_dir.join(format!("{function}.zip")));
         eprintln!("{function}: binary {:.2} MB, zip {:.2} MB", binary.len() as f64 / 1e6, zip as f64 / 1e6);
-        assert!(zip <= ZIP_LIMIT_BYTES, "{function}'s zip is {zip} bytes, above {ZIP_LIMIT_BYTES}");
+        let limit = zip_limit(function);
+        assert!(zip <= limit, "{function}'s zip is {zip} bytes, above {limit}");
         for (marker, users) in MARKERS {
             assert_eq!(
                 contains(&binary, marker),

@@ -1,7 +1,7 @@
 //! An ONNX graph read into a plan: the nodes the output needs, in an order where every value is
 //! computed before it is used, with constants decoded once. Running the plan is one pass over it.
 
-use crate::ops::{Attributes, Op, SUPPORTED};
+use crate::ops::{Attributes, Binary, Op, SUPPORTED};
 use crate::pb::{self, attribute_type, data_type, type_proto, ModelProto, NodeProto, TensorProto};
 use crate::tensor::{Elem, Tensor, Values};
 use prost::Message;
@@ -260,6 +260,63 @@ impl<'a> Builder<'a> {
     }
 }
 
+/// Every MatMul by a constant matrix whose only use is an Add of a constant bias of one row
+/// ([n]) becomes one [`Op::Dense`] step; the steps are renumbered.
+fn fuse_dense(steps: Vec<Step>, constants: &[Tensor], output: Source) -> (Vec<Step>, Source) {
+    let mut uses = vec![0usize; steps.len()];
+    for s in steps.iter().flat_map(|s| &s.inputs).chain(std::iter::once(&output)) {
+        if let Source::Step(i) = *s {
+            uses[i] += 1;
+        }
+    }
+    let matrix = |s: Source| matches!(s, Source::Constant(c) if constants[c].shape().len() == 2);
+    let mut dense: Vec<Option<(Source, Source, Source)>> = vec![None; steps.len()];
+    let mut dead = vec![false; steps.len()];
+    for (i, step) in steps.iter().enumerate() {
+        let (Op::Binary(Binary::Add), [p, q]) = (&step.op, &step.inputs[..]) else { continue };
+        let ((Source::Step(m), Source::Constant(c)) | (Source::Constant(c), Source::Step(m))) = (*p, *q)
+        else {
+            continue;
+        };
+        let producer = &steps[m];
+        let (Op::MatMul, [x, w]) = (&producer.op, &producer.inputs[..]) else { continue };
+        let bias = &constants[c];
+        let n = match *w {
+            Source::Constant(wc) => constants[wc].shape().get(1).copied(),
+            _ => None,
+        };
+        if uses[m] == 1
+            && matrix(*w)
+            && bias.shape().len() == 1
+            && Some(bias.shape()[0]) == n
+            && bias.as_f32().is_some()
+        {
+            dense[i] = Some((*x, *w, Source::Constant(c)));
+            dead[m] = true;
+        }
+    }
+    let mut index = vec![0usize; steps.len()];
+    let mut kept = Vec::with_capacity(steps.len());
+    let renumber = |s: Source, index: &[usize]| match s {
+        Source::Step(i) => Source::Step(index[i]),
+        other => other,
+    };
+    for (i, mut step) in steps.into_iter().enumerate() {
+        if dead[i] {
+            continue;
+        }
+        if let Some((x, w, b)) = dense[i] {
+            step.op = Op::Dense;
+            step.op_type = "MatMul+Add".into();
+            step.inputs = vec![x, w, b];
+        }
+        step.inputs = step.inputs.iter().map(|&s| renumber(s, &index)).collect();
+        index[i] = kept.len();
+        kept.push(step);
+    }
+    (kept, renumber(output, &index))
+}
+
 impl Plan {
     /// Read an ONNX file's bytes into a plan.
     pub(crate) fn from_onnx(bytes: &[u8]) -> Result<Plan, LoadError> {
@@ -313,10 +370,11 @@ impl Plan {
             step_of: HashMap::new(),
         };
         let out = b.source(&output.name)?;
+        let (steps, output_source) = fuse_dense(b.steps, &b.constants, out);
         Ok(Plan {
             constants: b.constants,
-            steps: b.steps,
-            output: out,
+            steps,
+            output: output_source,
             input: declared(input),
             output_declared: declared(output),
         })
@@ -327,17 +385,25 @@ impl Plan {
         let mut results: Vec<Tensor> = Vec::with_capacity(self.steps.len());
         for step in &self.steps {
             let result = {
-                let args: Vec<Option<&Tensor>> = step
-                    .inputs
-                    .iter()
-                    .map(|s| match *s {
-                        Source::Input => Some(input),
-                        Source::Constant(c) => Some(&self.constants[c]),
-                        Source::Step(i) => Some(&results[i]),
-                        Source::Absent => None,
-                    })
-                    .collect();
-                step.op.eval(&args).map_err(|e| format!("node `{}` ({}): {e}", step.name, step.op_type))?
+                let value = |s: &Source| match *s {
+                    Source::Input => Some(input),
+                    Source::Constant(c) => Some(&self.constants[c]),
+                    Source::Step(i) => Some(&results[i]),
+                    Source::Absent => None,
+                };
+                // Most operators take at most three inputs: no allocation for their list.
+                let mut few = [None; 3];
+                let many: Vec<Option<&Tensor>>;
+                let args = if step.inputs.len() <= few.len() {
+                    for (slot, s) in few.iter_mut().zip(&step.inputs) {
+                        *slot = value(s);
+                    }
+                    &few[..step.inputs.len()]
+                } else {
+                    many = step.inputs.iter().map(value).collect();
+                    &many[..]
+                };
+                step.op.eval(args).map_err(|e| format!("node `{}` ({}): {e}", step.name, step.op_type))?
             };
             results.push(result);
         }

@@ -29,17 +29,41 @@ pub(crate) enum Binary {
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Op {
     MatMul,
-    Gemm { alpha: f32, beta: f32, trans_a: bool, trans_b: bool },
+    /// MatMul by a constant matrix, then Add of a constant bias over its columns: the plan fuses
+    /// the pair, the dense layer of every exported network (inputs: x, weights [k, n], bias [n]).
+    Dense,
+    Gemm {
+        alpha: f32,
+        beta: f32,
+        trans_a: bool,
+        trans_b: bool,
+    },
     Unary(Unary),
     Binary(Binary),
     Clip,
-    Reshape { allow_zero: bool },
-    Flatten { axis: i64 },
-    ArgMax { axis: i64, keep_dims: bool, select_last: bool },
-    Gather { axis: i64 },
-    Concat { axis: i64 },
-    Softmax { axis: i64 },
-    Cast { to: Elem },
+    Reshape {
+        allow_zero: bool,
+    },
+    Flatten {
+        axis: i64,
+    },
+    ArgMax {
+        axis: i64,
+        keep_dims: bool,
+        select_last: bool,
+    },
+    Gather {
+        axis: i64,
+    },
+    Concat {
+        axis: i64,
+    },
+    Softmax {
+        axis: i64,
+    },
+    Cast {
+        to: Elem,
+    },
 }
 
 /// The operators [`Op::parse`] accepts, for error messages.
@@ -126,6 +150,7 @@ impl Op {
         let arg = |i: usize| inputs.get(i).copied().flatten().ok_or_else(|| format!("input {i} is missing"));
         match self {
             Op::MatMul => matmul(arg(0)?, arg(1)?),
+            Op::Dense => dense(arg(0)?, arg(1)?, arg(2)?),
             Op::Gemm { alpha, beta, trans_a, trans_b } => {
                 gemm(arg(0)?, arg(1)?, inputs.get(2).copied().flatten(), *alpha, *beta, *trans_a, *trans_b)
             }
@@ -170,6 +195,24 @@ fn around(shape: &[usize], axis: usize) -> (usize, usize, usize) {
     (shape[..axis].iter().product(), shape[axis], shape[axis + 1..].iter().product())
 }
 
+/// `out += a * w`, eight lanes at a time: fixed-width blocks vectorise even where the binary is
+/// optimised for size (a loop of unknown length is then left scalar).
+#[inline]
+fn axpy(out: &mut [f32], a: f32, w: &[f32]) {
+    let mut out_blocks = out.chunks_exact_mut(8);
+    let mut w_blocks = w.chunks_exact(8);
+    for (o, w) in (&mut out_blocks).zip(&mut w_blocks) {
+        if let (Ok(o), Ok(w)) = (<&mut [f32; 8]>::try_from(o), <&[f32; 8]>::try_from(w)) {
+            for j in 0..8 {
+                o[j] += a * w[j];
+            }
+        }
+    }
+    for (o, &w) in out_blocks.into_remainder().iter_mut().zip(w_blocks.remainder()) {
+        *o += a * w;
+    }
+}
+
 fn matmul(a: &Tensor, b: &Tensor) -> Result<Tensor, String> {
     let (av, bv) = (f32_of(a, "the left operand")?, f32_of(b, "the right operand")?);
     let (ash, bsh) = (a.shape(), b.shape());
@@ -189,15 +232,43 @@ fn matmul(a: &Tensor, b: &Tensor) -> Result<Tensor, String> {
     for (r, o) in out.chunks_exact_mut(n.max(1)).enumerate().take(rows) {
         let a_row = &av[r * k..(r + 1) * k];
         for (&x, b_row) in a_row.iter().zip(bv.chunks_exact(n.max(1))) {
-            for (o, &w) in o.iter_mut().zip(b_row) {
-                *o += x * w;
-            }
+            axpy(o, x, b_row);
         }
     }
     let mut shape = lead.to_vec();
     if !b_vector {
         shape.push(n);
     }
+    Tensor::f32(&shape, out)
+}
+
+/// x [.., k] times w [k, n] plus bias [n].
+fn dense(x: &Tensor, w: &Tensor, bias: &Tensor) -> Result<Tensor, String> {
+    let (xv, wv, bv) = (f32_of(x, "the input")?, f32_of(w, "the weights")?, f32_of(bias, "the bias")?);
+    let (&[k, n], Some((&xk, lead))) = (w.shape(), x.shape().split_last()) else {
+        return Err(format!("input {:?} and weights {:?} do not make a dense layer", x.shape(), w.shape()));
+    };
+    if xk != k || bv.len() != n || n == 0 {
+        return Err(format!(
+            "input {:?}, weights {:?} and bias of {} do not fit",
+            x.shape(),
+            w.shape(),
+            bv.len()
+        ));
+    }
+    let rows: usize = lead.iter().product();
+    // Products summed first and the bias added last, as MatMul then Add would: the same numbers.
+    let mut out = vec![0.0f32; size_of(&[rows, n])?];
+    for (r, o) in out.chunks_exact_mut(n).enumerate() {
+        for (&a, w_row) in xv[r * k..(r + 1) * k].iter().zip(wv.chunks_exact(n)) {
+            axpy(o, a, w_row);
+        }
+        for (o, &b) in o.iter_mut().zip(bv) {
+            *o += b;
+        }
+    }
+    let mut shape = lead.to_vec();
+    shape.push(n);
     Tensor::f32(&shape, out)
 }
 
@@ -245,6 +316,7 @@ fn gemm(
     }
 }
 
+#[inline]
 fn unary_map(t: &Tensor, f: impl Fn(f32) -> f32) -> Result<Tensor, String> {
     let v = f32_of(t, "the input")?;
     Tensor::f32(t.shape(), v.iter().map(|&x| f(x)).collect())
@@ -260,19 +332,19 @@ fn unary(op: Unary, t: &Tensor) -> Result<Tensor, String> {
         };
         return Tensor::i64(t.shape(), v.iter().map(|&x| f(x)).collect());
     }
-    let f: fn(f32) -> f32 = match op {
+    // One loop per operator, each compiled for its own function (no call through a pointer per value).
+    match op {
         // NaN stays NaN, as it does in other runtimes.
-        Unary::Relu => |x| if x > 0.0 || x.is_nan() { x } else { 0.0 },
-        Unary::Tanh => f32::tanh,
-        Unary::Sigmoid => |x| 1.0 / (1.0 + (-x).exp()),
-        Unary::Exp => f32::exp,
-        Unary::Abs => f32::abs,
-        Unary::Neg => |x| -x,
-        Unary::Ceil => f32::ceil,
-        Unary::Floor => f32::floor,
-        Unary::Identity => |x| x,
-    };
-    unary_map(t, f)
+        Unary::Relu => unary_map(t, |x| if x > 0.0 || x.is_nan() { x } else { 0.0 }),
+        Unary::Tanh => unary_map(t, f32::tanh),
+        Unary::Sigmoid => unary_map(t, |x| 1.0 / (1.0 + (-x).exp())),
+        Unary::Exp => unary_map(t, f32::exp),
+        Unary::Abs => unary_map(t, f32::abs),
+        Unary::Neg => unary_map(t, |x| -x),
+        Unary::Ceil => unary_map(t, f32::ceil),
+        Unary::Floor => unary_map(t, f32::floor),
+        Unary::Identity => Ok(t.clone()),
+    }
 }
 
 /// NumPy-style broadcast of two shapes.
@@ -315,6 +387,7 @@ fn broadcast_index(of: &[usize], out: &[usize]) -> Vec<usize> {
 }
 
 /// `f` over `a` and `b` broadcast together.
+#[inline]
 fn zip_broadcast<T: Copy>(
     a: &[T],
     ash: &[usize],
@@ -344,13 +417,13 @@ fn zip_broadcast<T: Copy>(
 fn binary(op: Binary, a: &Tensor, b: &Tensor) -> Result<Tensor, String> {
     match (a.values(), b.values()) {
         (Values::F32(x), Values::F32(y)) => {
-            let f: fn(f32, f32) -> f32 = match op {
-                Binary::Add => |p, q| p + q,
-                Binary::Sub => |p, q| p - q,
-                Binary::Mul => |p, q| p * q,
-                Binary::Div => |p, q| p / q,
+            let (ash, bsh) = (a.shape(), b.shape());
+            let (shape, v) = match op {
+                Binary::Add => zip_broadcast(x, ash, y, bsh, |p, q| p + q)?,
+                Binary::Sub => zip_broadcast(x, ash, y, bsh, |p, q| p - q)?,
+                Binary::Mul => zip_broadcast(x, ash, y, bsh, |p, q| p * q)?,
+                Binary::Div => zip_broadcast(x, ash, y, bsh, |p, q| p / q)?,
             };
-            let (shape, v) = zip_broadcast(x, a.shape(), y, b.shape(), f)?;
             Tensor::f32(&shape, v)
         }
         (Values::I64(x), Values::I64(y)) => {
