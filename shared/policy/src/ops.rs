@@ -244,32 +244,21 @@ fn matmul(a: &Tensor, b: &Tensor) -> Result<Tensor, String> {
 
 /// x [.., k] times w [k, n] plus bias [n].
 fn dense(x: &Tensor, w: &Tensor, bias: &Tensor) -> Result<Tensor, String> {
-    let (xv, wv, bv) = (f32_of(x, "the input")?, f32_of(w, "the weights")?, f32_of(bias, "the bias")?);
-    let (&[k, n], Some((&xk, lead))) = (w.shape(), x.shape().split_last()) else {
-        return Err(format!("input {:?} and weights {:?} do not make a dense layer", x.shape(), w.shape()));
-    };
-    if xk != k || bv.len() != n || n == 0 {
-        return Err(format!(
-            "input {:?}, weights {:?} and bias of {} do not fit",
-            x.shape(),
-            w.shape(),
-            bv.len()
-        ));
+    let bv = f32_of(bias, "the bias")?;
+    if w.shape().len() != 2 || w.shape()[1] != bv.len() || bv.is_empty() {
+        return Err(format!("weights {:?} and a bias of {} do not fit", w.shape(), bv.len()));
     }
-    let rows: usize = lead.iter().product();
-    // Products summed first and the bias added last, as MatMul then Add would: the same numbers.
-    let mut out = vec![0.0f32; size_of(&[rows, n])?];
-    for (r, o) in out.chunks_exact_mut(n).enumerate() {
-        for (&a, w_row) in xv[r * k..(r + 1) * k].iter().zip(wv.chunks_exact(n)) {
-            axpy(o, a, w_row);
-        }
-        for (o, &b) in o.iter_mut().zip(bv) {
+    // The product first and the bias added last, as MatMul then Add would: the same numbers.
+    let (shape, values) = matmul(x, w)?.into_parts();
+    let Values::F32(mut out) = values else {
+        return Err("the product is not F32".into());
+    };
+    for row in out.chunks_exact_mut(bv.len()) {
+        for (o, &b) in row.iter_mut().zip(bv) {
             *o += b;
         }
     }
-    let mut shape = lead.to_vec();
-    shape.push(n);
-    Tensor::f32(&shape, out)
+    Tensor::new(shape, Values::F32(out))
 }
 
 fn gemm(
