@@ -229,6 +229,37 @@ impl Policy for RlScaling {
     }
 }
 
+/// The reference rule the scaling policy is warm-started from and held near
+/// (`control::reference_rule`), decided through the same [`FeatureBuilder`] and guardrails as
+/// [`RlScaling`]: the scaling-decision function's fallback when its model cannot load or run, and
+/// the baseline that shows what training added.
+pub struct RuleScaling {
+    state: control::FeatureBuilder,
+    max_executors: u32,
+    guardrails: ArenaGuardrails,
+}
+
+impl RuleScaling {
+    pub fn new(arena: &Arena) -> Self {
+        Self { state: arena.feature_builder(), max_executors: 64, guardrails: ArenaGuardrails::new(64) }
+    }
+}
+
+impl Policy for RuleScaling {
+    fn name(&self) -> &str {
+        "rule"
+    }
+    fn reset(&mut self, info: &EpisodeInfo) {
+        self.max_executors = info.max_executors;
+        self.guardrails = ArenaGuardrails::for_episode(info);
+    }
+    fn decide(&mut self, obs: &Observation) -> ScalingAction {
+        let proposed = control::reference_rule::reference_action(&self.state, obs)
+            .unwrap_or(ScalingAction { executors: self.max_executors, ..obs.current });
+        self.guardrails.apply(proposed, obs)
+    }
+}
+
 /// The meta-controller choosing the scaling policy's weights, as the meta-weights function does: on
 /// its schedule ([`META_EVERY_S`]), from the scenario, the budget left after the estimated spend, and
 /// the last [`META_RECENT_DECISIONS`] decisions.

@@ -101,20 +101,40 @@ pub fn write_seed_compat(dir: &Path, command: &str, report: &TrainReport, eval: 
     std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))
 }
 
-/// Card of the scaling PPO model, with one evaluation table per trace.
-pub fn write_scaling(dir: &Path, command: &str, report: &TrainReport, evals: &[Tournament]) -> Result<()> {
+/// What a scaling model was trained on and from, for its card.
+pub struct ScalingSource<'a> {
+    /// Names of the training traces (built-in names or files).
+    pub trained: &'a [String],
+    /// The model it was fine-tuned from, if any.
+    pub init: Option<&'a Path>,
+    /// The share of each file held out of training, when files were given.
+    pub holdout: Option<f64>,
+}
+
+/// Card of the scaling PPO model, with one evaluation table per trace and the ablation against
+/// its reference rule. A hand-written "## History and ablations" section of the card already at
+/// the path is kept after the generated part.
+pub fn write_scaling(
+    dir: &Path,
+    command: &str,
+    report: &TrainReport,
+    source: &ScalingSource,
+    evals: &[Tournament],
+) -> Result<()> {
     let path = dir.join("scaling-ppo.md");
     let warm = trainer::scaling_config(report.steps)
         .warm_start
         .context("the scaling PPO has no warm start to describe")?;
-    let trained: Vec<&str> = trainer::scaling_env::TRAINING_TRACES.iter().map(|t| t.name()).collect();
+    let trained = source.trained;
     let mut features = String::new();
     for (i, name) in control::FEATURE_NAMES.iter().enumerate() {
         let _ = writeln!(features, "{i}. `{name}`");
     }
     let mut tables = String::new();
     for t in evals {
-        let seen = if trained.iter().any(|n| *n == t.trace) {
+        let seen = if t.trace.contains(", held-out last ") {
+            "the tail of a trained trace, never trained on"
+        } else if trained.contains(&t.trace) {
             "trained on this shape"
         } else {
             "never seen in training"
@@ -127,6 +147,23 @@ pub fn write_scaling(dir: &Path, command: &str, report: &TrainReport, evals: &[T
             table(t),
             ratio_line(t, "rl")
         );
+    }
+    let mut ablation = String::from(
+        "| trace | rule cost $ | rl cost $ | rl vs rule cost | rule SLA viol. % events | rl SLA viol. % events |\n|---|---|---|---|---|---|\n",
+    );
+    for t in evals {
+        if let (Some(rule), Some(rl)) = (t.row("rule"), t.row("rl")) {
+            let _ = writeln!(
+                ablation,
+                "| {} | {:.3} | {:.3} | {:+.1} % | {:.2} | {:.2} |",
+                t.trace,
+                rule.mean.cost_usd,
+                rl.mean.cost_usd,
+                100.0 * (rl.mean.cost_usd / rule.mean.cost_usd.max(1e-12) - 1.0),
+                rule.mean.sla_violation_pct,
+                rl.mean.sla_violation_pct
+            );
+        }
     }
     let text = format!(
         "# scaling-ppo.onnx\n\n\
@@ -151,7 +188,9 @@ pub fn write_scaling(dir: &Path, command: &str, report: &TrainReport, evals: &[T
          ## Training\n\n- command: `{command}`\n- seed: {seed}\n- environment steps (decisions): {steps}\n- wall time: {wall:.0} s\n\
          - final mean episode return: {ret:.2}\n\
          - environment: the realistic arena (embedded defaults), one decision per 5 s; each episode draws a trace from {trained:?}, \
-         a training seed (top bit set) and one of the four scenarios' weights (alpha, beta).\n\
+         a training seed (top bit set) and one of the four scenarios' weights (alpha, beta).{recorded}\n\
+         - greedy action spread at the end of training (share of the last update's states on which each head picks its most \
+         common action; executor, memory, tier, codec): {spread}{collapse}\n\
          - actuation: a running job (`sim::Actuation::RunningJob`): executors and the tier apply during the episode; memory, \
          codec and pre-initialised workers stay at the run's opening values (16 GB, LZ4, none), as on EMR Serverless, where only \
          a new job run or a stopped application takes them. The memory and codec heads therefore earn nothing in training.\n\
@@ -163,7 +202,7 @@ pub fn write_scaling(dir: &Path, command: &str, report: &TrainReport, evals: &[T
          - deviations from the reference below: entropy coefficient {ent} (the exported policy is greedy; a broader policy \
          learns safety margins for its own random picks), and the return's running std-dev kept per scenario, so that each \
          scenario's rewards are scaled alike (smart city's are mostly cost, healthcare's mostly rare violations).\n\
-         - warm start (not in the reference): before PPO the actor is fitted by cross-entropy (label smoothing {smooth_bc}, \
+         {init}- warm start (not in the reference): before PPO the actor is fitted by cross-entropy (label smoothing {smooth_bc}, \
          {bc_epochs} passes, Adam {bc_lr}) to {bc_steps} decisions of the reference rule `trainer::scaling_env::teacher_indices` \
          (with risk = beta / (alpha + beta): while the edges' burst signal is up, the demand times a headroom running linearly \
          through {burst:?} at risk 0, 0.5 and 1; while it is down, {quiet:?}, the second from risk {cautious}; each rounded up to \
@@ -171,7 +210,37 @@ pub fn write_scaling(dir: &Path, command: &str, report: &TrainReport, evals: &[T
          critic alone trains for the first {critic} updates; during PPO a cross-entropy term towards the rule's action on every \
          rollout state, weight {bc}, is added to the loss (`trainer::ppo::WarmStart`).\n\
          - algorithm: {PPO_REFERENCE}\n\n\
-         ## Evaluation\n\nThrough the policy runtime, with the balanced weights (alpha = beta = 0.33):\n\n{tables}",
+         ## Evaluation\n\nThrough the policy runtime, with the balanced weights (alpha = beta = 0.33):\n\n{tables}\
+         ## Ablation: the learned policy against its reference rule\n\n`rule` is the reference rule the actor is warm-started \
+         from and held near (`control::reference_rule`, also the function's fallback), through the same features and guardrails; \
+         same traces and seeds as above.\n\n{ablation}\n",
+        recorded = match source.holdout {
+            Some(h) => format!(
+                " A CSV trace gives episodes of up to {} s from random starts in its first {:.0} %; its last {:.0} % is held out \
+                 and evaluated below.",
+                trainer::scaling_env::RECORDED_EPISODE_S,
+                100.0 * (1.0 - h),
+                100.0 * h
+            ),
+            None => String::new(),
+        },
+        spread = report.greedy_top_share.iter().map(|s| format!("{:.1} %", 100.0 * s)).collect::<Vec<_>>().join(", "),
+        collapse = if report.collapsed() {
+            format!(
+                ". **The executor head has collapsed** (one action on at least {:.0} % of states): do not deploy this model",
+                100.0 * trainer::COLLAPSE_SHARE
+            )
+        } else {
+            String::new()
+        },
+        init = match source.init {
+            Some(m) => format!(
+                "- fine-tuned from `{}`: the actor starts as that model (read back with `trainer::onnx::import_multidiscrete`), \
+                 not as a clone of the rule; the rest of the warm start below applies as written.\n",
+                m.display()
+            ),
+            None => String::new(),
+        },
         seed = report.seed,
         steps = report.steps,
         wall = report.wall_time_s,
@@ -200,7 +269,11 @@ pub fn write_scaling(dir: &Path, command: &str, report: &TrainReport, evals: &[T
         window = sim::config::ArenaConfig::default().edge.cluster.forecast_window_s,
         smooth = sim::config::ArenaConfig::default().edge.cluster.cluster_detector.short_window,
     );
-    std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))
+    let history = std::fs::read_to_string(&path)
+        .ok()
+        .and_then(|old| old.find("\n## History and ablations").map(|at| old[at..].to_string()))
+        .unwrap_or_default();
+    std::fs::write(&path, text + &history).with_context(|| format!("writing {}", path.display()))
 }
 
 /// Card of the TD3 meta-controller, with its per-scenario table.

@@ -139,6 +139,19 @@ enum Command {
         /// Seeds of the evaluation tournament written into the card.
         #[arg(long, default_value_t = 20)]
         eval_seeds: u64,
+        /// Train the scaling policy on these traces instead of the built-in training shapes: a
+        /// built-in name (see `sparkpilot traces`) or a CSV file in the documented format
+        /// (`time_s,events_per_s[,bytes_per_event]`). Repeat for several. The last --holdout of
+        /// each file is never trained on; the card evaluates on it.
+        #[arg(long = "trace", value_name = "NAME|FILE")]
+        traces: Vec<String>,
+        /// Share of each CSV trace, at its end, held out of training for the card's evaluation.
+        #[arg(long, default_value_t = 0.2, requires = "traces")]
+        holdout: f64,
+        /// Fine-tune this scaling model (such as models/scaling-ppo.onnx) instead of starting
+        /// from the reference rule.
+        #[arg(long, value_name = "MODEL")]
+        init: Option<PathBuf>,
     },
     /// Run one function's handler in-process on the in-memory backends with an event file (as in
     /// events/), and print its result, what it published, and the EMR Serverless application after.
@@ -553,11 +566,14 @@ fn realistic_contender(
     if name == "rl" {
         return Ok(Contender::Policy(Box::new(sim::learned::RlScaling::new("rl", models.scaling(arena)?))));
     }
+    if name == "rule" {
+        return Ok(Contender::Policy(Box::new(sim::learned::RuleScaling::new(arena))));
+    }
     tournament::realistic_baseline(name).ok_or_else(|| {
         SimError::UnknownPolicy {
             name: name.into(),
             arena: ArenaKind::Realistic.name(),
-            known: format!("{}, rl, rl-meta", tournament::REALISTIC_BASELINES.join(", ")),
+            known: format!("{}, rule, rl, rl-meta", tournament::REALISTIC_BASELINES.join(", ")),
         }
         .into()
     })
@@ -598,6 +614,92 @@ fn check_train_out(what: TrainWhat, out: &Path, overwrite: bool) -> Result<()> {
     Ok(())
 }
 
+/// What `train scaling` learns from: `--trace`, `--holdout`, `--init`.
+struct TrainSource {
+    traces: Vec<String>,
+    holdout: f64,
+    init: Option<PathBuf>,
+}
+
+impl TrainSource {
+    /// The flags as they were given, for the card's command line.
+    fn flags(&self) -> String {
+        let mut flags = String::new();
+        for t in &self.traces {
+            flags.push_str(&format!(" --trace {t}"));
+        }
+        if !self.traces.is_empty() && self.traces.iter().any(|t| !traces::is_builtin(t)) {
+            flags.push_str(&format!(" --holdout {}", self.holdout));
+        }
+        if let Some(init) = &self.init {
+            flags.push_str(&format!(" --init {}", init.display()));
+        }
+        flags
+    }
+
+    /// The training run, and the traces to evaluate on: each built-in named (new seeds) and the
+    /// held-out tail of each file. With no --trace, the built-in training shapes, evaluated on
+    /// every built-in and the real traces.
+    fn resolve(&self) -> Result<(trainer::ScalingRun, Vec<EvalTrace>)> {
+        use trainer::scaling_env::{TrainingTrace, MIN_RECORDED_S};
+        if self.traces.is_empty() {
+            let eval = evaluation_traces().into_iter().map(EvalTrace::named).collect();
+            return Ok((trainer::ScalingRun { init: self.init.clone(), ..Default::default() }, eval));
+        }
+        if !(self.holdout > 0.0 && self.holdout < 1.0) {
+            bail!("--holdout {} must be between 0 and 1 (a share of each trace)", self.holdout);
+        }
+        let mut train = Vec::new();
+        let mut eval = Vec::new();
+        for name in &self.traces {
+            if let Some(kind) = traces::BuiltinTrace::from_name(name) {
+                train.push(TrainingTrace::Builtin(kind));
+                eval.push(EvalTrace::named(name.clone()));
+                continue;
+            }
+            let whole = traces::load_csv(Path::new(name)).with_context(|| format!("--trace {name}"))?;
+            let tail = ((whole.len() as f64) * self.holdout).round() as usize;
+            let head = whole.len() - tail;
+            if head < MIN_RECORDED_S || tail < MIN_RECORDED_S / 2 {
+                bail!(
+                    "--trace {name}: {} s, of which --holdout {} keeps {tail} s for evaluation and leaves {head} s to train on; \
+                     training needs at least {MIN_RECORDED_S} s and the evaluation {} s",
+                    whole.len(),
+                    self.holdout,
+                    MIN_RECORDED_S / 2
+                );
+            }
+            train.push(TrainingTrace::recorded(whole.window(0, head))?);
+            eval.push(EvalTrace {
+                label: format!("{name}, held-out last {tail} s"),
+                tail: Some(whole.window(head, tail)),
+                name: name.clone(),
+            });
+        }
+        Ok((trainer::ScalingRun { traces: train, init: self.init.clone() }, eval))
+    }
+}
+
+/// A trace the card evaluates on: by name (built-in or file), or the held-out tail of a file.
+struct EvalTrace {
+    name: String,
+    label: String,
+    tail: Option<traces::Trace>,
+}
+
+impl EvalTrace {
+    fn named(name: String) -> Self {
+        Self { label: name.clone(), name, tail: None }
+    }
+
+    fn make(&self, seed: u64) -> Result<traces::Trace, SimError> {
+        match &self.tail {
+            Some(t) => Ok(t.clone()),
+            None => traces::resolve(&self.name, seed).map_err(SimError::from),
+        }
+    }
+}
+
 fn train_cmd(
     what: TrainWhat,
     steps: usize,
@@ -605,7 +707,11 @@ fn train_cmd(
     out: &std::path::Path,
     overwrite: bool,
     eval_seeds: u64,
+    source: &TrainSource,
 ) -> Result<()> {
+    if !matches!(what, TrainWhat::Scaling) && (!source.traces.is_empty() || source.init.is_some()) {
+        bail!("--trace and --init apply to `train scaling` only");
+    }
     check_train_out(what, out, overwrite)?;
     let bar = ProgressBar::new(steps as u64);
     bar.set_style(
@@ -622,8 +728,9 @@ fn train_cmd(
         }
     };
     let command = format!(
-        "sparkpilot train {} --steps {steps} --seed {seed} --out {}{}",
+        "sparkpilot train {} --steps {steps} --seed {seed}{} --out {}{}",
         train_name(what),
+        source.flags(),
         out.display(),
         if overwrite { " --overwrite" } else { "" }
     );
@@ -641,24 +748,42 @@ fn train_cmd(
             card::write_seed_compat(out, &command, &report, &result)?;
         }
         TrainWhat::Scaling => {
-            let report = trainer::train_scaling(steps, seed, out, &mut on_progress)?;
+            let (run, eval) = source.resolve()?;
+            let report = trainer::train_scaling(steps, seed, &run, out, &mut on_progress)?;
             bar.finish_and_clear();
+            if report.collapsed() {
+                eprintln!(
+                    "warning: the executor head picks one action on {:.1} % of the last update's states: \
+                     the policy has collapsed to a constant; train with another --seed",
+                    100.0 * report.greedy_top_share[0]
+                );
+            }
             let arena = Arena::embedded();
             let seeds: Vec<u64> = (0..eval_seeds.max(1)).collect();
             let mut results = Vec::new();
-            for trace in evaluation_traces() {
+            for trace in &eval {
                 let mut contenders: Vec<Contender> = tournament::REALISTIC_BASELINES
                     .iter()
-                    .chain(std::iter::once(&"rl"))
+                    .chain(&["rule", "rl"])
                     .map(|n| realistic_contender(n, Models::Dir(out), &arena, control::Scenario::Balanced))
                     .collect::<Result<_>>()?;
-                let make = |seed: u64| traces::resolve(&trace, seed).map_err(SimError::from);
+                let make = |seed: u64| trace.make(seed);
                 let result =
-                    tournament::run_realistic(&arena, &trace, &make, &seeds, &mut contenders, &|| {})?;
+                    tournament::run_realistic(&arena, &trace.label, &make, &seeds, &mut contenders, &|| {})?;
                 print!("{}", result.table());
                 results.push(result);
             }
-            card::write_scaling(out, &command, &report, &results)?;
+            let trained: Vec<String> = if source.traces.is_empty() {
+                run.traces.iter().map(|t| t.name().to_string()).collect()
+            } else {
+                source.traces.clone()
+            };
+            let how = card::ScalingSource {
+                trained: &trained,
+                init: source.init.as_deref(),
+                holdout: (!source.traces.is_empty()).then_some(source.holdout),
+            };
+            card::write_scaling(out, &command, &report, &how, &results)?;
         }
         TrainWhat::Meta => {
             let mut on_td3 = |p: trainer::td3::Td3Progress| {
@@ -1224,8 +1349,9 @@ fn run(cli: Cli) -> Result<()> {
             };
             edge_cmd(config, seconds.map(Duration::from_secs))
         }
-        Command::Train { what, steps, seed, out, overwrite, eval_seeds } => {
-            train_cmd(what, steps, seed, &out, overwrite, eval_seeds)
+        Command::Train { what, steps, seed, out, overwrite, eval_seeds, traces, holdout, init } => {
+            let source = TrainSource { traces, holdout, init };
+            train_cmd(what, steps, seed, &out, overwrite, eval_seeds, &source)
         }
         Command::Invoke { function, event, dry_run } => invoke_cmd(&function, &event, dry_run),
         Command::Traces { show, seed } => traces_cmd(show.as_deref(), seed),

@@ -375,3 +375,95 @@ fn a_reader_that_stops_early_ends_the_command_quietly() {
     assert!(out.status.success(), "{:?}: {}", out.status, text(&out.stderr));
     assert!(!text(&out.stderr).contains("panicked"), "{}", text(&out.stderr));
 }
+
+#[test]
+fn train_scaling_fine_tunes_on_a_users_csv_and_evaluates_its_held_out_tail() {
+    let dir = scratch("train-own");
+    // Twenty minutes of a user's history: a quiet base with two bursts, one in the tail.
+    let mut csv = String::from("time_s,events_per_s,bytes_per_event\n");
+    for t in 0..1_200 {
+        let rate = if (300..420).contains(&t) || (1_000..1_100).contains(&t) { 9_000.0 } else { 1_500.0 };
+        csv.push_str(&format!("{t},{rate},2500\n"));
+    }
+    let history = dir.join("history.csv");
+    std::fs::write(&history, csv).unwrap();
+    let h = history.to_str().unwrap();
+    let committed = concat!(env!("CARGO_MANIFEST_DIR"), "/../../models/scaling-ppo.onnx");
+    let models = dir.join("models");
+    let m = models.to_str().unwrap();
+    let o = sparkpilot(&[
+        "train",
+        "scaling",
+        "--steps",
+        "2048",
+        "--seed",
+        "3",
+        "--trace",
+        h,
+        "--holdout",
+        "0.25",
+        "--init",
+        committed,
+        "--out",
+        m,
+        "--eval-seeds",
+        "1",
+    ]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let card = std::fs::read_to_string(models.join("scaling-ppo.md")).unwrap();
+    assert!(card.contains(&format!("--trace {h} --holdout 0.25 --init {committed}")), "{card}");
+    assert!(card.contains(&format!("### {h}, held-out last 300 s (the tail of a trained trace")), "{card}");
+    assert!(card.contains("fine-tuned from"), "{card}");
+    assert!(card.contains("greedy action spread"), "{card}");
+    assert!(card.contains(&format!("| {h}, held-out last 300 s | ")), "the ablation row: {card}");
+    // A retrain rewrites the generated card and keeps what was written by hand after it.
+    std::fs::write(
+        models.join("scaling-ppo.md"),
+        format!("{card}\n## History and ablations\n\nkept by hand\n"),
+    )
+    .unwrap();
+    let o = sparkpilot(&[
+        "train",
+        "scaling",
+        "--steps",
+        "1024",
+        "--trace",
+        h,
+        "--holdout",
+        "0.25",
+        "--out",
+        m,
+        "--overwrite",
+        "--eval-seeds",
+        "1",
+    ]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let card = std::fs::read_to_string(models.join("scaling-ppo.md")).unwrap();
+    assert!(
+        card.ends_with("## History and ablations\n\nkept by hand\n") && !card.contains("fine-tuned from"),
+        "{card}"
+    );
+    // The model it wrote runs in the tournament like any other.
+    let o =
+        sparkpilot(&["tournament", "--trace", h, "--seeds", "1", "--models", m, "--policies", "rl,fixed"]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+
+    // What cannot be trained on is refused before any training, naming what was wrong.
+    let short = dir.join("short.csv");
+    std::fs::write(&short, "time_s,events_per_s\n0,10\n1,10\n2,10\n").unwrap();
+    let cases: [(&[&str], &str); 4] = [
+        (&["--trace", short.to_str().unwrap()], "short.csv"),
+        (&["--trace", h, "--holdout", "1.5"], "--holdout 1.5"),
+        (&["--trace", "no-such-trace"], "no-such-trace"),
+        (&["--trace", h, "--init", h], "history.csv"),
+    ];
+    for (args, named) in cases {
+        let mut all = vec!["train", "scaling", "--steps", "64", "--out", m, "--overwrite"];
+        all.extend_from_slice(args);
+        let o = sparkpilot(&all);
+        assert!(!o.status.success(), "{args:?} was accepted");
+        assert!(text(&o.stderr).contains(named), "{args:?}: {}", text(&o.stderr));
+    }
+    let o = sparkpilot(&["train", "meta", "--trace", h, "--out", m]);
+    assert!(text(&o.stderr).contains("`train scaling` only"), "{}", text(&o.stderr));
+}

@@ -73,6 +73,37 @@ pub struct TrainReport {
     pub wall_time_s: f64,
     /// Mean episode return over the last updates.
     pub final_return: f64,
+    /// Per action head, the share of the last update's observations on which the greedy policy
+    /// picked its most common action (`ppo::PpoProgress::greedy_top_share`); empty for TD3.
+    pub greedy_top_share: Vec<f64>,
+}
+
+/// A share of the last update's states at or above which the executor head counts as collapsed to
+/// one constant action (the failure two of four training seeds once showed).
+pub const COLLAPSE_SHARE: f64 = 0.99;
+
+impl TrainReport {
+    /// Whether the first head (the executor level, the one that must follow the load) ended
+    /// training on one action for practically every state.
+    pub fn collapsed(&self) -> bool {
+        self.greedy_top_share.first().is_some_and(|&s| s >= COLLAPSE_SHARE)
+    }
+}
+
+/// What a scaling run trains on, and from what.
+#[derive(Debug, Clone)]
+pub struct ScalingRun {
+    /// The traces episodes are drawn from.
+    pub traces: Vec<scaling_env::TrainingTrace>,
+    /// Fine-tune this model (one [`onnx::export_multidiscrete`] wrote, such as the committed
+    /// `scaling-ppo.onnx`) instead of starting from a clone of the reference rule.
+    pub init: Option<std::path::PathBuf>,
+}
+
+impl Default for ScalingRun {
+    fn default() -> Self {
+        Self { traces: scaling_env::TrainingTrace::defaults(), init: None }
+    }
 }
 
 /// Train the seed-compat PPO policy and export `seed-compat-ppo.onnx` into `out_dir`.
@@ -99,11 +130,13 @@ pub fn train_seed_compat(
         .collect();
     let scale: Vec<f32> = sim::seed_compat::OBS_HIGH.iter().map(|&v| v as f32).collect();
     let mut last = f64::NAN;
+    let mut shares = Vec::new();
     let agent =
         ppo::train(&mut envs, 13, &seed_env::HEAD_DIMS, Some(scale.clone()), &config, seed, &mut |p| {
             if p.mean_return.is_finite() {
                 last = p.mean_return;
             }
+            shares.clone_from(&p.greedy_top_share);
             progress(p)
         })?;
     std::fs::create_dir_all(out_dir)
@@ -123,32 +156,42 @@ pub fn train_seed_compat(
         seed,
         wall_time_s: start.elapsed().as_secs_f64(),
         final_return: last,
+        greedy_top_share: shares,
     })
 }
 
-/// Train the scaling PPO policy on the realistic arena's training traces and export
-/// `scaling-ppo.onnx` into `out_dir`.
+/// Train the scaling PPO policy on the realistic arena with `run`'s traces (from `run.init` when
+/// given) and export `scaling-ppo.onnx` into `out_dir`.
 pub fn train_scaling(
     steps: usize,
     seed: u64,
+    run: &ScalingRun,
     out_dir: &Path,
     progress: &mut dyn FnMut(PpoProgress),
 ) -> Result<TrainReport, TrainError> {
     let start = Instant::now();
-    let config = scaling_config(steps);
+    if run.traces.is_empty() {
+        return Err(TrainError::Invalid("no traces to train on".into()));
+    }
+    let mut config = scaling_config(steps);
+    if let Some(init) = &run.init {
+        config.init_actor = Some(onnx::import_multidiscrete(init, &control::ACTION_DIMS)?);
+    }
     let arena = sim::Arena::embedded();
     let mut envs: Vec<Box<dyn DiscreteEnv>> = (0..config.num_envs)
         .map(|_| {
-            Box::new(scaling_env::ScalingTrainEnv::new(arena.clone(), scaling_env::TRAINING_TRACES.to_vec()))
+            Box::new(scaling_env::ScalingTrainEnv::new(arena.clone(), run.traces.clone()))
                 as Box<dyn DiscreteEnv>
         })
         .collect();
     let mut last = f64::NAN;
+    let mut shares = Vec::new();
     let agent =
         ppo::train(&mut envs, control::FEATURES, &control::ACTION_DIMS, None, &config, seed, &mut |p| {
             if p.mean_return.is_finite() {
                 last = p.mean_return;
             }
+            shares.clone_from(&p.greedy_top_share);
             progress(p)
         })?;
     std::fs::create_dir_all(out_dir)
@@ -167,6 +210,7 @@ pub fn train_scaling(
         seed,
         wall_time_s: start.elapsed().as_secs_f64(),
         final_return: last,
+        greedy_top_share: shares,
     })
 }
 
@@ -207,5 +251,6 @@ pub fn train_meta(
         seed,
         wall_time_s: start.elapsed().as_secs_f64(),
         final_return: last,
+        greedy_top_share: Vec::new(),
     })
 }

@@ -324,3 +324,103 @@ pub fn export_sigmoid_actor(path: &Path, mlp: &Mlp, doc: &str) -> Result<(), Tra
     let output = value_info("weights", data_type::FLOAT, &[1, n_out as i64]);
     g.write(path, doc, input, output)
 }
+
+/// One dense layer's weights as read back from a model: `w` row-major [input, output].
+#[derive(Debug, Clone, PartialEq)]
+pub struct LayerWeights {
+    pub w: Vec<f32>,
+    pub b: Vec<f32>,
+    pub input: usize,
+    pub output: usize,
+}
+
+/// Read back the actor of a model [`export_multidiscrete`] wrote: its dense layers in order (the
+/// `weight_*`/`bias_*` initializer pairs), the last one with the padding of the per-head layout
+/// removed, so that it is again [hidden, sum of `head_dims`]. For fine-tuning a committed policy
+/// (`ppo::PpoConfig::init_actor`). A file of another layout is refused with what did not match.
+pub fn import_multidiscrete(path: &Path, head_dims: &[usize]) -> Result<Vec<LayerWeights>, TrainError> {
+    let bad = |why: String| TrainError::Invalid(format!("{}: {why}", path.display()));
+    let bytes = std::fs::read(path).map_err(|e| bad(format!("cannot read: {e}")))?;
+    let model = ModelProto::decode(bytes.as_slice()).map_err(|e| bad(format!("not an ONNX model: {e}")))?;
+    let graph = model.graph.ok_or_else(|| bad("no graph".into()))?;
+    let floats = |t: &TensorProto| -> Result<Vec<f32>, TrainError> {
+        if t.data_type != data_type::FLOAT {
+            return Err(bad(format!("initializer {} is not float32", t.name)));
+        }
+        let values: Vec<f32> = if !t.float_data.is_empty() {
+            t.float_data.clone()
+        } else {
+            if !t.raw_data.len().is_multiple_of(4) {
+                return Err(bad(format!("initializer {} has {} raw bytes", t.name, t.raw_data.len())));
+            }
+            t.raw_data.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
+        };
+        let want: i64 = t.dims.iter().product();
+        if want < 0 || values.len() != want as usize {
+            return Err(bad(format!(
+                "initializer {} holds {} values for dims {:?}",
+                t.name,
+                values.len(),
+                t.dims
+            )));
+        }
+        if values.iter().any(|v| !v.is_finite()) {
+            return Err(bad(format!("initializer {} holds a non-finite value", t.name)));
+        }
+        Ok(values)
+    };
+    let named = |stem: &'static str| -> Vec<&TensorProto> {
+        graph.initializer.iter().filter(|t| t.name.starts_with(stem)).collect()
+    };
+    let (weights, biases) = (named("weight_"), named("bias_"));
+    if weights.is_empty() || weights.len() != biases.len() {
+        return Err(bad(format!(
+            "{} weight and {} bias initializers: not a policy this trainer exported",
+            weights.len(),
+            biases.len()
+        )));
+    }
+    let mut layers = Vec::with_capacity(weights.len());
+    for (w, b) in weights.iter().zip(&biases) {
+        let [input, output] = w.dims[..] else {
+            return Err(bad(format!("weight {} has dims {:?}, not [in, out]", w.name, w.dims)));
+        };
+        let (input, output) = (input as usize, output as usize);
+        let (wv, bv) = (floats(w)?, floats(b)?);
+        if bv.len() != output {
+            return Err(bad(format!("bias {} has {} values for {output} outputs", b.name, bv.len())));
+        }
+        if let Some(prev) = layers.last().map(|l: &LayerWeights| l.output) {
+            if prev != input {
+                return Err(bad(format!("layer {} takes {input} inputs after a layer of {prev}", w.name)));
+            }
+        }
+        layers.push(LayerWeights { w: wv, b: bv, input, output });
+    }
+    // Undo the per-head padding of the output layer: heads x width columns back to sum(head_dims).
+    let last = layers.last_mut().expect("at least one layer");
+    let heads = head_dims.len();
+    let total: usize = head_dims.iter().sum();
+    if heads == 0 || !last.output.is_multiple_of(heads) {
+        return Err(bad(format!("output layer of {} columns for {heads} heads", last.output)));
+    }
+    let width = last.output / heads;
+    if head_dims.iter().any(|&d| d > width) {
+        return Err(bad(format!("heads {head_dims:?} do not fit the model's {heads} x {width} logits")));
+    }
+    let hidden = last.input;
+    let mut w = vec![0.0f32; hidden * total];
+    let mut b = vec![0.0f32; total];
+    let mut offset = 0;
+    for (k, &d) in head_dims.iter().enumerate() {
+        for j in 0..d {
+            for r in 0..hidden {
+                w[r * total + offset + j] = last.w[r * heads * width + k * width + j];
+            }
+            b[offset + j] = last.b[k * width + j];
+        }
+        offset += d;
+    }
+    *last = LayerWeights { w, b, input: hidden, output: total };
+    Ok(layers)
+}

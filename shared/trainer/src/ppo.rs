@@ -80,6 +80,10 @@ pub struct PpoConfig {
     pub normalize_reward: bool,
     /// Behaviour cloning of the environments' reference rule before PPO (`None`: from scratch).
     pub warm_start: Option<WarmStart>,
+    /// Start the actor from these layers (a committed policy read back with
+    /// `onnx::import_multidiscrete`) instead of cloning the reference rule: fine-tuning. The
+    /// warm start's critic-only updates and behaviour-cloning term still apply.
+    pub init_actor: Option<Vec<crate::onnx::LayerWeights>>,
 }
 
 impl Default for PpoConfig {
@@ -101,6 +105,7 @@ impl Default for PpoConfig {
             hidden: vec![64, 64],
             normalize_reward: true,
             warm_start: None,
+            init_actor: None,
         }
     }
 }
@@ -116,12 +121,16 @@ pub struct PpoAgent {
 }
 
 /// Progress report after each update.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct PpoProgress {
     pub steps: usize,
     pub total_steps: usize,
     /// Mean return of the episodes finished in the last update (NaN if none finished).
     pub mean_return: f64,
+    /// Per head, the share of the update's observations on which the greedy policy (what is
+    /// exported) picks its most common action: 1.0 is a head that has collapsed to one constant
+    /// action, whatever the state.
+    pub greedy_top_share: Vec<f64>,
 }
 
 impl PpoAgent {
@@ -193,6 +202,47 @@ impl PpoAgent {
             offset += d;
         }
         Ok((logp_sum.expect("at least one head"), ent_sum.expect("at least one head")))
+    }
+
+    /// Set the actor's layers to `layers` (hidden layers, then the output layer), refusing a
+    /// network of another shape.
+    fn load_actor(&self, layers: &[crate::onnx::LayerWeights]) -> Result<(), TrainError> {
+        let ours: Vec<&crate::net::Linear> =
+            self.actor.hidden.iter().chain(std::iter::once(&self.actor.out)).collect();
+        let shape = |dims: Vec<(usize, usize)>| format!("{dims:?}");
+        let theirs: Vec<(usize, usize)> = layers.iter().map(|l| (l.input, l.output)).collect();
+        let want: Vec<(usize, usize)> = ours.iter().map(|l| l.dims()).collect();
+        if theirs != want {
+            return Err(TrainError::Invalid(format!(
+                "the initial actor's layers {} do not match this network's {}",
+                shape(theirs),
+                shape(want)
+            )));
+        }
+        for (layer, init) in ours.iter().zip(layers) {
+            layer.w.set(&Tensor::from_vec(init.w.clone(), (init.input, init.output), &Device::Cpu)?)?;
+            layer.b.set(&Tensor::from_vec(init.b.clone(), init.output, &Device::Cpu)?)?;
+        }
+        Ok(())
+    }
+
+    /// Per head, the share of the rows of `x` (network inputs) on which the greedy action is the
+    /// head's most common one.
+    fn greedy_top_share(&self, x: &Tensor) -> Result<Vec<f64>, TrainError> {
+        let logits = self.actor.forward(x)?;
+        let rows = x.dims()[0].max(1);
+        let mut offset = 0;
+        let mut shares = Vec::with_capacity(self.head_dims.len());
+        for &d in &self.head_dims {
+            let picks: Vec<u32> = logits.narrow(1, offset, d)?.argmax(D::Minus1)?.to_vec1()?;
+            let mut counts = vec![0usize; d];
+            for p in picks {
+                counts[p as usize] += 1;
+            }
+            shares.push(counts.iter().copied().max().unwrap_or(0) as f64 / rows as f64);
+            offset += d;
+        }
+        Ok(shares)
     }
 
     fn vars(&self) -> Vec<Var> {
@@ -272,7 +322,9 @@ pub fn train(
     let updates = (config.total_steps / batch).max(1);
 
     let mut obs: Vec<Vec<f32>> = envs.iter_mut().map(|e| e.reset(&mut rng)).collect();
-    if let Some(warm) = &config.warm_start {
+    if let Some(layers) = &config.init_actor {
+        agent.load_actor(layers)?;
+    } else if let Some(warm) = &config.warm_start {
         obs = clone_teacher(&agent, envs, warm, &mut rng)?;
     }
     let mut rewards = RewardScaler::new(config.num_envs, config.gamma);
@@ -294,8 +346,15 @@ pub fn train(
         // While the critic catches up with a warm-started actor, only the value loss trains.
         let actor_on = config.warm_start.as_ref().is_none_or(|w| update >= w.critic_updates);
         let mean_return = rollout.mean_finished_return();
+        let observed = agent.input(&rollout.obs, batch)?;
         optimise(&agent, &mut opt, &vars, rollout, advantages, config, actor_on, &mut rng)?;
-        progress(PpoProgress { steps: steps_done, total_steps: updates * batch, mean_return });
+        let greedy_top_share = agent.greedy_top_share(&observed)?;
+        progress(PpoProgress {
+            steps: steps_done,
+            total_steps: updates * batch,
+            mean_return,
+            greedy_top_share,
+        });
     }
     Ok(agent)
 }
@@ -639,6 +698,69 @@ mod tests {
         fn teacher(&self) -> Option<Vec<usize>> {
             Some(vec![usize::from(self.x > 0.5)])
         }
+    }
+
+    #[test]
+    fn an_initial_actor_replaces_the_clone_and_a_constant_one_is_reported_collapsed() {
+        use crate::onnx::LayerWeights;
+        // An actor that picks action 1 below x = 0.5 and 0 above: the opposite of the rule. With
+        // the actor's loss off throughout, training must leave it as given, not cloned.
+        let hidden = 4;
+        let mut w1 = vec![0.0f32; hidden];
+        w1[0] = 1.0;
+        let layers = |flip: f32| {
+            vec![
+                LayerWeights { w: w1.clone(), b: vec![-0.5, 0.0, 0.0, 0.0], input: 1, output: hidden },
+                LayerWeights {
+                    w: [vec![flip, -flip], vec![0.0; 2 * (hidden - 1)]].concat(),
+                    b: vec![0.0, 0.0],
+                    input: hidden,
+                    output: 2,
+                },
+            ]
+        };
+        let run = |init: Vec<LayerWeights>| {
+            let warm = WarmStart {
+                steps: 4_096,
+                epochs: 5,
+                label_smoothing: 0.1,
+                learning_rate: 1e-2,
+                critic_updates: usize::MAX,
+                bc_coef: 0.0,
+            };
+            let config = PpoConfig {
+                total_steps: 4_096,
+                gamma: 0.0,
+                hidden: vec![hidden],
+                warm_start: Some(warm),
+                init_actor: Some(init),
+                ..PpoConfig::default()
+            };
+            let mut envs: Vec<Box<dyn DiscreteEnv>> = (0..config.num_envs)
+                .map(|_| Box::new(Threshold { x: 0.0 }) as Box<dyn DiscreteEnv>)
+                .collect();
+            let mut shares = Vec::new();
+            let agent =
+                train(&mut envs, 1, &[2], None, &config, 1, &mut |p| shares = p.greedy_top_share).unwrap();
+            (agent, shares)
+        };
+        let (agent, shares) = run(layers(10.0));
+        for i in 0..100 {
+            let x = (i as f32 + 0.5) / 100.0;
+            assert_eq!(agent.act_greedy(&[x]).unwrap()[0], usize::from(x < 0.5), "x = {x}");
+        }
+        assert!(shares[0] < 0.7, "{shares:?}");
+        // A flat output layer picks action 0 everywhere: a collapsed head, reported as such.
+        let (_, shares) = run(layers(0.0));
+        assert_eq!(shares, vec![1.0]);
+        // Layers of another shape are refused, naming both.
+        let mut wrong = layers(1.0);
+        wrong[1].output = 3;
+        let warm = PpoConfig { init_actor: Some(wrong), hidden: vec![hidden], ..PpoConfig::default() };
+        let mut envs: Vec<Box<dyn DiscreteEnv>> =
+            (0..warm.num_envs).map(|_| Box::new(Threshold { x: 0.0 }) as Box<dyn DiscreteEnv>).collect();
+        let err = train(&mut envs, 1, &[2], None, &warm, 1, &mut |_| {}).err().unwrap().to_string();
+        assert!(err.contains("[(1, 4), (4, 3)]") && err.contains("[(1, 4), (4, 2)]"), "{err}");
     }
 
     #[test]

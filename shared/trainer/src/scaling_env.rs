@@ -50,6 +50,61 @@ pub use control::reference_rule::{
     TEACHER_QUIET_HEADROOM,
 };
 
+/// The longest episode drawn from a recorded trace, seconds: a window of this length at a random
+/// start, so that a day- or week-long history gives many hour-long episodes, like the built-ins'.
+pub const RECORDED_EPISODE_S: usize = 3_600;
+
+/// The shortest recorded trace (after its held-out tail) training accepts, seconds: ten minutes is
+/// 120 decisions, less than one burst and its aftermath on most shapes.
+pub const MIN_RECORDED_S: usize = 600;
+
+/// A trace to train on: a built-in shape, generated afresh for every episode's seed, or a recorded
+/// history (a user's CSV), from which every episode takes a random window.
+#[derive(Debug, Clone)]
+pub enum TrainingTrace {
+    Builtin(BuiltinTrace),
+    Recorded(std::sync::Arc<Trace>),
+}
+
+impl TrainingTrace {
+    /// The shapes the committed policy trains on ([`TRAINING_TRACES`]).
+    pub fn defaults() -> Vec<TrainingTrace> {
+        TRAINING_TRACES.iter().map(|&t| TrainingTrace::Builtin(t)).collect()
+    }
+
+    /// A recorded trace, refused if shorter than [`MIN_RECORDED_S`].
+    pub fn recorded(trace: Trace) -> Result<TrainingTrace, crate::TrainError> {
+        if trace.len() < MIN_RECORDED_S {
+            return Err(crate::TrainError::Invalid(format!(
+                "trace {} has {} s to train on; at least {MIN_RECORDED_S} s are needed",
+                trace.name(),
+                trace.len()
+            )));
+        }
+        Ok(TrainingTrace::Recorded(std::sync::Arc::new(trace)))
+    }
+
+    pub fn name(&self) -> &str {
+        match self {
+            TrainingTrace::Builtin(t) => t.name(),
+            TrainingTrace::Recorded(t) => t.name(),
+        }
+    }
+
+    /// The trace of one episode: the built-in generated with `seed`, or a random window of the
+    /// recording.
+    fn episode(&self, seed: u64, rng: &mut Xoshiro256PlusPlus) -> Trace {
+        match self {
+            TrainingTrace::Builtin(kind) => traces::builtin(*kind, seed),
+            TrainingTrace::Recorded(trace) => {
+                let spare = trace.len().saturating_sub(RECORDED_EPISODE_S);
+                let start = if spare == 0 { 0 } else { rng.random_range(0..=spare) };
+                trace.window(start, RECORDED_EPISODE_S)
+            }
+        }
+    }
+}
+
 /// One environment: a new episode on a random training trace, seed and scenario at every reset.
 pub struct ScalingTrainEnv {
     arena: Arena,
@@ -59,7 +114,7 @@ pub struct ScalingTrainEnv {
     weights: (f64, f64),
     scenario: usize,
     worker_usd_per_s: f64,
-    traces: Vec<BuiltinTrace>,
+    traces: Vec<TrainingTrace>,
 }
 
 /// What `out`'s arrivals cost on right-sized executors: the CPU-bound executors the mean arrival rate
@@ -76,7 +131,7 @@ pub fn right_sized_cost(
 }
 
 impl ScalingTrainEnv {
-    pub fn new(arena: Arena, traces: Vec<BuiltinTrace>) -> Self {
+    pub fn new(arena: Arena, traces: Vec<TrainingTrace>) -> Self {
         let worker =
             cost_model::WorkerSpec { vcpu: arena.config.vcpu_per_executor, memory_gb: 16.0, disk_gb: 20.0 };
         let worker_usd_per_s = arena.prices.emr_rate_per_second(&worker);
@@ -114,8 +169,8 @@ impl ScalingTrainEnv {
 impl DiscreteEnv for ScalingTrainEnv {
     fn reset(&mut self, rng: &mut Xoshiro256PlusPlus) -> Vec<f32> {
         let seed = rng.random::<u64>() | TRAINING_SEED_BIT;
-        let kind = self.traces[rng.random_range(0..self.traces.len())];
-        let trace: Trace = traces::builtin(kind, seed);
+        let pick = rng.random_range(0..self.traces.len());
+        let trace: Trace = self.traces[pick].episode(seed, rng);
         self.scenario = rng.random_range(0..Scenario::ALL.len());
         let [a, b, _] = Scenario::ALL[self.scenario].weights();
         self.weights = (a, b);

@@ -124,3 +124,35 @@ fn a_short_ppo_run_trains_and_exports() {
     let (_, obs) = sim::seed_compat::SeedEnv::reset(1);
     assert!(model.act(&obs).is_ok());
 }
+
+#[test]
+fn a_scaling_export_reads_back_as_the_network_it_came_from() {
+    let mut rng = Xoshiro256PlusPlus::seed_from_u64(11);
+    let heads = control::ACTION_DIMS;
+    let actor =
+        Mlp::new(&[control::FEATURES, 64, 64, heads.iter().sum()], Activation::Tanh, 1.0, &mut rng).unwrap();
+    let dir = scratch("import");
+    let path = dir.join("scaling-ppo.onnx");
+    trainer::onnx::export_multidiscrete(&path, &actor, &heads, None, "test").unwrap();
+    let layers = trainer::onnx::import_multidiscrete(&path, &heads).unwrap();
+    let ours: Vec<_> = actor.hidden.iter().chain(std::iter::once(&actor.out)).collect();
+    assert_eq!(layers.len(), ours.len());
+    for (read, layer) in layers.iter().zip(ours) {
+        let (w, b) = layer.weights().unwrap();
+        assert_eq!((read.input, read.output), layer.dims());
+        assert_eq!(read.w, w);
+        assert_eq!(read.b, b);
+    }
+    // The committed policy reads back too, with the shapes the trainer builds.
+    let committed = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../models/scaling-ppo.onnx");
+    let layers = trainer::onnx::import_multidiscrete(&committed, &heads).unwrap();
+    let shapes: Vec<(usize, usize)> = layers.iter().map(|l| (l.input, l.output)).collect();
+    assert_eq!(shapes, vec![(control::FEATURES, 64), (64, 64), (64, heads.iter().sum())]);
+    // Not a policy of this layout, or not ONNX at all: refused, naming the file.
+    let garbage = dir.join("garbage.onnx");
+    std::fs::write(&garbage, b"\x0a\xff\xff\xff not protobuf").unwrap();
+    for bad in [garbage, dir.join("missing.onnx")] {
+        let err = trainer::onnx::import_multidiscrete(&bad, &heads).unwrap_err().to_string();
+        assert!(err.contains(bad.to_str().unwrap()), "{err}");
+    }
+}
