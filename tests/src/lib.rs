@@ -87,7 +87,10 @@ pub fn tools_python() -> std::ffi::OsString {
 /// SDK configuration pointing at the emulator.
 pub async fn aws_config() -> aws_config::SdkConfig {
     service_env("AWS_ENDPOINT_URL");
-    aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await
+    aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .http_client(adapters::https_client())
+        .load()
+        .await
 }
 
 /// An S3 client addressing buckets by path, as emulators need.

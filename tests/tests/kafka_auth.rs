@@ -7,7 +7,7 @@ use aws_config::SdkConfig;
 use std::collections::BTreeMap;
 use std::process::Command;
 use std::time::{Duration, UNIX_EPOCH};
-use tests::{service_env, tools_python, unique};
+use tests::{tools_python, unique};
 
 fn query_of(url: &str) -> BTreeMap<String, String> {
     let (_, q) = url.split_once('?').expect("a query");
@@ -69,8 +69,7 @@ print(request.prepare().url)
 }
 
 async fn moto() -> SdkConfig {
-    service_env("AWS_ENDPOINT_URL");
-    aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await
+    tests::aws_config().await
 }
 
 #[tokio::test]

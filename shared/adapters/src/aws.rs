@@ -34,10 +34,29 @@ pub fn aws_retries() -> aws_config::retry::RetryConfig {
     aws_config::retry::RetryConfig::standard().with_max_attempts(3)
 }
 
+/// The HTTPS client every SDK client here uses: the SDK's own hyper + rustls client, as its
+/// `default-https-client` feature builds it (connector settings and sleep from the SDK, proxy from
+/// `HTTPS_PROXY`/`NO_PROXY`), but with rustls on ring rather than aws-lc, so that a function
+/// that also links librdkafka's OpenSSL carries one C crypto library, not two.
+pub fn https_client() -> aws_smithy_runtime_api::client::http::SharedHttpClient {
+    use aws_smithy_http_client::{proxy::ProxyConfig, tls, Builder, ConnectorBuilder};
+    Builder::new().build_with_connector_fn(|settings, components| {
+        let mut connector = ConnectorBuilder::default()
+            .tls_provider(tls::Provider::Rustls(tls::rustls_provider::CryptoMode::Ring));
+        connector.set_connector_settings(settings.cloned());
+        if let Some(components) = components {
+            connector.set_sleep_impl(components.sleep_impl());
+        }
+        connector.set_proxy_config(Some(ProxyConfig::from_env()));
+        connector.build()
+    })
+}
+
 /// The shared SDK configuration: region and credentials from the usual chain, endpoints from
-/// `AWS_ENDPOINT_URL[_<SERVICE>]`, and the time limits and retries above.
+/// `AWS_ENDPOINT_URL[_<SERVICE>]`, the [`https_client`], and the time limits and retries above.
 pub async fn sdk_config() -> aws_config::SdkConfig {
     aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .http_client(https_client())
         .timeout_config(aws_timeouts())
         .retry_config(aws_retries())
         .load()

@@ -32,7 +32,7 @@ mod redis_store;
 mod s3;
 
 #[cfg(feature = "aws")]
-pub use aws::{aws_retries, aws_timeouts, sdk_config};
+pub use aws::{aws_retries, aws_timeouts, https_client, sdk_config};
 #[cfg(feature = "elasticache")]
 pub use elasticache::ElastiCacheHotTier;
 #[cfg(feature = "emr")]
@@ -44,6 +44,14 @@ pub use kafka::{
     KafkaAuthKind, KafkaPublisher, ScramMechanism, Secret,
 };
 pub use redis_store::{redact_url, RedisStore};
+
+/// Make ring the process's rustls crypto provider. rustls picks no provider by itself when more
+/// than one is compiled in, and a dependency that turns on its aws-lc default would make two, so
+/// every TLS client here (Redis, the edge agent's MQTT) calls this before building its
+/// configuration. An earlier call, by this or another client, is fine.
+pub fn install_tls_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
 #[cfg(feature = "s3")]
 pub use s3::S3Store;
 

@@ -92,8 +92,7 @@ impl RedisStore {
     pub async fn connect_with_ca(url: &str, ca_file: Option<&std::path::Path>) -> Result<Self, AdapterError> {
         let fail =
             |e: redis::RedisError| AdapterError::Redis { url: redact_url(url), message: e.to_string() };
-        // Already installed (by this or another client) is fine.
-        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+        crate::install_tls_provider();
         let client = match ca_file {
             None => redis::Client::open(url).map_err(fail)?,
             Some(path) => {

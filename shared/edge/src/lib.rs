@@ -114,6 +114,7 @@ impl EdgeConfig {
             opts.set_credentials(user, password);
         }
         if tls {
+            adapters::install_tls_provider();
             opts.set_transport(Transport::tls_with_default_config());
         }
         Ok(opts)
