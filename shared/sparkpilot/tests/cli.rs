@@ -444,9 +444,24 @@ fn train_scaling_fine_tunes_on_a_users_csv_and_evaluates_its_held_out_tail() {
         "{card}"
     );
     // The model it wrote runs in the tournament like any other.
-    let o =
-        sparkpilot(&["tournament", "--trace", h, "--seeds", "1", "--models", m, "--policies", "rl,fixed"]);
+    let results = dir.join("results");
+    let o = sparkpilot(&[
+        "tournament",
+        "--trace",
+        h,
+        "--seeds",
+        "1",
+        "--models",
+        m,
+        "--policies",
+        "rl,rule,fixed",
+        "--out",
+        results.to_str().unwrap(),
+    ]);
     assert!(o.status.success(), "{}", text(&o.stderr));
+    for policy in ["rl", "rule", "fixed"] {
+        assert!(text(&o.stdout).lines().any(|l| l.split_whitespace().next() == Some(policy)), "{policy}");
+    }
 
     // What cannot be trained on is refused before any training, naming what was wrong.
     let short = dir.join("short.csv");
