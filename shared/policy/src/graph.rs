@@ -71,8 +71,10 @@ impl Attributes for NodeAttributes<'_> {
     }
 }
 
-/// Values of a tensor as stored in the file: the typed field, or little-endian `raw_data`.
-fn tensor_of(t: &TensorProto) -> Result<Tensor, String> {
+/// Values of a tensor as stored in the file: the typed field, or little-endian `raw_data`. Also
+/// what the trainer reads a model's weights back with, so one reader knows the ways a file stores
+/// them.
+pub fn tensor_of(t: &TensorProto) -> Result<Tensor, String> {
     let what = || format!("tensor `{}`", t.name);
     if t.data_location == 1 {
         return Err(format!("{} is stored in an external file", what()));

@@ -36,6 +36,7 @@ pub mod pb;
 mod tensor;
 
 pub use error::PolicyError;
+pub use graph::tensor_of;
 pub use tensor::{Elem, Tensor, Values};
 
 use control::{FeatureBuilder, Observation, ScalingAction, FEATURES};

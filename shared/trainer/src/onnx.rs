@@ -15,6 +15,22 @@ use std::path::Path;
 const OPSET: i64 = 13;
 const IR_VERSION: i64 = 8;
 
+/// The output layer's columns in the per-head layout [`export_multidiscrete`] writes: for every
+/// action of every head, its column among the heads' packed logits (sum of `head_dims`) and its
+/// column among `heads x width` padded ones. Export and read-back both walk this.
+fn head_columns(head_dims: &[usize], width: usize) -> impl Iterator<Item = (usize, usize)> + '_ {
+    let offsets = head_dims.iter().scan(0, |next, &d| {
+        let start = *next;
+        *next += d;
+        Some(start)
+    });
+    head_dims
+        .iter()
+        .zip(offsets)
+        .enumerate()
+        .flat_map(move |(k, (&d, start))| (0..d).map(move |j| (start + j, k * width + j)))
+}
+
 /// What [`Graph::greedy_heads`] wrote.
 struct GreedyHeads {
     n_in: usize,
@@ -152,15 +168,11 @@ impl Graph {
         let width = head_dims.iter().copied().max().unwrap_or(1).max(min_width);
         let mut wp = vec![0.0f32; hidden * heads * width];
         let mut bp = vec![-1e30f32; heads * width];
-        let mut offset = 0;
-        for (k, &d) in head_dims.iter().enumerate() {
-            for j in 0..d {
-                for r in 0..hidden {
-                    wp[r * heads * width + k * width + j] = w[r * total + offset + j];
-                }
-                bp[k * width + j] = b[offset + j];
+        for (packed, padded) in head_columns(head_dims, width) {
+            for r in 0..hidden {
+                wp[r * heads * width + padded] = w[r * total + packed];
             }
-            offset += d;
+            bp[padded] = b[packed];
         }
         let logits = self.dense(&h, &wp, &bp, hidden, heads * width);
         let shape = self.constant_i64("heads_shape", vec![1, heads as i64, width as i64]);
@@ -344,30 +356,13 @@ pub fn import_multidiscrete(path: &Path, head_dims: &[usize]) -> Result<Vec<Laye
     let model = ModelProto::decode(bytes.as_slice()).map_err(|e| bad(format!("not an ONNX model: {e}")))?;
     let graph = model.graph.ok_or_else(|| bad("no graph".into()))?;
     let floats = |t: &TensorProto| -> Result<Vec<f32>, TrainError> {
-        if t.data_type != data_type::FLOAT {
-            return Err(bad(format!("initializer {} is not float32", t.name)));
-        }
-        let values: Vec<f32> = if !t.float_data.is_empty() {
-            t.float_data.clone()
-        } else {
-            if !t.raw_data.len().is_multiple_of(4) {
-                return Err(bad(format!("initializer {} has {} raw bytes", t.name, t.raw_data.len())));
-            }
-            t.raw_data.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
-        };
-        let want: i64 = t.dims.iter().product();
-        if want < 0 || values.len() != want as usize {
-            return Err(bad(format!(
-                "initializer {} holds {} values for dims {:?}",
-                t.name,
-                values.len(),
-                t.dims
-            )));
-        }
+        let tensor = policy::tensor_of(t).map_err(bad)?;
+        let values =
+            tensor.as_f32().ok_or_else(|| bad(format!("initializer {} is not a float tensor", t.name)))?;
         if values.iter().any(|v| !v.is_finite()) {
             return Err(bad(format!("initializer {} holds a non-finite value", t.name)));
         }
-        Ok(values)
+        Ok(values.to_vec())
     };
     let named = |stem: &'static str| -> Vec<&TensorProto> {
         graph.initializer.iter().filter(|t| t.name.starts_with(stem)).collect()
@@ -411,15 +406,11 @@ pub fn import_multidiscrete(path: &Path, head_dims: &[usize]) -> Result<Vec<Laye
     let hidden = last.input;
     let mut w = vec![0.0f32; hidden * total];
     let mut b = vec![0.0f32; total];
-    let mut offset = 0;
-    for (k, &d) in head_dims.iter().enumerate() {
-        for j in 0..d {
-            for r in 0..hidden {
-                w[r * total + offset + j] = last.w[r * heads * width + k * width + j];
-            }
-            b[offset + j] = last.b[k * width + j];
+    for (packed, padded) in head_columns(head_dims, width) {
+        for r in 0..hidden {
+            w[r * total + packed] = last.w[r * heads * width + padded];
         }
-        offset += d;
+        b[packed] = last.b[padded];
     }
     *last = LayerWeights { w, b, input: hidden, output: total };
     Ok(layers)
