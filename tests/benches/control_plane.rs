@@ -99,16 +99,7 @@ async fn latency(brokers: &str, emr: Arc<dyn EmrControl>, label: &str) {
     let redis = Arc::new(RedisStore::connect(&service_env("REDIS_URL")).await.unwrap());
     let backends = Backends {
         store: redis,
-        publisher: Arc::new(
-            KafkaPublisher::new(
-                brokers,
-                &fast()
-                    .into_iter()
-                    .filter(|(k, _)| k == "linger.ms" || k.starts_with("socket"))
-                    .collect::<Vec<_>>(),
-            )
-            .unwrap(),
-        ),
+        publisher: Arc::new(KafkaPublisher::new(brokers).unwrap()),
         emr,
         hot_tier: Arc::new(MemoryHotTier::default()),
         objects: Arc::new(MemoryObjectStore::default()),
@@ -261,7 +252,7 @@ async fn throughput_once(brokers: &str) -> f64 {
     let redis = Arc::new(RedisStore::connect(&service_env("REDIS_URL")).await.unwrap());
     let backends = Backends {
         store: redis,
-        publisher: Arc::new(KafkaPublisher::new(brokers, &[]).unwrap()),
+        publisher: Arc::new(KafkaPublisher::new(brokers).unwrap()),
         emr: Arc::new(MemoryEmr::default()),
         hot_tier: Arc::new(MemoryHotTier::default()),
         objects: Arc::new(MemoryObjectStore::default()),

@@ -4,7 +4,7 @@
 //! buffer drops is counted.
 
 use adapters::create_topics;
-use adapters::{KafkaPublisher, RedisStore};
+use adapters::{BufferedKafkaProducer, KafkaPublisher, RedisStore};
 use bridge::{Bridge, BridgeConfig, Route};
 use edge::{EdgeConfig, EdgeStats};
 use handlers::ports::StateStore;
@@ -92,7 +92,12 @@ async fn device(broker: &Mosquitto, name: &str) -> AsyncClient {
     client
 }
 
-fn agent(broker: &Mosquitto, brokers: &str, tag: &str, buffer: usize) -> (EdgeConfig, Arc<KafkaPublisher>) {
+fn agent(
+    broker: &Mosquitto,
+    brokers: &str,
+    tag: &str,
+    buffer: usize,
+) -> (EdgeConfig, Arc<BufferedKafkaProducer>) {
     let config = EdgeConfig {
         mqtt_url: broker.url(),
         gateway_id: format!("gw-{tag}"),
@@ -101,7 +106,7 @@ fn agent(broker: &Mosquitto, brokers: &str, tag: &str, buffer: usize) -> (EdgeCo
         buffer_messages: buffer,
         ..EdgeConfig::default()
     };
-    let kafka = Arc::new(KafkaPublisher::new(brokers, &config.producer_settings()).unwrap());
+    let kafka = Arc::new(BufferedKafkaProducer::new(brokers, &config.producer_settings()).unwrap());
     (config, kafka)
 }
 
@@ -121,7 +126,7 @@ async fn a_burst_of_mqtt_messages_becomes_a_burst_signal_in_the_store() {
     let store = Arc::new(RedisStore::connect(&service_env("REDIS_URL")).await.unwrap());
     let backends = Backends {
         store: store.clone(),
-        publisher: Arc::new(KafkaPublisher::new(&brokers, &[]).unwrap()),
+        publisher: Arc::new(KafkaPublisher::new(&brokers).unwrap()),
         ..Backends::embedded()
     };
     let burst_signal = handlers::build("burst-signal", &settings, &backends).unwrap();

@@ -98,7 +98,7 @@ async fn scram_credentials_come_from_secrets_manager_and_are_never_printed() {
     let KafkaAuth::Scram { ref username, ref password, .. } = auth else { panic!("{auth:?}") };
     assert_eq!((username.as_str(), password.expose()), ("sparkpilot", "s3cr3t-Pa55"));
     assert!(!format!("{auth:?}").contains("s3cr3t"));
-    let settings = auth.settings();
+    let settings = adapters::librdkafka_settings(&auth);
     for want in [
         ("security.protocol", "sasl_ssl"),
         ("sasl.mechanisms", "SCRAM-SHA-512"),
@@ -144,5 +144,7 @@ async fn msk_iam_takes_the_region_and_credentials_of_the_sdk_chain() {
             .unwrap();
     let KafkaAuth::MskIam { region, .. } = &auth else { panic!("{auth:?}") };
     assert_eq!(Some(region.as_str()), conf.region().map(|r| r.as_ref()));
-    assert!(auth.settings().iter().any(|(k, v)| *k == "sasl.mechanisms" && v == "OAUTHBEARER"));
+    assert!(adapters::librdkafka_settings(&auth)
+        .iter()
+        .any(|(k, v)| *k == "sasl.mechanisms" && v == "OAUTHBEARER"));
 }

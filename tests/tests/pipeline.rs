@@ -97,7 +97,7 @@ async fn a_step_burst_through_kafka_scales_emr_once_per_batch_and_dead_letters_a
     let redis = Arc::new(RedisStore::connect(&service_env("REDIS_URL")).await.expect("redis-server answers"));
     let backends = Backends {
         store: redis.clone(),
-        publisher: Arc::new(KafkaPublisher::new(&brokers, &[]).expect("producer")),
+        publisher: Arc::new(KafkaPublisher::new(&brokers).expect("producer")),
         emr: Arc::new(EmrServerless::new(emr.clone(), &app)),
         hot_tier: Arc::new(MemoryHotTier::default()),
         objects: Arc::new(MemoryObjectStore::default()),

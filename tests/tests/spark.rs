@@ -249,7 +249,7 @@ async fn control_loop(brokers: &str, topics: &Topics, settings: Settings) -> Loo
     let redis = Arc::new(RedisStore::connect(&service_env("REDIS_URL")).await.expect("redis-server answers"));
     let backends = Backends {
         store: redis.clone(),
-        publisher: Arc::new(KafkaPublisher::new(brokers, &[]).expect("producer")),
+        publisher: Arc::new(KafkaPublisher::new(brokers).expect("producer")),
         emr: Arc::new(EmrServerless::new(aws_sdk_emrserverless::Client::new(&conf), &app)),
         hot_tier: Arc::new(MemoryHotTier::default()),
         objects: Arc::new(MemoryObjectStore::default()),

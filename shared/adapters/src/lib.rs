@@ -11,8 +11,9 @@
 //! | `ObjectStore` (NVMe) | `handlers::memory::DirStore` | `SPARKPILOT_NVME_DIR` (default `/tmp/sparkpilot-nvme`) | always |
 //!
 //! Every client is a feature (all on by default): a function crate turns on only those of its
-//! ports, so that building it (`sam build` builds one function crate at a time) compiles no C
-//! library it does not use — librdkafka and OpenSSL only where something is published.
+//! ports, so that building it (`sam build` builds one function crate at a time) compiles nothing it
+//! does not use. The functions' Kafka producer is pure Rust; librdkafka (feature `rdkafka`) is only
+//! in the local stack's bridge, edge agent and replays.
 //!
 //! AWS clients take the usual SDK configuration (region, credentials) and honour
 //! `AWS_ENDPOINT_URL` / `AWS_ENDPOINT_URL_<SERVICE>`, so they run against a local emulator.
@@ -38,10 +39,14 @@ pub use elasticache::ElastiCacheHotTier;
 #[cfg(feature = "emr")]
 pub use emr::{parse_quantity, EmrServerless};
 pub use error::AdapterError;
+#[cfg(feature = "rdkafka")]
+pub use kafka::{
+    client_config, create_topics, librdkafka_settings, BufferedKafkaProducer, Delivery, EnqueueError,
+};
 #[cfg(feature = "kafka")]
 pub use kafka::{
-    client_config, create_topics, msk_iam_token, parse_scram_secret, Delivery, EnqueueError, KafkaAuth,
-    KafkaAuthKind, KafkaPublisher, ScramMechanism, Secret,
+    msk_iam_token, parse_scram_secret, KafkaAuth, KafkaAuthKind, KafkaPublisher, MskIamSigner,
+    ProducerOptions, ScramMechanism, Secret,
 };
 pub use redis_store::{redact_url, RedisStore};
 
@@ -268,8 +273,9 @@ async fn publisher(
             k.strip_prefix("SPARKPILOT_KAFKA_CONFIG_").map(|s| (s.to_ascii_lowercase().replace('_', "."), v))
         })
         .collect();
+    let options = ProducerOptions::from_settings(&extra)?;
     let auth = kafka_auth(conf, env).await?;
-    Ok(Arc::new(KafkaPublisher::with_auth(&require("KAFKA_BROKERS")?, &auth, &extra)?))
+    Ok(Arc::new(KafkaPublisher::with_auth(&require("KAFKA_BROKERS")?, &auth, options)?))
 }
 #[cfg(not(feature = "kafka"))]
 async fn publisher(

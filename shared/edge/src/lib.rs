@@ -20,7 +20,7 @@ mod error;
 
 pub use error::EdgeError;
 
-use adapters::{Delivery, EnqueueError, KafkaPublisher};
+use adapters::{BufferedKafkaProducer, Delivery, EnqueueError};
 use control::gateway::Gateway;
 use control::{BurstDetectorConfig, EdgeRecord};
 use futures_util::stream::{FuturesUnordered, StreamExt};
@@ -191,7 +191,7 @@ enum Pending {
 /// [`EdgeConfig::producer_settings`].
 pub async fn run(
     config: &EdgeConfig,
-    kafka: Arc<KafkaPublisher>,
+    kafka: Arc<BufferedKafkaProducer>,
     stats: Arc<EdgeStats>,
     mut stop: watch::Receiver<bool>,
 ) -> Result<(), EdgeError> {
@@ -258,7 +258,7 @@ pub async fn run(
 /// The agent's state between MQTT events and report ticks.
 struct Agent<'a> {
     config: &'a EdgeConfig,
-    kafka: Arc<KafkaPublisher>,
+    kafka: Arc<BufferedKafkaProducer>,
     stats: Arc<EdgeStats>,
     client: AsyncClient,
     /// Deliveries Kafka has yet to confirm, for the acknowledging task.

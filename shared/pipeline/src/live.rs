@@ -4,7 +4,7 @@
 use crate::replay::ControlPlane;
 use crate::PipelineError;
 use adapters::create_topics;
-use adapters::{EmrServerless, KafkaPublisher, RedisStore, S3Store};
+use adapters::{BufferedKafkaProducer, EmrServerless, KafkaPublisher, RedisStore, S3Store};
 use async_trait::async_trait;
 use bridge::{Bridge, BridgeConfig, Route, Schedule};
 use control::ScalingAction;
@@ -128,7 +128,7 @@ impl Endpoints {
 /// replayed job as they would through its agent) and bucket. ElastiCache stays in memory: the emulator lacks shard configuration.
 pub struct LivePlane {
     settings: Settings,
-    publisher: Arc<KafkaPublisher>,
+    publisher: Arc<BufferedKafkaProducer>,
     burst: Arc<Observed>,
     decision: Arc<Observed>,
     direct: HashMap<&'static str, Arc<dyn Handler>>,
@@ -200,11 +200,12 @@ impl LivePlane {
                 aws_sdk_s3::error::DisplayErrorContext(e)
             ))
         })?;
-        // One producer for the functions and for what the replay sends as the edges and the job.
-        let fast = [("linger.ms".to_string(), "0".to_string())];
+        // The functions publish with their own producer; what the replay sends as the edges and the
+        // job goes through a buffering one, a whole interval's records queued together.
+        let kafka_error = |e: adapters::AdapterError| PipelineError::Kafka(e.to_string());
         let publisher = Arc::new(
-            KafkaPublisher::new(&endpoints.kafka_brokers, &fast)
-                .map_err(|e| PipelineError::Kafka(e.to_string()))?,
+            BufferedKafkaProducer::new(&endpoints.kafka_brokers, &[("linger.ms".into(), "0".into())])
+                .map_err(kafka_error)?,
         );
         let emr = Arc::new(EmrServerless::new(emr_client, &application_id));
         let nvme = std::env::temp_dir().join(format!("sparkpilot-nvme-{tag}"));
@@ -214,7 +215,7 @@ impl LivePlane {
                     .await
                     .map_err(|e| PipelineError::Config(e.to_string()))?,
             ),
-            publisher: publisher.clone(),
+            publisher: Arc::new(KafkaPublisher::new(&endpoints.kafka_brokers).map_err(kafka_error)?),
             emr: emr.clone(),
             hot_tier: Arc::new(MemoryHotTier::default()),
             objects: Arc::new(S3Store::new(s3, &bucket)),
@@ -259,11 +260,13 @@ impl LivePlane {
         payload: &[u8],
         time_s: f64,
     ) -> Result<(), PipelineError> {
-        use handlers::ports::Publisher;
+        let failed = |e: String| PipelineError::Kafka(format!("produce to {topic}: {e}"));
+        let ts = (time_s.is_finite() && time_s > 0.0).then_some((time_s * 1_000.0) as i64);
         self.publisher
-            .publish_at(topic, key, payload, time_s)
+            .enqueue(topic, key, payload, ts)
+            .map_err(|e| failed(e.to_string()))?
             .await
-            .map_err(|e| PipelineError::Kafka(format!("produce to {topic}: {e}")))
+            .map_err(failed)
     }
 
     async fn wait(&self, what: &str, done: impl Fn() -> bool) -> Result<(), PipelineError> {

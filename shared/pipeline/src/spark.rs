@@ -194,8 +194,7 @@ pub async fn replay_spark(
                 .map_err(|e| PipelineError::Config(e.to_string()))?,
         ),
         publisher: Arc::new(
-            KafkaPublisher::new(&endpoints.kafka_brokers, &[])
-                .map_err(|e| PipelineError::Kafka(e.to_string()))?,
+            KafkaPublisher::new(&endpoints.kafka_brokers).map_err(|e| PipelineError::Kafka(e.to_string()))?,
         ),
         emr: Arc::new(EmrServerless::new(emr_client, &app)),
         hot_tier: Arc::new(MemoryHotTier::default()),
@@ -312,7 +311,7 @@ async fn play(
     ui: &str,
     app: &str,
 ) -> Result<Vec<u32>, PipelineError> {
-    let producer = adapters::KafkaPublisher::new(
+    let producer = adapters::BufferedKafkaProducer::new(
         brokers,
         &[("linger.ms".into(), "20".into()), ("queue.buffering.max.messages".into(), "1000000".into())],
     )

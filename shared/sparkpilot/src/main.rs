@@ -1184,7 +1184,7 @@ fn edge_cmd(config: edge::EdgeConfig, run_for: Option<Duration>) -> Result<()> {
         settings.extend(
             std::env::vars().filter_map(|(k, v)| k.strip_prefix("SPARKPILOT_KAFKA_CONFIG_").map(|s| (s.to_ascii_lowercase().replace('_', "."), v))),
         );
-        let kafka = std::sync::Arc::new(adapters::KafkaPublisher::with_auth(&brokers, &auth, &settings)?);
+        let kafka = std::sync::Arc::new(adapters::BufferedKafkaProducer::with_auth(&brokers, &auth, &settings)?);
         let stats = std::sync::Arc::new(edge::EdgeStats::default());
         let (stop, stopped) = tokio::sync::watch::channel(false);
         tokio::spawn(async move {
