@@ -17,10 +17,20 @@ pub const ACTION_DIMS: [usize; 4] = [20, 8, 4, 3];
 pub const OBS_HIGH: [f64; 13] =
     [1000.0, 1000.0, 100.0, 100.0, 10000.0, 100.0, 1.0, 1.0, 1.0, 10000.0, 1.0, 1000.0, 1.0];
 
-const ACCESS: [f64; 4] = [5.0, 20.0, 100.0, 5000.0];
-const COMPRESSED: [f64; 3] = [1.0, 0.6, 0.3];
-const DECOMPRESS: [f64; 3] = [0.0, 10.0, 50.0];
+/// Access time per 100 MB of (compressed) shuffle, ms, by tier: Redis, NVMe, S3, Glacier.
+pub const ACCESS: [f64; 4] = [5.0, 20.0, 100.0, 5000.0];
+/// Compressed size as a share of the shuffle, by codec: none, light, heavy.
+pub const COMPRESSED: [f64; 3] = [1.0, 0.6, 0.3];
+/// Decompression time per 100 MB of shuffle, ms, by codec.
+pub const DECOMPRESS: [f64; 3] = [0.0, 10.0, 50.0];
+/// The largest shuffle a step can have, MB: a volume of up to 500 MB times a share of up to 0.5
+/// (seed-env.md 3). The observation's shuffle is the previous step's, so a policy that must meet
+/// the SLA whatever comes plans for this one.
+pub const MAX_SHUFFLE_MB: f64 = 500.0 * 0.5;
 const STORAGE_PRICE: [f64; 4] = [0.10, 0.05, 0.02, 0.005];
+/// Cost per executor per step, and per executor-GB per step.
+pub const EXECUTOR_PRICE: f64 = 0.1;
+pub const GB_PRICE: f64 = 0.05;
 
 pub use control::Scenario;
 
@@ -46,7 +56,7 @@ pub fn evaluate(action: [usize; 4], load: f64, shuffle: f64) -> (f64, f64, f64) 
     let access = ACCESS[tier] * compressed / 100.0;
     let decompression = DECOMPRESS[comp] * shuffle / 100.0;
     let latency = (compute + access + decompression).max(10.0);
-    let cost = 0.1 * n + 0.05 * n * m + compressed / 1024.0 * STORAGE_PRICE[tier];
+    let cost = EXECUTOR_PRICE * n + GB_PRICE * n * m + compressed / 1024.0 * STORAGE_PRICE[tier];
     let throughput = n * m * 1_000.0 / latency;
     (latency, cost, throughput)
 }
@@ -82,6 +92,7 @@ impl SeedEnv {
         let load = rng.random_range(10.0..200.0);
         let volume = rng.random_range(10.0..500.0);
         let shuffle = volume * rng.random_range(0.1..0.5);
+        debug_assert!(shuffle <= MAX_SHUFFLE_MB);
         let temperature = rng.random_range(0.0..1.0);
         let [a, b, g] = scenario.weights();
         let obs = [load, volume, 50.0, 50.0, 500.0, 5.0, a, b, g, shuffle, temperature, load, 0.0];

@@ -69,13 +69,12 @@ pub fn write_seed_compat(dir: &Path, command: &str, report: &TrainReport, eval: 
          [{high}] before the first layer; no normalisation is needed outside.\n\n\
          ## Output\n\n`actions`: int64 [1, 4], indices into the seed's MultiDiscrete [20, 8, 4, 3]: executors - 1, GB - 1, \
          tier (0 Redis, 1 NVMe, 2 S3, 3 Glacier), compression (0 none, 1 light, 2 heavy). Greedy (argmax per head).\n\n\
-         The network's first two heads are levels relative to the edge-predicted load W (obs 11), as the scaling policy's are \
-         relative to its demand; the graph decodes them into the seed's indices (`trainer::onnx::export_seed_relative`; training \
-         decodes with `trainer::seed_env::seed_action`, the same operations in f32). need = {cpl} x W executor-GB (the capacity \
-         at which the seed's compute latency, 100 W / (n m) ms, equals the SLA); capacity = mlevel x need with mlevel in {mlevels:?}; \
-         executors = clip(ceil(elevel x capacity / {unit}), 1, 20) with elevel in {elevels:?}; GB per executor = \
-         clip(ceil(capacity / executors), 1, 8). \
-         Tier and compression are chosen directly.\n\n\
+         The network has three heads: a margin level, the tier and the codec. The graph sizes the cluster for them \
+         (`trainer::onnx::export_seed_relative`; training decodes with `trainer::seed_env::seed_action`, the same \
+         operations in f32): need = {cpl} x W / (SLA - the largest shuffle's time on that tier and codec) executor-GB, \
+         W the edge-predicted load (obs 11) and the largest shuffle {worst} MB (the observation's shuffle is a step \
+         stale); executors and GB per executor are the cheapest pair of the seed's sizes whose product is at least \
+         level x need, level in {mlevels:?}. Level 1 meets the SLA whatever the shuffle.\n\n\
          ## Training\n\n- command: `{command}`\n- seed: {seed}\n- environment steps: {steps}\n- wall time: {wall:.0} s\n\
          - final mean episode return (training reward): {ret:.2}\n\
          - reward: -(step cost / 10), and for a step over the 1,000 ms SLA a further -({pen} + min(latency / SLA - 1, 3)); training episodes use seeds with the top \
@@ -89,16 +88,15 @@ pub fn write_seed_compat(dir: &Path, command: &str, report: &TrainReport, eval: 
         wall = report.wall_time_s,
         ret = report.final_return,
         pen = trainer::seed_env::VIOLATION_PENALTY,
-        cpl = trainer::seed_env::CAPACITY_PER_LOAD,
-        unit = trainer::seed_env::EXECUTOR_UNIT_GB,
-        elevels = trainer::seed_env::EXECUTOR_LEVELS,
-        mlevels = trainer::seed_env::MEMORY_LEVELS,
+        cpl = trainer::seed_env::COMPUTE_MS_PER_LOAD,
+        worst = sim::seed_compat::MAX_SHUFFLE_MB,
+        mlevels = trainer::seed_env::MARGIN_LEVELS,
         g = trainer::SEED_COMPAT_GAMMA,
         n = eval.seeds.len(),
         table = table(eval),
         ratio = ratio_line(eval, "rl"),
     );
-    std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))
+    write_keeping_history(&path, text)
 }
 
 /// What a scaling model was trained on and from, for its card.
@@ -269,11 +267,17 @@ pub fn write_scaling(
         window = sim::config::ArenaConfig::default().edge.cluster.forecast_window_s,
         smooth = sim::config::ArenaConfig::default().edge.cluster.cluster_detector.short_window,
     );
-    let history = std::fs::read_to_string(&path)
+    write_keeping_history(&path, text)
+}
+
+/// Write a card, keeping the hand-written "## History and ablations" section of the card already
+/// at `path` (a retrain rewrites the measured sections, not the record of how the model got there).
+fn write_keeping_history(path: &Path, text: String) -> Result<()> {
+    let history = std::fs::read_to_string(path)
         .ok()
         .and_then(|old| old.find("\n## History and ablations").map(|at| old[at..].to_string()))
         .unwrap_or_default();
-    std::fs::write(&path, text + &history).with_context(|| format!("writing {}", path.display()))
+    std::fs::write(path, text + &history).with_context(|| format!("writing {}", path.display()))
 }
 
 /// Card of the TD3 meta-controller, with its per-scenario table.
@@ -332,5 +336,5 @@ pub fn write_meta(
         wall = report.wall_time_s,
         ret = report.final_return,
     );
-    std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))
+    write_keeping_history(&path, text)
 }

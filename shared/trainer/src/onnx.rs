@@ -235,27 +235,54 @@ pub fn export_multidiscrete(
     g.write(path, doc, input, output)
 }
 
-/// How the seed-compat policy's first two heads decode into the seed's executors and GB per executor
-/// (see `seed_env::seed_action`, which training decodes with, operation for operation).
-#[derive(Debug, Clone, Copy)]
-pub struct SeedDecode<'a> {
-    /// Index of the edge-predicted load in the raw observation.
-    pub load_index: usize,
-    /// Executor-GB of capacity per unit of load.
-    pub capacity_per_load: f32,
-    pub executor_levels: &'a [f32],
-    pub memory_levels: &'a [f32],
-    pub max_executors: f32,
-    pub max_memory_gb: f32,
-    /// GB per executor the executor level counts in.
-    pub executor_unit_gb: f32,
+/// One (executors, GB per executor) the seed allows, and its cost per step.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SizePair {
+    pub executors: f32,
+    pub gb: f32,
+    pub cost: f32,
 }
 
-/// Export the seed-compat actor: greedy heads as in [`export_multidiscrete`], then the first two
-/// (levels relative to the load) decoded in the graph into the seed's raw indices, so `actions` is
-/// int64 [1, 4] = (executors - 1, GB - 1, tier, compression) and the file runs in any ONNX runtime:
-/// capacity = level_m x load x capacity_per_load; executors = clip(ceil(level_e x capacity / unit),
-/// 1, max); GB = clip(ceil(capacity / executors), 1, max GB).
+/// How the seed-compat policy's heads (margin level, tier, codec) decode into the seed's executors
+/// and GB per executor (see `seed_env::seed_action`, which training decodes with, operation for
+/// operation).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SeedDecode {
+    /// Index of the edge-predicted load in the raw observation.
+    pub load_index: usize,
+    /// Compute latency = this x load / executor-GB, ms.
+    pub compute_ms_per_load: f32,
+    /// The latency a step must stay within, ms.
+    pub sla_ms: f32,
+    /// The largest shuffle a step can have, MB.
+    pub max_shuffle_mb: f32,
+    /// By tier.
+    pub access_ms_per_100mb: Vec<f32>,
+    /// By codec.
+    pub compressed_share: Vec<f32>,
+    /// By codec.
+    pub decompress_ms_per_100mb: Vec<f32>,
+    pub margin_levels: Vec<f32>,
+    /// Every size the seed allows, in the order ties are broken (the first wins).
+    pub pairs: Vec<SizePair>,
+    /// Per executor-GB a pair falls short by; above the dearest pair's cost.
+    pub shortfall_penalty: f32,
+}
+
+impl SeedDecode {
+    /// One more executor-GB than the largest pair holds: the capacity asked for is capped here, so
+    /// that a huge load still scores the pairs by how much they hold, exactly in f32.
+    pub fn most_capacity(&self) -> f32 {
+        self.pairs.iter().map(|p| p.executors * p.gb).fold(0.0, f32::max) + 1.0
+    }
+}
+
+/// Export the seed-compat actor: greedy heads as in [`export_multidiscrete`] for a margin level, a
+/// tier and a codec, then the size decoded in the graph, so `actions` is int64 [1, 4] = (executors -
+/// 1, GB - 1, tier, compression) and the file runs in any ONNX runtime:
+/// shuffle = max_shuffle / 100 x (access[tier] x compressed[codec] + decompress[codec]);
+/// need = compute_ms_per_load x load / clip(sla - shuffle, 1, sla); required = clip(ceil(level x
+/// need), 0, most); and the pair with the highest -cost - penalty x relu(required - executors x GB).
 pub fn export_seed_relative(
     path: &Path,
     mlp: &Mlp,
@@ -264,43 +291,65 @@ pub fn export_seed_relative(
     decode: &SeedDecode,
     doc: &str,
 ) -> Result<(), TrainError> {
-    if head_dims.len() != 4
-        || head_dims[0] != decode.executor_levels.len()
-        || head_dims[1] != decode.memory_levels.len()
+    if head_dims.len() != 3
+        || head_dims[0] != decode.margin_levels.len()
+        || head_dims[1] != decode.access_ms_per_100mb.len()
+        || head_dims[2] != decode.compressed_share.len()
+        || decode.decompress_ms_per_100mb.len() != decode.compressed_share.len()
+        || decode.pairs.is_empty()
     {
-        return Err(TrainError::Invalid(format!(
-            "heads {head_dims:?} do not match the decode's level tables"
-        )));
+        return Err(TrainError::Invalid(format!("heads {head_dims:?} do not match the decode's tables")));
     }
     let mut g = Graph::default();
     // Wide enough for a row per size (executors and GB) beside the heads' logits.
-    let sizes = decode.max_executors.max(decode.max_memory_gb).max(1.0) as usize;
+    let sizes = decode.pairs.iter().map(|p| p.executors.max(p.gb)).fold(1.0, f32::max) as usize;
     let heads = g.greedy_heads(mlp, head_dims, input_scale, sizes, None)?;
     let (n_in, width, grid, picked) = (heads.n_in, heads.width, heads.grid, heads.picked);
-    let load_idx = g.constant_i64("load_column", vec![decode.load_index as i64]);
-    let load = g.node("Gather", &["input", &load_idx], vec![int_attr("axis", 1)]);
-    let per_load = g.constant("capacity_per_load", &[], vec![decode.capacity_per_load]);
-    let need = g.node("Mul", &[&load, &per_load], vec![]);
-    let level = |g: &mut Graph, col: i64, table: &[f32], stem: &str, of: &str| {
+    // A head's table entry for the index that head picked: [1, 1].
+    let lookup = |g: &mut Graph, col: i64, table: &[f32], stem: &str| {
         let idx = g.constant_i64(stem, vec![col]);
         let k = g.node("Gather", &[&picked, &idx], vec![int_attr("axis", 1)]);
         let t = g.constant(stem, &[table.len() as i64], table.to_vec());
-        let lv = g.node("Gather", &[&t, &k], vec![int_attr("axis", 0)]);
-        g.node("Mul", &[&lv, of], vec![])
+        g.node("Gather", &[&t, &k], vec![int_attr("axis", 0)])
     };
+    let level = lookup(&mut g, 0, &decode.margin_levels, "margin_levels");
+    let access = lookup(&mut g, 1, &decode.access_ms_per_100mb, "access_ms_per_100mb");
+    let share = lookup(&mut g, 2, &decode.compressed_share, "compressed_share");
+    let decompress = lookup(&mut g, 2, &decode.decompress_ms_per_100mb, "decompress_ms_per_100mb");
+    let per_100mb = g.node("Mul", &[&access, &share], vec![]);
+    let per_100mb = g.node("Add", &[&per_100mb, &decompress], vec![]);
+    let hundreds = g.constant("max_shuffle_hundreds_mb", &[], vec![decode.max_shuffle_mb / 100.0]);
+    let shuffle_ms = g.node("Mul", &[&hundreds, &per_100mb], vec![]);
+    let sla = g.constant("sla_ms", &[], vec![decode.sla_ms]);
+    let left = g.node("Sub", &[&sla, &shuffle_ms], vec![]);
     let one = g.constant("one", &[], vec![1.0]);
-    let bounded = |g: &mut Graph, x: &str, hi: f32| {
-        let c = g.node("Ceil", &[x], vec![]);
-        let h = g.constant("upper", &[], vec![hi]);
-        g.node("Clip", &[&c, &one, &h], vec![])
+    let budget = g.node("Clip", &[&left, &one, &sla], vec![]);
+    let load_idx = g.constant_i64("load_column", vec![decode.load_index as i64]);
+    let load = g.node("Gather", &["input", &load_idx], vec![int_attr("axis", 1)]);
+    let per_load = g.constant("compute_ms_per_load", &[], vec![decode.compute_ms_per_load]);
+    let work = g.node("Mul", &[&load, &per_load], vec![]);
+    let need = g.node("Div", &[&work, &budget], vec![]);
+    let capacity = g.node("Mul", &[&level, &need], vec![]);
+    let up = g.node("Ceil", &[&capacity], vec![]);
+    let zero = g.constant("zero", &[], vec![0.0]);
+    let most = g.constant("most_capacity", &[], vec![decode.most_capacity()]);
+    let required = g.node("Clip", &[&up, &zero, &most], vec![]);
+    // Score every pair: -cost, less the penalty for each executor-GB it falls short by.
+    let n = decode.pairs.len() as i64;
+    let held = g.constant("pair_capacity", &[n], decode.pairs.iter().map(|p| p.executors * p.gb).collect());
+    let short = g.node("Sub", &[&required, &held], vec![]);
+    let short = g.node("Relu", &[&short], vec![]);
+    let penalty = g.constant("shortfall_penalty", &[], vec![decode.shortfall_penalty]);
+    let short = g.node("Mul", &[&short, &penalty], vec![]);
+    let neg_cost = g.constant("pair_neg_cost", &[n], decode.pairs.iter().map(|p| -p.cost).collect());
+    let scores = g.node("Sub", &[&neg_cost, &short], vec![]);
+    let best = g.node("ArgMax", &[&scores], vec![int_attr("axis", 1), int_attr("keepdims", 0)]);
+    let size = |g: &mut Graph, stem: &str, of: &dyn Fn(&SizePair) -> f32| {
+        let t = g.constant(stem, &[n], decode.pairs.iter().map(of).collect());
+        g.node("Gather", &[&t, &best], vec![int_attr("axis", 0)])
     };
-    let capacity = level(&mut g, 1, decode.memory_levels, "memory_levels", &need);
-    let exec_need = level(&mut g, 0, decode.executor_levels, "executor_levels", &capacity);
-    let unit = g.constant("executor_unit_gb", &[], vec![decode.executor_unit_gb]);
-    let per_unit = g.node("Div", &[&exec_need, &unit], vec![]);
-    let executors = bounded(&mut g, &per_unit, decode.max_executors);
-    let per_executor = g.node("Div", &[&capacity, &executors], vec![]);
-    let memory = bounded(&mut g, &per_executor, decode.max_memory_gb);
+    let executors = size(&mut g, "pair_executors", &|p| p.executors);
+    let memory = size(&mut g, "pair_gb", &|p| p.gb);
     // The sizes become indices through the same ArgMax as the other heads (not a Cast: tract, which
     // these files must run in as well, types an int64 produced by Cast as a symbolic dimension): a
     // row scoring -|i - (size - 1)| over 0..width peaks at the index.
@@ -314,7 +363,7 @@ pub fn export_seed_relative(
     };
     let exec_row = row(&mut g, &executors);
     let mem_row = row(&mut g, &memory);
-    let others = g.constant_i64("other_heads", vec![2, 3]);
+    let others = g.constant_i64("other_heads", vec![1, 2]);
     let rest = g.node("Gather", &[&grid, &others], vec![int_attr("axis", 1)]);
     let scores = g.node("Concat", &[&exec_row, &mem_row, &rest], vec![int_attr("axis", 1)]);
     g.node_to("ArgMax", &[&scores], "actions", vec![int_attr("axis", 2), int_attr("keepdims", 0)]);

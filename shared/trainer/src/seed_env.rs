@@ -19,69 +19,89 @@ pub const TRAINING_SEED_BIT: u64 = 1 << 63;
 /// Where the raw observation holds the edge-predicted load: the next step's, exactly (seed-env.md 1).
 pub const PREDICTED_LOAD_INDEX: usize = 11;
 
-/// Executor-GB of capacity per msg/s of load for the compute alone to take the whole SLA: the seed's
-/// compute latency is 100 W / (n m) ms (seed-env.md 4), so n m = 100 W / 1,000.
-pub const CAPACITY_PER_LOAD: f32 = 100.0 / 1_000.0;
+/// The seed's compute latency is this many ms times the load over the executor-GB, 100 W / (n m)
+/// (seed-env.md 4).
+pub const COMPUTE_MS_PER_LOAD: f32 = 100.0;
 
-/// GB per executor the executor level counts in: the seed's largest, the cheapest per GB
-/// (n executors of m GB cost n (0.1 + 0.05 m)).
-pub const EXECUTOR_UNIT_GB: f32 = 8.0;
+/// Margin levels: capacity = level x need, where need is the executor-GB at which the next load's
+/// compute plus the largest shuffle's access and decompression on the chosen tier and codec take the
+/// whole SLA. Level 1 therefore meets the SLA whatever the shuffle (the observation's is a step
+/// stale, so the largest possible is what a policy that must not miss plans for); higher levels buy
+/// headroom, which the seed's steps never need, and are there for the policy to learn that.
+pub const MARGIN_LEVELS: [f32; 8] = [1.0, 1.0025, 1.005, 1.01, 1.02, 1.05, 1.1, 1.25];
 
-/// Executor levels: executors = ceil(level x capacity / 8 GB), where capacity is what the memory
-/// level asks for, so level 1 is the fewest executors that can hold it at the largest size, and higher
-/// levels spread it over more, smaller ones.
-pub const EXECUTOR_LEVELS: [f32; 8] = [1.0, 1.05, 1.1, 1.2, 1.35, 1.5, 2.0, 3.0];
+/// The policy's heads: margin level, tier, compression.
+pub const HEAD_DIMS: [usize; 3] =
+    [MARGIN_LEVELS.len(), sim::seed_compat::ACTION_DIMS[2], sim::seed_compat::ACTION_DIMS[3]];
 
-/// Memory levels: capacity = level x need, and GB per executor = ceil(capacity / executors), the
-/// smallest size that gives the chosen executors `level` times the compute capacity the next load
-/// needs. The margin above 1 pays for the shuffle's access time, which the stale observation cannot
-/// tell (at most 12.5 ms on Redis uncompressed, 1.25 % of the SLA; far more on the slow tiers).
-/// Steps of a quarter per cent up to 1.03: at the seed's loads one step is worth about one executor-GB.
-pub const MEMORY_LEVELS: [f32; 16] =
-    [1.0, 1.0025, 1.005, 1.0075, 1.01, 1.0125, 1.015, 1.0175, 1.02, 1.025, 1.03, 1.04, 1.06, 1.1, 1.2, 1.5];
+/// Penalty per executor-GB an (executors, GB) pair falls short of the capacity by: above the dearest
+/// pair's cost (20 x (0.1 + 8 x 0.05) = 10), so the cheapest pair that holds the capacity always wins.
+const SHORTFALL_PENALTY: f32 = 100.0;
 
-/// The policy's heads: executor level, memory level, tier, compression.
-pub const HEAD_DIMS: [usize; 4] = [
-    EXECUTOR_LEVELS.len(),
-    MEMORY_LEVELS.len(),
-    sim::seed_compat::ACTION_DIMS[2],
-    sim::seed_compat::ACTION_DIMS[3],
-];
+fn tables() -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let f = |v: &[f64]| v.iter().map(|&x| x as f32).collect::<Vec<f32>>();
+    (f(&sim::seed_compat::ACCESS), f(&sim::seed_compat::COMPRESSED), f(&sim::seed_compat::DECOMPRESS))
+}
 
 /// The decode the exported graph performs, from the same constants.
-pub fn decode() -> crate::onnx::SeedDecode<'static> {
+pub fn decode() -> crate::onnx::SeedDecode {
+    let (access, compressed, decompress) = tables();
     crate::onnx::SeedDecode {
         load_index: PREDICTED_LOAD_INDEX,
-        capacity_per_load: CAPACITY_PER_LOAD,
-        executor_levels: &EXECUTOR_LEVELS,
-        memory_levels: &MEMORY_LEVELS,
-        max_executors: sim::seed_compat::ACTION_DIMS[0] as f32,
-        max_memory_gb: sim::seed_compat::ACTION_DIMS[1] as f32,
-        executor_unit_gb: EXECUTOR_UNIT_GB,
+        compute_ms_per_load: COMPUTE_MS_PER_LOAD,
+        // A hundredth of a ms inside the SLA: f32 rounding never leaves a size a hair short.
+        sla_ms: SLA_MS as f32 - 0.01,
+        max_shuffle_mb: sim::seed_compat::MAX_SHUFFLE_MB as f32,
+        access_ms_per_100mb: access,
+        compressed_share: compressed,
+        decompress_ms_per_100mb: decompress,
+        margin_levels: MARGIN_LEVELS.to_vec(),
+        pairs: pairs(),
+        shortfall_penalty: SHORTFALL_PENALTY,
     }
+}
+
+/// Every (executors, GB per executor) the seed allows, executors first, with its cost per step.
+fn pairs() -> Vec<crate::onnx::SizePair> {
+    let [max_n, max_m, _, _] = sim::seed_compat::ACTION_DIMS;
+    (1..=max_n)
+        .flat_map(|n| (1..=max_m).map(move |m| (n, m)))
+        .map(|(n, m)| crate::onnx::SizePair {
+            executors: n as f32,
+            gb: m as f32,
+            cost: (sim::seed_compat::EXECUTOR_PRICE * n as f64 + sim::seed_compat::GB_PRICE * (n * m) as f64)
+                as f32,
+        })
+        .collect()
 }
 
 /// The seed action (a0..a3) of the policy's head indices on raw observation `obs`, computed in f32
 /// operation for operation as the exported graph does (`onnx::export_seed_relative`), so training
-/// and the exported model take the same action. The heads are relative to the edge-predicted next
-/// load (obs 11), as the scaling policy's are to its demand: a level means the same margin at every
-/// load, where raw indices left PPO to learn a staircase of 90 steps (it settled on a handful of
-/// sizes, 1.11 to 1.14 x the clairvoyant bound).
+/// and the exported model take the same action. The network picks a margin, a tier and a codec; the
+/// decode sizes the cluster for them: need = 100 W / (SLA - the largest shuffle's time on that tier
+/// and codec), and the executors and GB are the cheapest pair whose product holds level x need. A
+/// level means the same safety at every load, where raw indices left PPO to learn a staircase of 90
+/// steps (1.11 to 1.14 x the clairvoyant bound).
 pub fn seed_action(heads: &[usize], obs: &[f32]) -> [usize; 4] {
+    let d = decode();
+    let pick = |k: usize, n: usize| heads.get(k).copied().unwrap_or(0).min(n - 1);
+    let (level, tier, codec) = (pick(0, MARGIN_LEVELS.len()), pick(1, 4), pick(2, 3));
     let load = obs.get(PREDICTED_LOAD_INDEX).copied().filter(|v| v.is_finite()).unwrap_or(0.0).max(0.0);
-    let need = load * CAPACITY_PER_LOAD;
-    let level = |table: &[f32], k: usize| table[heads.get(k).copied().unwrap_or(0).min(table.len() - 1)];
-    let capacity = level(&MEMORY_LEVELS, 1) * need;
-    let executors = (level(&EXECUTOR_LEVELS, 0) * capacity / EXECUTOR_UNIT_GB)
-        .ceil()
-        .clamp(1.0, sim::seed_compat::ACTION_DIMS[0] as f32);
-    let memory = (capacity / executors).ceil().clamp(1.0, sim::seed_compat::ACTION_DIMS[1] as f32);
-    [
-        executors as usize - 1,
-        memory as usize - 1,
-        heads.get(2).copied().unwrap_or(0),
-        heads.get(3).copied().unwrap_or(0),
-    ]
+    let shuffle_ms = d.max_shuffle_mb / 100.0
+        * (d.access_ms_per_100mb[tier] * d.compressed_share[codec] + d.decompress_ms_per_100mb[codec]);
+    let budget = (d.sla_ms - shuffle_ms).clamp(1.0, d.sla_ms);
+    let need = load * d.compute_ms_per_load / budget;
+    let capacity = MARGIN_LEVELS[level] * need;
+    let required = capacity.ceil().clamp(0.0, d.most_capacity());
+    let mut best = (f32::NEG_INFINITY, 0);
+    for (k, p) in d.pairs.iter().enumerate() {
+        let score = -p.cost - (required - p.executors * p.gb).max(0.0) * d.shortfall_penalty;
+        if score > best.0 {
+            best = (score, k);
+        }
+    }
+    let p = &d.pairs[best.1];
+    [p.executors as usize - 1, p.gb as usize - 1, tier, codec]
 }
 
 pub struct SeedTrainEnv {
@@ -134,7 +154,7 @@ impl DiscreteEnv for SeedTrainEnv {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use sim::seed_compat::{evaluate, SLA_MS};
+    use sim::seed_compat::{evaluate, MAX_SHUFFLE_MB, SLA_MS};
 
     fn obs_with_load(load: f32) -> Vec<f32> {
         let mut obs = vec![0.0; 13];
@@ -143,27 +163,44 @@ mod tests {
     }
 
     #[test]
-    fn level_one_is_the_fewest_executors_then_the_smallest_memory_that_hold_the_load() {
-        for load in [10.0f32, 95.0, 170.0, 333.0, 640.0, 900.0] {
-            let [n, m, _, _] = seed_action(&[0, 0, 0, 0], &obs_with_load(load));
-            let (n, m) = (n as f32 + 1.0, m as f32 + 1.0);
-            let need = load * CAPACITY_PER_LOAD;
-            assert!(n * m >= need, "load {load}: {n} x {m} GB < {need}");
-            assert!(
-                (n - 1.0) * EXECUTOR_UNIT_GB < need || n == 1.0,
-                "load {load}: {n} executors, one fewer would do"
-            );
-            assert!(n * (m - 1.0) < need || m == 1.0, "load {load}: {m} GB, a size less would do");
-            // Compute alone takes at most the SLA.
-            let (latency, _, _) = evaluate([n as usize - 1, m as usize - 1, 0, 0], load as f64, 0.0);
-            assert!(latency <= SLA_MS + 1e-6);
+    fn level_one_is_the_cheapest_size_that_meets_the_sla_with_the_largest_shuffle() {
+        for tier in 0..3 {
+            for codec in 0..3 {
+                // Off the tenths: a load whose need is a whole number of executor-GB exactly is
+                // one the guard below the SLA sizes a step up (the seed's loads are continuous).
+                for load10 in (100..=9_000).step_by(7) {
+                    let load = (load10 as f32 + 0.37) / 10.0;
+                    let a = seed_action(&[0, tier, codec], &obs_with_load(load));
+                    assert_eq!((a[2], a[3]), (tier, codec));
+                    let (latency, cost, _) = evaluate(a, load as f64, MAX_SHUFFLE_MB);
+                    // The cheapest of all sizes meeting the SLA at the largest shuffle, this tier and codec.
+                    let cheapest = (0..20)
+                        .flat_map(|n| (0..8).map(move |m| [n, m, tier, codec]))
+                        .map(|b| evaluate(b, load as f64, MAX_SHUFFLE_MB))
+                        .filter(|(l, _, _)| *l <= SLA_MS)
+                        .map(|(_, c, _)| c)
+                        .fold(f64::INFINITY, f64::min);
+                    if cheapest.is_finite() {
+                        assert!(
+                            latency <= SLA_MS,
+                            "load {load} tier {tier} codec {codec}: {a:?} takes {latency} ms"
+                        );
+                        assert!(
+                            cost <= cheapest + 1e-6,
+                            "load {load} tier {tier} codec {codec}: {cost} > {cheapest}"
+                        );
+                    } else {
+                        assert_eq!((a[0], a[1]), (19, 7), "nothing meets the SLA: the largest size");
+                    }
+                }
+            }
         }
     }
 
     #[test]
     fn decoding_is_bounded_for_any_observation() {
         for load in [f32::NAN, f32::INFINITY, -5.0, 0.0, 1e9] {
-            for h in [[0, 0, 0, 0], [HEAD_DIMS[0] - 1, HEAD_DIMS[1] - 1, 3, 2]] {
+            for h in [[0, 0, 0], [HEAD_DIMS[0] - 1, 3, 2], [9, 9, 9]] {
                 let a = seed_action(&h, &obs_with_load(load));
                 assert!(
                     a.iter().zip(sim::seed_compat::ACTION_DIMS).all(|(&i, d)| i < d),
