@@ -77,7 +77,7 @@ enum Command {
     /// Run the edge agent of an IoT gateway: count the devices' MQTT messages each second, run the
     /// burst detector on the rate, publish an iot-metadata record a second and forward every message
     /// to iot-raw-data, at least once (acknowledged to the broker once Kafka has it). Kafka from
-    /// KAFKA_BROKERS, SPARKPILOT_KAFKA_AUTH and SPARKPILOT_KAFKA_CONFIG_* (as the functions); the MQTT
+    /// KAFKA_BROKERS, SPARKPILOT_KAFKA_AUTH and SPARKPILOT_KAFKA_CONFIG_* (any librdkafka setting); the MQTT
     /// password from SPARKPILOT_MQTT_PASSWORD. Stops on Ctrl-C.
     Edge {
         /// The MQTT broker: mqtt://host[:1883] or mqtts://host[:8883].
