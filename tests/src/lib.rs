@@ -216,3 +216,18 @@ impl OwnBroker {
         }
     }
 }
+
+/// A consumer of `topic` from its start, in a group of its own (`group` and a unique suffix), with
+/// the short session timeout test consumers use.
+pub fn reader(brokers: &str, group: &str, topic: &str) -> rdkafka::consumer::StreamConsumer {
+    use rdkafka::consumer::Consumer;
+    let c: rdkafka::consumer::StreamConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", unique(group))
+        .set("auto.offset.reset", "earliest")
+        .set("session.timeout.ms", "6000")
+        .create()
+        .expect("a consumer");
+    c.subscribe(&[topic]).expect("subscribed");
+    c
+}

@@ -9,7 +9,7 @@ use bridge::{Bridge, BridgeConfig, Route};
 use edge::{EdgeConfig, EdgeStats};
 use handlers::ports::StateStore;
 use handlers::{Backends, Settings, Topics};
-use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::consumer::StreamConsumer;
 use rdkafka::Message;
 use rumqttc::{AsyncClient, MqttOptions, QoS};
 use std::collections::BTreeSet;
@@ -204,15 +204,7 @@ async fn a_burst_of_mqtt_messages_becomes_a_burst_signal_in_the_store() {
 }
 
 fn consumer(brokers: &str, topic: &str) -> StreamConsumer {
-    let c: StreamConsumer = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("group.id", unique("edge-reader"))
-        .set("auto.offset.reset", "earliest")
-        .set("session.timeout.ms", "6000")
-        .create()
-        .unwrap();
-    c.subscribe(&[topic]).unwrap();
-    c
+    tests::reader(brokers, "edge-reader", topic)
 }
 
 /// Read sequence numbers from `c` until `want` of them are in `seen` or `patience` passes quietly.

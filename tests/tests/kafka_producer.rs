@@ -6,7 +6,6 @@ use adapters::{BufferedKafkaProducer, KafkaAuth, KafkaPublisher, ProducerOptions
 use handlers::ports::Publisher;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
-use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::Message;
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -26,14 +25,7 @@ async fn create_partitioned(brokers: &str, topics: &[&str]) {
 
 /// key → (partition, value, timestamp ms) of the first `n` records on `topic`.
 async fn read(brokers: &str, topic: &str, n: usize) -> BTreeMap<String, (i32, String, i64)> {
-    let c: StreamConsumer = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("group.id", unique("producer-reader"))
-        .set("auto.offset.reset", "earliest")
-        .set("session.timeout.ms", "6000")
-        .create()
-        .unwrap();
-    c.subscribe(&[topic]).unwrap();
+    let c = tests::reader(brokers, "producer-reader", topic);
     let mut seen = BTreeMap::new();
     while seen.len() < n {
         let m = tokio::time::timeout(Duration::from_secs(30), c.recv())

@@ -12,7 +12,7 @@ use handlers::outcome::BurstOutcome;
 use handlers::ports::StateStore;
 use handlers::{Backends, Handler, HandlerError, Outcome, Settings, Topics, Trigger};
 use pipeline::gateways::EdgeGateways;
-use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::consumer::StreamConsumer;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::Message;
 use serde_json::Value;
@@ -61,15 +61,7 @@ impl Handler for Recording {
 
 /// A consumer of the dead-letter topic from its start, in a group of its own.
 fn dead_letter_reader(brokers: &str, dlq: &str) -> StreamConsumer {
-    let consumer: StreamConsumer = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("group.id", unique("dlq-reader"))
-        .set("auto.offset.reset", "earliest")
-        .set("session.timeout.ms", "6000")
-        .create()
-        .unwrap();
-    consumer.subscribe(&[dlq]).unwrap();
-    consumer
+    tests::reader(brokers, "dlq-reader", dlq)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -83,7 +83,9 @@ fn pairs() -> Vec<crate::onnx::SizePair> {
 /// level means the same safety at every load, where raw indices left PPO to learn a staircase of 90
 /// steps (1.11 to 1.14 x the clairvoyant bound).
 pub fn seed_action(heads: &[usize], obs: &[f32]) -> [usize; 4] {
-    let d = decode();
+    // Built once: training decodes every step.
+    static DECODE: std::sync::OnceLock<crate::onnx::SeedDecode> = std::sync::OnceLock::new();
+    let d = DECODE.get_or_init(decode);
     let pick = |k: usize, n: usize| heads.get(k).copied().unwrap_or(0).min(n - 1);
     let (level, tier, codec) = (pick(0, MARGIN_LEVELS.len()), pick(1, 4), pick(2, 3));
     let load = obs.get(PREDICTED_LOAD_INDEX).copied().filter(|v| v.is_finite()).unwrap_or(0.0).max(0.0);
