@@ -27,7 +27,8 @@ pub const DECOMPRESS: [f64; 3] = [0.0, 10.0, 50.0];
 /// (seed-env.md 3). The observation's shuffle is the previous step's, so a policy that must meet
 /// the SLA whatever comes plans for this one.
 pub const MAX_SHUFFLE_MB: f64 = 500.0 * 0.5;
-const STORAGE_PRICE: [f64; 4] = [0.10, 0.05, 0.02, 0.005];
+/// Storage price per GB of (compressed) shuffle per step, by tier.
+pub const STORAGE_PRICE: [f64; 4] = [0.10, 0.05, 0.02, 0.005];
 /// Cost per executor per step, and per executor-GB per step.
 pub const EXECUTOR_PRICE: f64 = 0.1;
 pub const GB_PRICE: f64 = 0.05;

@@ -74,7 +74,9 @@ pub fn write_seed_compat(dir: &Path, command: &str, report: &TrainReport, eval: 
          operations in f32): need = {cpl} x W / (SLA - the largest shuffle's time on that tier and codec) executor-GB, \
          W the edge-predicted load (obs 11) and the largest shuffle {worst} MB (the observation's shuffle is a step \
          stale); executors and GB per executor are the cheapest pair of the seed's sizes whose product is at least \
-         level x need, level in {mlevels:?}. Level 1 meets the SLA whatever the shuffle.\n\n\
+         level x need, level in {mlevels:?}. Level 1 meets the SLA whatever the shuffle. The shuffle is then stored on \
+         the tier and codec whose storage is cheapest among those that keep the largest shuffle within the SLA on that \
+         pair (the heads' own choice always does): the output's tier and codec.\n\n\
          ## Training\n\n- command: `{command}`\n- seed: {seed}\n- environment steps: {steps}\n- wall time: {wall:.0} s\n\
          - final mean episode return (training reward): {ret:.2}\n\
          - reward: -(step cost / 10), and for a step over the 1,000 ms SLA a further -({pen} + min(latency / SLA - 1, 3)); training episodes use seeds with the top \

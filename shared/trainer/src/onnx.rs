@@ -34,9 +34,8 @@ fn head_columns(head_dims: &[usize], width: usize) -> impl Iterator<Item = (usiz
 /// What [`Graph::greedy_heads`] wrote.
 struct GreedyHeads {
     n_in: usize,
-    /// Logits per head, padded: [1, heads, width] float.
+    /// Logits per head are padded to this width.
     width: usize,
-    grid: String,
     /// Argmax per head: [1, heads] int64.
     picked: String,
 }
@@ -185,7 +184,7 @@ impl Graph {
             }
             None => self.node("ArgMax", &[&grid], argmax),
         };
-        Ok(GreedyHeads { n_in, width, grid, picked })
+        Ok(GreedyHeads { n_in, width, picked })
     }
 
     fn write(
@@ -262,11 +261,26 @@ pub struct SeedDecode {
     pub compressed_share: Vec<f32>,
     /// By codec.
     pub decompress_ms_per_100mb: Vec<f32>,
+    /// Price of a GB of stored (compressed) shuffle per step, by tier.
+    pub storage_price_per_gb: Vec<f32>,
     pub margin_levels: Vec<f32>,
     /// Every size the seed allows, in the order ties are broken (the first wins).
     pub pairs: Vec<SizePair>,
     /// Per executor-GB a pair falls short by; above the dearest pair's cost.
     pub shortfall_penalty: f32,
+}
+
+/// One place the shuffle can be stored: a tier and a codec, what the largest shuffle costs there in
+/// time and what storing it costs a step.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct StorageOption {
+    pub tier: usize,
+    pub codec: usize,
+    /// Access plus decompression of the largest shuffle, ms.
+    pub shuffle_ms: f32,
+    /// Storing the largest shuffle for a step, $ (the cost is proportional to the shuffle, so the
+    /// options rank the same for any shuffle).
+    pub cost: f32,
 }
 
 impl SeedDecode {
@@ -275,14 +289,40 @@ impl SeedDecode {
     pub fn most_capacity(&self) -> f32 {
         self.pairs.iter().map(|p| p.executors * p.gb).fold(0.0, f32::max) + 1.0
     }
+
+    /// Access plus decompression of the largest shuffle on `tier` with `codec`, ms, in the f32
+    /// operations the graph performs.
+    pub fn shuffle_ms(&self, tier: usize, codec: usize) -> f32 {
+        let per_100mb = self.access_ms_per_100mb[tier] * self.compressed_share[codec]
+            + self.decompress_ms_per_100mb[codec];
+        self.max_shuffle_mb / 100.0 * per_100mb
+    }
+
+    /// Every tier and codec, tier-major (the order ties are broken in: the first wins).
+    pub fn storage_options(&self) -> Vec<StorageOption> {
+        let mut options = Vec::new();
+        for (tier, price) in self.storage_price_per_gb.iter().enumerate() {
+            for (codec, share) in self.compressed_share.iter().enumerate() {
+                options.push(StorageOption {
+                    tier,
+                    codec,
+                    shuffle_ms: self.shuffle_ms(tier, codec),
+                    cost: self.max_shuffle_mb * share / 1024.0 * price,
+                });
+            }
+        }
+        options
+    }
 }
 
 /// Export the seed-compat actor: greedy heads as in [`export_multidiscrete`] for a margin level, a
-/// tier and a codec, then the size decoded in the graph, so `actions` is int64 [1, 4] = (executors -
-/// 1, GB - 1, tier, compression) and the file runs in any ONNX runtime:
+/// tier and a codec, then the size and the storage decoded in the graph, so `actions` is int64 [1, 4]
+/// = (executors - 1, GB - 1, tier, compression) and the file runs in any ONNX runtime:
 /// shuffle = max_shuffle / 100 x (access[tier] x compressed[codec] + decompress[codec]);
 /// need = compute_ms_per_load x load / clip(sla - shuffle, 1, sla); required = clip(ceil(level x
-/// need), 0, most); and the pair with the highest -cost - penalty x relu(required - executors x GB).
+/// need), 0, most); the pair with the highest -cost - penalty x relu(required - executors x GB);
+/// and on that pair, the storage option with the highest -cost - penalty x relu(level x
+/// compute_ms_per_load x load / (executors x GB) + its shuffle - sla).
 pub fn export_seed_relative(
     path: &Path,
     mlp: &Mlp,
@@ -296,6 +336,7 @@ pub fn export_seed_relative(
         || head_dims[1] != decode.access_ms_per_100mb.len()
         || head_dims[2] != decode.compressed_share.len()
         || decode.decompress_ms_per_100mb.len() != decode.compressed_share.len()
+        || decode.storage_price_per_gb.len() != decode.access_ms_per_100mb.len()
         || decode.pairs.is_empty()
     {
         return Err(TrainError::Invalid(format!("heads {head_dims:?} do not match the decode's tables")));
@@ -304,7 +345,7 @@ pub fn export_seed_relative(
     // Wide enough for a row per size (executors and GB) beside the heads' logits.
     let sizes = decode.pairs.iter().map(|p| p.executors.max(p.gb)).fold(1.0, f32::max) as usize;
     let heads = g.greedy_heads(mlp, head_dims, input_scale, sizes, None)?;
-    let (n_in, width, grid, picked) = (heads.n_in, heads.width, heads.grid, heads.picked);
+    let (n_in, width, picked) = (heads.n_in, heads.width, heads.picked);
     // A head's table entry for the index that head picked: [1, 1].
     let lookup = |g: &mut Graph, col: i64, table: &[f32], stem: &str| {
         let idx = g.constant_i64(stem, vec![col]);
@@ -350,6 +391,28 @@ pub fn export_seed_relative(
     };
     let executors = size(&mut g, "pair_executors", &|p| p.executors);
     let memory = size(&mut g, "pair_gb", &|p| p.gb);
+    // Where the shuffle goes: the cheapest tier and codec on which the chosen pair still meets the
+    // SLA with the largest shuffle (the heads' own choice always does; one that stores for less may).
+    let options = decode.storage_options();
+    let k = options.len() as i64;
+    let held_best = g.node("Gather", &[&held, &best], vec![int_attr("axis", 0)]);
+    let planned = g.node("Mul", &[&level, &work], vec![]);
+    let compute_ms = g.node("Div", &[&planned, &held_best], vec![]);
+    let storage_ms = g.constant("storage_shuffle_ms", &[k], options.iter().map(|o| o.shuffle_ms).collect());
+    let total_ms = g.node("Add", &[&compute_ms, &storage_ms], vec![]);
+    let over = g.node("Sub", &[&total_ms, &sla], vec![]);
+    let over = g.node("Relu", &[&over], vec![]);
+    let over = g.node("Mul", &[&over, &penalty], vec![]);
+    let storage_neg_cost = g.constant("storage_neg_cost", &[k], options.iter().map(|o| -o.cost).collect());
+    let storage_scores = g.node("Sub", &[&storage_neg_cost, &over], vec![]);
+    let stored = g.node("ArgMax", &[&storage_scores], vec![int_attr("axis", 1), int_attr("keepdims", 0)]);
+    // As sizes (index + 1), for the same index rows as the executors and GB.
+    let option = |g: &mut Graph, stem: &str, of: &dyn Fn(&StorageOption) -> usize| {
+        let t = g.constant(stem, &[k], options.iter().map(|o| (of(o) + 1) as f32).collect());
+        g.node("Gather", &[&t, &stored], vec![int_attr("axis", 0)])
+    };
+    let tier = option(&mut g, "storage_tier", &|o| o.tier);
+    let codec = option(&mut g, "storage_codec", &|o| o.codec);
     // The sizes become indices through the same ArgMax as the other heads (not a Cast: tract, which
     // these files must run in as well, types an int64 produced by Cast as a symbolic dimension): a
     // row scoring -|i - (size - 1)| over 0..width peaks at the index.
@@ -363,9 +426,9 @@ pub fn export_seed_relative(
     };
     let exec_row = row(&mut g, &executors);
     let mem_row = row(&mut g, &memory);
-    let others = g.constant_i64("other_heads", vec![1, 2]);
-    let rest = g.node("Gather", &[&grid, &others], vec![int_attr("axis", 1)]);
-    let scores = g.node("Concat", &[&exec_row, &mem_row, &rest], vec![int_attr("axis", 1)]);
+    let tier_row = row(&mut g, &tier);
+    let codec_row = row(&mut g, &codec);
+    let scores = g.node("Concat", &[&exec_row, &mem_row, &tier_row, &codec_row], vec![int_attr("axis", 1)]);
     g.node_to("ArgMax", &[&scores], "actions", vec![int_attr("axis", 2), int_attr("keepdims", 0)]);
     let input = value_info("input", data_type::FLOAT, &[1, n_in as i64]);
     let output = value_info("actions", data_type::INT64, &[1, 4]);
