@@ -3,7 +3,7 @@
 //! scaling-decision function both go through here, so the policy sees the same numbers in both.
 
 use crate::{ControlError, Observation, ScalingAction, MEMORY_CHOICES_GB};
-use latency_model::{Compression, Processing, Tier};
+use latency_model::{Compression, CompressionProfile, LatencyModel, Processing, Tier};
 
 /// Number of features the scaling policy reads.
 pub const FEATURES: usize = 13;
@@ -61,31 +61,47 @@ pub struct FeatureBuilder {
     pub vcpu_per_executor: f64,
     pub max_executors: u32,
     pub processing: Processing,
+    /// The codecs' measured costs, in [`Compression::CHOICES`] order.
+    pub codecs: [CompressionProfile; 3],
 }
 
 impl FeatureBuilder {
     /// The builder every scaling policy is trained and run with: rates are normalised by the
     /// policy's executor head (64), not by a deployment's maximum, so a model means the same thing
     /// wherever it runs.
-    pub fn for_policy(vcpu_per_executor: f64, processing: Processing) -> Self {
-        Self { vcpu_per_executor, max_executors: POLICY_MAX_EXECUTORS, processing }
+    pub fn for_policy(vcpu_per_executor: f64, model: &LatencyModel) -> Self {
+        Self {
+            vcpu_per_executor,
+            max_executors: POLICY_MAX_EXECUTORS,
+            processing: model.processing.clone(),
+            codecs: model.codecs().clone(),
+        }
     }
 
-    /// The load to plan for, in executors' worth (fractional): the larger of the arrival rate now and
+    /// The load to plan for, in running executors' worth (fractional, at
+    /// [`running_executor_rate`](Self::running_executor_rate)): the larger of the arrival rate now and
     /// the load the edge gateways expect, plus the backlog spread over [`BACKLOG_DRAIN_S`].
     /// Executors requested now start after a cold start, so the gateways' forecast is what they will
     /// meet; the current rate keeps the cluster up until the load has actually gone.
     pub fn demand_executors(&self, obs: &Observation) -> f64 {
         let finite = |v: f64| if v.is_finite() { v.max(0.0) } else { 0.0 };
-        let per_exec = self.executor_rate(obs.bytes_per_event);
+        let per_exec = self.running_executor_rate(obs);
         let rate = finite(obs.input_rate).max(finite(obs.predicted_load))
             + finite(obs.backlog_events) / BACKLOG_DRAIN_S;
         rate / per_exec
     }
 
+    /// The executors the events arriving now keep busy (fractional), at
+    /// [`running_executor_rate`](Self::running_executor_rate).
+    pub fn arrival_executors(&self, obs: &Observation) -> f64 {
+        let input = if obs.input_rate.is_finite() { obs.input_rate.max(0.0) } else { 0.0 };
+        input / self.running_executor_rate(obs)
+    }
+
     /// Decode the policy's action indices for the observation they were chosen on. An index out of
     /// range is an error naming the head. The executor count is the level's headroom times the
-    /// demand, rounded up, within 1..=[`POLICY_MAX_EXECUTORS`]; level 0 keeps the count in force.
+    /// demand, and at least what the arrival rate needs ([`arrival_executors`](Self::arrival_executors)),
+    /// rounded up, within 1..=[`POLICY_MAX_EXECUTORS`]; level 0 keeps the count in force.
     pub fn action(&self, indices: [i64; 4], obs: &Observation) -> Result<ScalingAction, ControlError> {
         let names = ["executors", "memory", "tier", "compression"];
         for (i, (&v, &dim)) in indices.iter().zip(ACTION_DIMS.iter()).enumerate() {
@@ -95,7 +111,10 @@ impl FeatureBuilder {
         }
         let executors = match indices[0] as usize {
             0 => obs.current.executors,
-            k => (EXECUTOR_HEADROOM[k] * self.demand_executors(obs)).ceil() as u32,
+            // Never fewer than the events arriving now need: a level below 1 trims the headroom a
+            // forecast's peak carries, but a cluster below the arrival rate only builds a backlog.
+            k => (EXECUTOR_HEADROOM[k] * self.demand_executors(obs)).max(self.arrival_executors(obs)).ceil()
+                as u32,
         }
         .clamp(1, self.max_executors.max(1));
         Ok(ScalingAction {
@@ -121,6 +140,21 @@ impl FeatureBuilder {
             .copied()
             .find(|&gb| p.usable_memory_gb(gb as f64) >= headroom * working_set)
             .unwrap_or(largest)
+    }
+
+    /// Events/s one running executor carries at full CPU in the job as it runs now: the event's own
+    /// CPU and the shuffle's codec in force ([`Observation::current`]), compressing it once and
+    /// decompressing it for each read data of the observed temperature gets. This is what the arena's
+    /// capacity is made of (`sim::Arena::capacity`), and what a demand must be counted in: on
+    /// step-burst's 100 KB events the codec takes 4 % of an executor, and a demand in
+    /// [`executor_rate`](Self::executor_rate)'s units left the cluster one executor short of the
+    /// plateau at 0.95 x (`models/scaling-ppo.md`, "History and ablations").
+    pub fn running_executor_rate(&self, obs: &Observation) -> f64 {
+        let bytes = if obs.bytes_per_event.is_finite() { obs.bytes_per_event.max(0.0) } else { 0.0 };
+        let temperature = if obs.data_temperature.is_finite() { obs.data_temperature } else { 0.0 };
+        let codec = &self.codecs[obs.current.compression as usize];
+        let ms = self.processing.job_cpu_ms_per_event(bytes, codec, temperature);
+        self.vcpu_per_executor * 1_000.0 / ms.max(1e-9)
     }
 
     /// Events/s one executor processes at `bytes` per event, by the latency model (CPU only): the
@@ -188,11 +222,7 @@ mod tests {
     }
 
     fn builder() -> FeatureBuilder {
-        FeatureBuilder {
-            vcpu_per_executor: 4.0,
-            max_executors: 64,
-            processing: latency_model::LatencyModel::embedded().processing,
-        }
+        FeatureBuilder::for_policy(4.0, &latency_model::LatencyModel::embedded())
     }
 
     #[test]
@@ -215,11 +245,35 @@ mod tests {
     }
 
     #[test]
+    fn the_running_rate_counts_the_codec_in_force_and_the_reads_of_hot_data() {
+        let b = builder();
+        let mut o = obs();
+        o.bytes_per_event = 100_000.0;
+        o.current.compression = Compression::None;
+        let plain = b.running_executor_rate(&o);
+        o.current.compression = Compression::Lz4;
+        o.data_temperature = 0.0;
+        let cold = b.running_executor_rate(&o);
+        o.data_temperature = 1.0;
+        let hot = b.running_executor_rate(&o);
+        assert!(plain <= b.executor_rate(100_000.0) + 1e-9);
+        assert!(hot < cold && cold < plain, "{hot} {cold} {plain}");
+        // As the arena counts it: the same model's CPU per event.
+        let model = latency_model::LatencyModel::embedded();
+        let ms = model.processing.job_cpu_ms_per_event(100_000.0, model.compression(Compression::Lz4), 1.0);
+        assert!((hot - 4_000.0 / ms).abs() < 1e-9);
+        // Numbers that are not numbers fall back to a finite rate.
+        o.bytes_per_event = f64::NAN;
+        o.data_temperature = f64::INFINITY;
+        assert!(b.running_executor_rate(&o).is_finite() && b.running_executor_rate(&o) > 0.0);
+    }
+
+    #[test]
     fn indices_decode_relative_to_demand_and_out_of_range_is_refused() {
         let b = builder();
         let o = obs();
         // Planning load: the gateways' 4,000 events/s (above the 1,000 arriving), no backlog.
-        let demand = 4_000.0 / b.executor_rate(2_500.0);
+        let demand = 4_000.0 / b.running_executor_rate(&o);
         assert!((b.demand_executors(&o) - demand).abs() < 1e-9);
         let k = EXECUTOR_HEADROOM.iter().position(|&h| h == 1.2).unwrap() as i64;
         let a = b.action([k, 2, 0, 1], &o).unwrap();
@@ -234,7 +288,14 @@ mod tests {
         // A backlog adds its drain rate to the demand.
         let mut late = o;
         late.backlog_events = 50_000.0;
-        assert!(b.demand_executors(&late) > demand + 4_999.0 / b.executor_rate(2_500.0) - 1e-9);
+        assert!(b.demand_executors(&late) > demand + 4_999.0 / b.running_executor_rate(&late) - 1e-9);
+        // A level below 1 trims the forecast's headroom, never the arrival rate's own need: with the
+        // load arriving at what the gateways forecast, 0.9 x keeps the cluster at the arrival rate.
+        let trim = EXECUTOR_HEADROOM.iter().position(|&h| h == 0.9).unwrap() as i64;
+        assert_eq!(b.action([trim, 0, 0, 0], &o).unwrap().executors, (0.9 * demand).ceil() as u32);
+        let mut arrived = o;
+        arrived.input_rate = 4_000.0;
+        assert_eq!(b.action([trim, 0, 0, 0], &arrived).unwrap().executors, demand.ceil() as u32);
         // Never below one executor, never above the policy's maximum.
         let mut idle = o;
         (idle.input_rate, idle.predicted_load) = (0.0, 0.0);

@@ -39,10 +39,7 @@ impl Prewarmer {
             keys: Keys::new(&settings.key_prefix),
             backends: backends.clone(),
             forecaster: LoadForecaster::default(),
-            state: FeatureBuilder::for_policy(
-                settings.vcpu_per_executor as f64,
-                LatencyModel::embedded().processing,
-            ),
+            state: FeatureBuilder::for_policy(settings.vcpu_per_executor as f64, &LatencyModel::embedded()),
         })
     }
 }

@@ -127,10 +127,7 @@ pub struct Decision {
 
 impl ScalingDecision {
     pub fn new(settings: &Settings, backends: &Backends) -> Result<Self, HandlerError> {
-        let state = FeatureBuilder::for_policy(
-            settings.vcpu_per_executor as f64,
-            LatencyModel::embedded().processing,
-        );
+        let state = FeatureBuilder::for_policy(settings.vcpu_per_executor as f64, &LatencyModel::embedded());
         let (policy, model_problem) = match Self::load_model(settings, state.clone()) {
             Ok(p) => (Some(p), None),
             Err(problem) => {

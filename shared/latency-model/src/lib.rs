@@ -175,7 +175,21 @@ pub struct Processing {
     pub spill_floor: f64,
 }
 
+/// Reads of each shuffle byte for data of temperature `t` (0 cold .. 1 hot): hot data is re-read by
+/// the job's windowed queries, up to three times.
+pub fn reads_per_byte(temperature: f64) -> f64 {
+    1.0 + 2.0 * temperature.clamp(0.0, 1.0)
+}
+
 impl Processing {
+    /// CPU milliseconds one vCPU spends on one event of `bytes`, and on compressing its shuffle with
+    /// `codec` and decompressing it for each of the reads data of `temperature` gets: what the job's
+    /// executors are busy with per event.
+    pub fn job_cpu_ms_per_event(&self, bytes: f64, codec: &CompressionProfile, temperature: f64) -> f64 {
+        let shuffle_mb = bytes * self.shuffle_ratio / 1e6;
+        self.cpu_ms_per_event(bytes) + codec.cpu_ms_per_mb(reads_per_byte(temperature)) * shuffle_mb
+    }
+
     /// CPU milliseconds one vCPU spends on one event of `bytes`.
     pub fn cpu_ms_per_event(&self, bytes: f64) -> f64 {
         self.per_event_cpu_ms + self.per_mb_cpu_ms * bytes / 1e6
@@ -318,6 +332,11 @@ impl LatencyModel {
 
     pub fn compression(&self, codec: Compression) -> &CompressionProfile {
         &self.codecs[codec as usize]
+    }
+
+    /// The three codecs' profiles, in [`Compression::CHOICES`] order.
+    pub fn codecs(&self) -> &[CompressionProfile; 3] {
+        &self.codecs
     }
 
     /// Replace the compression figures (after a fresh calibration).

@@ -15,11 +15,7 @@ fn models() -> PathBuf {
 }
 
 fn state() -> FeatureBuilder {
-    FeatureBuilder {
-        vcpu_per_executor: 4.0,
-        max_executors: 64,
-        processing: latency_model::LatencyModel::embedded().processing,
-    }
+    FeatureBuilder::for_policy(4.0, &latency_model::LatencyModel::embedded())
 }
 
 fn observation() -> Observation {

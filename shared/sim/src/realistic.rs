@@ -106,7 +106,7 @@ impl Arena {
     /// policy's executor head (64), not by this arena's maximum, so a model means the same thing in
     /// every configuration.
     pub fn feature_builder(&self) -> control::FeatureBuilder {
-        control::FeatureBuilder::for_policy(self.config.vcpu_per_executor, self.model.processing.clone())
+        control::FeatureBuilder::for_policy(self.config.vcpu_per_executor, &self.model)
     }
 
     /// Dollars per second of the Redis hot tier while it is held.
@@ -116,7 +116,7 @@ impl Arena {
 
     /// Reads of each shuffle byte for data of temperature `t`: hot data is re-read by windowed queries.
     pub fn reads_per_byte(temperature: f64) -> f64 {
-        1.0 + 2.0 * temperature.clamp(0.0, 1.0)
+        latency_model::reads_per_byte(temperature)
     }
 
     /// Capacity of `running` executors holding `memory_gb_total` under `action` for load `point`.
@@ -132,8 +132,7 @@ impl Arena {
         let reads = Self::reads_per_byte(temperature);
         let codec = self.model.compression(action.compression);
         let shuffle_mb_per_event = point.bytes_per_event * proc.shuffle_ratio / 1e6;
-        let cpu_ms_per_event =
-            proc.cpu_ms_per_event(point.bytes_per_event) + codec.cpu_ms_per_mb(reads) * shuffle_mb_per_event;
+        let cpu_ms_per_event = proc.job_cpu_ms_per_event(point.bytes_per_event, codec, temperature);
         let tier = self.model.tier(action.tier);
         let service_ms = proc.batch_overhead_ms + cpu_ms_per_event + proc.round_trips * tier.access_ms;
         if running <= 0.0 {

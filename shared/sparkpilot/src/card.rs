@@ -177,8 +177,10 @@ pub fn write_scaling(
          ## Output\n\n`actions`: int64 [1, 4]: executor level (0..{levels}), memory level (0..{mlevels}), tier \
          (0 Redis, 1 NVMe, 2 S3, 3 Glacier), codec (0 none, 1 LZ4, 2 ZSTD). Greedy (argmax per head).\n\n\
          The executor level is relative to the demand (`control::FeatureBuilder::action`): level 0 keeps the executors in force; \
-         level k sizes the cluster at headroom[k] x demand, rounded up, within 1..{max}, where headroom = {headroom:?} and \
-         demand = (max(input rate, predicted load) + backlog / {drain} s) in executors' worth. The guardrails \
+         level k sizes the cluster at headroom[k] x demand, and at least at the input rate's own need, rounded up, within \
+         1..{max}, where headroom = {headroom:?} and demand = (max(input rate, predicted load) + backlog / {drain} s) in \
+         running executors' worth: events/s over what one executor carries in the job as it runs, the event's CPU and \
+         the codec in force on its shuffle (`control::FeatureBuilder::running_executor_rate`). The guardrails \
          (`control::Guardrails`, default limits: at most {step} executors up or down per decision, no scale-down within \
          {cooldown} s of the last scale-up) apply after, in the arena, in training and in the scaling-decision function.\n\n\
          The memory level is relative to the observed event size (`control::FeatureBuilder::memory_for`): level k picks the \

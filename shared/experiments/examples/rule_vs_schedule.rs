@@ -1,0 +1,69 @@
+//! Ablation: fixed headroom rules of the scaling policy's executor head (one level while the burst
+//! signal is down, one while it is up; NVMe, memory level 0, no codec) against the achievable
+//! clairvoyant schedule, on every trace goal 1 of the control-quality work names: the built-in ones,
+//! both real ones and the generated 30x shapes. Prints each rule's cost as x the schedule's and its
+//! share of events over the SLA, trace by trace.
+//!
+//! `cargo run --release -p experiments --example rule_vs_schedule [SEEDS] [Q/B,Q/B,...]`
+
+use control::EXECUTOR_HEADROOM;
+use experiments::fixed_indices::FixedIndices;
+use sim::clairvoyant::ClairvoyantSchedule;
+use sim::Arena;
+
+const TRACES: [&str; 10] = [
+    "step-burst",
+    "burst-4x",
+    "rush-hour",
+    "slow-ramp",
+    "flash-crowd",
+    "spike-30x",
+    "data/traces/real/aws-elb-requests.csv",
+    "data/traces/real/nyc-taxi-week.csv",
+    "data/traces/generated/step-30x.csv",
+    "data/traces/generated/ramp-30x.csv",
+];
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let mut args = std::env::args().skip(1);
+    let seeds: u64 = args.next().map(|s| s.parse()).transpose()?.unwrap_or(5);
+    let rules: Vec<(f64, f64)> = match args.next() {
+        Some(list) => list
+            .split(',')
+            .map(|pair| {
+                let (q, b) = pair.split_once('/').ok_or_else(|| format!("`{pair}` is not Q/B"))?;
+                Ok::<_, String>((
+                    q.parse().map_err(|_| format!("`{q}` is not a number"))?,
+                    b.parse().map_err(|_| format!("`{b}` is not a number"))?,
+                ))
+            })
+            .collect::<Result<_, _>>()?,
+        None => vec![(0.95, 1.2), (1.0, 1.2), (0.9, 1.2), (0.95, 1.1)],
+    };
+    let arena = Arena::embedded();
+    println!("cost x the clairvoyant schedule's and % of events over the SLA, mean of {seeds} seeds");
+    for name in TRACES {
+        let mut schedule = 0.0;
+        for seed in 0..seeds {
+            let trace = traces::resolve(name, seed)?;
+            let mut policy = ClairvoyantSchedule::new(&arena, &trace, seed)?;
+            schedule += arena.run(&trace, seed, &mut policy, None)?.cost_usd;
+        }
+        let mut line = format!("{:<16}", name.rsplit('/').next().unwrap_or(name).trim_end_matches(".csv"));
+        for &(quiet, burst) in &rules {
+            let (mut cost, mut violations) = (0.0, 0.0);
+            for seed in 0..seeds {
+                let trace = traces::resolve(name, seed)?;
+                let mut rule = FixedIndices::headroom_rule(&arena, quiet, burst).ok_or_else(|| {
+                    format!("{quiet} / {burst}: not executor levels of {EXECUTOR_HEADROOM:?}")
+                })?;
+                let scores = arena.run(&trace, seed, &mut rule, None)?;
+                cost += scores.cost_usd;
+                violations += scores.sla_violation_pct;
+            }
+            line += &format!(" | {quiet}/{burst} {:.3}x {:.2} %", cost / schedule, violations / seeds as f64);
+        }
+        println!("{line}");
+    }
+    Ok(())
+}
