@@ -1,8 +1,8 @@
 //! Ablation: fixed headroom rules of the scaling policy's executor head (one level while the burst
 //! signal is down, one while it is up; NVMe, memory level 0, no codec) against the achievable
-//! clairvoyant schedule, on every trace goal 1 of the control-quality work names: the built-in ones,
-//! both real ones and the generated 30x shapes. Prints each rule's cost as x the schedule's and its
-//! share of events over the SLA, trace by trace.
+//! clairvoyant schedule, on the built-in traces, both real ones and the generated shapes
+//! (`data/traces/generated/`). Prints each rule's cost as x the schedule's and its share of events
+//! over the SLA, trace by trace.
 //!
 //! `cargo run --release -p experiments --example rule_vs_schedule [SEEDS] [Q/B,Q/B,...]`
 
@@ -11,7 +11,7 @@ use experiments::fixed_indices::FixedIndices;
 use sim::clairvoyant::ClairvoyantSchedule;
 use sim::Arena;
 
-const TRACES: [&str; 10] = [
+const TRACES: [&str; 14] = [
     "step-burst",
     "burst-4x",
     "rush-hour",
@@ -22,6 +22,10 @@ const TRACES: [&str; 10] = [
     "data/traces/real/nyc-taxi-week.csv",
     "data/traces/generated/step-30x.csv",
     "data/traces/generated/ramp-30x.csv",
+    "data/traces/generated/io-frames.csv",
+    "data/traces/generated/false-alarms.csv",
+    "data/traces/generated/diurnal.csv",
+    "data/traces/generated/staircase.csv",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
