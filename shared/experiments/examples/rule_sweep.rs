@@ -6,8 +6,7 @@
 //!
 //! `cargo run --release -p experiments --example rule_sweep [SEEDS]`
 
-use control::EXECUTOR_HEADROOM;
-use experiments::fixed_indices::FixedIndices;
+use experiments::fixed_indices::score_headroom_rule;
 use sim::config::ArenaConfig;
 use sim::Arena;
 
@@ -54,17 +53,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         ] {
             let mut line = format!("  x{quiet:<4} (burst x{burst:<4})");
             for (i, name) in TRACES.iter().enumerate() {
-                let (mut cost, mut violations) = (0.0, 0.0);
-                for seed in 0..seeds {
-                    let trace = traces::resolve(name, seed)?;
-                    let mut rule = FixedIndices::headroom_rule(&arena, quiet, burst).ok_or_else(|| {
-                        format!("{quiet} / {burst}: not executor levels of {EXECUTOR_HEADROOM:?}")
-                    })?;
-                    let scores = arena.run(&trace, seed, &mut rule, None)?;
-                    cost += scores.cost_usd;
-                    violations += scores.sla_violation_pct;
-                }
-                line += &format!(" | {:.2}x {:.2} %", cost / bounds[i], violations / seeds as f64);
+                let (cost, violations) = score_headroom_rule(&arena, name, quiet, burst, seeds)?;
+                line += &format!(" | {:.2}x {:.2} %", cost / bounds[i], violations);
             }
             println!("{line}");
         }

@@ -6,8 +6,7 @@
 //!
 //! `cargo run --release -p experiments --example rule_vs_schedule [SEEDS] [Q/B,Q/B,...]`
 
-use control::EXECUTOR_HEADROOM;
-use experiments::fixed_indices::FixedIndices;
+use experiments::fixed_indices::score_headroom_rule;
 use sim::clairvoyant::ClairvoyantSchedule;
 use sim::Arena;
 
@@ -55,17 +54,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         let mut line = format!("{:<16}", name.rsplit('/').next().unwrap_or(name).trim_end_matches(".csv"));
         for &(quiet, burst) in &rules {
-            let (mut cost, mut violations) = (0.0, 0.0);
-            for seed in 0..seeds {
-                let trace = traces::resolve(name, seed)?;
-                let mut rule = FixedIndices::headroom_rule(&arena, quiet, burst).ok_or_else(|| {
-                    format!("{quiet} / {burst}: not executor levels of {EXECUTOR_HEADROOM:?}")
-                })?;
-                let scores = arena.run(&trace, seed, &mut rule, None)?;
-                cost += scores.cost_usd;
-                violations += scores.sla_violation_pct;
-            }
-            line += &format!(" | {quiet}/{burst} {:.3}x {:.2} %", cost / schedule, violations / seeds as f64);
+            let (cost, violations) = score_headroom_rule(&arena, name, quiet, burst, seeds)?;
+            line += &format!(" | {quiet}/{burst} {:.3}x {:.2} %", cost / schedule, violations);
         }
         println!("{line}");
     }

@@ -13,6 +13,29 @@ pub struct FixedIndices {
     guard: ArenaGuardrails,
 }
 
+/// The rule "`quiet` x the demand while quiet, `burst` x under a burst signal" ([`FixedIndices::headroom_rule`])
+/// on seeds `0..seeds` of trace `name`: its cost summed over the seeds and its mean share of events
+/// over the SLA, %.
+pub fn score_headroom_rule(
+    arena: &Arena,
+    name: &str,
+    quiet: f64,
+    burst: f64,
+    seeds: u64,
+) -> Result<(f64, f64), Box<dyn std::error::Error>> {
+    let (mut cost, mut violations) = (0.0, 0.0);
+    for seed in 0..seeds {
+        let trace = traces::resolve(name, seed)?;
+        let mut rule = FixedIndices::headroom_rule(arena, quiet, burst).ok_or_else(|| {
+            format!("{quiet} / {burst}: not executor levels of {:?}", control::EXECUTOR_HEADROOM)
+        })?;
+        let scores = arena.run(&trace, seed, &mut rule, None)?;
+        cost += scores.cost_usd;
+        violations += scores.sla_violation_pct;
+    }
+    Ok((cost, violations / seeds.max(1) as f64))
+}
+
 impl FixedIndices {
     /// The rule "`quiet` x the demand while the burst signal is down, `burst` x while it is up" on
     /// NVMe, memory level 0, no codec; `None` if either headroom is not one of the executor levels.
