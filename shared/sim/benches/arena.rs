@@ -31,6 +31,7 @@ fn episode_500(c: &mut Criterion) {
             name,
         )
         .unwrap()
+        .unwrap()
         {
             Contender::Policy(mut p) => b.iter(|| black_box(arena.run(&trace, 1, p.as_mut(), None).unwrap())),
             Contender::Clairvoyant => {

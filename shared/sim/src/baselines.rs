@@ -186,60 +186,230 @@ impl Policy for Seer {
     }
 }
 
-/// Spark dynamic allocation (Spark configuration docs): executors are requested when tasks have been
-/// pending for `schedulerBacklogTimeout` (1 s) and then every `sustainedSchedulerBacklogTimeout` (1 s),
-/// doubling the number added each round; capped at what the pending work needs; an executor idle for
-/// `executorIdleTimeout` (60 s) is removed.
-#[derive(Debug, Default)]
+/// The `spark.dynamicAllocation.*` settings the arena's model of Spark dynamic allocation reads. The
+/// defaults are Spark's own (the "Dynamic Allocation" table of Spark's configuration page): ratio 1,
+/// 1 s backlog timeouts, 60 s idle timeout, no minimum, no maximum but the arena's.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct DynamicAllocation {
+    /// `executorAllocationRatio`: the share of the executors full parallelism would need that Spark
+    /// asks for (1 = all of them).
+    pub executor_allocation_ratio: f64,
+    /// `schedulerBacklogTimeout`: seconds tasks must have been pending before the first request.
+    pub scheduler_backlog_timeout_s: f64,
+    /// `sustainedSchedulerBacklogTimeout`: seconds between later requests while the backlog lasts
+    /// (each one asks for twice as many executors as the one before).
+    pub sustained_scheduler_backlog_timeout_s: f64,
+    /// `executorIdleTimeout`: seconds an executor stays idle before it is released.
+    pub executor_idle_timeout_s: f64,
+    /// `minExecutors`.
+    pub min_executors: u32,
+    /// `maxExecutors`; `None` for the arena's maximum.
+    pub max_executors: Option<u32>,
+}
+
+impl Default for DynamicAllocation {
+    fn default() -> Self {
+        Self {
+            executor_allocation_ratio: 1.0,
+            scheduler_backlog_timeout_s: 1.0,
+            sustained_scheduler_backlog_timeout_s: 1.0,
+            executor_idle_timeout_s: 60.0,
+            min_executors: 0,
+            max_executors: None,
+        }
+    }
+}
+
+/// EMR Serverless's scaling profiles (`spark.emr-serverless.scalingProfile`), by their names.
+pub const EMR_SCALING_PROFILES: [&str; 3] = ["performance-optimized", "balanced", "cost-optimized"];
+
+impl DynamicAllocation {
+    /// The settings of an EMR Serverless scaling profile, as far as AWS's scaling-profiles page
+    /// (EMR Serverless User Guide, "Using Scaling Profiles") is known to us: `performance-optimized`
+    /// adds executors as fast as Spark can (Spark's defaults); `balanced` and `cost-optimized` aim
+    /// for half and a third of those executors (the ratio), and wait longer between requests by
+    /// amounts we could not read, so they keep Spark's timeouts here. Against the real profiles these
+    /// two react faster: their events over the SLA here are a lower bound. A user who knows the real
+    /// values (a job's Spark UI, Environment tab, lists every `spark.dynamicAllocation.*` the profile
+    /// wrote) passes them with [`DynamicAllocation::parse`].
+    pub fn emr_profile(name: &str) -> Option<Self> {
+        let ratio = match name {
+            "performance-optimized" => 1.0,
+            "balanced" => 0.5,
+            "cost-optimized" => 1.0 / 3.0,
+            _ => return None,
+        };
+        Some(Self { executor_allocation_ratio: ratio, ..Self::default() })
+    }
+
+    /// Spark's settings with the properties in `spec` changed: `property=value` pairs joined by `:`,
+    /// each property named as after `spark.dynamicAllocation.` (`executorAllocationRatio=0.5:
+    /// schedulerBacklogTimeout=5s`); times in Spark's form (`500ms`, `5s`, `2min`, `1h`, a bare number
+    /// being seconds). An unknown property, a value that is not one, or settings Spark would refuse
+    /// (a ratio outside (0, 1], a maximum below the minimum) are errors naming the pair.
+    pub fn parse(spec: &str) -> Result<Self, String> {
+        let mut out = Self::default();
+        for pair in spec.split(':').filter(|p| !p.trim().is_empty()) {
+            let (key, value) =
+                pair.split_once('=').ok_or_else(|| format!("`{pair}` is not property=value"))?;
+            let (key, value) = (key.trim(), value.trim());
+            let key = key.strip_prefix("spark.dynamicAllocation.").unwrap_or(key);
+            let count =
+                || value.parse::<u32>().map_err(|_| format!("{key}: `{value}` is not a whole number"));
+            match key {
+                "executorAllocationRatio" => {
+                    let ratio: f64 =
+                        value.parse().map_err(|_| format!("{key}: `{value}` is not a number"))?;
+                    if !(ratio > 0.0 && ratio <= 1.0) {
+                        return Err(format!("{key}: {value} is outside (0, 1]"));
+                    }
+                    out.executor_allocation_ratio = ratio;
+                }
+                "schedulerBacklogTimeout" => out.scheduler_backlog_timeout_s = spark_seconds(key, value)?,
+                "sustainedSchedulerBacklogTimeout" => {
+                    out.sustained_scheduler_backlog_timeout_s = spark_seconds(key, value)?
+                }
+                "executorIdleTimeout" => out.executor_idle_timeout_s = spark_seconds(key, value)?,
+                "minExecutors" => out.min_executors = count()?,
+                "maxExecutors" => out.max_executors = Some(count()?),
+                _ => {
+                    return Err(format!(
+                        "unknown property `{key}` (known: executorAllocationRatio, schedulerBacklogTimeout, \
+                         sustainedSchedulerBacklogTimeout, executorIdleTimeout, minExecutors, maxExecutors)"
+                    ))
+                }
+            }
+        }
+        if let Some(max) = out.max_executors {
+            if max < out.min_executors.max(1) {
+                return Err(format!("maxExecutors {max} is below minExecutors {} (or 1)", out.min_executors));
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// A Spark time setting in seconds: a number with `ms`, `s`, `m`/`min` or `h`, or a bare number of
+/// seconds; never negative, never more than a day.
+fn spark_seconds(key: &str, value: &str) -> Result<f64, String> {
+    let split = value.find(|c: char| c.is_ascii_alphabetic()).unwrap_or(value.len());
+    let (number, unit) = value.split_at(split);
+    let scale = match unit {
+        "" | "s" => 1.0,
+        "ms" => 0.001,
+        "m" | "min" => 60.0,
+        "h" => 3_600.0,
+        _ => return Err(format!("{key}: `{value}` has an unknown time unit `{unit}`")),
+    };
+    let n: f64 = number.trim().parse().map_err(|_| format!("{key}: `{value}` is not a time"))?;
+    let seconds = n * scale;
+    if !(0.0..=86_400.0).contains(&seconds) {
+        return Err(format!("{key}: {value} must be between 0 and one day"));
+    }
+    Ok(seconds)
+}
+
+/// Spark dynamic allocation, as a streaming job's driver runs it: once tasks have been pending for
+/// `schedulerBacklogTimeout`, executors are requested, then again every
+/// `sustainedSchedulerBacklogTimeout` while the backlog lasts, doubling the number added each round;
+/// the target is capped at what the pending and running work needs times `executorAllocationRatio`
+/// (Spark's "max executors needed"), and an executor idle for `executorIdleTimeout` is released.
+/// Pending work is counted as the rate that would drain the backlog within one decision interval on
+/// top of the arrivals, one executor's share being its nominal rate.
+#[derive(Debug)]
 pub struct SparkDra {
+    name: String,
+    settings: DynamicAllocation,
     to_add: u32,
     target: u32,
+    /// When the next request is due while the backlog lasts.
+    next_request_s: Option<f64>,
     idle_since: Option<f64>,
     per_executor: f64,
     interval: usize,
     max: u32,
 }
 
+impl Default for SparkDra {
+    fn default() -> Self {
+        Self::new("spark-dra", DynamicAllocation::default())
+    }
+}
+
 impl SparkDra {
-    const IDLE_TIMEOUT_S: f64 = 60.0;
+    pub fn new(name: impl Into<String>, settings: DynamicAllocation) -> Self {
+        Self {
+            name: name.into(),
+            settings,
+            to_add: 1,
+            target: 0,
+            next_request_s: None,
+            idle_since: None,
+            per_executor: 1.0,
+            interval: 1,
+            max: 1,
+        }
+    }
+
+    /// EMR Serverless's scaling profile `profile` (see [`DynamicAllocation::emr_profile`]), named
+    /// `emr-<profile>`.
+    pub fn emr_profile(profile: &str) -> Option<Self> {
+        DynamicAllocation::emr_profile(profile).map(|s| Self::new(format!("emr-{profile}"), s))
+    }
+
+    /// Executors `rate` events/s keep busy, times the allocation ratio, within the settings' bounds.
+    fn needed(&self, rate: f64) -> u32 {
+        let full = if self.per_executor > 0.0 { rate / self.per_executor } else { self.max as f64 };
+        let scaled = (full * self.settings.executor_allocation_ratio).ceil() as u32;
+        scaled.clamp(self.settings.min_executors.max(1), self.max)
+    }
 }
 
 impl Policy for SparkDra {
     fn name(&self) -> &str {
-        "spark-dra"
+        &self.name
     }
     fn reset(&mut self, info: &EpisodeInfo) {
         self.to_add = 1;
         self.target = 0;
+        self.next_request_s = None;
         self.idle_since = None;
         self.per_executor = info.nominal_executor_rate;
-        self.interval = info.decision_interval_s;
-        self.max = info.max_executors;
+        self.interval = info.decision_interval_s.max(1);
+        self.max =
+            self.settings.max_executors.map_or(info.max_executors, |m| m.min(info.max_executors)).max(1);
     }
     fn decide(&mut self, obs: &Observation) -> ScalingAction {
         let have = obs.running_executors + obs.pending_executors;
         if self.target == 0 {
             self.target = have.max(1);
         }
+        let s = self.settings;
         // Work that needs executors: what arrives plus draining the backlog within one interval.
-        let needed_rate = obs.input_rate + obs.backlog_events / self.interval as f64;
-        let max_needed = executors_for(needed_rate, self.per_executor, self.max);
+        let max_needed = self.needed(obs.input_rate + obs.backlog_events / self.interval as f64);
         if obs.backlog_events > 0.0 {
-            // One round per second of sustained backlog since the last decision.
-            for _ in 0..self.interval {
+            // The backlog is taken to have started with the interval it was first seen in; requests
+            // fall due at its timeout and then at every sustained timeout up to now.
+            let first_seen = obs.time_s - self.interval as f64;
+            let mut due = *self.next_request_s.get_or_insert(first_seen + s.scheduler_backlog_timeout_s);
+            while due <= obs.time_s + 1e-9 {
                 if self.target >= max_needed {
                     break;
                 }
                 self.target = (self.target + self.to_add).min(max_needed);
                 self.to_add = self.to_add.saturating_mul(2);
+                // A zero timeout asks once per second, as Spark's allocation loop would at most.
+                due += s.sustained_scheduler_backlog_timeout_s.max(1.0);
             }
+            self.next_request_s = Some(due);
             self.idle_since = None;
         } else {
             self.to_add = 1;
-            let busy = executors_for(obs.input_rate, self.per_executor, self.max);
+            self.next_request_s = None;
+            let busy = self.needed(obs.input_rate);
             if busy < self.target {
                 let since = *self.idle_since.get_or_insert(obs.time_s);
-                if obs.time_s - since >= Self::IDLE_TIMEOUT_S {
+                if obs.time_s - since >= s.executor_idle_timeout_s {
                     self.target = busy;
                     self.idle_since = None;
                 }
@@ -247,7 +417,7 @@ impl Policy for SparkDra {
                 self.idle_since = None;
             }
         }
-        ScalingAction::spark_default(self.target.clamp(1, self.max))
+        ScalingAction::spark_default(self.target.clamp(s.min_executors.max(1), self.max))
     }
 }
 
@@ -296,6 +466,96 @@ impl<P: Policy> Policy for Tiered<P> {
 mod tests {
     use super::*;
     use latency_model::Tier;
+
+    #[test]
+    fn dynamic_allocation_settings_parse_as_spark_writes_them_and_bad_ones_are_named() {
+        let s = DynamicAllocation::parse(
+            "executorAllocationRatio=0.5:spark.dynamicAllocation.schedulerBacklogTimeout=500ms:\
+             sustainedSchedulerBacklogTimeout=5:executorIdleTimeout=2min:minExecutors=2:maxExecutors=40",
+        )
+        .unwrap();
+        assert_eq!(
+            s,
+            DynamicAllocation {
+                executor_allocation_ratio: 0.5,
+                scheduler_backlog_timeout_s: 0.5,
+                sustained_scheduler_backlog_timeout_s: 5.0,
+                executor_idle_timeout_s: 120.0,
+                min_executors: 2,
+                max_executors: Some(40),
+            }
+        );
+        assert_eq!(DynamicAllocation::parse("").unwrap(), DynamicAllocation::default());
+        for (spec, names) in [
+            ("executorAllocationRatio=0", "outside (0, 1]"),
+            ("executorAllocationRatio=x", "not a number"),
+            ("executorIdleTimeout=5parsecs", "unknown time unit `parsecs`"),
+            ("executorIdleTimeout=-1s", "between 0 and one day"),
+            ("maxExecutors=3:minExecutors=4", "below minExecutors"),
+            ("minExecutors=1.5", "not a whole number"),
+            ("shuffleTracking.enabled=true", "unknown property `shuffleTracking.enabled`"),
+            ("executorAllocationRatio", "not property=value"),
+        ] {
+            let err = DynamicAllocation::parse(spec).unwrap_err();
+            assert!(err.contains(names), "{spec}: {err}");
+        }
+        assert_eq!(
+            DynamicAllocation::emr_profile("performance-optimized"),
+            Some(DynamicAllocation::default())
+        );
+        assert_eq!(DynamicAllocation::emr_profile("balanced").unwrap().executor_allocation_ratio, 0.5);
+        assert!(DynamicAllocation::emr_profile("turbo").is_none());
+    }
+
+    /// Runs a dynamic-allocation baseline through a backlog that appears and lasts, then an idle
+    /// spell, and returns the executors asked for at each decision.
+    fn dra_targets(settings: DynamicAllocation, backlog: &[(f64, f64)]) -> Vec<u32> {
+        let arena = crate::Arena::embedded();
+        let trace = traces::builtin(traces::BuiltinTrace::StepBurst, 1);
+        let mut info = arena.episode_info(&trace, 1);
+        (info.nominal_executor_rate, info.decision_interval_s, info.max_executors) = (100.0, 5, 64);
+        let mut dra = SparkDra::new("t", settings);
+        dra.reset(&info);
+        let mut obs = crate::Episode::new(&arena, &trace, 1).unwrap().observe();
+        (obs.running_executors, obs.pending_executors) = (1, 0);
+        backlog
+            .iter()
+            .enumerate()
+            .map(|(i, &(input, queued))| {
+                (obs.time_s, obs.input_rate, obs.backlog_events) = (5.0 * (i + 1) as f64, input, queued);
+                dra.decide(&obs).executors
+            })
+            .collect()
+    }
+
+    #[test]
+    fn dynamic_allocation_ramps_by_doubling_after_its_timeouts_and_the_ratio_caps_the_target() {
+        // 3,000 events/s with a 5,000-event queue need (3,000 + 5,000 / 5) / 100 = 40 executors.
+        let load = [(3_000.0, 5_000.0); 4];
+        // Spark's defaults: a request every second of backlog, 1 + 2 + 4 + 8 + 16 added in the first
+        // interval (capped at 40 on the second).
+        assert_eq!(dra_targets(DynamicAllocation::default(), &load), [32, 40, 40, 40]);
+        // Half of that at ratio 0.5, a third (rounded up) at 1/3.
+        let half = DynamicAllocation { executor_allocation_ratio: 0.5, ..Default::default() };
+        assert_eq!(dra_targets(half, &load)[3], 20);
+        let third = DynamicAllocation::emr_profile("cost-optimized").unwrap();
+        assert_eq!(dra_targets(third, &load)[3], 14);
+        // A 4 s first timeout and 10 s sustained one: one request in the first interval, one in the
+        // third, doubling.
+        let slow = DynamicAllocation {
+            scheduler_backlog_timeout_s: 4.0,
+            sustained_scheduler_backlog_timeout_s: 10.0,
+            ..Default::default()
+        };
+        assert_eq!(dra_targets(slow, &load), [2, 2, 4, 4]);
+        // Idle executors go after the idle timeout, to what the input needs.
+        let fall = [(3_000.0, 5_000.0), (3_000.0, 5_000.0), (500.0, 0.0), (500.0, 0.0), (500.0, 0.0)];
+        let quick = DynamicAllocation { executor_idle_timeout_s: 5.0, ..Default::default() };
+        assert_eq!(dra_targets(quick, &fall), [32, 40, 40, 5, 5]);
+        // A floor and a ceiling of the user's.
+        let bounded = DynamicAllocation { min_executors: 8, max_executors: Some(12), ..quick };
+        assert_eq!(dra_targets(bounded, &fall), [12, 12, 12, 8, 8]);
+    }
 
     #[test]
     fn tiered_baselines_place_shuffle_with_the_shuffle_router_code() {

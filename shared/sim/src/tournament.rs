@@ -1,6 +1,6 @@
 //! Every policy on the same trace and seeds: one table, `results.csv`, and an SVG timeline.
 
-use crate::baselines::{Fixed, HpaScaler, Seer, SparkDra, Tiered};
+use crate::baselines::{DynamicAllocation, Fixed, HpaScaler, Seer, SparkDra, Tiered};
 use crate::clairvoyant::{clairvoyant_bound, ClairvoyantSchedule};
 use crate::metrics::{RunningStd, Scores};
 use crate::realistic::{Arena, Policy, Timeline};
@@ -28,8 +28,18 @@ impl ArenaKind {
 
 /// The realistic baselines by name, then the two clairvoyant references (the lower bound and the
 /// achievable schedule).
-pub const REALISTIC_BASELINES: [&str; 7] =
-    ["fixed", "dexter", "seer", "keda", "spark-dra", "clairvoyant", "clairvoyant-schedule"];
+pub const REALISTIC_BASELINES: [&str; 10] = [
+    "fixed",
+    "dexter",
+    "seer",
+    "keda",
+    "spark-dra",
+    "emr-performance-optimized",
+    "emr-balanced",
+    "emr-cost-optimized",
+    "clairvoyant",
+    "clairvoyant-schedule",
+];
 /// The seed-compat baselines by name.
 pub const SEED_BASELINES: [&str; 4] = ["fixed", "dexter", "seer", "clairvoyant"];
 
@@ -67,10 +77,24 @@ impl SeedContender {
     }
 }
 
-/// A realistic baseline by name; `None` for names this crate does not know (learned policies live
-/// in the policy crate).
-pub fn realistic_baseline(name: &str) -> Option<Contender> {
-    Some(match name {
+/// EMR Serverless's scaling profiles as realistic baselines, by name (see
+/// [`DynamicAllocation::emr_profile`]); `spark-dra:<settings>` takes any other settings.
+pub const EMR_PROFILE_BASELINES: [&str; 3] =
+    ["emr-performance-optimized", "emr-balanced", "emr-cost-optimized"];
+
+/// A realistic baseline by name: `Ok(None)` for names this crate does not know (learned policies live
+/// in the policy crate); an error for `spark-dra:<settings>` whose settings do not parse (see
+/// [`DynamicAllocation::parse`]).
+pub fn realistic_baseline(name: &str) -> Result<Option<Contender>, SimError> {
+    if let Some(spec) = name.strip_prefix("spark-dra:") {
+        let settings =
+            DynamicAllocation::parse(spec).map_err(|e| SimError::Config(format!("policy `{name}`: {e}")))?;
+        return Ok(Some(Contender::Policy(Box::new(SparkDra::new(name, settings)))));
+    }
+    if let Some(dra) = name.strip_prefix("emr-").and_then(SparkDra::emr_profile) {
+        return Ok(Some(Contender::Policy(Box::new(dra))));
+    }
+    Ok(Some(match name {
         "fixed" => Contender::Policy(Box::<Fixed>::default()),
         "dexter" => Contender::Policy(Box::new(HpaScaler::dexter())),
         "seer" => Contender::Policy(Box::<Seer>::default()),
@@ -81,8 +105,8 @@ pub fn realistic_baseline(name: &str) -> Option<Contender> {
         "spark-dra+tiers" => Contender::Policy(Box::new(Tiered::new(SparkDra::default()))),
         "clairvoyant" => Contender::Clairvoyant,
         "clairvoyant-schedule" => Contender::ClairvoyantSchedule,
-        _ => return None,
-    })
+        _ => return Ok(None),
+    }))
 }
 
 /// A seed-compat baseline by name.

@@ -203,6 +203,8 @@ struct TournamentArgs {
     #[arg(long, default_value_t = 0)]
     first_seed: u64,
     /// Comma-separated policies; default: every baseline of the arena and the clairvoyant bound.
+    /// `spark-dra:executorAllocationRatio=0.5:schedulerBacklogTimeout=5s` runs Spark dynamic
+    /// allocation with your own `spark.dynamicAllocation.*` values.
     #[arg(long, value_delimiter = ',')]
     policies: Vec<String>,
     /// Output directory for results.csv and timeline.svg.
@@ -569,11 +571,14 @@ fn realistic_contender(
     if name == "rule" {
         return Ok(Contender::Policy(Box::new(sim::learned::RuleScaling::new(arena))));
     }
-    tournament::realistic_baseline(name).ok_or_else(|| {
+    tournament::realistic_baseline(name)?.ok_or_else(|| {
         SimError::UnknownPolicy {
             name: name.into(),
             arena: ArenaKind::Realistic.name(),
-            known: format!("{}, rule, rl, rl-meta", tournament::REALISTIC_BASELINES.join(", ")),
+            known: format!(
+                "{}, spark-dra:<property=value:...>, rule, rl, rl-meta",
+                tournament::REALISTIC_BASELINES.join(", ")
+            ),
         }
         .into()
     })

@@ -33,6 +33,9 @@ fn realistic_tournament_prints_the_table_and_writes_csv_and_svg() {
         "seer",
         "keda",
         "spark-dra",
+        "emr-performance-optimized",
+        "emr-balanced",
+        "emr-cost-optimized",
         "clairvoyant",
         "clairvoyant-schedule",
         "rl",
@@ -50,7 +53,7 @@ fn realistic_tournament_prints_the_table_and_writes_csv_and_svg() {
         "policy,cost_usd,p95_ms,p99_ms,sla_violation_pct,sla_step_violation_pct,stability,cpu_util_pct,throughput_mb_s"
     );
     let rows: Vec<&str> = lines.collect();
-    assert_eq!(rows.len(), 9);
+    assert_eq!(rows.len(), 12);
     for row in rows {
         let fields: Vec<&str> = row.split(',').collect();
         assert_eq!(fields.len(), 9);
@@ -90,6 +93,41 @@ fn a_user_trace_file_is_accepted() {
     ]);
     assert!(o.status.success(), "{}", text(&o.stderr));
     assert!(text(&o.stdout).contains("trace ") && text(&o.stdout).contains("mine.csv"));
+}
+
+#[test]
+fn a_users_own_dynamic_allocation_settings_run_as_a_baseline_and_bad_ones_are_named() {
+    let dir = scratch("dra-settings");
+    // The values a job's Spark UI lists under Environment, in the tournament's `:`-joined form.
+    let mine = "spark-dra:executorAllocationRatio=0.5:schedulerBacklogTimeout=5s:executorIdleTimeout=2min";
+    let policies = format!("emr-balanced,{mine}");
+    let o = sparkpilot(&[
+        "tournament",
+        "--trace",
+        "step-burst",
+        "--seeds",
+        "1",
+        "--policies",
+        &policies,
+        "--out",
+        dir.join("out").to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let csv = std::fs::read_to_string(dir.join("out/results.csv")).unwrap();
+    let names: Vec<&str> = csv.lines().skip(1).filter_map(|l| l.split(',').next()).collect();
+    assert_eq!(names, ["emr-balanced", mine]);
+    let o = sparkpilot(&[
+        "tournament",
+        "--seeds",
+        "1",
+        "--policies",
+        "spark-dra:executorAllocationRatio=2",
+        "--out",
+        dir.join("bad").to_str().unwrap(),
+    ]);
+    assert!(!o.status.success());
+    let err = text(&o.stderr);
+    assert!(err.contains("executorAllocationRatio") && err.contains("outside (0, 1]"), "{err}");
 }
 
 #[test]
