@@ -31,6 +31,43 @@ impl Scenario {
         }
     }
 
+    /// The share of the weights on latency, beta / (alpha + beta), the scenario's runs stay within,
+    /// whatever the meta-controller asks for: healthcare never below 0.75, smart city never above
+    /// 0.25, industrial and balanced between. The controller moves the weights with the budget and
+    /// the recent violations, but a budget scenario must not end up more cautious than the critical
+    /// one, nor the critical one cheaper than the budget one: the order is what a user picks a
+    /// scenario for. Each band holds the scenario's own weights ([`Scenario::weights`]); the scaling
+    /// policy's headroom rises with this share ([`crate::reference_rule::teacher_headroom`]), so
+    /// disjoint bands keep healthcare the most cautious and smart city the cheapest. On aws-elb, a
+    /// trace no training trace resembles, the controller without bands gave industrial a lower cost
+    /// than smart city (`models/meta-td3.md`).
+    pub fn latency_share_band(self) -> (f64, f64) {
+        match self {
+            Scenario::HealthcareCritical => (0.75, 1.0),
+            Scenario::IndustrialHighThroughput | Scenario::Balanced => (0.25, 0.75),
+            Scenario::SmartCityBudget => (0.0, 0.25),
+        }
+    }
+
+    /// Weights (alpha, beta) brought within the scenario's [band](Self::latency_share_band): weights
+    /// inside it unchanged, others with the same sum and the latency share clamped into the band. Weights that are not numbers, negative or both
+    /// zero give the scenario's own.
+    pub fn bounded_weights(self, alpha: f64, beta: f64) -> (f64, f64) {
+        let sum = alpha + beta;
+        if !(alpha.is_finite() && beta.is_finite() && alpha >= 0.0 && beta >= 0.0 && sum > 0.0) {
+            let [a, b, _] = self.weights();
+            return (a, b);
+        }
+        let (low, high) = self.latency_share_band();
+        let share = beta / sum;
+        if (low..=high).contains(&share) {
+            // Untouched, bit for bit: the trainer's paired reward compares runs under equal weights.
+            return (alpha, beta);
+        }
+        let share = share.clamp(low, high);
+        (sum * (1.0 - share), sum * share)
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Scenario::HealthcareCritical => "healthcare_critical",
@@ -102,6 +139,30 @@ impl MetaContext {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bounded_weights_keep_each_scenario_in_its_band_and_its_own_weights_untouched() {
+        for s in Scenario::ALL {
+            let [a, b, _] = s.weights();
+            let (x, y) = s.bounded_weights(a, b);
+            assert!((x - a).abs() < 1e-12 && (y - b).abs() < 1e-12, "{s:?} moved its own weights");
+            let (low, high) = s.latency_share_band();
+            for (a, b) in [(1.0, 0.0), (0.0, 1.0), (0.5, 0.5), (0.9, 0.3), (0.01, 0.02)] {
+                let (x, y) = s.bounded_weights(a, b);
+                let share = y / (x + y);
+                assert!(share >= low - 1e-12 && share <= high + 1e-12, "{s:?} ({a}, {b}) -> {share}");
+                assert!((x + y - (a + b)).abs() < 1e-12);
+            }
+            assert_eq!(s.bounded_weights(f64::NAN, 0.5), (a, b));
+            assert_eq!(s.bounded_weights(0.0, 0.0), (a, b));
+            assert_eq!(s.bounded_weights(-1.0, 0.5), (a, b));
+        }
+        // Healthcare asked for the cheapest weights stays the most cautious of the four.
+        let (x, y) = Scenario::HealthcareCritical.bounded_weights(1.0, 0.0);
+        assert_eq!((x, y), (0.25, 0.75));
+        let (x, y) = Scenario::SmartCityBudget.bounded_weights(0.0, 1.0);
+        assert_eq!((x, y), (0.75, 0.25));
+    }
 
     #[test]
     fn scenario_names_round_trip_and_features_are_bounded() {

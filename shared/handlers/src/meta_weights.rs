@@ -206,7 +206,11 @@ impl Handler for MetaWeights {
             horizon_s: context.horizon_s,
         };
         let features = meta.features(context.budget_usd - context.budget_remaining, violations, cost_rate);
-        let (alpha, beta) = self.model.weights(&features)?;
+        // Within the scenario's band, as the arena and the trainer run the controller.
+        let (alpha, beta) = {
+            let (a, b) = self.model.weights(&features)?;
+            context.scenario.bounded_weights(a, b)
+        };
         let version = store.incr(&self.keys.weights_version()).await?;
         let weights = Weights {
             alpha,

@@ -374,6 +374,24 @@ async fn meta_weights_follow_context_changes_and_refuse_unknown_scenarios() {
         (out["weights"]["version"].as_u64(), out["context"]["scenario"].as_str()),
         (Some(2), Some("healthcare_critical"))
     );
+    // Whatever the budget, every scenario's weights stay in its band of the latency share.
+    for scenario in control::Scenario::ALL {
+        for budget in [0.0, 0.5, 5.0] {
+            let out = invoke(
+                &env,
+                &settings,
+                "meta-weights",
+                Trigger::Direct(json!({"scenario": scenario.name(), "budget_remaining": budget})),
+            )
+            .await
+            .unwrap();
+            let (alpha, beta) =
+                (out["weights"]["alpha"].as_f64().unwrap(), out["weights"]["beta"].as_f64().unwrap());
+            let (low, high) = scenario.latency_share_band();
+            let share = beta / (alpha + beta);
+            assert!(share >= low - 1e-9 && share <= high + 1e-9, "{scenario:?} at {budget}: {out}");
+        }
+    }
     let err = invoke(
         &env,
         &settings,

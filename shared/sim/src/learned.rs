@@ -317,8 +317,8 @@ impl Policy for RlMeta {
         let spent = self.spend.observe(&self.arena, obs);
         if (obs.time_s as usize).is_multiple_of(META_EVERY_S) {
             let (violations, cost_rate) = self.recent.summary();
-            if let Ok(w) = self.meta.weights(&self.ctx.features(spent, violations, cost_rate)) {
-                self.weights = w;
+            if let Ok((a, b)) = self.meta.weights(&self.ctx.features(spent, violations, cost_rate)) {
+                self.weights = self.scenario.bounded_weights(a, b);
             }
         }
         self.recent.push(&self.arena, obs);

@@ -190,7 +190,7 @@ pub fn write_scaling(
          ## Training\n\n- command: `{command}`\n- seed: {seed}\n- environment steps (decisions): {steps}\n- wall time: {wall:.0} s\n\
          - final mean episode return: {ret:.2}\n\
          - environment: the realistic arena (embedded defaults), one decision per 5 s; each episode draws a trace from {trained:?}, \
-         a training seed (top bit set) and one of the four scenarios' weights (alpha, beta).{recorded}\n\
+         a training seed (top bit set) and one of the four scenarios; half the episodes run under the scenario's own weights (alpha, beta), half under a pair drawn uniformly from the unit square and brought into the scenario's band of beta / (alpha + beta) (`control::Scenario::bounded_weights`), the weights the meta-controller can send.{recorded}\n\
          - greedy action spread at the end of training (share of the last update's states on which each head picks its most \
          common action; executor, memory, tier, codec): {spread}{collapse}\n\
          - actuation: a running job (`sim::Actuation::RunningJob`): executors and the tier apply during the episode; memory, \
@@ -314,11 +314,11 @@ pub fn write_meta(
          their price) over the budget's even rate, / 3, capped at 1 (`sim::learned::SpendEstimate` and `RecentDecisions`, \
          what the meta-weights function reads from its budget feed and decision log). The run's budget is what 16 GB executors sized for the \
          trace's mean load at 70 % utilisation would cost.\n\n\
-         ## Output\n\n`weights`: float32 [1, 2], (alpha, beta) in 0..1 (sigmoid).\n\n\
+         ## Output\n\n`weights`: float32 [1, 2], (alpha, beta) in 0..1 (sigmoid); the meta-weights function, the arena and training bring them into the scenario's band of beta / (alpha + beta) (`control::Scenario::bounded_weights`: healthcare at least 0.75, smart city at most 0.25, the others 0.25 to 0.75).\n\n\
          ## Training\n\n- command: `{command}`\n- seed: {seed}\n- meta steps ({every} s each): {steps}\n- wall time: {wall:.0} s\n\
          - final mean episode return: {ret:.2}\n\
          - environment: the realistic arena on the scaling policy's training traces, with `scaling-ppo.onnx` in the loop \
-         through the policy runtime; each episode draws a scenario. Actuation: a running job (executors and tier live; memory, codec and \
+         through the policy runtime; each episode draws a scenario, and each action is brought into its band before the scaling policy sees it. Actuation: a running job (executors and tier live; memory, codec and \
          pre-initialised workers held for the run).\n\
          - reward per meta step, paired: the scenario's own objective, -(alpha_s x cost / cost of 16 executors + beta_s x 5 x \
          share of events over the SLA) - overspend beyond the budget as a share of it, with (alpha_s, beta_s) the scenario's \
