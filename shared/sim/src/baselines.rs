@@ -220,9 +220,6 @@ impl Default for DynamicAllocation {
     }
 }
 
-/// EMR Serverless's scaling profiles (`spark.emr-serverless.scalingProfile`), by their names.
-pub const EMR_SCALING_PROFILES: [&str; 3] = ["performance-optimized", "balanced", "cost-optimized"];
-
 impl DynamicAllocation {
     /// The settings of an EMR Serverless scaling profile, as far as AWS's scaling-profiles page
     /// (EMR Serverless User Guide, "Using Scaling Profiles") is known to us: `performance-optimized`

@@ -77,14 +77,10 @@ impl SeedContender {
     }
 }
 
-/// EMR Serverless's scaling profiles as realistic baselines, by name (see
-/// [`DynamicAllocation::emr_profile`]); `spark-dra:<settings>` takes any other settings.
-pub const EMR_PROFILE_BASELINES: [&str; 3] =
-    ["emr-performance-optimized", "emr-balanced", "emr-cost-optimized"];
-
 /// A realistic baseline by name: `Ok(None)` for names this crate does not know (learned policies live
 /// in the policy crate); an error for `spark-dra:<settings>` whose settings do not parse (see
-/// [`DynamicAllocation::parse`]).
+/// [`DynamicAllocation::parse`]). `emr-<profile>` is EMR Serverless's scaling profile of that name
+/// ([`DynamicAllocation::emr_profile`]).
 pub fn realistic_baseline(name: &str) -> Result<Option<Contender>, SimError> {
     if let Some(spec) = name.strip_prefix("spark-dra:") {
         let settings =
