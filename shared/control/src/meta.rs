@@ -50,8 +50,8 @@ impl Scenario {
     }
 
     /// Weights (alpha, beta) brought within the scenario's [band](Self::latency_share_band): weights
-    /// inside it unchanged, others with the same sum and the latency share clamped into the band. Weights that are not numbers, negative or both
-    /// zero give the scenario's own.
+    /// inside it unchanged, others with the same sum and the latency share clamped into the band.
+    /// Weights that are not numbers, negative or both zero give the scenario's own.
     pub fn bounded_weights(self, alpha: f64, beta: f64) -> (f64, f64) {
         let sum = alpha + beta;
         if !(alpha.is_finite() && beta.is_finite() && alpha >= 0.0 && beta >= 0.0 && sum > 0.0) {
