@@ -66,6 +66,7 @@ pub fn replay_settings(arena: &Arena, scenario: Scenario) -> Settings {
         guardrails: control::GuardrailConfig {
             max_executors: arena.config.max_executors.max(1),
             backlog_drain_s: arena.config.backlog_drain_s,
+            cooldown_s: arena.config.cooldown_s,
             ..defaults.guardrails
         },
         sla_ms: arena.config.sla_ms,

@@ -167,6 +167,9 @@ pub struct ArenaConfig {
     /// The learned policies' backlog safety net, as the scaling-decision function runs it
     /// (`control::GuardrailConfig::backlog_drain_s`; 0 turns it off).
     pub backlog_drain_s: f64,
+    /// The learned policies' scale-down cooldown after a scale-up, seconds, as the scaling-decision
+    /// function runs it (`control::GuardrailConfig::cooldown_s`, `SPARKPILOT_COOLDOWN_S`).
+    pub cooldown_s: f64,
 }
 
 impl Default for ArenaConfig {
@@ -191,6 +194,7 @@ impl Default for ArenaConfig {
             alpha: 0.33,
             beta: 0.33,
             backlog_drain_s: control::GuardrailConfig::default().backlog_drain_s,
+            cooldown_s: control::GuardrailConfig::default().cooldown_s,
         }
     }
 }
@@ -227,6 +231,12 @@ impl ArenaConfig {
             return Err(SimError::Config(format!(
                 "backlog_drain_s {} must be a non-negative number of seconds (0 turns the net off)",
                 self.backlog_drain_s
+            )));
+        }
+        if !(self.cooldown_s.is_finite() && self.cooldown_s >= 0.0) {
+            return Err(SimError::Config(format!(
+                "cooldown_s {} must be a non-negative number of seconds (0 turns the cooldown off)",
+                self.cooldown_s
             )));
         }
         Ok(())

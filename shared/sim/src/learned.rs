@@ -133,11 +133,12 @@ impl ArenaGuardrails {
         Self::with(GuardrailConfig { max_executors: max_executors.max(1), ..GuardrailConfig::default() })
     }
 
-    /// The guardrails of an episode: the arena's maximum and backlog safety net.
+    /// The guardrails of an episode: the arena's maximum, backlog safety net and cooldown.
     pub fn for_episode(info: &EpisodeInfo) -> Self {
         Self::with(GuardrailConfig {
             max_executors: info.max_executors.max(1),
             backlog_drain_s: info.backlog_drain_s,
+            cooldown_s: info.cooldown_s,
             ..GuardrailConfig::default()
         })
     }
@@ -415,6 +416,28 @@ mod tests {
         let next = episode.observe();
         let want = observed_cost_rate(&arena, &first) * (next.time_s - first.time_s);
         assert!((spend.observe(&arena, &next) - want).abs() < 1e-12);
+    }
+
+    #[test]
+    fn the_episode_sets_the_cooldown_the_function_would_run() {
+        let arena = Arena::embedded();
+        let trace = traces::resolve("step-burst", 1).unwrap();
+        let episode = Episode::new(&arena, &trace, 1).unwrap();
+        let mut obs = episode.observe();
+        let start = obs.current.executors;
+        let up = ScalingAction { executors: start + 4, ..obs.current };
+        let down = ScalingAction { executors: start, ..obs.current };
+        for (cooldown_s, held) in [(60.0, true), (0.0, false)] {
+            let info = EpisodeInfo { cooldown_s, ..arena.episode_info(&trace, 1) };
+            let mut guard = ArenaGuardrails::for_episode(&info);
+            obs.time_s = 100.0;
+            obs.current = guard.apply(up, &obs);
+            assert_eq!(obs.current.executors, start + 4);
+            obs.time_s = 110.0;
+            let after = guard.apply(down, &obs);
+            let want = if held { start + 4 } else { start };
+            assert_eq!(after.executors, want, "cooldown {cooldown_s} s");
+        }
     }
 
     #[test]

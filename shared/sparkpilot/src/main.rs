@@ -307,6 +307,10 @@ struct ArenaOpts {
     /// it off.
     #[arg(long, default_value_t = control::GuardrailConfig::default().backlog_drain_s)]
     backlog_drain_s: f64,
+    /// The learned policies' guardrail: no scale-down for this many seconds after a scale-up
+    /// (SPARKPILOT_COOLDOWN_S in the function); 0 turns it off.
+    #[arg(long, default_value_t = control::GuardrailConfig::default().cooldown_s)]
+    cooldown_s: f64,
 }
 
 impl ArenaOpts {
@@ -327,6 +331,7 @@ impl ArenaOpts {
             max_executors: self.max_executors,
             edge: sim::EdgeConfig { gateways: self.edges, ..sim::EdgeConfig::default() },
             backlog_drain_s: self.backlog_drain_s,
+            cooldown_s: self.cooldown_s,
             ..ArenaConfig::default()
         };
         Ok(Arena::new(config, prices, model)?)

@@ -197,6 +197,10 @@ fn unknown_policy_and_trace_are_refused_clearly() {
     ]);
     assert!(!o.status.success());
     assert!(text(&o.stderr).contains("no-such-trace"));
+    let o = sparkpilot(&["tournament", "--cooldown-s=-5", "--seeds", "1", "--out", dir.to_str().unwrap()]);
+    assert!(!o.status.success());
+    let err = text(&o.stderr);
+    assert!(err.contains("cooldown_s -5"), "{err}");
 }
 
 #[test]
