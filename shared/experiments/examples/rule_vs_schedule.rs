@@ -7,25 +7,9 @@
 //! `cargo run --release -p experiments --example rule_vs_schedule [SEEDS] [Q/B,Q/B,...]`
 
 use experiments::fixed_indices::score_headroom_rule;
+use experiments::EVALUATION_TRACES;
 use sim::clairvoyant::ClairvoyantSchedule;
 use sim::Arena;
-
-const TRACES: [&str; 14] = [
-    "step-burst",
-    "burst-4x",
-    "rush-hour",
-    "slow-ramp",
-    "flash-crowd",
-    "spike-30x",
-    "data/traces/real/aws-elb-requests.csv",
-    "data/traces/real/nyc-taxi-week.csv",
-    "data/traces/generated/step-30x.csv",
-    "data/traces/generated/ramp-30x.csv",
-    "data/traces/generated/io-frames.csv",
-    "data/traces/generated/false-alarms.csv",
-    "data/traces/generated/diurnal.csv",
-    "data/traces/generated/staircase.csv",
-];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
@@ -45,7 +29,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let arena = Arena::embedded();
     println!("cost x the clairvoyant schedule's and % of events over the SLA, mean of {seeds} seeds");
-    for name in TRACES {
+    for name in EVALUATION_TRACES {
         let mut schedule = 0.0;
         for seed in 0..seeds {
             let trace = traces::resolve(name, seed)?;

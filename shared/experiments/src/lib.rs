@@ -14,3 +14,22 @@
 //! ```
 
 pub mod fixed_indices;
+
+/// The fourteen traces the README's tables score: the built-ins, both real ones and the generated
+/// shapes (`data/traces/generated/`), paths relative to the repository root.
+pub const EVALUATION_TRACES: [&str; 14] = [
+    "step-burst",
+    "burst-4x",
+    "rush-hour",
+    "slow-ramp",
+    "flash-crowd",
+    "spike-30x",
+    "data/traces/real/aws-elb-requests.csv",
+    "data/traces/real/nyc-taxi-week.csv",
+    "data/traces/generated/step-30x.csv",
+    "data/traces/generated/ramp-30x.csv",
+    "data/traces/generated/io-frames.csv",
+    "data/traces/generated/false-alarms.csv",
+    "data/traces/generated/diurnal.csv",
+    "data/traces/generated/staircase.csv",
+];
