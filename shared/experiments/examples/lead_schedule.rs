@@ -31,8 +31,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let mut held = vec![(0.0, 0.0); horizons.len()];
         for seed in 0..seeds {
             let trace = traces::resolve(name, seed)?;
-            let schedule = ClairvoyantSchedule::new(&arena, &trace, seed)?;
-            let scores = arena.run(&trace, seed, &mut schedule.clone(), None)?;
+            let mut schedule = ClairvoyantSchedule::new(&arena, &trace, seed)?;
+            let scores = arena.run(&trace, seed, &mut schedule, None)?;
             full.0 += scores.cost_usd;
             full.1 += scores.sla_violation_pct;
             for (h, sum) in horizons.iter().zip(held.iter_mut()) {

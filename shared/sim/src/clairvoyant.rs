@@ -183,7 +183,7 @@ impl ClairvoyantSchedule {
                 cfg.max_executors
             )));
         };
-        let horizon_s = cfg.cold_start.upper_s().ceil() as usize + cfg.decision_interval_s;
+        let horizon_s = cfg.request_horizon_s();
         Ok(Self { action, needs, horizon_s })
     }
 

@@ -200,6 +200,12 @@ impl Default for ArenaConfig {
 }
 
 impl ArenaConfig {
+    /// Seconds a request made now must cover: until workers asked for at the next decision are sure
+    /// to be ready (the cold start's upper bound plus one decision interval).
+    pub fn request_horizon_s(&self) -> usize {
+        self.cold_start.upper_s().ceil() as usize + self.decision_interval_s
+    }
+
     pub fn validate(&self) -> Result<(), SimError> {
         let positive = [
             ("vcpu_per_executor", self.vcpu_per_executor),

@@ -426,7 +426,7 @@ impl TemperatureSeries {
 /// first ten seconds, and that minute was all of the learned policy's events over the SLA there.)
 fn opening_executors(arena: &Arena, trace: &Trace, temperature: &TemperatureSeries) -> u32 {
     let config = &arena.config;
-    let horizon = config.cold_start.upper_s().ceil() as usize + config.decision_interval_s;
+    let horizon = config.request_horizon_s();
     let action = ScalingAction::spark_default(1);
     // The temperatures the episode will draw: the series is deterministic for its seed.
     let mut temperature = temperature.clone();
